@@ -1,0 +1,91 @@
+// elementwise.cu: the tensor basics every later family needs (issue 2): fill, copy, add, mul,
+// scale, exp, log, ELU and its backward, sum reduction, and Philox normals.
+// One thread per element with a grid-stride loop; the geometry is chosen in src/device/launch.rs.
+#include "common.cuh"
+
+extern "C" __global__ void fill_f32(float* out, float value, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = value;
+}
+EMU_EXPORT(fill_f32)
+
+extern "C" __global__ void copy_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = x[i];
+}
+EMU_EXPORT(copy_f32)
+
+// out = alpha * a + beta * b (add, sub and axpy in one kernel)
+extern "C" __global__ void add_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                   float* __restrict__ out, float alpha, float beta, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = alpha * a[i] + beta * b[i];
+}
+EMU_EXPORT(add_f32)
+
+extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                   float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = a[i] * b[i];
+}
+EMU_EXPORT(mul_f32)
+
+// out = alpha * x + beta
+extern "C" __global__ void scale_f32(const float* __restrict__ x, float* __restrict__ out, float alpha,
+                                     float beta, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = alpha * x[i] + beta;
+}
+EMU_EXPORT(scale_f32)
+
+extern "C" __global__ void exp_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = expf(x[i]);
+}
+EMU_EXPORT(exp_f32)
+
+extern "C" __global__ void log_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = logf(x[i]);
+}
+EMU_EXPORT(log_f32)
+
+// ELU with alpha = 1: x for x > 0, exp(x) - 1 otherwise.
+extern "C" __global__ void elu_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        float v = x[i];
+        out[i] = v > 0.0f ? v : expm1f(v);
+    }
+}
+EMU_EXPORT(elu_f32)
+
+// dx = dy * elu'(x), elu'(x) = 1 for x > 0, exp(x) otherwise.
+extern "C" __global__ void elu_backward_f32(const float* __restrict__ x, const float* __restrict__ dy,
+                                            float* __restrict__ dx, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        float v = x[i];
+        dx[i] = v > 0.0f ? dy[i] : dy[i] * expf(v);
+    }
+}
+EMU_EXPORT(elu_backward_f32)
+
+// First pass of a deterministic sum: block b writes the sum of its grid-stride share to
+// partial[b]. A second launch with one block sums the partials. blockDim.x is a multiple of 32.
+extern "C" __global__ void sum_partial_f32(const float* __restrict__ x, float* __restrict__ partial,
+                                           uint64_t n) {
+    __shared__ float scratch[32];
+    float acc = 0.0f;
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) acc += x[i];
+    acc = block_reduce_sum(acc, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+EMU_EXPORT(sum_partial_f32)
+
+// out[i] = standard normal for (seed, stream, step, i), SPEC section 5.
+extern "C" __global__ void normal_f32(float* out, uint64_t seed, uint32_t stream, uint32_t step, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = philox_normal(seed, stream, step, i);
+}
+EMU_EXPORT(normal_f32)
+
+// The raw Philox words for element i (4 per element), for the known-answer and cross-device tests.
+extern "C" __global__ void philox_bits_u32(uint32_t* out, uint64_t seed, uint32_t stream, uint32_t step,
+                                           uint64_t n_elements) {
+    for (uint64_t i = global_index_1d(); i < n_elements; i += grid_stride_1d()) {
+        Philox4 b = philox_bits(seed, stream, step, i);
+        for (int w = 0; w < 4; ++w) out[4 * i + w] = b.v[w];
+    }
+}
+EMU_EXPORT(philox_bits_u32)

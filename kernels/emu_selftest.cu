@@ -1,0 +1,73 @@
+// emu_selftest.cu: kernels that exercise the emulator itself (tests/emulator.rs). Compiled by
+// nvcc like every other family, so they run on a GPU too: the correct ones must agree there,
+// and the deliberately broken ones document what the emulator reports.
+#include "common.cuh"
+
+// Block reduction with barriers: out[b] = sum of the block's slice of x.
+extern "C" __global__ void selftest_block_sum_f32(const float* x, float* out, int n) {
+    __shared__ float scratch[32];
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    float v = i < n ? x[i] : 0.0f;
+    v = block_reduce_sum(v, scratch);
+    if (threadIdx.x == 0) out[blockIdx.x] = v;
+}
+EMU_EXPORT(selftest_block_sum_f32)
+
+// Tiled transpose through dynamic shared memory: x is rows x cols, out is cols x rows.
+// Block (32, 8); the tile is 32 x 33 floats (padded against bank conflicts).
+extern "C" __global__ void selftest_transpose_f32(const float* x, float* out, int rows, int cols) {
+    EMU_DYNAMIC_SHARED(float, tile);
+    const int T = 32;
+    int c0 = blockIdx.x * T, r0 = blockIdx.y * T;
+    for (int dy = threadIdx.y; dy < T; dy += blockDim.y) {
+        int r = r0 + dy, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[dy * (T + 1) + threadIdx.x] = x[r * cols + c];
+    }
+    __syncthreads();
+    for (int dy = threadIdx.y; dy < T; dy += blockDim.y) {
+        int c = c0 + dy, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x * (T + 1) + dy];
+    }
+}
+EMU_EXPORT(selftest_transpose_f32)
+
+// Warp-shuffle reduction: out[w] = sum over warp w's 32 lanes, each lane also gets its
+// butterfly (xor) total in all[i].
+extern "C" __global__ void selftest_warp_sum_f32(const float* x, float* out, float* all, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    float v = i < n ? x[i] : 0.0f;
+    float down = warp_reduce_sum(v);
+    float butterfly = v;
+    for (int m = 16; m > 0; m >>= 1) butterfly += __shfl_xor_sync(0xffffffffu, butterfly, m);
+    int warp = i / 32;
+    if ((threadIdx.x & 31) == 0 && i < n) out[warp] = down;
+    if (i < n) all[i] = butterfly;
+}
+EMU_EXPORT(selftest_warp_sum_f32)
+
+// Deliberately wrong: threads past `active` leave before the barrier (a deadlock on a GPU).
+extern "C" __global__ void selftest_divergent_barrier_f32(float* out, int active) {
+    if ((int)threadIdx.x >= active) return;
+    out[threadIdx.x] = 1.0f;
+    __syncthreads();
+    out[threadIdx.x] = 2.0f;
+}
+EMU_EXPORT(selftest_divergent_barrier_f32)
+
+// Deliberately wrong when `with_barrier` is 0: each thread reads its neighbour's shared slot
+// without waiting for the neighbour to write it.
+extern "C" __global__ void selftest_neighbour_f32(const float* x, float* out, int with_barrier) {
+    __shared__ float s[256];
+    int t = threadIdx.x;
+    s[t] = x[blockIdx.x * blockDim.x + t];
+    if (with_barrier) __syncthreads();
+    out[blockIdx.x * blockDim.x + t] = s[(t + 1) % blockDim.x];
+}
+EMU_EXPORT(selftest_neighbour_f32)
+
+// Deliberately wrong: odd lanes exit, even lanes shuffle with a full mask.
+extern "C" __global__ void selftest_divergent_shuffle_f32(float* out) {
+    if (threadIdx.x & 1) return;
+    out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (float)threadIdx.x, 2);
+}
+EMU_EXPORT(selftest_divergent_shuffle_f32)

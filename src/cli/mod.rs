@@ -1,0 +1,42 @@
+//! The `dml` command line (clap). One file per subcommand.
+mod info;
+
+use clap::{Parser, Subcommand};
+
+use crate::device::Device;
+use crate::error::Result;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dml",
+    version,
+    about = "Dale meets Langevin: multiplicative (geometric-Brownian-motion) diffusion models, in Rust + CUDA",
+    long_about = None
+)]
+pub struct Cli {
+    /// Backend: cpu (native Rust), cuda (the GPU kernels), emu (the GPU kernels run by the CPU
+    /// emulator, for debugging), or auto (cuda when a GPU and compiled kernels are present).
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
+    /// and the backend that would be chosen.
+    Info,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info => info::run(&cli.device),
+    }
+}
+
+/// The device named by `--device`, with the error explaining why a GPU cannot be used.
+pub fn device(name: &str) -> Result<Device> {
+    Device::parse(name)
+}

@@ -1,0 +1,241 @@
+//! The `cuda` backend: the fatbins build.rs embedded, loaded once per module and cached, and
+//! launched through the CUDA driver API (cudarc, loaded dynamically so the binary starts without
+//! CUDA).
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::sys::{CUfunction, CUfunction_attribute_enum, CUmodule};
+use cudarc::driver::{result, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+
+use super::launch::{Arg, LaunchGeometry};
+use crate::error::{Error, Result};
+
+/// One embedded module: a fatbin compiled from `kernels/<name>.cu`.
+pub struct CudaModuleImage {
+    pub name: &'static str,
+    pub fatbin: &'static [u8],
+    pub kernels: &'static [&'static str],
+}
+
+include!(concat!(env!("OUT_DIR"), "/cuda_kernels.rs"));
+
+/// Dynamic shared memory above this needs an explicit opt-in per function.
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// What the build embedded, for `info` and for error messages.
+pub fn kernels_compiled() -> bool {
+    !CUDA_MODULES.is_empty()
+}
+
+/// Whether the CUDA driver library can be loaded (cudarc panics on first use otherwise).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; no CUDA call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of CUDA devices, or why there are none.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(Error::Cuda(
+            "no CUDA driver found (libcuda.so could not be loaded)".into(),
+        ));
+    }
+    let n =
+        CudaContext::device_count().map_err(|e| Error::Cuda(format!("counting devices: {e:?}")))?;
+    Ok(n.max(0) as usize)
+}
+
+struct Loaded {
+    modules: HashMap<&'static str, CUmodule>,
+    functions: HashMap<String, CUfunction>,
+}
+
+// SAFETY: module and function handles are plain driver handles, valid in any thread once the
+// context is bound, and only used under the mutex.
+unsafe impl Send for Loaded {}
+
+pub struct CudaDevice {
+    ordinal: usize,
+    name: String,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    loaded: Mutex<Loaded>,
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal`, with a clear error for each way that can fail.
+    pub fn open(ordinal: usize) -> Result<Arc<Self>> {
+        if !kernels_compiled() {
+            return Err(Error::Cuda(
+                "this binary was built without CUDA kernels (nvcc was not found at build time); \
+                 install nvcc (see README, 'Getting nvcc') and rebuild, or use --device cpu"
+                    .into(),
+            ));
+        }
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(Error::Cuda(format!(
+                "no CUDA device {ordinal} ({count} found)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| Error::Cuda(format!("creating context: {e:?}")))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let stream = ctx.default_stream();
+        Ok(Arc::new(Self {
+            ordinal,
+            name,
+            ctx,
+            stream,
+            loaded: Mutex::new(Loaded {
+                modules: HashMap::new(),
+                functions: HashMap::new(),
+            }),
+        }))
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn compute_capability(&self) -> Option<(i32, i32)> {
+        self.ctx.compute_capability().ok()
+    }
+
+    pub fn total_memory(&self) -> Option<usize> {
+        self.ctx.total_mem().ok()
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| Error::Cuda(format!("synchronize: {e:?}")))
+    }
+
+    pub(crate) fn alloc_zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.stream
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(|e| Error::Cuda(format!("allocating {n} floats: {e:?}")))
+    }
+
+    pub(crate) fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        if data.is_empty() {
+            return self.alloc_zeros(0);
+        }
+        self.stream.clone_htod(data).map_err(|e| {
+            Error::Cuda(format!(
+                "copying {} floats to the device: {e:?}",
+                data.len()
+            ))
+        })
+    }
+
+    pub(crate) fn download(&self, data: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>> {
+        let mut v = self
+            .stream
+            .clone_dtoh(data)
+            .map_err(|e| Error::Cuda(format!("copying {len} floats from the device: {e:?}")))?;
+        v.truncate(len);
+        Ok(v)
+    }
+
+    fn function(&self, kernel: &str) -> Result<CUfunction> {
+        let mut loaded = self.loaded.lock().expect("cuda module cache poisoned");
+        if let Some(f) = loaded.functions.get(kernel) {
+            return Ok(*f);
+        }
+        let image = CUDA_MODULES
+            .iter()
+            .find(|m| m.kernels.contains(&kernel))
+            .ok_or_else(|| Error::UnknownKernel(kernel.to_string()))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::Cuda(format!("binding context: {e:?}")))?;
+        let module = match loaded.modules.get(image.name) {
+            Some(m) => *m,
+            None => {
+                // The driver wants the image 8-byte aligned; include_bytes! promises 1.
+                let mut aligned = vec![0u64; image.fatbin.len().div_ceil(8)];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..image.fatbin.len()]
+                    .copy_from_slice(image.fatbin);
+                // SAFETY: `aligned` holds a complete fatbin produced by nvcc.
+                let m = unsafe { result::module::load_data(aligned.as_ptr() as *const c_void) }
+                    .map_err(|e| Error::Cuda(format!("loading module {}: {e:?}", image.name)))?;
+                loaded.modules.insert(image.name, m);
+                m
+            }
+        };
+        let cname = CString::new(kernel).map_err(|_| Error::UnknownKernel(kernel.to_string()))?;
+        // SAFETY: `module` is a loaded module of this context.
+        let f = unsafe { result::module::get_function(module, cname) }
+            .map_err(|e| Error::Cuda(format!("kernel {kernel} in module {}: {e:?}", image.name)))?;
+        loaded.functions.insert(kernel.to_string(), f);
+        Ok(f)
+    }
+
+    pub(crate) fn launch(
+        &self,
+        kernel: &str,
+        g: LaunchGeometry,
+        args: &mut [Arg<'_>],
+    ) -> Result<()> {
+        let f = self.function(kernel)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::Cuda(format!("binding context: {e:?}")))?;
+        if g.shared_bytes > DEFAULT_SHARED_LIMIT {
+            // SAFETY: `f` is a valid function of this context.
+            unsafe {
+                result::function::set_function_attribute(
+                    f,
+                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    g.shared_bytes as i32,
+                )
+            }
+            .map_err(|e| {
+                Error::Cuda(format!(
+                    "{kernel}: {} bytes of shared memory: {e:?}",
+                    g.shared_bytes
+                ))
+            })?;
+        }
+        let mut guards = Vec::new();
+        let mut slots = Vec::with_capacity(args.len());
+        for a in args.iter_mut() {
+            slots.push(match a {
+                Arg::In(t) => {
+                    let (p, guard) = t.cuda_slice()?.device_ptr(&self.stream);
+                    guards.push(guard);
+                    p
+                }
+                Arg::Out(t) => {
+                    let (p, guard) = t.cuda_slice_mut()?.device_ptr_mut(&self.stream);
+                    guards.push(guard);
+                    p
+                }
+                scalar => scalar.scalar_bits().expect("not a tensor"),
+            });
+        }
+        let mut params = super::launch::param_ptrs(&mut slots);
+        // SAFETY: one parameter pointer per kernel argument, each to an 8-byte slot holding a
+        // value of the parameter's type; device pointers stay alive while `guards` lives.
+        unsafe {
+            result::launch_kernel(
+                f,
+                (g.grid[0], g.grid[1], g.grid[2]),
+                (g.block[0], g.block[1], g.block[2]),
+                g.shared_bytes,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| Error::Cuda(format!("launching {kernel} with {g:?}: {e:?}")))?;
+        drop(guards);
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! The crate's error type: every failure says what was being done and with what.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    #[error("tensors on different devices in {op}: {a} and {b}")]
+    DeviceMismatch {
+        op: &'static str,
+        a: String,
+        b: String,
+    },
+
+    #[error("cuda: {0}")]
+    Cuda(String),
+
+    #[error("kernel {kernel} failed on the emulator: {message}")]
+    Emulator { kernel: String, message: String },
+
+    #[error("unknown kernel {0} (not exported by any kernels/*.cu)")]
+    UnknownKernel(String),
+
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+    pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::File {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Dale meets Langevin: a Rust + CUDA engine for multiplicative (geometric-Brownian-motion)
+//! diffusion models. SPEC.md (in the shared folder) is the mathematics; DESIGN.md the architecture.
+//!
+//! Every operation runs on three backends ([`device::Device`]): `cpu` (native Rust, the
+//! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source
+//! compiled for the host and run by an emulator of the CUDA execution model).
+
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use device::Device;
+pub use error::{Error, Result};
+pub use tensor::Tensor;

@@ -1,0 +1,9 @@
+//! Tensor operations. Each runs the Rust reference on `cpu` and the kernel of the same name
+//! (`{op}_f32`) on `emu` and `cuda`.
+mod elementwise;
+mod random;
+mod reduce;
+
+pub use elementwise::{add, axpby, copy, elu, elu_backward, exp, fill, log, mul, scale, sub};
+pub use random::{normal, philox_words};
+pub use reduce::{mean, sum};

@@ -1,0 +1,46 @@
+//! Deterministic reductions: a fixed number of blocks each sum a grid-stride share, then one
+//! block sums the partials, so the same input always gives the same bits.
+use crate::device::launch::{launch, Arg, LaunchGeometry};
+use crate::device::Device;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Partial sums per block in the first pass.
+const REDUCTION_BLOCKS: u32 = 256;
+
+/// The sum of all elements, as a one-element tensor on the same device.
+pub fn sum(x: &Tensor) -> Result<Tensor> {
+    let n = x.numel();
+    match x.device() {
+        Device::Cpu => {
+            let s: f64 = x.host()?.iter().map(|&v| v as f64).sum();
+            Tensor::scalar(s as f32, x.device())
+        }
+        dev => {
+            let g = LaunchGeometry::reduction(n, REDUCTION_BLOCKS);
+            let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
+            launch(
+                dev,
+                "sum_partial_f32",
+                g,
+                &mut [Arg::In(x), Arg::Out(&mut partial), Arg::U64(n as u64)],
+            )?;
+            let mut total = Tensor::uninit(&[], dev)?;
+            let one = LaunchGeometry::reduction(1, 1);
+            let np = partial.numel() as u64;
+            launch(
+                dev,
+                "sum_partial_f32",
+                one,
+                &mut [Arg::In(&partial), Arg::Out(&mut total), Arg::U64(np)],
+            )?;
+            Ok(total)
+        }
+    }
+}
+
+/// The mean of all elements (0 for an empty tensor is not defined: it is NaN, as 0/0).
+pub fn mean(x: &Tensor) -> Result<Tensor> {
+    let n = x.numel() as f32;
+    super::scale(&sum(x)?, 1.0 / n, 0.0)
+}

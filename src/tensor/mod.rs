@@ -1,0 +1,197 @@
+//! Tensors: contiguous f32 storage on one device, with a shape.
+//!
+//! `cpu` and `emu` keep data in host memory (the emulator's "device memory" is host memory, so
+//! AddressSanitizer sees kernel accesses); `cuda` keeps it in GPU memory.
+use cudarc::driver::CudaSlice;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+pub(crate) enum Storage {
+    Host(Vec<f32>),
+    Cuda(CudaSlice<f32>),
+}
+
+pub struct Tensor {
+    shape: Vec<usize>,
+    device: Device,
+    storage: Storage,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize], device: &Device) -> Result<Self> {
+        let n = numel(shape);
+        let storage = match device {
+            Device::Cuda(dev) => Storage::Cuda(dev.alloc_zeros(n)?),
+            _ => Storage::Host(vec![0.0; n]),
+        };
+        Ok(Self {
+            shape: shape.to_vec(),
+            device: device.clone(),
+            storage,
+        })
+    }
+
+    /// A tensor a kernel is about to overwrite. On `emu` it is poisoned with NaN so that any
+    /// element the kernel fails to write shows in the result (DESIGN.md section 5.2).
+    pub fn uninit(shape: &[usize], device: &Device) -> Result<Self> {
+        match device {
+            Device::Emu(_) => Ok(Self {
+                shape: shape.to_vec(),
+                device: device.clone(),
+                storage: Storage::Host(vec![f32::NAN; numel(shape)]),
+            }),
+            _ => Self::zeros(shape, device),
+        }
+    }
+
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Self> {
+        if data.len() != numel(shape) {
+            return Err(Error::shape(
+                "from_vec",
+                format!(
+                    "{} values for shape {shape:?} ({} elements)",
+                    data.len(),
+                    numel(shape)
+                ),
+            ));
+        }
+        let storage = match device {
+            Device::Cuda(dev) => Storage::Cuda(dev.upload(&data)?),
+            _ => Storage::Host(data),
+        };
+        Ok(Self {
+            shape: shape.to_vec(),
+            device: device.clone(),
+            storage,
+        })
+    }
+
+    pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Self> {
+        Self::from_vec(data.to_vec(), shape, device)
+    }
+
+    pub fn scalar(v: f32, device: &Device) -> Result<Self> {
+        Self::from_vec(vec![v], &[], device)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The data, copied to the host.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Host(v) => Ok(v.clone()),
+            Storage::Cuda(s) => match &self.device {
+                Device::Cuda(dev) => dev.download(s, self.numel()),
+                _ => unreachable!("cuda storage always lives on a cuda device"),
+            },
+        }
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::shape(
+                "item",
+                format!("tensor of shape {:?} is not a scalar", self.shape),
+            ));
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    /// The same data on another device.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Self::from_vec(self.to_vec()?, &self.shape, device)
+    }
+
+    /// Same data, new shape with the same number of elements.
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!(
+                    "cannot view {:?} ({} elements) as {shape:?}",
+                    self.shape,
+                    self.numel()
+                ),
+            ));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Host data, for the Rust reference implementations (`cpu` and `emu` only).
+    pub fn host(&self) -> Result<&[f32]> {
+        match &self.storage {
+            Storage::Host(v) => Ok(v),
+            Storage::Cuda(_) => Err(Error::invalid("host access to a tensor in GPU memory")),
+        }
+    }
+
+    pub fn host_mut(&mut self) -> Result<&mut [f32]> {
+        match &mut self.storage {
+            Storage::Host(v) => Ok(v),
+            Storage::Cuda(_) => Err(Error::invalid("host access to a tensor in GPU memory")),
+        }
+    }
+
+    pub(crate) fn host_ptr(&self) -> *const f32 {
+        match &self.storage {
+            Storage::Host(v) => v.as_ptr(),
+            Storage::Cuda(_) => std::ptr::null(),
+        }
+    }
+
+    pub(crate) fn cuda_slice(&self) -> Result<&CudaSlice<f32>> {
+        match &self.storage {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Host(_) => Err(Error::invalid("device pointer of a host tensor")),
+        }
+    }
+
+    pub(crate) fn cuda_slice_mut(&mut self) -> Result<&mut CudaSlice<f32>> {
+        match &mut self.storage {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Host(_) => Err(Error::invalid("device pointer of a host tensor")),
+        }
+    }
+
+    /// Fails unless `other` has the same shape; `op` names the operation for the message.
+    pub fn check_same_shape(&self, other: &Tensor, op: &'static str) -> Result<()> {
+        if self.shape != other.shape {
+            return Err(Error::shape(
+                op,
+                format!("{:?} vs {:?}", self.shape, other.shape),
+            ));
+        }
+        if !self.device.same(&other.device) {
+            return Err(Error::DeviceMismatch {
+                op,
+                a: self.device.to_string(),
+                b: other.device.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?} on {})", self.shape, self.device)
+    }
+}

@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+use dalemeetslangevin::device::{cuda, CudaDevice, EmuSchedule};
+use dalemeetslangevin::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The devices a kernel test runs on: the emulator always, the GPU when there is one. Without a
+/// GPU the CUDA half of the test says so; it never passes silently.
+pub fn kernel_devices(test: &str) -> Vec<Device> {
+    let mut devices = vec![Device::Emu(EmuSchedule::Forward)];
+    match CudaDevice::open(0) {
+        Ok(dev) => devices.push(Device::Cuda(dev)),
+        Err(e) => {
+            let why = if cuda::kernels_compiled() {
+                e.to_string()
+            } else {
+                "binary built without kernels".into()
+            };
+            eprintln!("{test}: cuda skipped: no CUDA device ({why})");
+        }
+    }
+    devices
+}
+
+/// A fresh random generator per run, its seed printed so a failure can be replayed with
+/// `TEST_SEED=<seed>`.
+pub fn test_rng(test: &str) -> StdRng {
+    let seed = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn random_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Element-wise comparison with a relative-and-absolute tolerance; NaN anywhere fails (so an
+/// element the kernel never wrote, left at the NaN poison, is caught).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = (g - w).abs() <= atol + rtol * w.abs();
+        assert!(
+            ok && g.is_finite() == w.is_finite(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+/// Sizes that are not multiples of the block or tile sizes, and the degenerate ones.
+pub const EDGE_SIZES: &[usize] = &[1, 31, 33, 255, 256, 257, 1000, 4099];

@@ -1,0 +1,229 @@
+//! The emulator's own tests (DESIGN.md section 2): barriers, shared memory, warp shuffles, and the
+//! two bug classes it must expose: a barrier not every thread reaches, and a race.
+mod common;
+
+use common::*;
+use dalemeetslangevin::device::launch::{launch, Arg, LaunchGeometry};
+use dalemeetslangevin::device::EmuSchedule;
+use dalemeetslangevin::{Device, Error, Tensor};
+
+const EMU: Device = Device::Emu(EmuSchedule::Forward);
+const EMU_REVERSE: Device = Device::Emu(EmuSchedule::Reverse);
+
+#[test]
+fn block_reduction_with_barriers() {
+    let mut rng = test_rng("block_sum");
+    for &(n, block) in &[(1000usize, 256u32), (64, 64), (5000, 1024), (33, 32)] {
+        let x = random_vec(&mut rng, n, -1.0, 1.0);
+        let blocks = n.div_ceil(block as usize);
+        for dev in [EMU, EMU_REVERSE] {
+            let xt = Tensor::from_slice(&x, &[n], &dev).unwrap();
+            let mut out = Tensor::uninit(&[blocks], &dev).unwrap();
+            let g = LaunchGeometry::new([blocks as u32, 1, 1], [block, 1, 1], 0);
+            launch(
+                &dev,
+                "selftest_block_sum_f32",
+                g,
+                &mut [Arg::In(&xt), Arg::Out(&mut out), Arg::I32(n as i32)],
+            )
+            .unwrap();
+            let want: Vec<f32> = x
+                .chunks(block as usize)
+                .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() as f32)
+                .collect();
+            assert_close(
+                &format!("block sums n={n} block={block} on {dev}"),
+                &out.to_vec().unwrap(),
+                &want,
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn shared_memory_transpose() {
+    let mut rng = test_rng("transpose");
+    for &(rows, cols) in &[(1usize, 1usize), (32, 32), (45, 70), (100, 3)] {
+        let x = random_vec(&mut rng, rows * cols, -1.0, 1.0);
+        let mut want = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                want[c * rows + r] = x[r * cols + c];
+            }
+        }
+        for dev in [EMU, EMU_REVERSE] {
+            let xt = Tensor::from_slice(&x, &[rows, cols], &dev).unwrap();
+            let mut out = Tensor::uninit(&[cols, rows], &dev).unwrap();
+            let g = LaunchGeometry::new(
+                [cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, 1],
+                [32, 8, 1],
+                32 * 33 * 4,
+            );
+            launch(
+                &dev,
+                "selftest_transpose_f32",
+                g,
+                &mut [
+                    Arg::In(&xt),
+                    Arg::Out(&mut out),
+                    Arg::I32(rows as i32),
+                    Arg::I32(cols as i32),
+                ],
+            )
+            .unwrap();
+            assert_eq!(
+                out.to_vec().unwrap(),
+                want,
+                "transpose {rows}x{cols} on {dev}"
+            );
+        }
+    }
+}
+
+#[test]
+fn warp_shuffle_reductions() {
+    let mut rng = test_rng("warp_sum");
+    let n = 256;
+    let x = random_vec(&mut rng, n, -1.0, 1.0);
+    for dev in [EMU, EMU_REVERSE] {
+        let xt = Tensor::from_slice(&x, &[n], &dev).unwrap();
+        let mut out = Tensor::uninit(&[n / 32], &dev).unwrap();
+        let mut all = Tensor::uninit(&[n], &dev).unwrap();
+        let g = LaunchGeometry::new([2, 1, 1], [128, 1, 1], 0);
+        launch(
+            &dev,
+            "selftest_warp_sum_f32",
+            g,
+            &mut [
+                Arg::In(&xt),
+                Arg::Out(&mut out),
+                Arg::Out(&mut all),
+                Arg::I32(n as i32),
+            ],
+        )
+        .unwrap();
+        let sums: Vec<f32> = x.chunks(32).map(|c| c.iter().sum()).collect();
+        assert_close(
+            &format!("warp sums on {dev}"),
+            &out.to_vec().unwrap(),
+            &sums,
+            1e-5,
+            1e-5,
+        );
+        let every: Vec<f32> = (0..n).map(|i| sums[i / 32]).collect();
+        assert_close(
+            &format!("butterfly on {dev}"),
+            &all.to_vec().unwrap(),
+            &every,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn divergent_barrier_is_reported() {
+    let mut out = Tensor::uninit(&[64], &EMU).unwrap();
+    let g = LaunchGeometry::new([1, 1, 1], [64, 1, 1], 0);
+    let err = launch(
+        &EMU,
+        "selftest_divergent_barrier_f32",
+        g,
+        &mut [Arg::Out(&mut out), Arg::I32(40)],
+    )
+    .unwrap_err();
+    match &err {
+        Error::Emulator { kernel, message } => {
+            assert_eq!(kernel, "selftest_divergent_barrier_f32");
+            assert!(message.contains("divergent __syncthreads()"), "{message}");
+            assert!(message.contains("40 of 64 threads"), "{message}");
+        }
+        other => panic!("expected an emulator error, got {other}"),
+    }
+    // All threads active: the same kernel is fine.
+    launch(
+        &EMU,
+        "selftest_divergent_barrier_f32",
+        g,
+        &mut [Arg::Out(&mut out), Arg::I32(64)],
+    )
+    .unwrap();
+    assert!(out.to_vec().unwrap().iter().all(|&v| v == 2.0));
+}
+
+#[test]
+fn divergent_shuffle_is_reported() {
+    let mut out = Tensor::uninit(&[32], &EMU).unwrap();
+    let g = LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0);
+    let err = launch(
+        &EMU,
+        "selftest_divergent_shuffle_f32",
+        g,
+        &mut [Arg::Out(&mut out)],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("had exited"), "{err}");
+}
+
+/// Runs the neighbour kernel in both schedules; returns whether the outputs differ.
+fn neighbour_race_shows(with_barrier: bool) -> bool {
+    let n = 256;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let run = |dev: &Device| {
+        let xt = Tensor::from_slice(&x, &[n], dev).unwrap();
+        let mut out = Tensor::uninit(&[n], dev).unwrap();
+        let g = LaunchGeometry::new([1, 1, 1], [n as u32, 1, 1], 0);
+        launch(
+            dev,
+            "selftest_neighbour_f32",
+            g,
+            &mut [
+                Arg::In(&xt),
+                Arg::Out(&mut out),
+                Arg::I32(with_barrier as i32),
+            ],
+        )
+        .unwrap();
+        out.to_vec().unwrap()
+    };
+    let forward = run(&EMU);
+    let reverse = run(&EMU_REVERSE);
+    if with_barrier {
+        let want: Vec<f32> = (0..n).map(|i| ((i + 1) % n) as f32).collect();
+        assert_eq!(forward, want);
+    }
+    forward
+        .iter()
+        .zip(&reverse)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+}
+
+#[test]
+fn race_is_caught_by_schedule_comparison() {
+    assert!(
+        neighbour_race_shows(false),
+        "the missing barrier went unnoticed"
+    );
+    assert!(
+        !neighbour_race_shows(true),
+        "a correct kernel differed between schedules"
+    );
+}
+
+#[test]
+fn bad_launches_are_errors() {
+    let mut out = Tensor::uninit(&[4], &EMU).unwrap();
+    let g = LaunchGeometry::new([1, 1, 1], [2048, 1, 1], 0);
+    let err = launch(
+        &EMU,
+        "fill_f32",
+        g,
+        &mut [Arg::Out(&mut out), Arg::F32(0.0), Arg::U64(4)],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("1024 threads"), "{err}");
+    let err = launch(&EMU, "no_such_kernel", g, &mut []).unwrap_err();
+    assert!(matches!(err, Error::UnknownKernel(_)));
+}
