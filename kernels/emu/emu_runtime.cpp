@@ -1,8 +1,10 @@
 // emu_runtime.cpp: the scheduler behind cuda_emu.h (DESIGN.md section 2).
 //
-// Every thread of a block is a fiber (ucontext) with its own small stack. The scheduler resumes
-// the ready fibers in thread order (or in reverse order, to expose races), each until it finishes
-// or waits at a barrier; then it releases whichever barrier every participant has reached.
+// Every thread of a block is a fiber with its own small stack. On x86-64 the switch is six
+// register pushes and a stack swap (no system call, unlike swapcontext's signal-mask save);
+// elsewhere, and under AddressSanitizer (which must see stack switches), it is ucontext.
+// The scheduler resumes the ready fibers in thread order (or in reverse order, to expose races),
+// each until it finishes or waits at a barrier; then it releases whichever barrier every participant has reached.
 // A barrier that can never be released (some threads exited, or wait at a different barrier)
 // is a deadlock on a real GPU and is reported as an error here.
 #include "cuda_emu.h"
@@ -26,10 +28,73 @@ thread_local BlockState current_block{};
 
 namespace {
 
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+#endif
+
+#ifdef EMU_FAST_SWITCH
+extern "C" void emu_switch_stack(void** save_sp, void* new_sp);
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save_sp,
+// loads new_sp and restores the registers saved there. A fresh stack is laid out so that the
+// final `ret` enters the fiber's entry function.
+asm(R"(
+    .text
+    .globl emu_switch_stack
+    .hidden emu_switch_stack
+    .type emu_switch_stack,@function
+emu_switch_stack:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch_stack,.-emu_switch_stack
+)");
+
+struct Context {
+    void* sp = nullptr;
+};
+
+void context_switch(Context& from, Context& to) { emu_switch_stack(&from.sp, to.sp); }
+
+void context_start(Context& c, unsigned char* stack, size_t bytes, void (*entry)(), Context&) {
+    auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                              // return address of entry: it never returns
+    *--sp = reinterpret_cast<void*>(entry);       // taken by `ret`; entry then sees rsp % 16 == 8
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp, rbx, r12-r15
+    c.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t uc;
+};
+
+void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+
+void context_start(Context& c, unsigned char* stack, size_t bytes, void (*entry)(), Context& back) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = bytes;
+    c.uc.uc_link = &back.uc;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class FiberState { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
 struct Fiber {
-    ucontext_t ctx;
+    Context ctx;
     ThreadState ts;
     FiberState state;
     unsigned int warp_mask;
@@ -48,7 +113,7 @@ size_t stack_bytes() {
 // One per OS thread; its fibers and stacks are reused by every later block and launch.
 struct Runner {
     std::vector<Fiber> fibers;
-    ucontext_t scheduler;
+    Context scheduler;
     Fiber* running = nullptr;
     std::vector<uint64_t> warp_slots;
     std::vector<unsigned char> dynamic_shared;
@@ -93,11 +158,12 @@ Runner& this_runner() {
     return *owned;
 }
 
-void fiber_main() {
+[[noreturn]] void fiber_main() {
     Runner* r = runner;
     r->body(r->closure);
     r->running->state = FiberState::Done;
-    // uc_link returns to the scheduler.
+    context_switch(r->running->ctx, r->scheduler);
+    std::abort();  // a finished fiber is never resumed
 }
 
 std::string where(const uint3& b) {
@@ -158,11 +224,7 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
         f.ts.thread_idx = uint3{(unsigned int)(i % bx), (unsigned int)((i / bx) % by), (unsigned int)(i / (bx * by))};
         f.state = FiberState::Ready;
         f.warp_mask = 0;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack;
-        f.ctx.uc_stack.ss_size = stack_bytes();
-        f.ctx.uc_link = &scheduler;
-        makecontext(&f.ctx, fiber_main, 0);
+        context_start(f.ctx, f.stack, stack_bytes(), fiber_main, scheduler);
     }
 
     for (;;) {
@@ -171,7 +233,7 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
             if (f.state != FiberState::Ready) continue;
             running = &f;
             current_thread = &f.ts;
-            swapcontext(&scheduler, &f.ctx);
+            context_switch(scheduler, f.ctx);
         }
         running = nullptr;
         current_thread = nullptr;
@@ -231,14 +293,14 @@ thread_local std::string last_error;
 void sync_block() {
     Fiber* f = runner->running;
     f->state = FiberState::AtBlockBarrier;
-    swapcontext(&f->ctx, &runner->scheduler);
+    context_switch(f->ctx, runner->scheduler);
 }
 
 void sync_warp(unsigned int mask) {
     Fiber* f = runner->running;
     f->state = FiberState::AtWarpBarrier;
     f->warp_mask = mask;
-    swapcontext(&f->ctx, &runner->scheduler);
+    context_switch(f->ctx, runner->scheduler);
 }
 
 uint64_t* warp_slots() { return runner->warp_slots.data() + (current_thread->linear & ~31u); }
