@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod ops;
 pub mod rng;
 pub mod tensor;

@@ -1,0 +1,25 @@
+//! Evaluation (SPEC section 10): distances between sample and data distributions in a feature
+//! space, and pixel-space nearest neighbours.
+mod frechet;
+mod kid;
+mod neighbours;
+
+pub use frechet::frechet_distance;
+pub use kid::kernel_inception_distance as kid;
+pub use neighbours::{nearest_neighbours, Neighbour};
+
+/// Feature vectors, one row per image.
+pub struct Features<'a> {
+    pub data: &'a [f32],
+    pub dim: usize,
+}
+
+impl Features<'_> {
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
