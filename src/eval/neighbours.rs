@@ -17,7 +17,7 @@ pub fn nearest_neighbours(
     dim: usize,
     k: usize,
 ) -> Result<Vec<Vec<Neighbour>>> {
-    if dim == 0 || samples.len() % dim != 0 || train.len() % dim != 0 {
+    if dim == 0 || !samples.len().is_multiple_of(dim) || !train.len().is_multiple_of(dim) {
         return Err(Error::invalid(format!(
             "nearest neighbours: {} sample values and {} training values are not rows of {dim}",
             samples.len(),
