@@ -5,6 +5,7 @@
 //! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source
 //! compiled for the host and run by an emulator of the CUDA execution model).
 
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod error;

@@ -1,4 +1,5 @@
 //! The `dml` command line (clap). One file per subcommand.
+mod bench;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -28,11 +29,15 @@ pub enum Command {
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
     /// and the backend that would be chosen.
     Info,
+    /// Time kernels and end-to-end steps on the chosen device and print a table with achieved
+    /// GB/s and TFLOP/s and the ratio to the floor set by measured copy bandwidth and GEMM rate.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info => info::run(&cli.device),
+        Command::Bench(args) => bench::run(&device(&cli.device)?, &args),
     }
 }
 

@@ -43,6 +43,22 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
     unary(x, "copy_f32", |v| v)
 }
 
+/// Copies `x` into the existing tensor `out` of the same shape.
+pub fn copy_into(x: &Tensor, out: &mut Tensor) -> Result<()> {
+    x.check_same_shape(out, "copy_into")?;
+    let n = x.numel();
+    match x.device() {
+        Device::Cpu => out.host_mut()?.copy_from_slice(x.host()?),
+        dev => launch(
+            dev,
+            "copy_f32",
+            LaunchGeometry::elementwise(n),
+            &mut [Arg::In(x), Arg::Out(out), Arg::U64(n as u64)],
+        )?,
+    }
+    Ok(())
+}
+
 /// `alpha * x + beta`.
 pub fn scale(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     let mut out = Tensor::uninit(x.shape(), x.device())?;

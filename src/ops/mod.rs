@@ -4,6 +4,8 @@ mod elementwise;
 mod random;
 mod reduce;
 
-pub use elementwise::{add, axpby, copy, elu, elu_backward, exp, fill, log, mul, scale, sub};
+pub use elementwise::{
+    add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
+};
 pub use random::{normal, philox_words};
 pub use reduce::{mean, sum};
