@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod ops;
 pub mod rng;
