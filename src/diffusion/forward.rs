@@ -52,7 +52,7 @@ pub(crate) fn batch_layout(
             ),
         ));
     }
-    let per_sample = if batch == 0 { 1 } else { x.numel() / batch };
+    let per_sample = x.numel().checked_div(batch).unwrap_or(1);
     Ok((batch, per_sample))
 }
 

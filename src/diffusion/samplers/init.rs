@@ -120,7 +120,7 @@ impl LogNormalInit {
                 .collect()
         };
         let (mu, sigma) = (list("init.lognormal.mu")?, list("init.lognormal.sigma")?);
-        if mu.len() != sigma.len() || sigma.iter().any(|&s| !(s >= 0.0)) {
+        if mu.len() != sigma.len() || sigma.iter().any(|&s| s.is_nan() || s < 0.0) {
             return Err(Error::invalid(
                 "initialisation metadata: mu and sigma must have one non-negative sigma per channel",
             ));
