@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod eval;
 pub mod ops;

@@ -1,0 +1,271 @@
+//! The additive baseline (SPEC section 8, paper 004): Gaussian noise levels
+//! `sigma_1 > ... > sigma_L`, noising `x + sigma_i z`, and annealed Langevin sampling. It shares
+//! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
+//! its loss is [`super::loss::dsm_loss`].
+use super::forward::batch_layout;
+use super::geometry;
+use super::samplers::{additive_langevin_step, StepNoise};
+use super::schedule::{validate_sigma_range, SigmaShape};
+use super::score::GaussianScoreSource;
+use crate::device::launch::{launch, Arg};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::rng::{self, stream};
+use crate::tensor::Tensor;
+
+/// Decreasing noise levels; index 0 is the largest `sigma_1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoiseLevels {
+    shape: SigmaShape,
+    sigma_max: f64,
+    sigma_min: f64,
+    sigmas: Vec<f32>,
+}
+
+/// Paper 004's default: geometric from 1 to 0.01 over 10 levels.
+pub const DEFAULT_SIGMA_MAX: f64 = 1.0;
+pub const DEFAULT_SIGMA_MIN: f64 = 0.01;
+pub const DEFAULT_LEVELS: usize = 10;
+
+impl NoiseLevels {
+    /// `n_levels` levels from `sigma_max` down to `sigma_min` along `shape` (the curve read from
+    /// its noisy end, see [`SigmaShape`]).
+    pub fn new(shape: SigmaShape, n_levels: usize, sigma_max: f64, sigma_min: f64) -> Result<Self> {
+        if n_levels == 0 {
+            return Err(Error::invalid(
+                "additive noise levels: at least one level is needed",
+            ));
+        }
+        validate_sigma_range(sigma_min, sigma_max, "additive noise levels")?;
+        let last = (n_levels - 1).max(1) as f64;
+        let sigmas = (0..n_levels)
+            .map(|i| shape.value(1.0 - i as f64 / last, sigma_min, sigma_max) as f32)
+            .collect();
+        Ok(Self {
+            shape,
+            sigma_max,
+            sigma_min,
+            sigmas,
+        })
+    }
+
+    pub fn paper_default() -> Self {
+        Self::new(
+            SigmaShape::Geometric,
+            DEFAULT_LEVELS,
+            DEFAULT_SIGMA_MAX,
+            DEFAULT_SIGMA_MIN,
+        )
+        .expect("the paper's constants are valid")
+    }
+
+    pub fn len(&self) -> usize {
+        self.sigmas.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.sigmas.is_empty()
+    }
+    pub fn sigma(&self, i: usize) -> f32 {
+        self.sigmas[i]
+    }
+    pub fn sigmas(&self) -> &[f32] {
+        &self.sigmas
+    }
+
+    fn check_index(&self, i: usize, what: &str) -> Result<()> {
+        if i >= self.len() {
+            return Err(Error::invalid(format!(
+                "{what}: noise level {i} out of range ({} levels)",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Key/value pairs for checkpoint metadata.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("additive.shape".into(), self.shape.name().into()),
+            ("additive.levels".into(), self.len().to_string()),
+            ("additive.sigma_max".into(), format!("{:?}", self.sigma_max)),
+            ("additive.sigma_min".into(), format!("{:?}", self.sigma_min)),
+        ]
+    }
+
+    pub fn from_describe(pairs: &[(String, String)]) -> Result<Self> {
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| Error::invalid(format!("additive metadata lacks '{key}'")))
+        };
+        let number = |key: &str| -> Result<f64> {
+            let v = get(key)?;
+            v.parse().map_err(|_| {
+                Error::invalid(format!("additive metadata '{key}' = '{v}' is not a number"))
+            })
+        };
+        let levels = get("additive.levels")?;
+        let n = levels.parse().map_err(|_| {
+            Error::invalid(format!("additive metadata 'additive.levels' = '{levels}'"))
+        })?;
+        Self::new(
+            SigmaShape::parse(get("additive.shape")?)?,
+            n,
+            number("additive.sigma_max")?,
+            number("additive.sigma_min")?,
+        )
+    }
+}
+
+/// Level indices uniform in `{0..L-1}`: sample `b` reads Philox (seed, LEVELS, step, b).
+pub fn draw_level_indices(batch: usize, levels: &NoiseLevels, seed: u64, step: u32) -> Vec<usize> {
+    (0..batch as u64)
+        .map(|b| {
+            let bits = rng::philox_bits(seed, stream::LEVELS, step, b)[0] as u64;
+            ((bits * levels.len() as u64) >> 32) as usize
+        })
+        .collect()
+}
+
+/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal (seed, `stream`, step, i).
+/// Returns `(x_noisy, z)`.
+pub fn additive_forward(
+    x0: &Tensor,
+    indices: &[usize],
+    levels: &NoiseLevels,
+    seed: u64,
+    stream: u32,
+    step: u32,
+) -> Result<(Tensor, Tensor)> {
+    let (_, per_sample) = batch_layout(x0, indices.len(), "additive_forward")?;
+    let sigma = indices
+        .iter()
+        .map(|&i| {
+            levels
+                .check_index(i, "additive_forward")
+                .map(|_| levels.sigma(i))
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    let dev = x0.device();
+    let mut xn = Tensor::uninit(x0.shape(), dev)?;
+    let mut z = Tensor::uninit(x0.shape(), dev)?;
+    let n = x0.numel();
+    match dev {
+        Device::Cpu => {
+            let xs = x0.host()?;
+            let zs = z.host_mut()?;
+            for (i, zi) in zs.iter_mut().enumerate() {
+                *zi = rng::normal(seed, stream, step, i as u64);
+            }
+            for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
+                *o = xs[i] + sigma[i / per_sample] * zs[i];
+            }
+        }
+        _ => {
+            let sigma_t = Tensor::from_vec(sigma, &[indices.len()], dev)?;
+            launch(
+                dev,
+                "additive_forward_f32",
+                geometry::elementwise(n),
+                &mut [
+                    Arg::In(x0),
+                    Arg::In(&sigma_t),
+                    Arg::Out(&mut xn),
+                    Arg::Out(&mut z),
+                    Arg::U64(seed),
+                    Arg::U32(stream),
+                    Arg::U32(step),
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok((xn, z))
+}
+
+/// A noised training batch of the additive baseline: what [`super::loss::dsm_loss`] needs.
+pub struct AdditiveNoisedBatch {
+    pub x_noisy: Tensor,
+    pub z: Tensor,
+    pub indices: Vec<usize>,
+    /// `sigma` of each sample's level, `[B]`, on the batch's device.
+    pub sigma_level: Tensor,
+}
+
+/// One training batch: levels from stream LEVELS, noise from FORWARD_NOISE, keyed by the step.
+pub fn noise_additive_batch(
+    x0: &Tensor,
+    levels: &NoiseLevels,
+    seed: u64,
+    step: u32,
+) -> Result<AdditiveNoisedBatch> {
+    let batch = x0.shape().first().copied().unwrap_or(0);
+    let indices = draw_level_indices(batch, levels, seed, step);
+    let (x_noisy, z) = additive_forward(x0, &indices, levels, seed, stream::FORWARD_NOISE, step)?;
+    let sigma: Vec<f32> = indices.iter().map(|&i| levels.sigma(i)).collect();
+    let sigma_level = Tensor::from_vec(sigma, &[batch], x0.device())?;
+    Ok(AdditiveNoisedBatch {
+        x_noisy,
+        z,
+        indices,
+        sigma_level,
+    })
+}
+
+/// Annealed Langevin dynamics (SPEC 8): `T` steps per level with `alpha_i = eps sigma_i^2 / sigma_L^2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AnnealedLangevinConfig {
+    pub steps_per_level: usize,
+    pub eps: f32,
+    pub seed: u64,
+}
+
+/// Paper 004's defaults: `T = 100`, `eps = 2e-5`.
+pub const DEFAULT_STEPS_PER_LEVEL: usize = 100;
+pub const DEFAULT_EPS: f32 = 2e-5;
+
+impl AnnealedLangevinConfig {
+    pub fn paper_default(seed: u64) -> Self {
+        Self {
+            steps_per_level: DEFAULT_STEPS_PER_LEVEL,
+            eps: DEFAULT_EPS,
+            seed,
+        }
+    }
+}
+
+/// Runs annealed Langevin from `x` through every level, largest sigma first, and returns the
+/// samples. The global step counter is the Philox step (stream SAMPLER). `progress` gets the
+/// level index after each level.
+pub fn annealed_langevin(
+    score: &mut dyn GaussianScoreSource,
+    levels: &NoiseLevels,
+    config: &AnnealedLangevinConfig,
+    mut x: Tensor,
+    mut progress: Option<&mut dyn FnMut(usize)>,
+) -> Result<Tensor> {
+    if !(config.eps.is_finite() && config.eps > 0.0) {
+        return Err(Error::invalid(format!(
+            "annealed Langevin: eps {} must be positive",
+            config.eps
+        )));
+    }
+    let sigma_last = levels.sigma(levels.len() - 1) as f64;
+    let mut step = 0u32;
+    for i in 0..levels.len() {
+        let sigma = levels.sigma(i) as f64;
+        let alpha = (config.eps as f64 * sigma * sigma / (sigma_last * sigma_last)) as f32;
+        for _ in 0..config.steps_per_level {
+            let s = score.s(&x, i)?;
+            additive_langevin_step(&mut x, &s, alpha, StepNoise::sampler(config.seed, step))?;
+            step += 1;
+        }
+        if let Some(report) = progress.as_mut() {
+            report(i);
+        }
+    }
+    Ok(x)
+}

@@ -1,0 +1,130 @@
+//! The GBM forward process in closed form (SPEC section 2): `x_k = x_0 * exp(m_k + s_k z)`, with
+//! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
+use super::geometry;
+use super::schedule::Schedule;
+use crate::device::launch::{launch, Arg};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::rng::{self, stream};
+use crate::tensor::Tensor;
+
+/// A noised training batch: what the M-DSM loss needs.
+pub struct NoisedBatch {
+    /// `x_k`, the shape of `x_0`.
+    pub x_k: Tensor,
+    /// The standard normal `z` with `x_k = x_0 exp(m_k + s_k z)`.
+    pub z: Tensor,
+    /// The level of each sample.
+    pub levels: Vec<usize>,
+    /// `s_k` of each sample's level, shape `[B]`, on the batch's device.
+    pub s_level: Tensor,
+}
+
+/// Levels uniform in `{1..N-1}` for `batch` samples: sample `b` reads Philox
+/// (seed, LEVELS, step, b), so the draw does not depend on the device or the batch order.
+pub fn draw_levels(batch: usize, schedule: &Schedule, seed: u64, step: u32) -> Vec<usize> {
+    let choices = (schedule.n_levels() - 1) as u64;
+    (0..batch as u64)
+        .map(|b| {
+            let bits = rng::philox_bits(seed, stream::LEVELS, step, b)[0] as u64;
+            1 + ((bits * choices) >> 32) as usize
+        })
+        .collect()
+}
+
+/// Samples in `x` (its leading dimension) and elements per sample; fails on a scalar or
+/// on a level list of the wrong length.
+pub(crate) fn batch_layout(
+    x: &Tensor,
+    per_sample_values: usize,
+    op: &'static str,
+) -> Result<(usize, usize)> {
+    let batch = *x
+        .shape()
+        .first()
+        .ok_or_else(|| Error::shape(op, "a batch needs a leading dimension; got a scalar"))?;
+    if batch != per_sample_values {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{per_sample_values} levels for a batch of {batch} ({:?})",
+                x.shape()
+            ),
+        ));
+    }
+    let per_sample = x.numel().checked_div(batch).unwrap_or(1);
+    Ok((batch, per_sample))
+}
+
+/// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal
+/// (seed, `stream`, step, i). Returns `(x_k, z)`.
+pub fn gbm_forward(
+    x0: &Tensor,
+    levels: &[usize],
+    schedule: &Schedule,
+    seed: u64,
+    stream: u32,
+    step: u32,
+) -> Result<(Tensor, Tensor)> {
+    let (_, per_sample) = batch_layout(x0, levels.len(), "gbm_forward")?;
+    for &k in levels {
+        schedule.check_level(k, "gbm_forward")?;
+    }
+    let m: Vec<f32> = levels.iter().map(|&k| schedule.m(k)).collect();
+    let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
+    let dev = x0.device();
+    let mut x_k = Tensor::uninit(x0.shape(), dev)?;
+    let mut z = Tensor::uninit(x0.shape(), dev)?;
+    let n = x0.numel();
+    match dev {
+        Device::Cpu => {
+            let xs = x0.host()?;
+            let zs = z.host_mut()?;
+            for (i, zi) in zs.iter_mut().enumerate() {
+                *zi = rng::normal(seed, stream, step, i as u64);
+            }
+            for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
+                let b = i / per_sample;
+                *o = xs[i] * (m[b] + s[b] * zs[i]).exp();
+            }
+        }
+        _ => {
+            let m_t = Tensor::from_vec(m, &[levels.len()], dev)?;
+            let s_t = Tensor::from_vec(s, &[levels.len()], dev)?;
+            launch(
+                dev,
+                "gbm_forward_f32",
+                geometry::elementwise(n),
+                &mut [
+                    Arg::In(x0),
+                    Arg::In(&m_t),
+                    Arg::In(&s_t),
+                    Arg::Out(&mut x_k),
+                    Arg::Out(&mut z),
+                    Arg::U64(seed),
+                    Arg::U32(stream),
+                    Arg::U32(step),
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok((x_k, z))
+}
+
+/// One training batch: levels from Philox stream LEVELS, noise from stream FORWARD_NOISE, both
+/// keyed by the training step.
+pub fn noise_batch(x0: &Tensor, schedule: &Schedule, seed: u64, step: u32) -> Result<NoisedBatch> {
+    let batch = x0.shape().first().copied().unwrap_or(0);
+    let levels = draw_levels(batch, schedule, seed, step);
+    let (x_k, z) = gbm_forward(x0, &levels, schedule, seed, stream::FORWARD_NOISE, step)?;
+    let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
+    let s_level = Tensor::from_vec(s, &[batch], x0.device())?;
+    Ok(NoisedBatch {
+        x_k,
+        z,
+        levels,
+        s_level,
+    })
+}

@@ -1,0 +1,15 @@
+//! The reverse-time samplers (SPEC section 4): fused step kernels, the driver loop, and the
+//! initial draws.
+mod driver;
+mod init;
+mod step;
+
+pub use driver::{
+    sample, SamplerConfig, SamplerProgress, SamplerStats, StepKind, PAPER_CHI, PAPER_DELTA_S,
+    PAPER_INNER_STEPS,
+};
+pub use init::{class_average_init, class_means, LogNormalInit};
+pub use step::{
+    additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant, FlipCounter,
+    StepCoefficients, StepNoise,
+};

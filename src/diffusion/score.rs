@@ -1,0 +1,91 @@
+//! Where the samplers get their scores from: one trait per diffusion, so that the analytic
+//! targets (SPEC section 6) and the trained network drive the same sampler code.
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// The Hyvarinen score of the GBM diffusion (SPEC section 3).
+pub trait ScoreSource {
+    /// `h(x, k) = x * grad_x log p_k(x)` for a batch `x` (any shape, on any device) at level `k`;
+    /// the result has `x`'s shape and device.
+    fn h(&mut self, x: &Tensor, k: usize) -> Result<Tensor>;
+}
+
+/// The Stein score of the additive baseline (SPEC section 8).
+pub trait GaussianScoreSource {
+    /// `s(x, i) = grad_x log p_{sigma_i}(x)` for a batch `x` at noise level index `i`
+    /// (0 = the largest sigma).
+    fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor>;
+}
+
+/// What a score network's output means (SPEC section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Parameterisation {
+    /// The network outputs `h` directly.
+    #[default]
+    H,
+    /// The network outputs the Stein score `s`; `h = x * s` (paper 001 Eq. 19, literal form).
+    Stein,
+}
+
+impl Parameterisation {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "h" => Ok(Self::H),
+            "stein" => Ok(Self::Stein),
+            other => Err(Error::invalid(format!(
+                "unknown parameterisation '{other}': expected h or stein"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::H => "h",
+            Self::Stein => "stein",
+        }
+    }
+
+    /// `h` from a network output `out` at the point `x`.
+    pub fn to_h(self, x: &Tensor, out: Tensor) -> Result<Tensor> {
+        match self {
+            Self::H => Ok(out),
+            Self::Stein => ops::mul(x, &out),
+        }
+    }
+}
+
+/// Adapts any `(x, k) -> network output` function to a [`ScoreSource`], converting the output
+/// to `h` according to the network's [`Parameterisation`].
+pub struct NetworkScore<F> {
+    forward: F,
+    parameterisation: Parameterisation,
+}
+
+impl<F: FnMut(&Tensor, usize) -> Result<Tensor>> NetworkScore<F> {
+    pub fn new(forward: F, parameterisation: Parameterisation) -> Self {
+        Self {
+            forward,
+            parameterisation,
+        }
+    }
+}
+
+impl<F: FnMut(&Tensor, usize) -> Result<Tensor>> ScoreSource for NetworkScore<F> {
+    fn h(&mut self, x: &Tensor, k: usize) -> Result<Tensor> {
+        let out = (self.forward)(x, k)?;
+        x.check_same_shape(&out, "network score output")?;
+        self.parameterisation.to_h(x, out)
+    }
+}
+
+/// Adapts any `(x, i) -> Stein score` function to a [`GaussianScoreSource`].
+pub struct NetworkGaussianScore<F>(pub F);
+
+impl<F: FnMut(&Tensor, usize) -> Result<Tensor>> GaussianScoreSource for NetworkGaussianScore<F> {
+    fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor> {
+        let out = (self.0)(x, i)?;
+        x.check_same_shape(&out, "network Stein score output")?;
+        Ok(out)
+    }
+}
