@@ -38,7 +38,6 @@ from typing import Callable, Optional
 import torch
 import torch._functorch.config
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ncsn  # noqa: E402  (the reference network, next to this file)
@@ -188,17 +187,21 @@ def normal(shape, device) -> torch.Tensor:
 # 1. Ceilings
 
 
-def measure_ceilings(bench: Bench) -> dict:
-    dev = bench.device
-    n = 64 << 20  # 64 Mi floats, as `dml bench`
+def copy_seconds(n: int, dev: torch.device, budget_s: float) -> float:
     src, dst = normal((n,), dev), normal((n,), dev)  # copy into an existing buffer: no first-touch faults
-    copy_s = time_median(lambda i: dst.copy_(src), dev, bench.budget_s)
-    del src, dst
-    m = 8192 if dev.type == "cuda" else 1024  # 1024^3 on a host, as `dml bench`
-    a, b = normal((m, m), dev), normal((m, m), dev)
-    c = torch.empty((m, m), device=dev)
-    gemm_s = time_median(lambda i: torch.mm(a, b, out=c), dev, bench.budget_s)
-    del a, b, c
+    return time_median(lambda i: dst.copy_(src), dev, budget_s)
+
+
+def gemm_seconds(m: int, dev: torch.device, budget_s: float) -> float:
+    a, b, c = normal((m, m), dev), normal((m, m), dev), torch.empty((m, m), device=dev)
+    return time_median(lambda i: torch.mm(a, b, out=c), dev, budget_s)
+
+
+def measure_ceilings(bench: Bench) -> dict:
+    n = 64 << 20  # 64 Mi floats, as `dml bench`
+    m = 8192 if bench.device.type == "cuda" else 1024  # 1024^3 on a host, as `dml bench`
+    copy_s = copy_seconds(n, bench.device, bench.budget_s)
+    gemm_s = gemm_seconds(m, bench.device, bench.budget_s)
     return {"copy_bytes_per_s": 2 * F32 * n / copy_s, "gemm_flops_per_s": 2 * m**3 / gemm_s}
 
 
@@ -309,7 +312,6 @@ def bench_convs(bench: Bench, shapes: list[ConvShape], batch: int) -> None:
             item.eager_s = time_median(run, dev, bench.budget_s)
             bench.items.append(item)
             print(f"  {key}: {fmt_s(item.eager_s)}", flush=True)
-        del xs, dys, ws
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +355,6 @@ def bench_norms(bench: Bench, shapes: list[tuple[int, int, int]], batch: int, le
         # Each repeat re-runs the backward of a retained graph, which AOTAutograd's donated buffers forbid.
         with torch._functorch.config.patch(donated_buffer=False):
             bench.measure(f"cin_pp_bwd/{suffix}", F32 * (3 * n + 2 * rows), 12.0 * n, bwd_run, norm, small=True)
-        del xs, dys, norm
 
 
 # ---------------------------------------------------------------------------------------------
