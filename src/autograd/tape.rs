@@ -94,7 +94,7 @@ pub struct Tape<'p> {
 }
 
 /// The gradients of one backward pass: of parameters by name, of leaves by their `Var`.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gradients {
     params: HashMap<String, Tensor>,
     leaves: HashMap<usize, Tensor>,
