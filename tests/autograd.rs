@@ -11,7 +11,15 @@ use dalemeetslangevin::{Device, Result, Tensor};
 
 /// A small residual block in the shape of ncsn's: norm, ELU, dilated conv, mean-pool, a 1x1
 /// shortcut, chained 5x5 pooling, bilinear upsampling back, a product and an affine map.
-fn block<'p>(t: &mut Tape<'p>, x: &Var<'p>, w3: &Var<'p>, b3: &Var<'p>, w1: &Var<'p>, embed: &Var<'p>, levels: &Var<'p>) -> Result<Var<'p>> {
+fn block<'p>(
+    t: &mut Tape<'p>,
+    x: &Var<'p>,
+    w3: &Var<'p>,
+    b3: &Var<'p>,
+    w1: &Var<'p>,
+    embed: &Var<'p>,
+    levels: &Var<'p>,
+) -> Result<Var<'p>> {
     let h = t.cond_instance_norm_pp(x, levels, embed)?;
     let h = t.elu(&h)?;
     let h = t.conv2d(&h, w3, Some(b3), Conv2dCfg::same(3, 2))?;
@@ -40,7 +48,10 @@ fn block_inputs(rng: &mut rand::rngs::StdRng) -> Vec<(Vec<f32>, Vec<usize>)> {
         (random_vec(rng, C * C * 9, -0.5, 0.5), vec![C, C, 3, 3]),
         (random_vec(rng, C, -0.5, 0.5), vec![C]),
         (random_vec(rng, C * C, -0.5, 0.5), vec![C, C, 1, 1]),
-        (random_vec(rng, CLASSES * 3 * C, 0.5, 1.5), vec![CLASSES, 3 * C]),
+        (
+            random_vec(rng, CLASSES * 3 * C, 0.5, 1.5),
+            vec![CLASSES, 3 * C],
+        ),
     ]
 }
 
@@ -66,11 +77,16 @@ fn composite_backward_on_kernel_devices_matches_cpu() {
     let run = |dev: &Device| {
         let store = ParamStore::new(dev, 0);
         let mut t = Tape::new(&store);
-        let v: Vec<Var<'_>> = inputs.iter().map(|(x, s)| t.leaf(Tensor::from_slice(x, s, dev).unwrap())).collect();
+        let v: Vec<Var<'_>> = inputs
+            .iter()
+            .map(|(x, s)| t.leaf(Tensor::from_slice(x, s, dev).unwrap()))
+            .collect();
         let l = levels(&t, dev);
         let y = block(&mut t, &v[0], &v[1], &v[2], &v[3], &v[4], &l).unwrap();
         let out = y.value().to_vec().unwrap();
-        let g = t.backward(&y, Tensor::from_slice(&seed, y.shape(), dev).unwrap()).unwrap();
+        let g = t
+            .backward(&y, Tensor::from_slice(&seed, y.shape(), dev).unwrap())
+            .unwrap();
         let mut all = vec![out];
         all.extend(v.iter().map(|x| g.wrt(x).unwrap().to_vec().unwrap()));
         all
@@ -87,7 +103,16 @@ fn composite_backward_on_kernel_devices_matches_cpu() {
 fn parameter_gradients_are_keyed_by_name_and_accumulate() {
     let dev = Device::Cpu;
     let mut store = ParamStore::new(&dev, 7);
-    let conv = Conv2d::new(&mut store, "res1.0.conv1", 2, 2, 3, Conv2dCfg::same(3, 1), true).unwrap();
+    let conv = Conv2d::new(
+        &mut store,
+        "res1.0.conv1",
+        2,
+        2,
+        3,
+        Conv2dCfg::same(3, 1),
+        true,
+    )
+    .unwrap();
     let norm = CondInstanceNormPp::new(&mut store, "res1.0.normalize1", 2, 3).unwrap();
     let unused = Conv2d::new(&mut store, "unused", 2, 2, 1, Conv2dCfg::default(), false).unwrap();
     let mut rng = test_rng("param_grads");
@@ -95,7 +120,11 @@ fn parameter_gradients_are_keyed_by_name_and_accumulate() {
     let r = random_vec(&mut rng, x.len(), -1.0, 1.0);
     // The conv is applied twice: its weight's gradient is the sum of both uses.
     let loss_and_grads = |store: &ParamStore, record: bool| {
-        let mut t = if record { Tape::new(store) } else { Tape::inference(store) };
+        let mut t = if record {
+            Tape::new(store)
+        } else {
+            Tape::inference(store)
+        };
         let xv = t.constant(Tensor::from_slice(&x, &[2, 2, 5, 5], &dev).unwrap());
         let l = t.constant(Tensor::from_slice(&[2.0, 0.0], &[2], &dev).unwrap());
         let h = norm.forward(&mut t, &xv, &l).unwrap();
@@ -104,11 +133,21 @@ fn parameter_gradients_are_keyed_by_name_and_accumulate() {
         let y = conv.forward(&mut t, &h).unwrap();
         let yv = y.value().to_vec().unwrap();
         let loss: f64 = yv.iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let grads = record.then(|| t.backward(&y, Tensor::from_slice(&r, y.shape(), &dev).unwrap()).unwrap());
+        let grads = record.then(|| {
+            t.backward(&y, Tensor::from_slice(&r, y.shape(), &dev).unwrap())
+                .unwrap()
+        });
         (loss, grads)
     };
     let grads = loss_and_grads(&store, true).1.unwrap();
-    assert_eq!(grads.param_names(), ["res1.0.conv1.bias", "res1.0.conv1.weight", "res1.0.normalize1.embed.weight"]);
+    assert_eq!(
+        grads.param_names(),
+        [
+            "res1.0.conv1.bias",
+            "res1.0.conv1.weight",
+            "res1.0.normalize1.embed.weight"
+        ]
+    );
     assert!(grads.param(&unused.weight).is_none());
     let eps = 1e-2f32;
     for name in grads.param_names() {
@@ -120,12 +159,16 @@ fn parameter_gradients_are_keyed_by_name_and_accumulate() {
                 let mut v = values.clone();
                 v[j] += delta;
                 let mut s = store.to_device(&dev).unwrap();
-                s.set(name, Tensor::from_vec(v, &shape, &dev).unwrap()).unwrap();
+                s.set(name, Tensor::from_vec(v, &shape, &dev).unwrap())
+                    .unwrap();
                 loss_and_grads(&s, false).0
             };
             let numeric = (probe(eps) - probe(-eps)) / (2.0 * eps as f64);
             let a = analytic[j] as f64;
-            assert!((a - numeric).abs() <= 1e-2 * (1.0 + numeric.abs()), "{name}[{j}]: {a} vs {numeric}");
+            assert!(
+                (a - numeric).abs() <= 1e-2 * (1.0 + numeric.abs()),
+                "{name}[{j}]: {a} vs {numeric}"
+            );
         }
     }
 }
@@ -139,7 +182,9 @@ fn inference_tape_records_nothing() {
     let x = t.constant(Tensor::zeros(&[1, 1, 4, 4], &dev).unwrap());
     let y = conv.forward(&mut t, &x).unwrap();
     assert!(t.is_empty() && !y.requires_grad());
-    let err = t.backward(&y, Tensor::zeros(&[1, 1, 4, 4], &dev).unwrap()).unwrap_err();
+    let err = t
+        .backward(&y, Tensor::zeros(&[1, 1, 4, 4], &dev).unwrap())
+        .unwrap_err();
     assert!(err.to_string().contains("inference"), "{err}");
     // A recording tape refuses a seed of the wrong shape and an output without parameters.
     let mut t = Tape::new(&store);
@@ -147,7 +192,9 @@ fn inference_tape_records_nothing() {
     let c = t.elu(&x).unwrap();
     assert!(!c.requires_grad());
     let y = conv.forward(&mut t, &x).unwrap();
-    assert!(t.backward(&y, Tensor::zeros(&[1, 1, 4, 3], &dev).unwrap()).is_err());
+    assert!(t
+        .backward(&y, Tensor::zeros(&[1, 1, 4, 3], &dev).unwrap())
+        .is_err());
 }
 
 #[test]
@@ -167,7 +214,16 @@ fn param_init_is_deterministic_and_pytorch_like() {
     };
     let (a, b, other) = (build(3, false), build(3, true), build(4, false));
     let names: Vec<&str> = a.names().collect();
-    assert_eq!(names, ["begin_conv.weight", "begin_conv.bias", "res1.0.conv1.weight", "res1.0.conv1.bias", "normalizer.embed.weight"]);
+    assert_eq!(
+        names,
+        [
+            "begin_conv.weight",
+            "begin_conv.bias",
+            "res1.0.conv1.weight",
+            "res1.0.conv1.bias",
+            "normalizer.embed.weight"
+        ]
+    );
     assert_eq!(a.num_elements(), 8 * 3 * 9 + 8 + 8 * 8 * 9 + 8 + 10 * 24);
     for (name, t) in a.iter() {
         let v = t.to_vec().unwrap();
@@ -195,5 +251,9 @@ fn param_init_is_deterministic_and_pytorch_like() {
     s.init_constant("x", &[2], 1.0).unwrap();
     assert!(s.init_constant("x", &[2], 1.0).is_err());
     assert!(s.set("x", Tensor::zeros(&[3], &dev).unwrap()).is_err());
-    assert!(s.get("y").unwrap_err().to_string().contains("no parameter named y"));
+    assert!(s
+        .get("y")
+        .unwrap_err()
+        .to_string()
+        .contains("no parameter named y"));
 }

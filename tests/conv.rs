@@ -5,13 +5,17 @@ mod common;
 use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::nn::conv::{conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight};
+use dalemeetslangevin::nn::conv::{
+    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
+};
 use dalemeetslangevin::nn::Conv2dCfg;
 use dalemeetslangevin::{Device, Tensor};
 
 /// (batch, c_in, h, w, c_out, kernel, padding, dilation): odd sizes, channels across the 64-wide
 /// tile, 1x1, dilations 2 and 4, more than one split of the weight gradient, size 1.
-const SHAPES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const SHAPES: &[Shape] = &[
     (2, 3, 7, 7, 5, 3, 1, 1),
     (1, 5, 13, 11, 3, 3, 2, 2),
     (2, 4, 9, 10, 6, 3, 4, 4),
@@ -33,7 +37,10 @@ struct Case {
     cfg: Conv2dCfg,
 }
 
-fn case(rng: &mut rand::rngs::StdRng, s: (usize, usize, usize, usize, usize, usize, usize, usize)) -> Case {
+fn case(
+    rng: &mut rand::rngs::StdRng,
+    s: (usize, usize, usize, usize, usize, usize, usize, usize),
+) -> Case {
     let (n, ci, h, w, co, k, pad, dil) = s;
     let (ho, wo) = (h + 2 * pad - dil * (k - 1), w + 2 * pad - dil * (k - 1));
     Case {
@@ -44,7 +51,10 @@ fn case(rng: &mut rand::rngs::StdRng, s: (usize, usize, usize, usize, usize, usi
         x_shape: [n, ci, h, w],
         w_shape: [co, ci, k, k],
         y_shape: [n, co, ho, wo],
-        cfg: Conv2dCfg { padding: pad, dilation: dil },
+        cfg: Conv2dCfg {
+            padding: pad,
+            dilation: dil,
+        },
     }
 }
 
@@ -71,7 +81,13 @@ fn conv_kernels_match_cpu_reference() {
         for &s in SHAPES {
             let c = case(&mut rng, s);
             let (want, got) = (run_all(&c, &Device::Cpu), run_all(&c, &dev));
-            let names = ["forward", "forward without bias", "backward data", "backward weight", "backward bias"];
+            let names = [
+                "forward",
+                "forward without bias",
+                "backward data",
+                "backward weight",
+                "backward bias",
+            ];
             for ((g, w), name) in got.iter().zip(&want).zip(names) {
                 assert_close(&format!("conv {name} {s:?} on {dev}"), g, w, 1e-4, 1e-4);
             }
@@ -130,18 +146,37 @@ fn cpu_conv_matches_definition() {
     for &s in SHAPES {
         let c = case(&mut rng, s);
         let got = run_all(&c, &Device::Cpu);
-        assert_close(&format!("cpu conv {s:?}"), &got[0], &direct_conv(&c), 1e-5, 1e-5);
+        assert_close(
+            &format!("cpu conv {s:?}"),
+            &got[0],
+            &direct_conv(&c),
+            1e-5,
+            1e-5,
+        );
     }
 }
 
 #[test]
 fn conv_gradients_match_finite_differences() {
     let mut rng = test_rng("conv_gradcheck");
-    for &(n, ci, h, w, co, k, pad, dil) in &[(2, 2, 5, 4, 3, 3, 1, 1), (1, 3, 7, 6, 2, 3, 2, 2), (2, 2, 3, 3, 2, 1, 0, 1)] {
-        let cfg = Conv2dCfg { padding: pad, dilation: dil };
+    for &(n, ci, h, w, co, k, pad, dil) in &[
+        (2, 2, 5, 4, 3, 3, 1, 1),
+        (1, 3, 7, 6, 2, 3, 2, 2),
+        (2, 2, 3, 3, 2, 1, 0, 1),
+    ] {
+        let cfg = Conv2dCfg {
+            padding: pad,
+            dilation: dil,
+        };
         let inputs = vec![
-            (random_vec(&mut rng, n * ci * h * w, -1.0, 1.0), vec![n, ci, h, w]),
-            (random_vec(&mut rng, co * ci * k * k, -1.0, 1.0), vec![co, ci, k, k]),
+            (
+                random_vec(&mut rng, n * ci * h * w, -1.0, 1.0),
+                vec![n, ci, h, w],
+            ),
+            (
+                random_vec(&mut rng, co * ci * k * k, -1.0, 1.0),
+                vec![co, ci, k, k],
+            ),
             (random_vec(&mut rng, co, -1.0, 1.0), vec![co]),
         ];
         check_gradients("conv2d", &mut rng, &inputs, 1e-2, 2e-3, &move |tape, v| {
@@ -154,9 +189,24 @@ fn conv_gradients_match_finite_differences() {
 fn conv_shape_errors_are_reported() {
     let x = Tensor::zeros(&[1, 3, 4, 4], &Device::Cpu).unwrap();
     let w = Tensor::zeros(&[2, 4, 3, 3], &Device::Cpu).unwrap();
-    let err = conv2d(&x, &w, None, Conv2dCfg::same(3, 1)).unwrap_err().to_string();
-    assert!(err.contains("[1, 3, 4, 4]") && err.contains("[2, 4, 3, 3]"), "{err}");
+    let err = conv2d(&x, &w, None, Conv2dCfg::same(3, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[1, 3, 4, 4]") && err.contains("[2, 4, 3, 3]"),
+        "{err}"
+    );
     let w = Tensor::zeros(&[2, 3, 3, 3], &Device::Cpu).unwrap();
-    let err = conv2d(&x, &w, None, Conv2dCfg { padding: 0, dilation: 4 }).unwrap_err().to_string();
+    let err = conv2d(
+        &x,
+        &w,
+        None,
+        Conv2dCfg {
+            padding: 0,
+            dilation: 4,
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("smaller than the dilated kernel"), "{err}");
 }

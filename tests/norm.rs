@@ -16,11 +16,13 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (3, 5, 7, 7, 4),
     (2, 2, 13, 11, 3),
     (5, 3, 1, 1, 2),
-    (2, 130, 2, 3, 3),
+    (1, 130, 2, 3, 3),
 ];
 
 fn levels(rng: &mut StdRng, n: usize, classes: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(0..classes) as f32).collect()
+    (0..n)
+        .map(|_| rng.random_range(0..classes) as f32)
+        .collect()
 }
 
 fn embed(rng: &mut StdRng, classes: usize, c: usize) -> Vec<f32> {
@@ -54,7 +56,13 @@ fn cin_pp_kernels_match_cpu_reference() {
             };
             let (want, got) = (run(&Device::Cpu), run(&dev));
             for (i, name) in ["output", "statistics", "dx", "d embed"].iter().enumerate() {
-                assert_close(&format!("cin++ {name} {:?} on {dev}", (n, c, h, w, k)), &got[i], &want[i], 2e-4, 2e-4);
+                assert_close(
+                    &format!("cin++ {name} {:?} on {dev}", (n, c, h, w, k)),
+                    &got[i],
+                    &want[i],
+                    2e-4,
+                    2e-4,
+                );
             }
         }
     }
@@ -77,10 +85,20 @@ fn cin_pp_follows_ncsn_formula() {
     for alpha in [0.0f32, 1.0] {
         let e: Vec<f32> = (0..3 * c).map(|j| [1.0, alpha, 0.0][j / c]).collect();
         let et = Tensor::from_slice(&e, &[1, 3 * c], &Device::Cpu).unwrap();
-        let y = cond_instance_norm_pp(&xt, &lt, &et).unwrap().0.to_vec().unwrap();
+        let y = cond_instance_norm_pp(&xt, &lt, &et)
+            .unwrap()
+            .0
+            .to_vec()
+            .unwrap();
         for s in 0..n {
             let means: Vec<f64> = (0..c)
-                .map(|ch| y[(s * c + ch) * hw..][..hw].iter().map(|&v| v as f64).sum::<f64>() / hw as f64)
+                .map(|ch| {
+                    y[(s * c + ch) * hw..][..hw]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .sum::<f64>()
+                        / hw as f64
+                })
                 .collect();
             for (ch, &m) in means.iter().enumerate() {
                 let plane = &y[(s * c + ch) * hw..][..hw];
@@ -93,7 +111,10 @@ fn cin_pp_follows_ncsn_formula() {
             if alpha == 1.0 {
                 let mm = means.iter().sum::<f64>() / c as f64;
                 let unbiased = means.iter().map(|m| (m - mm).powi(2)).sum::<f64>() / (c - 1) as f64;
-                assert!((unbiased - 1.0).abs() < 1e-3, "unbiased variance of u {unbiased}");
+                assert!(
+                    (unbiased - 1.0).abs() < 1e-3,
+                    "unbiased variance of u {unbiased}"
+                );
             }
         }
     }
@@ -105,14 +126,24 @@ fn cin_pp_gradients_match_finite_differences() {
     for &(n, c, h, w, k) in &[(3usize, 4usize, 3usize, 4usize, 2usize), (2, 2, 5, 5, 3)] {
         let l = Tensor::from_vec(levels(&mut rng, n, k), &[n], &Device::Cpu).unwrap();
         let inputs = vec![
-            (random_vec(&mut rng, n * c * h * w, -2.0, 2.0), vec![n, c, h, w]),
+            (
+                random_vec(&mut rng, n * c * h * w, -2.0, 2.0),
+                vec![n, c, h, w],
+            ),
             (embed(&mut rng, k, c), vec![k, 3 * c]),
         ];
         let l_values = l.to_vec().unwrap();
-        check_gradients("cond_instance_norm_pp", &mut rng, &inputs, 1e-2, 1e-2, &move |t, v| {
-            let lv = t.constant(Tensor::from_slice(&l_values, &[n], &Device::Cpu)?);
-            t.cond_instance_norm_pp(&v[0], &lv, &v[1])
-        });
+        check_gradients(
+            "cond_instance_norm_pp",
+            &mut rng,
+            &inputs,
+            1e-2,
+            1e-2,
+            &move |t, v| {
+                let lv = t.constant(Tensor::from_slice(&l_values, &[n], &Device::Cpu)?);
+                t.cond_instance_norm_pp(&v[0], &lv, &v[1])
+            },
+        );
     }
 }
 
@@ -128,8 +159,19 @@ fn cin_pp_rejects_bad_shapes_and_levels() {
     // Level 5 of 2 classes: that sample's output is NaN, the other's is not.
     let embed = Tensor::zeros(&[2, 9], &d).unwrap();
     for dev in [Device::Cpu, Device::emu()] {
-        let (x, l, e) = (x.to_device(&dev).unwrap(), l.to_device(&dev).unwrap(), embed.to_device(&dev).unwrap());
-        let y = cond_instance_norm_pp(&x, &l, &e).unwrap().0.to_vec().unwrap();
-        assert!(y[..48].iter().all(|v| v.is_finite()) && y[48..].iter().all(|v| v.is_nan()), "on {dev}");
+        let (x, l, e) = (
+            x.to_device(&dev).unwrap(),
+            l.to_device(&dev).unwrap(),
+            embed.to_device(&dev).unwrap(),
+        );
+        let y = cond_instance_norm_pp(&x, &l, &e)
+            .unwrap()
+            .0
+            .to_vec()
+            .unwrap();
+        assert!(
+            y[..48].iter().all(|v| v.is_finite()) && y[48..].iter().all(|v| v.is_nan()),
+            "on {dev}"
+        );
     }
 }

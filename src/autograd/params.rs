@@ -21,8 +21,9 @@ pub struct ParamStore {
 
 /// FNV-1a of the name: the Philox step of a parameter's draws.
 fn name_step(name: &str) -> u32 {
-    name.bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl ParamStore {
@@ -128,11 +129,21 @@ impl ParamStore {
     }
 
     /// A new parameter with element i = f(philox words of (seed, PARAM_INIT, step(name), i)).
-    fn init_with(&mut self, name: &str, shape: &[usize], f: impl Fn(u64, [u32; 4]) -> f32) -> Result<()> {
+    fn init_with(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        f: impl Fn(u64, [u32; 4]) -> f32,
+    ) -> Result<()> {
         let step = name_step(name);
         let n: usize = shape.iter().product();
         let data = (0..n as u64)
-            .map(|i| f(i, rng::philox_bits(self.seed, rng::stream::PARAM_INIT, step, i)))
+            .map(|i| {
+                f(
+                    i,
+                    rng::philox_bits(self.seed, rng::stream::PARAM_INIT, step, i),
+                )
+            })
             .collect();
         let t = Tensor::from_vec(data, shape, &self.device)?;
         self.insert(name, t)

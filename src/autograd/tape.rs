@@ -218,7 +218,13 @@ impl<'p> Tape<'p> {
     }
 
     /// [`conv::conv2d`]: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], `bias` [C_out].
-    pub fn conv2d(&mut self, x: &Var<'p>, w: &Var<'p>, bias: Option<&Var<'p>>, cfg: Conv2dCfg) -> Result<Var<'p>> {
+    pub fn conv2d(
+        &mut self,
+        x: &Var<'p>,
+        w: &Var<'p>,
+        bias: Option<&Var<'p>>,
+        cfg: Conv2dCfg,
+    ) -> Result<Var<'p>> {
         let y = conv::conv2d(x.value(), w.value(), bias.map(Var::value), cfg)?;
         let bias_id = bias.and_then(|b| b.id);
         let wants = x.id.is_some() || w.id.is_some() || bias_id.is_some();
@@ -239,12 +245,14 @@ impl<'p> Tape<'p> {
     /// `alpha a + beta b`.
     pub fn axpby(&mut self, alpha: f32, a: &Var<'p>, beta: f32, b: &Var<'p>) -> Result<Var<'p>> {
         let y = ops::axpby(alpha, a.value(), beta, b.value())?;
-        Ok(self.record(a.id.is_some() || b.id.is_some(), y, || Op::Axpby {
-            a: a.id,
-            alpha,
-            b: b.id,
-            beta,
-        }))
+        Ok(
+            self.record(a.id.is_some() || b.id.is_some(), y, || Op::Axpby {
+                a: a.id,
+                alpha,
+                b: b.id,
+                beta,
+            }),
+        )
     }
 
     /// `a + b` (the residual connections).
@@ -270,12 +278,19 @@ impl<'p> Tape<'p> {
     /// The element-wise product.
     pub fn mul(&mut self, a: &Var<'p>, b: &Var<'p>) -> Result<Var<'p>> {
         let y = ops::mul(a.value(), b.value())?;
-        Ok(self.record(a.id.is_some() || b.id.is_some(), y, || Op::Mul(a.clone(), b.clone())))
+        Ok(self.record(a.id.is_some() || b.id.is_some(), y, || {
+            Op::Mul(a.clone(), b.clone())
+        }))
     }
 
     /// [`norm::cond_instance_norm_pp`]: `levels` [N] (integer values, a constant), `embed`
     /// [n_classes, 3C] (gamma | alpha | beta).
-    pub fn cond_instance_norm_pp(&mut self, x: &Var<'p>, levels: &Var<'p>, embed: &Var<'p>) -> Result<Var<'p>> {
+    pub fn cond_instance_norm_pp(
+        &mut self,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+        embed: &Var<'p>,
+    ) -> Result<Var<'p>> {
         let (y, saved) = norm::cond_instance_norm_pp(x.value(), levels.value(), embed.value())?;
         let wants = x.id.is_some() || embed.id.is_some();
         Ok(self.record(wants, y, || Op::CondInstanceNormPp {
@@ -309,14 +324,17 @@ impl<'p> Tape<'p> {
     /// are freed as the walk passes them). Gradients of parameters are keyed by name.
     pub fn backward(mut self, out: &Var<'p>, grad_out: Tensor) -> Result<Gradients> {
         if !self.recording {
-            return Err(Error::invalid("backward on an inference tape, which records nothing"));
+            return Err(Error::invalid(
+                "backward on an inference tape, which records nothing",
+            ));
         }
         let Some(out_id) = out.id else {
             return Err(Error::invalid(
                 "backward from a value that depends on no parameter or leaf",
             ));
         };
-        out.value().check_same_shape(&grad_out, "backward (seed gradient)")?;
+        out.value()
+            .check_same_shape(&grad_out, "backward (seed gradient)")?;
         self.nodes.truncate(out_id + 1);
         self.param_vars.clear();
         let mut grads: Vec<Option<Tensor>> = (0..self.nodes.len()).map(|_| None).collect();
@@ -343,7 +361,12 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
 
 /// The gradients `op` passes to its parents, given the gradient `g` of its output. Leaves and
 /// parameters deposit theirs in `result`.
-fn backward_op(op: Op<'_>, g: Tensor, id: usize, result: &mut Gradients) -> Result<Vec<(usize, Tensor)>> {
+fn backward_op(
+    op: Op<'_>,
+    g: Tensor,
+    id: usize,
+    result: &mut Gradients,
+) -> Result<Vec<(usize, Tensor)>> {
     let mut out = Vec::new();
     match op {
         Op::Leaf => {
@@ -357,10 +380,16 @@ fn backward_op(op: Op<'_>, g: Tensor, id: usize, result: &mut Gradients) -> Resu
                 out.push((b, conv::conv2d_backward_bias(&g)?));
             }
             if let Some(wid) = w.id {
-                out.push((wid, conv::conv2d_backward_weight(&g, x.value(), w.shape(), cfg)?));
+                out.push((
+                    wid,
+                    conv::conv2d_backward_weight(&g, x.value(), w.shape(), cfg)?,
+                ));
             }
             if let Some(xid) = x.id {
-                out.push((xid, conv::conv2d_backward_data(&g, w.value(), x.shape(), cfg)?));
+                out.push((
+                    xid,
+                    conv::conv2d_backward_data(&g, w.value(), x.shape(), cfg)?,
+                ));
             }
         }
         Op::Elu(x) => {
@@ -373,7 +402,11 @@ fn backward_op(op: Op<'_>, g: Tensor, id: usize, result: &mut Gradients) -> Resu
                 out.push((bid, ops::scale(&g, beta, 0.0)?));
             }
             if let Some(aid) = a {
-                let ga = if alpha == 1.0 { g } else { ops::scale(&g, alpha, 0.0)? };
+                let ga = if alpha == 1.0 {
+                    g
+                } else {
+                    ops::scale(&g, alpha, 0.0)?
+                };
                 out.push((aid, ga));
             }
         }
@@ -390,9 +423,19 @@ fn backward_op(op: Op<'_>, g: Tensor, id: usize, result: &mut Gradients) -> Resu
                 out.push((bid, ops::mul(&g, a.value())?));
             }
         }
-        Op::CondInstanceNormPp { x, levels, embed, saved } => {
-            let (dx, dembed) =
-                norm::cond_instance_norm_pp_backward(&g, x.value(), levels.value(), embed.value(), &saved)?;
+        Op::CondInstanceNormPp {
+            x,
+            levels,
+            embed,
+            saved,
+        } => {
+            let (dx, dembed) = norm::cond_instance_norm_pp_backward(
+                &g,
+                x.value(),
+                levels.value(),
+                embed.value(),
+                &saved,
+            )?;
             if let Some(eid) = embed.id {
                 out.push((eid, dembed));
             }

@@ -82,7 +82,9 @@ impl ConvDims {
         let (Some(h_out), Some(w_out)) = (out(h_in, kh), out(w_in, kw)) else {
             return Err(Error::shape(
                 op,
-                format!("input {x_shape:?} smaller than the dilated kernel {w_shape:?} with {cfg:?}"),
+                format!(
+                    "input {x_shape:?} smaller than the dilated kernel {w_shape:?} with {cfg:?}"
+                ),
             ));
         };
         let d = Self {
@@ -105,7 +107,9 @@ impl ConvDims {
             c_out * c_in * kh * kw,
         ];
         if largest.iter().any(|&n| n >= i32::MAX as usize) {
-            return Err(Error::invalid(format!("{op}: {d:?} too large for 32-bit indexing")));
+            return Err(Error::invalid(format!(
+                "{op}: {d:?} too large for 32-bit indexing"
+            )));
         }
         Ok(d)
     }
@@ -126,17 +130,8 @@ impl ConvDims {
     /// The integer arguments every conv kernel takes, in kernel order.
     fn args(&self) -> [Arg<'static>; 11] {
         [
-            self.batch,
-            self.c_in,
-            self.h_in,
-            self.w_in,
-            self.c_out,
-            self.h_out,
-            self.w_out,
-            self.kh,
-            self.kw,
-            self.pad,
-            self.dil,
+            self.batch, self.c_in, self.h_in, self.w_in, self.c_out, self.h_out, self.w_out,
+            self.kh, self.kw, self.pad, self.dil,
         ]
         .map(|v| Arg::I32(v as i32))
     }
@@ -198,7 +193,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
     }
     let mut y = Tensor::uninit(&d.out_shape(), x.device())?;
     match x.device() {
-        Device::Cpu => cpu::forward(&d, x.host()?, w.host()?, bias.map(|b| b.host()).transpose()?, y.host_mut()?),
+        Device::Cpu => cpu::forward(
+            &d,
+            x.host()?,
+            w.host()?,
+            bias.map(|b| b.host()).transpose()?,
+            y.host_mut()?,
+        ),
         dev => {
             let mut args = vec![
                 Arg::In(x),
@@ -217,7 +218,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
 
 /// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the
 /// weight and the input's shape.
-pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Result<Tensor> {
+pub fn conv2d_backward_data(
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
     let d = ConvDims::new(x_shape, w.shape(), cfg, "conv2d_backward_data")?;
     check_output_grad(dy, &d, "conv2d_backward_data")?;
     check_device(dy, w, "conv2d_backward_data")?;
@@ -236,7 +242,12 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
 
 /// The gradient with respect to the weight of [`conv2d`], given the output gradient `dy`, the
 /// input `x` and the weight's shape. Deterministic on every backend.
-pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Result<Tensor> {
+pub fn conv2d_backward_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
     let d = ConvDims::new(x.shape(), w_shape, cfg, "conv2d_backward_weight")?;
     check_output_grad(dy, &d, "conv2d_backward_weight")?;
     check_device(dy, x, "conv2d_backward_weight")?;
@@ -309,7 +320,11 @@ fn check_output_grad(dy: &Tensor, d: &ConvDims, op: &'static str) -> Result<()> 
     if dy.shape() != d.out_shape() {
         return Err(Error::shape(
             op,
-            format!("output gradient {:?}, expected {:?}", dy.shape(), d.out_shape()),
+            format!(
+                "output gradient {:?}, expected {:?}",
+                dy.shape(),
+                d.out_shape()
+            ),
         ));
     }
     Ok(())
@@ -336,7 +351,11 @@ mod cpu {
                     }
                     for (ow, o) in out_row.iter_mut().enumerate() {
                         let iw = (ow + kj * d.dil).wrapping_sub(d.pad);
-                        *o = if iw < d.w_in { plane[ih * d.w_in + iw] } else { 0.0 };
+                        *o = if iw < d.w_in {
+                            plane[ih * d.w_in + iw]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }

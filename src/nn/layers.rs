@@ -57,7 +57,12 @@ pub struct CondInstanceNormPp {
 impl CondInstanceNormPp {
     /// Registers the embedding with ncsn's initialisation: gamma and alpha from N(1, 0.02^2),
     /// beta zero.
-    pub fn new(store: &mut ParamStore, prefix: &str, channels: usize, n_classes: usize) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        channels: usize,
+        n_classes: usize,
+    ) -> Result<Self> {
         let embed = format!("{prefix}.embed.weight");
         let width = 3 * channels;
         store.init_normal(&embed, &[n_classes, width], 1.0, 0.02)?;
@@ -73,7 +78,12 @@ impl CondInstanceNormPp {
     }
 
     /// `levels` is the constant [N] tensor of level indices (integer values).
-    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, levels: &Var<'p>) -> Result<Var<'p>> {
+    pub fn forward<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+    ) -> Result<Var<'p>> {
         let embed = tape.param(&self.embed)?;
         tape.cond_instance_norm_pp(x, levels, &embed)
     }

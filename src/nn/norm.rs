@@ -72,7 +72,9 @@ fn check(x_shape: &[usize], levels: &Tensor, embed: &Tensor, op: &'static str) -
         n_classes: embed.shape()[0],
     };
     if batch * channels * h * w >= i32::MAX as usize {
-        return Err(Error::invalid(format!("{op}: {dims:?} too large for 32-bit indexing")));
+        return Err(Error::invalid(format!(
+            "{op}: {dims:?} too large for 32-bit indexing"
+        )));
     }
     Ok(dims)
 }
@@ -96,22 +98,44 @@ fn level_row(level: f32, n_classes: usize) -> Option<usize> {
 }
 
 /// The forward pass: the output and what the backward pass needs.
-pub fn cond_instance_norm_pp(x: &Tensor, levels: &Tensor, embed: &Tensor) -> Result<(Tensor, CinPpSaved)> {
+pub fn cond_instance_norm_pp(
+    x: &Tensor,
+    levels: &Tensor,
+    embed: &Tensor,
+) -> Result<(Tensor, CinPpSaved)> {
     let op = "cond_instance_norm_pp";
     let d = check(x.shape(), levels, embed, op)?;
     check_devices(&[x, levels, embed], op)?;
     let mut y = Tensor::uninit(x.shape(), x.device())?;
     let mut stats = Tensor::uninit(&[3, d.planes()], x.device())?;
     match x.device() {
-        Device::Cpu => cpu::forward(&d, x.host()?, levels.host()?, embed.host()?, stats.host_mut()?, y.host_mut()?),
+        Device::Cpu => cpu::forward(
+            &d,
+            x.host()?,
+            levels.host()?,
+            embed.host()?,
+            stats.host_mut()?,
+            y.host_mut()?,
+        ),
         dev => {
             launch(
                 dev,
                 "cin_pp_stats_f32",
                 d.per_plane(),
-                &mut [Arg::In(x), Arg::Out(&mut stats), Arg::I32(d.planes() as i32), Arg::I32(d.hw as i32)],
+                &mut [
+                    Arg::In(x),
+                    Arg::Out(&mut stats),
+                    Arg::I32(d.planes() as i32),
+                    Arg::I32(d.hw as i32),
+                ],
             )?;
-            let mut args = vec![Arg::In(x), Arg::In(levels), Arg::In(embed), Arg::Out(&mut stats), Arg::Out(&mut y)];
+            let mut args = vec![
+                Arg::In(x),
+                Arg::In(levels),
+                Arg::In(embed),
+                Arg::Out(&mut stats),
+                Arg::Out(&mut y),
+            ];
             args.extend(d.args());
             launch(dev, "cin_pp_forward_f32", d.per_plane(), &mut args)?;
         }
@@ -132,14 +156,27 @@ pub fn cond_instance_norm_pp_backward(
     dy.check_same_shape(x, op)?;
     check_devices(&[x, levels, embed, &saved.stats], op)?;
     if saved.stats.shape() != [3, d.planes()] {
-        return Err(Error::shape(op, format!("saved statistics {:?} for input {:?}", saved.stats.shape(), x.shape())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "saved statistics {:?} for input {:?}",
+                saved.stats.shape(),
+                x.shape()
+            ),
+        ));
     }
     let mut dx = Tensor::uninit(x.shape(), x.device())?;
     let mut dembed = Tensor::uninit(embed.shape(), x.device())?;
     match x.device() {
         Device::Cpu => cpu::backward(
             &d,
-            [dy.host()?, x.host()?, levels.host()?, embed.host()?, saved.stats.host()?],
+            [
+                dy.host()?,
+                x.host()?,
+                levels.host()?,
+                embed.host()?,
+                saved.stats.host()?,
+            ],
             dx.host_mut()?,
             dembed.host_mut()?,
         ),
@@ -192,7 +229,13 @@ mod cpu {
     use super::*;
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
-    fn modulation(d: &NormDims, levels: &[f32], embed: &[f32], n: usize, c: usize) -> (f32, f32, f32) {
+    fn modulation(
+        d: &NormDims,
+        levels: &[f32],
+        embed: &[f32],
+        n: usize,
+        c: usize,
+    ) -> (f32, f32, f32) {
         match level_row(levels[n], d.n_classes) {
             Some(k) => {
                 let row = &embed[k * 3 * d.channels..][..3 * d.channels];
@@ -210,7 +253,14 @@ mod cpu {
         (m, 1.0 / (v + CIN_PP_EPS as f64).sqrt())
     }
 
-    pub(super) fn forward(d: &NormDims, x: &[f32], levels: &[f32], embed: &[f32], stats: &mut [f32], y: &mut [f32]) {
+    pub(super) fn forward(
+        d: &NormDims,
+        x: &[f32],
+        levels: &[f32],
+        embed: &[f32],
+        stats: &mut [f32],
+        y: &mut [f32],
+    ) {
         let planes = d.planes();
         for (plane, xp) in x.chunks(d.hw).enumerate() {
             let mu = xp.iter().map(|&v| v as f64).sum::<f64>() / d.hw as f64;
@@ -247,9 +297,16 @@ mod cpu {
             let mut du = vec![0.0f64; ch];
             for c in 0..ch {
                 let plane = n * ch + c;
-                let (mu, r, u) = (stats[plane], stats[planes + plane], stats[2 * planes + plane]);
+                let (mu, r, u) = (
+                    stats[plane],
+                    stats[planes + plane],
+                    stats[2 * planes + plane],
+                );
                 let (gamma, alpha, _) = modulation(d, levels, embed, n, c);
-                for (&g, &v) in dy[plane * d.hw..][..d.hw].iter().zip(&x[plane * d.hw..][..d.hw]) {
+                for (&g, &v) in dy[plane * d.hw..][..d.hw]
+                    .iter()
+                    .zip(&x[plane * d.hw..][..d.hw])
+                {
                     sg[c] += g as f64;
                     sgx[c] += g as f64 * ((v - mu) * r) as f64;
                 }
@@ -262,10 +319,16 @@ mod cpu {
                 }
             }
             let mean_du = du.iter().sum::<f64>() / ch as f64;
-            let sum_duu: f64 = (0..ch).map(|c| du[c] * stats[2 * planes + n * ch + c] as f64).sum();
+            let sum_duu: f64 = (0..ch)
+                .map(|c| du[c] * stats[2 * planes + n * ch + c] as f64)
+                .sum();
             for c in 0..ch {
                 let plane = n * ch + c;
-                let (mu, r, u) = (stats[plane], stats[planes + plane], stats[2 * planes + plane]);
+                let (mu, r, u) = (
+                    stats[plane],
+                    stats[planes + plane],
+                    stats[2 * planes + plane],
+                );
                 let (gamma, _, _) = modulation(d, levels, embed, n, c);
                 let dmu = s * (du[c] - mean_du) - s * u as f64 * sum_duu / (ch as f64 - 1.0);
                 let (mean_g, mean_gx) = (sg[c] / hw, sgx[c] / hw);
@@ -273,7 +336,8 @@ mod cpu {
                 let gp = &dy[plane * d.hw..][..d.hw];
                 for ((o, &v), &g) in dx[plane * d.hw..][..d.hw].iter_mut().zip(xp).zip(gp) {
                     let xhat = ((v - mu) * r) as f64;
-                    let val = r as f64 * gamma as f64 * (g as f64 - mean_g - xhat * mean_gx) + dmu / hw;
+                    let val =
+                        r as f64 * gamma as f64 * (g as f64 - mean_g - xhat * mean_gx) + dmu / hw;
                     *o = val as f32;
                 }
             }

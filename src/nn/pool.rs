@@ -43,7 +43,10 @@ impl PoolCfg {
 fn planes(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
     match *shape {
         [b, c, h, w] if h > 0 && w > 0 => Ok((b * c, h, w)),
-        _ => Err(Error::shape(op, format!("{shape:?} is not a non-empty NCHW shape"))),
+        _ => Err(Error::shape(
+            op,
+            format!("{shape:?} is not a non-empty NCHW shape"),
+        )),
     }
 }
 
@@ -51,13 +54,20 @@ fn int_args(v: &[usize]) -> Vec<Arg<'static>> {
     v.iter().map(|&v| Arg::I32(v as i32)).collect()
 }
 
-fn check_pool(shape: &[usize], cfg: PoolCfg, op: &'static str) -> Result<(usize, usize, usize, usize, usize)> {
+fn check_pool(
+    shape: &[usize],
+    cfg: PoolCfg,
+    op: &'static str,
+) -> Result<(usize, usize, usize, usize, usize)> {
     let (p, h, w) = planes(shape, op)?;
     // PyTorch also requires padding <= kernel / 2.
     let valid = cfg.kernel > 0 && cfg.stride > 0 && 2 * cfg.padding <= cfg.kernel;
     match (valid, cfg.out_size(h), cfg.out_size(w)) {
         (true, Some(ho), Some(wo)) => Ok((p, h, w, ho, wo)),
-        _ => Err(Error::shape(op, format!("{cfg:?} does not fit input {shape:?}"))),
+        _ => Err(Error::shape(
+            op,
+            format!("{cfg:?} does not fit input {shape:?}"),
+        )),
     }
 }
 
@@ -82,8 +92,21 @@ pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
         }
         dev => {
             let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
-            args.extend(int_args(&[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding]));
-            launch(dev, "avg_pool2d_forward_f32", LaunchGeometry::elementwise(p * ho * wo), &mut args)?;
+            args.extend(int_args(&[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+            ]));
+            launch(
+                dev,
+                "avg_pool2d_forward_f32",
+                LaunchGeometry::elementwise(p * ho * wo),
+                &mut args,
+            )?;
         }
     }
     Ok(y)
@@ -101,7 +124,10 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
     if dy.shape() != [x_shape[0], x_shape[1], ho, wo] {
         return Err(Error::shape(
             "avg_pool2d_backward",
-            format!("output gradient {:?} for input {x_shape:?} with {cfg:?}", dy.shape()),
+            format!(
+                "output gradient {:?} for input {x_shape:?} with {cfg:?}",
+                dy.shape()
+            ),
         ));
     }
     let mut dx = Tensor::uninit(x_shape, dy.device())?;
@@ -122,8 +148,21 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
         }
         dev => {
             let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
-            args.extend(int_args(&[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding]));
-            launch(dev, "avg_pool2d_backward_f32", LaunchGeometry::elementwise(p * h * w), &mut args)?;
+            args.extend(int_args(&[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+            ]));
+            launch(
+                dev,
+                "avg_pool2d_backward_f32",
+                LaunchGeometry::elementwise(p * h * w),
+                &mut args,
+            )?;
         }
     }
     Ok(dx)
@@ -144,10 +183,17 @@ fn bilinear_tap(o: usize, size_in: usize, size_out: usize) -> (usize, usize, f32
     (i0, i1, 1.0 - w1, w1)
 }
 
-fn check_resize(shape: &[usize], size: (usize, usize), op: &'static str) -> Result<(usize, usize, usize)> {
+fn check_resize(
+    shape: &[usize],
+    size: (usize, usize),
+    op: &'static str,
+) -> Result<(usize, usize, usize)> {
     let (p, h, w) = planes(shape, op)?;
     if size.0 == 0 || size.1 == 0 {
-        return Err(Error::shape(op, format!("output size {size:?} for input {shape:?}")));
+        return Err(Error::shape(
+            op,
+            format!("output size {size:?} for input {shape:?}"),
+        ));
     }
     Ok((p, h, w))
 }
@@ -172,7 +218,12 @@ pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
         dev => {
             let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
             args.extend(int_args(&[h, w, ho, wo]));
-            launch(dev, "upsample_bilinear_forward_f32", LaunchGeometry::elementwise(p * ho * wo), &mut args)?;
+            launch(
+                dev,
+                "upsample_bilinear_forward_f32",
+                LaunchGeometry::elementwise(p * ho * wo),
+                &mut args,
+            )?;
         }
     }
     Ok(y)
@@ -182,11 +233,17 @@ pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
 pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
     let op = "upsample_bilinear_backward";
     let &[b, c, ho, wo] = dy.shape() else {
-        return Err(Error::shape(op, format!("output gradient {:?} is not 4-D", dy.shape())));
+        return Err(Error::shape(
+            op,
+            format!("output gradient {:?} is not 4-D", dy.shape()),
+        ));
     };
     let (p, h, w) = check_resize(x_shape, (ho, wo), op)?;
     if x_shape[..2] != [b, c] {
-        return Err(Error::shape(op, format!("output gradient {:?} for input {x_shape:?}", dy.shape())));
+        return Err(Error::shape(
+            op,
+            format!("output gradient {:?} for input {x_shape:?}", dy.shape()),
+        ));
     }
     let mut dx = Tensor::uninit(x_shape, dy.device())?;
     match dy.device() {
@@ -207,7 +264,12 @@ pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tens
         dev => {
             let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
             args.extend(int_args(&[h, w, ho, wo]));
-            launch(dev, "upsample_bilinear_backward_f32", LaunchGeometry::elementwise(p * h * w), &mut args)?;
+            launch(
+                dev,
+                "upsample_bilinear_backward_f32",
+                LaunchGeometry::elementwise(p * h * w),
+                &mut args,
+            )?;
         }
     }
     Ok(dx)

@@ -20,7 +20,14 @@ fn loss(f: &Graph, store: &ParamStore, inputs: &[(Vec<f32>, Vec<usize>)], r: &[f
 /// Checks the tape's gradient of L = sum(r * f(inputs)) (r random) with respect to every input
 /// against central differences with step `eps`, element by element:
 /// |analytic - numeric| <= tol * (1 + |numeric|).
-pub fn check_gradients(what: &str, rng: &mut StdRng, inputs: &[(Vec<f32>, Vec<usize>)], eps: f32, tol: f64, f: &Graph) {
+pub fn check_gradients(
+    what: &str,
+    rng: &mut StdRng,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    eps: f32,
+    tol: f64,
+    f: &Graph,
+) {
     let store = ParamStore::new(&Device::Cpu, 0);
     let mut tape = Tape::new(&store);
     let leaves: Vec<Var<'_>> = inputs
