@@ -46,6 +46,12 @@ impl<'p> Var<'p> {
     }
 }
 
+impl std::fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var(node {:?}, {:?})", self.id, self.value())
+    }
+}
+
 /// How a node was computed; parents are kept as `Var`s where backward needs their values, as
 /// node ids (None: no gradient wanted) where it does not.
 enum Op<'p> {
