@@ -5,12 +5,14 @@
 //! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source
 //! compiled for the host and run by an emulator of the CUDA execution model).
 
+pub mod autograd;
 pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod eval;
+pub mod nn;
 pub mod ops;
 pub mod rng;
 pub mod tensor;

@@ -64,3 +64,5 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
 
 /// Sizes that are not multiples of the block or tile sizes, and the degenerate ones.
 pub const EDGE_SIZES: &[usize] = &[1, 31, 33, 255, 256, 257, 1000, 4099];
+
+pub mod gradcheck;

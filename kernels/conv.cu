@@ -1,0 +1,232 @@
+// conv.cu: 2-D convolution, NCHW, stride 1, symmetric zero padding, dilation (SPEC section 9:
+// the 3x3 convolutions of dilation 1, 2, 4 and the 1x1 shortcuts of the NCSN network).
+//
+// All three passes are one tiled implicit GEMM, C[m][n] = sum_k A(m, k) B(k, n), whose operands
+// are gathered on the fly from the tensors (no im2col buffer):
+//   forward          y[b,co,p]  : M = C_out, N = batch*H_out*W_out, K = C_in*KH*KW
+//   backward data    dx[b,ci,p] : M = C_in,  N = batch*H_in*W_in,   K = C_out*KH*KW
+//   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
+// A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
+// slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/nn/conv.rs.
+#include "common.cuh"
+
+// Integer min/max under both nvcc and the emulator (which has no global min/max for int).
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+
+#define CONV_TILE_M 64
+#define CONV_TILE_N 64
+#define CONV_TILE_K 16
+#define CONV_THREADS 256
+// Each thread stages this many elements of each operand per K slice.
+#define CONV_LOADS ((CONV_TILE_M * CONV_TILE_K) / CONV_THREADS)
+
+// Accumulates the block's tile of C over k in [k_begin, k_end). Rows m >= M, columns n >= N and
+// k beyond the range read as zero. `A_K_FAST`/`B_K_FAST` say along which index consecutive
+// threads load (the tensor's contiguous direction), so global loads coalesce.
+template <bool A_K_FAST, bool B_K_FAST, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB& load_b, int M, int N,
+                                               int k_begin, int k_end, int m0, int n0,
+                                               float acc[4][4]) {
+    // +1 column: the k-fast stores hit distinct banks.
+    __shared__ float a_tile[CONV_TILE_K][CONV_TILE_M + 1];
+    __shared__ float b_tile[CONV_TILE_K][CONV_TILE_N + 1];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = k_begin; k0 < k_end; k0 += CONV_TILE_K) {
+        for (int l = 0; l < CONV_LOADS; ++l) {
+            const int e = tid + l * CONV_THREADS;
+            int mm = A_K_FAST ? e / CONV_TILE_K : e % CONV_TILE_M;
+            int kk = A_K_FAST ? e % CONV_TILE_K : e / CONV_TILE_M;
+            int m = m0 + mm, k = k0 + kk;
+            a_tile[kk][mm] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
+            int nn = B_K_FAST ? e / CONV_TILE_K : e % CONV_TILE_N;
+            kk = B_K_FAST ? e % CONV_TILE_K : e / CONV_TILE_N;
+            int n = n0 + nn;
+            k = k0 + kk;
+            b_tile[kk][nn] = (n < N && k < k_end) ? load_b(k, n) : 0.0f;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < CONV_TILE_K; ++kk) {
+            float a[4], b[4];
+            for (int i = 0; i < 4; ++i) a[i] = a_tile[kk][ty + 16 * i];
+            for (int j = 0; j < 4; ++j) b[j] = b_tile[kk][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+}
+
+// The shape of one convolution: x [batch, c_in, h_in, w_in], w [c_out, c_in, kh, kw],
+// y [batch, c_out, h_out, w_out] with h_out = h_in + 2 pad - dil (kh - 1).
+struct ConvDims {
+    int batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil;
+};
+
+// B(k, n) of the forward pass: x at the input pixel that filter tap k of input channel ci sees
+// from output pixel n (zero in the padding).
+struct ForwardInput {
+    const float* x;
+    ConvDims d;
+    __device__ float operator()(int k, int n) const {
+        const int taps = d.kh * d.kw, hw = d.h_out * d.w_out;
+        const int ci = k / taps, t = k % taps;
+        const int b = n / hw, p = n % hw;
+        const int ih = p / d.w_out - d.pad + (t / d.kw) * d.dil;
+        const int iw = p % d.w_out - d.pad + (t % d.kw) * d.dil;
+        if (ih < 0 || ih >= d.h_in || iw < 0 || iw >= d.w_in) return 0.0f;
+        return x[(((size_t)b * d.c_in + ci) * d.h_in + ih) * d.w_in + iw];
+    }
+};
+
+// A(m, k) of the forward pass: the weights as a [c_out, c_in*kh*kw] matrix.
+struct RowMajor {
+    const float* a;
+    int cols;
+    __device__ float operator()(int m, int k) const { return a[(size_t)m * cols + k]; }
+};
+
+extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                              const float* __restrict__ bias, float* __restrict__ y,
+                                              int has_bias, int batch, int c_in, int h_in, int w_in,
+                                              int c_out, int h_out, int w_out, int kh, int kw, int pad,
+                                              int dil) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    float acc[4][4];
+    conv_gemm_tile<true, false>(RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0, acc);
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, hw = h_out * w_out;
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+        const float b = has_bias ? bias[m] : 0.0f;
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n >= N) continue;
+            y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = acc[i][j] + b;
+        }
+    }
+}
+EMU_EXPORT(conv2d_forward_f32)
+
+// A(ci, k) of the backward-data pass, k = (co, tap): w[co, ci, tap].
+struct WeightTransposed {
+    const float* w;
+    ConvDims d;
+    __device__ float operator()(int ci, int k) const {
+        const int taps = d.kh * d.kw;
+        return w[((size_t)(k / taps) * d.c_in + ci) * taps + k % taps];
+    }
+};
+
+// B(k, n) of the backward-data pass: the output gradient at the output pixel that reaches input
+// pixel n through tap k: dx[ih] gets w[ki] * dy[ih + pad - ki*dil].
+struct OutputGradAtInput {
+    const float* dy;
+    ConvDims d;
+    __device__ float operator()(int k, int n) const {
+        const int taps = d.kh * d.kw, hw = d.h_in * d.w_in;
+        const int co = k / taps, t = k % taps;
+        const int b = n / hw, p = n % hw;
+        const int oh = p / d.w_in + d.pad - (t / d.kw) * d.dil;
+        const int ow = p % d.w_in + d.pad - (t % d.kw) * d.dil;
+        if (oh < 0 || oh >= d.h_out || ow < 0 || ow >= d.w_out) return 0.0f;
+        return dy[(((size_t)b * d.c_out + co) * d.h_out + oh) * d.w_out + ow];
+    }
+};
+
+extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy, const float* __restrict__ w,
+                                                    float* __restrict__ dx, int batch, int c_in, int h_in,
+                                                    int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                                    int pad, int dil) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    float acc[4][4];
+    conv_gemm_tile<true, false>(WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0, acc);
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, hw = h_in * w_in;
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n < N) dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = acc[i][j];
+        }
+    }
+}
+EMU_EXPORT(conv2d_backward_data_f32)
+
+// A(co, k) of the backward-weight pass, k = (b, output pixel): dy[b, co, p].
+struct OutputGradByPixel {
+    const float* dy;
+    ConvDims d;
+    __device__ float operator()(int co, int k) const {
+        const int hw = d.h_out * d.w_out;
+        return dy[((size_t)(k / hw) * d.c_out + co) * hw + k % hw];
+    }
+};
+
+// B(k, j) of the backward-weight pass, j = (ci, tap): the input pixel tap j sees from output
+// pixel k (the forward gather, transposed).
+struct InputByTap {
+    ForwardInput in;
+    __device__ float operator()(int k, int j) const { return in(j, k); }
+};
+
+// Split-K: block z sums k in [z*k_chunk, (z+1)*k_chunk) into partial[z] ([c_out, c_in*kh*kw]);
+// conv2d_sum_splits_f32 adds the splits in a fixed order, so the result is deterministic.
+extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                                      float* __restrict__ partial, int batch, int c_in,
+                                                      int h_in, int w_in, int c_out, int h_out, int w_out,
+                                                      int kh, int kw, int pad, int dil, int k_chunk) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = imin(K, k_begin + k_chunk);
+    float acc[4][4];
+    conv_gemm_tile<true, true>(OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, M, N, k_begin, k_end,
+                               m0, n0, acc);
+    float* out = partial + (size_t)blockIdx.z * M * N;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (n < N) out[(size_t)m * N + n] = acc[i][j];
+        }
+    }
+}
+EMU_EXPORT(conv2d_backward_weight_f32)
+
+// out[i] = sum over s of partial[s][i], s in order.
+extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ partial, float* __restrict__ out,
+                                                 int splits, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        float acc = 0.0f;
+        for (int s = 0; s < splits; ++s) acc += partial[(uint64_t)s * n + i];
+        out[i] = acc;
+    }
+}
+EMU_EXPORT(conv2d_sum_splits_f32)
+
+// db[co] = sum over batch and pixels of dy[b, co, p]; one block per output channel.
+extern "C" __global__ void conv2d_backward_bias_f32(const float* __restrict__ dy, float* __restrict__ db,
+                                                    int batch, int c_out, int hw) {
+    __shared__ float scratch[32];
+    const int co = blockIdx.x;
+    float acc = 0.0f;
+    for (int b = 0; b < batch; ++b) {
+        const float* plane = dy + ((size_t)b * c_out + co) * hw;
+        for (int p = threadIdx.x; p < hw; p += blockDim.x) acc += plane[p];
+    }
+    acc = block_reduce_sum(acc, scratch);
+    if (threadIdx.x == 0) db[co] = acc;
+}
+EMU_EXPORT(conv2d_backward_bias_f32)

@@ -1,0 +1,470 @@
+//! 2-D convolution, NCHW, stride 1, zero padding, dilation (kernels/conv.cu), as in PyTorch's
+//! `nn.Conv2d(c_in, c_out, k, padding=p, dilation=d)`: y[b,co,oh,ow] = bias[co] +
+//! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
+//!
+//! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
+//! threads; emu and cuda run the implicit-GEMM kernels.
+use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
+use crate::device::launch::{launch, Arg, LaunchGeometry};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Padding and dilation of a stride-1 convolution (the kernel size comes from the weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dCfg {
+    /// Zeros added on every side (PyTorch's `padding=p`).
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl Conv2dCfg {
+    /// The "same"-size convolution of an odd `kernel` at `dilation`: padding = dilation (k-1)/2,
+    /// as ncsn's `conv3x3` (padding 1), `conv1x1` (padding 0) and `dilated_conv3x3`.
+    pub fn same(kernel: usize, dilation: usize) -> Self {
+        Self {
+            padding: dilation * (kernel.saturating_sub(1)) / 2,
+            dilation,
+        }
+    }
+}
+
+impl Default for Conv2dCfg {
+    fn default() -> Self {
+        Self {
+            padding: 0,
+            dilation: 1,
+        }
+    }
+}
+
+/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry.
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+const TILE_K: usize = 16;
+const THREADS: u32 = 256;
+
+/// The shape of one convolution, validated.
+#[derive(Clone, Copy, Debug)]
+struct ConvDims {
+    batch: usize,
+    c_in: usize,
+    h_in: usize,
+    w_in: usize,
+    c_out: usize,
+    h_out: usize,
+    w_out: usize,
+    kh: usize,
+    kw: usize,
+    pad: usize,
+    dil: usize,
+}
+
+impl ConvDims {
+    fn new(x_shape: &[usize], w_shape: &[usize], cfg: Conv2dCfg, op: &'static str) -> Result<Self> {
+        let (&[batch, c_in, h_in, w_in], &[c_out, wc_in, kh, kw]) = (x_shape, w_shape) else {
+            return Err(Error::shape(
+                op,
+                format!("input {x_shape:?} and weight {w_shape:?} must both be 4-D (NCHW, OIHW)"),
+            ));
+        };
+        if wc_in != c_in || cfg.dilation == 0 || kh == 0 || kw == 0 {
+            return Err(Error::shape(
+                op,
+                format!("input {x_shape:?} vs weight {w_shape:?} with {cfg:?}"),
+            ));
+        }
+        let out = |size: usize, k: usize| {
+            (size + 2 * cfg.padding)
+                .checked_sub(cfg.dilation * (k - 1))
+                .filter(|&o| o > 0)
+        };
+        let (Some(h_out), Some(w_out)) = (out(h_in, kh), out(w_in, kw)) else {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {x_shape:?} smaller than the dilated kernel {w_shape:?} with {cfg:?}"
+                ),
+            ));
+        };
+        let d = Self {
+            batch,
+            c_in,
+            h_in,
+            w_in,
+            c_out,
+            h_out,
+            w_out,
+            kh,
+            kw,
+            pad: cfg.padding,
+            dil: cfg.dilation,
+        };
+        // The kernels index with 32-bit ints.
+        let largest = [
+            batch * c_in * h_in * w_in,
+            batch * c_out * h_out * w_out,
+            c_out * c_in * kh * kw,
+        ];
+        if largest.iter().any(|&n| n >= i32::MAX as usize) {
+            return Err(Error::invalid(format!(
+                "{op}: {d:?} too large for 32-bit indexing"
+            )));
+        }
+        Ok(d)
+    }
+
+    fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+    fn out_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_out, self.h_out, self.w_out]
+    }
+    fn in_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_in, self.h_in, self.w_in]
+    }
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.kh, self.kw]
+    }
+
+    /// The integer arguments every conv kernel takes, in kernel order.
+    fn args(&self) -> [Arg<'static>; 11] {
+        [
+            self.batch, self.c_in, self.h_in, self.w_in, self.c_out, self.h_out, self.w_out,
+            self.kh, self.kw, self.pad, self.dil,
+        ]
+        .map(|v| Arg::I32(v as i32))
+    }
+}
+
+/// Geometry of an implicit GEMM with an `m` x `n` result, split `splits` ways along K.
+fn conv_geometry(m: usize, n: usize, splits: usize) -> LaunchGeometry {
+    LaunchGeometry::new(
+        [
+            n.div_ceil(TILE_N).max(1) as u32,
+            m.div_ceil(TILE_M).max(1) as u32,
+            splits as u32,
+        ],
+        [THREADS, 1, 1],
+        0,
+    )
+}
+
+/// How many ways to split the long K (pixel) dimension of the weight gradient, and the chunk
+/// each split takes: enough blocks to fill a GPU, at least 256 pixels per split.
+fn weight_grad_splits(d: &ConvDims) -> (usize, usize) {
+    const TARGET_BLOCKS: usize = 512;
+    const MAX_SPLITS: usize = 128;
+    let k = d.batch * d.h_out * d.w_out;
+    let tiles = d.c_out.div_ceil(TILE_M) * (d.c_in * d.taps()).div_ceil(TILE_N);
+    let splits = TARGET_BLOCKS
+        .div_ceil(tiles)
+        .min(k.div_ceil(256))
+        .clamp(1, MAX_SPLITS);
+    let chunk = k.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+    (k.div_ceil(chunk), chunk)
+}
+
+fn check_device(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
+    if a.device().same(b.device()) {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch {
+            op,
+            a: a.device().to_string(),
+            b: b.device().to_string(),
+        })
+    }
+}
+
+/// The forward convolution: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], optional `bias`
+/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)].
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
+    let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
+    check_device(x, w, "conv2d")?;
+    if let Some(b) = bias {
+        check_device(x, b, "conv2d")?;
+        if b.shape() != [d.c_out] {
+            return Err(Error::shape(
+                "conv2d",
+                format!("bias {:?} for {} output channels", b.shape(), d.c_out),
+            ));
+        }
+    }
+    let mut y = Tensor::uninit(&d.out_shape(), x.device())?;
+    match x.device() {
+        Device::Cpu => cpu::forward(
+            &d,
+            x.host()?,
+            w.host()?,
+            bias.map(|b| b.host()).transpose()?,
+            y.host_mut()?,
+        ),
+        dev => {
+            let mut args = vec![
+                Arg::In(x),
+                Arg::In(w),
+                Arg::In(bias.unwrap_or(w)),
+                Arg::Out(&mut y),
+                Arg::I32(bias.is_some() as i32),
+            ];
+            args.extend(d.args());
+            let g = conv_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1);
+            launch(dev, "conv2d_forward_f32", g, &mut args)?;
+        }
+    }
+    Ok(y)
+}
+
+/// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the
+/// weight and the input's shape.
+pub fn conv2d_backward_data(
+    dy: &Tensor,
+    w: &Tensor,
+    x_shape: &[usize],
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    let d = ConvDims::new(x_shape, w.shape(), cfg, "conv2d_backward_data")?;
+    check_output_grad(dy, &d, "conv2d_backward_data")?;
+    check_device(dy, w, "conv2d_backward_data")?;
+    let mut dx = Tensor::uninit(&d.in_shape(), dy.device())?;
+    match dy.device() {
+        Device::Cpu => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
+        dev => {
+            let mut args = vec![Arg::In(dy), Arg::In(w), Arg::Out(&mut dx)];
+            args.extend(d.args());
+            let g = conv_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1);
+            launch(dev, "conv2d_backward_data_f32", g, &mut args)?;
+        }
+    }
+    Ok(dx)
+}
+
+/// The gradient with respect to the weight of [`conv2d`], given the output gradient `dy`, the
+/// input `x` and the weight's shape. Deterministic on every backend.
+pub fn conv2d_backward_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    let d = ConvDims::new(x.shape(), w_shape, cfg, "conv2d_backward_weight")?;
+    check_output_grad(dy, &d, "conv2d_backward_weight")?;
+    check_device(dy, x, "conv2d_backward_weight")?;
+    let mut dw = Tensor::uninit(&d.weight_shape(), dy.device())?;
+    match dy.device() {
+        Device::Cpu => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
+        dev => {
+            let (splits, chunk) = weight_grad_splits(&d);
+            let n = d.c_out * d.c_in * d.taps();
+            let mut partial = Tensor::uninit(&[splits, n], dev)?;
+            let mut args = vec![Arg::In(dy), Arg::In(x), Arg::Out(&mut partial)];
+            args.extend(d.args());
+            args.push(Arg::I32(chunk as i32));
+            let g = conv_geometry(d.c_out, d.c_in * d.taps(), splits);
+            launch(dev, "conv2d_backward_weight_f32", g, &mut args)?;
+            launch(
+                dev,
+                "conv2d_sum_splits_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::In(&partial),
+                    Arg::Out(&mut dw),
+                    Arg::I32(splits as i32),
+                    Arg::U64(n as u64),
+                ],
+            )?;
+        }
+    }
+    Ok(dw)
+}
+
+/// The gradient with respect to the bias: `dy` summed over batch and pixels, [C_out].
+pub fn conv2d_backward_bias(dy: &Tensor) -> Result<Tensor> {
+    let &[batch, c_out, h, w] = dy.shape() else {
+        return Err(Error::shape(
+            "conv2d_backward_bias",
+            format!("output gradient {:?} is not 4-D", dy.shape()),
+        ));
+    };
+    let hw = h * w;
+    let mut db = Tensor::uninit(&[c_out], dy.device())?;
+    match dy.device() {
+        Device::Cpu => {
+            let g = dy.host()?;
+            for (co, o) in db.host_mut()?.iter_mut().enumerate() {
+                let s: f64 = (0..batch)
+                    .flat_map(|b| &g[(b * c_out + co) * hw..][..hw])
+                    .map(|&v| v as f64)
+                    .sum();
+                *o = s as f32;
+            }
+        }
+        dev => launch(
+            dev,
+            "conv2d_backward_bias_f32",
+            LaunchGeometry::new([c_out.max(1) as u32, 1, 1], [THREADS, 1, 1], 0),
+            &mut [
+                Arg::In(dy),
+                Arg::Out(&mut db),
+                Arg::I32(batch as i32),
+                Arg::I32(c_out as i32),
+                Arg::I32(hw as i32),
+            ],
+        )?,
+    }
+    Ok(db)
+}
+
+fn check_output_grad(dy: &Tensor, d: &ConvDims, op: &'static str) -> Result<()> {
+    if dy.shape() != d.out_shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "output gradient {:?}, expected {:?}",
+                dy.shape(),
+                d.out_shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The cpu backend: im2col + GEMM per sample, samples spread over threads.
+mod cpu {
+    use super::*;
+
+    /// col[(ci, ki, kj), (oh, ow)] = x[ci, oh - p + ki d, ow - p + kj d] (0 in the padding).
+    fn im2col(d: &ConvDims, x: &[f32], col: &mut [f32]) {
+        let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
+        for ci in 0..d.c_in {
+            let plane = &x[ci * hw_in..][..hw_in];
+            for t in 0..d.taps() {
+                let (ki, kj) = (t / d.kw, t % d.kw);
+                let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
+                for oh in 0..d.h_out {
+                    let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
+                    let out_row = &mut row[oh * d.w_out..][..d.w_out];
+                    if ih >= d.h_in {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    for (ow, o) in out_row.iter_mut().enumerate() {
+                        let iw = (ow + kj * d.dil).wrapping_sub(d.pad);
+                        *o = if iw < d.w_in {
+                            plane[ih * d.w_in + iw]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of im2col: dx[ci, ih, iw] += col[(ci, ki, kj), (oh, ow)].
+    fn col2im(d: &ConvDims, col: &[f32], dx: &mut [f32]) {
+        let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
+        dx.fill(0.0);
+        for ci in 0..d.c_in {
+            let plane = &mut dx[ci * hw_in..][..hw_in];
+            for t in 0..d.taps() {
+                let (ki, kj) = (t / d.kw, t % d.kw);
+                let row = &col[(ci * d.taps() + t) * hw_out..][..hw_out];
+                for oh in 0..d.h_out {
+                    let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
+                    if ih >= d.h_in {
+                        continue;
+                    }
+                    for (ow, &v) in row[oh * d.w_out..][..d.w_out].iter().enumerate() {
+                        let iw = (ow + kj * d.dil).wrapping_sub(d.pad);
+                        if iw < d.w_in {
+                            plane[ih * d.w_in + iw] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn col_len(d: &ConvDims) -> usize {
+        d.c_in * d.taps() * d.h_out * d.w_out
+    }
+
+    fn flops_per_sample(d: &ConvDims) -> usize {
+        2 * d.c_out * col_len(d)
+    }
+
+    pub(super) fn forward(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+        let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
+        let x_len = d.c_in * d.h_in * d.w_in;
+        let workers = batch_workers(d.batch, flops_per_sample(d));
+        for_each_item_chunk(y, d.c_out * p, workers, |first, ys| {
+            let mut col = vec![0.0; col_len(d)];
+            for (i, y_b) in ys.chunks_mut(d.c_out * p).enumerate() {
+                im2col(d, &x[(first + i) * x_len..][..x_len], &mut col);
+                let beta = match bias {
+                    Some(bias) => {
+                        for (co, row) in y_b.chunks_mut(p).enumerate() {
+                            row.fill(bias[co]);
+                        }
+                        1.0
+                    }
+                    None => 0.0,
+                };
+                gemm(
+                    MatRef::row_major(w, d.c_out, k),
+                    MatRef::row_major(&col, k, p),
+                    beta,
+                    y_b,
+                );
+            }
+        });
+    }
+
+    pub(super) fn backward_data(d: &ConvDims, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
+        let x_len = d.c_in * d.h_in * d.w_in;
+        let workers = batch_workers(d.batch, flops_per_sample(d));
+        for_each_item_chunk(dx, x_len, workers, |first, dxs| {
+            let mut col = vec![0.0; col_len(d)];
+            for (i, dx_b) in dxs.chunks_mut(x_len).enumerate() {
+                let dy_b = &dy[(first + i) * d.c_out * p..][..d.c_out * p];
+                gemm(
+                    MatRef::row_major(w, d.c_out, k).t(),
+                    MatRef::row_major(dy_b, d.c_out, p),
+                    0.0,
+                    &mut col,
+                );
+                col2im(d, &col, dx_b);
+            }
+        });
+    }
+
+    pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32]) {
+        let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
+        let x_len = d.c_in * d.h_in * d.w_in;
+        let w_len = d.c_out * k;
+        let workers = batch_workers(d.batch, flops_per_sample(d));
+        // One partial weight gradient per worker, added in worker order (deterministic).
+        let mut partials = vec![0.0; workers * w_len];
+        let per_worker = d.batch.div_ceil(workers);
+        for_each_item_chunk(&mut partials, w_len, workers, |w_idx, acc| {
+            let mut col = vec![0.0; col_len(d)];
+            let samples = (w_idx * per_worker)..((w_idx + 1) * per_worker).min(d.batch);
+            for b in samples {
+                im2col(d, &x[b * x_len..][..x_len], &mut col);
+                gemm(
+                    MatRef::row_major(&dy[b * d.c_out * p..][..d.c_out * p], d.c_out, p),
+                    MatRef::row_major(&col, k, p).t(),
+                    1.0,
+                    acc,
+                );
+            }
+        });
+        dw.fill(0.0);
+        for part in partials.chunks(w_len) {
+            dw.iter_mut().zip(part).for_each(|(o, &v)| *o += v);
+        }
+    }
+}

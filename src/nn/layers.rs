@@ -1,0 +1,90 @@
+//! Parameterised layers: each registers its parameters under a PyTorch-style prefix, with the
+//! initialisation ncsn's PyTorch model gets, and applies itself on a [`Tape`].
+use crate::autograd::{ParamStore, Tape, Var};
+use crate::error::Result;
+use crate::nn::conv::Conv2dCfg;
+
+/// `nn.Conv2d(c_in, c_out, kernel, padding, dilation, bias)`: parameters `{prefix}.weight`
+/// [c_out, c_in, k, k] and, with a bias, `{prefix}.bias` [c_out].
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub weight: String,
+    pub bias: Option<String>,
+    pub cfg: Conv2dCfg,
+}
+
+impl Conv2d {
+    /// Registers the parameters with PyTorch's default initialisation: kaiming_uniform(a=sqrt(5))
+    /// for the weight and the bias alike, i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+    /// fan_in = c_in k^2.
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        cfg: Conv2dCfg,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = format!("{prefix}.weight");
+        let bound = 1.0 / ((c_in * kernel * kernel).max(1) as f32).sqrt();
+        store.init_uniform(&weight, &[c_out, c_in, kernel, kernel], bound)?;
+        let bias = if bias {
+            let name = format!("{prefix}.bias");
+            store.init_uniform(&name, &[c_out], bound)?;
+            Some(name)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, cfg })
+    }
+
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>) -> Result<Var<'p>> {
+        let w = tape.param(&self.weight)?;
+        let b = self.bias.as_deref().map(|n| tape.param(n)).transpose()?;
+        tape.conv2d(x, &w, b.as_ref(), self.cfg)
+    }
+}
+
+/// ncsn's `ConditionalInstanceNorm2dPlus(channels, n_classes, bias=True)`: one parameter
+/// `{prefix}.embed.weight` [n_classes, 3 channels] holding gamma | alpha | beta.
+#[derive(Clone, Debug)]
+pub struct CondInstanceNormPp {
+    pub embed: String,
+    pub channels: usize,
+}
+
+impl CondInstanceNormPp {
+    /// Registers the embedding with ncsn's initialisation: gamma and alpha from N(1, 0.02^2),
+    /// beta zero.
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        channels: usize,
+        n_classes: usize,
+    ) -> Result<Self> {
+        let embed = format!("{prefix}.embed.weight");
+        let width = 3 * channels;
+        store.init_normal(&embed, &[n_classes, width], 1.0, 0.02)?;
+        // Zero the beta block (columns [2C, 3C)) of every row.
+        let t = store.get_mut(&embed)?;
+        let mut data = t.to_vec()?;
+        for row in data.chunks_mut(width) {
+            row[2 * channels..].fill(0.0);
+        }
+        let zeroed = crate::tensor::Tensor::from_vec(data, &[n_classes, width], t.device())?;
+        *t = zeroed;
+        Ok(Self { embed, channels })
+    }
+
+    /// `levels` is the constant [N] tensor of level indices (integer values).
+    pub fn forward<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        let embed = tape.param(&self.embed)?;
+        tape.cond_instance_norm_pp(x, levels, &embed)
+    }
+}

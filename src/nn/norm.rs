@@ -1,0 +1,346 @@
+//! Conditional instance normalisation++ (kernels/norm.cu): ncsn's
+//! `ConditionalInstanceNorm2dPlus(C, n_classes, bias=True)`, SPEC section 9. For sample n at level
+//! k = levels[n] and channel c:
+//!
+//! ```text
+//! mu_c = mean_hw(x_c)          r_c = 1/sqrt(var_hw(x_c) + 1e-5)     (biased, as nn.InstanceNorm2d)
+//! m = mean_c(mu_c)             s = 1/sqrt(var_c(mu) + 1e-5)         (UNBIASED, as torch.var)
+//! u_c = (mu_c - m) s
+//! y = gamma[k,c] ((x - mu_c) r_c + alpha[k,c] u_c) + beta[k,c]
+//! ```
+//!
+//! gamma, alpha and beta are the column blocks [0,C), [C,2C), [2C,3C) of one embedding table
+//! [n_classes, 3C], exactly ncsn's `embed.weight` (split by `chunk(3, dim=-1)`), so parameters load
+//! from and compare with PyTorch without reshuffling. Levels are an f32 tensor [N] of integer
+//! values; a value that is not an integer in [0, n_classes) makes that sample's output NaN.
+use crate::device::launch::{launch, Arg, LaunchGeometry};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The variance epsilon of both normalisations (PyTorch's default, used by ncsn).
+pub const CIN_PP_EPS: f32 = 1e-5;
+/// Threads per plane block in kernels/norm.cu: a multiple of 32.
+const NORM_THREADS: u32 = 128;
+
+/// What the backward pass needs from the forward: per plane the mean `mu`, the reciprocal
+/// standard deviation `r` and the normalised channel mean `u`, as a [3, N*C] tensor.
+pub struct CinPpSaved {
+    pub stats: Tensor,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NormDims {
+    batch: usize,
+    channels: usize,
+    hw: usize,
+    n_classes: usize,
+}
+
+impl NormDims {
+    fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+    fn args(&self) -> [Arg<'static>; 4] {
+        [self.batch, self.channels, self.hw, self.n_classes].map(|v| Arg::I32(v as i32))
+    }
+    fn per_plane(&self) -> LaunchGeometry {
+        LaunchGeometry::new([self.planes().max(1) as u32, 1, 1], [NORM_THREADS, 1, 1], 0)
+    }
+}
+
+fn check(x_shape: &[usize], levels: &Tensor, embed: &Tensor, op: &'static str) -> Result<NormDims> {
+    let &[batch, channels, h, w] = x_shape else {
+        return Err(Error::shape(op, format!("input {x_shape:?} is not NCHW")));
+    };
+    let ok_embed = matches!(*embed.shape(), [k, w3] if k > 0 && w3 == 3 * channels);
+    if !ok_embed || levels.shape() != [batch] || channels < 2 || h * w == 0 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "input {x_shape:?}, levels {:?} (want [N]), embedding {:?} (want [n_classes, 3C]); \
+                 at least 2 channels (the channel variance is unbiased)",
+                levels.shape(),
+                embed.shape()
+            ),
+        ));
+    }
+    let dims = NormDims {
+        batch,
+        channels,
+        hw: h * w,
+        n_classes: embed.shape()[0],
+    };
+    if batch * channels * h * w >= i32::MAX as usize {
+        return Err(Error::invalid(format!(
+            "{op}: {dims:?} too large for 32-bit indexing"
+        )));
+    }
+    Ok(dims)
+}
+
+fn check_devices(ts: &[&Tensor], op: &'static str) -> Result<()> {
+    for t in &ts[1..] {
+        if !t.device().same(ts[0].device()) {
+            return Err(Error::DeviceMismatch {
+                op,
+                a: ts[0].device().to_string(),
+                b: t.device().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The embedding row of a level, or None when it is not an integer in [0, n_classes).
+fn level_row(level: f32, n_classes: usize) -> Option<usize> {
+    (level >= 0.0 && level.fract() == 0.0 && (level as usize) < n_classes).then_some(level as usize)
+}
+
+/// The forward pass: the output and what the backward pass needs.
+pub fn cond_instance_norm_pp(
+    x: &Tensor,
+    levels: &Tensor,
+    embed: &Tensor,
+) -> Result<(Tensor, CinPpSaved)> {
+    let op = "cond_instance_norm_pp";
+    let d = check(x.shape(), levels, embed, op)?;
+    check_devices(&[x, levels, embed], op)?;
+    let mut y = Tensor::uninit(x.shape(), x.device())?;
+    let mut stats = Tensor::uninit(&[3, d.planes()], x.device())?;
+    match x.device() {
+        Device::Cpu => cpu::forward(
+            &d,
+            x.host()?,
+            levels.host()?,
+            embed.host()?,
+            stats.host_mut()?,
+            y.host_mut()?,
+        ),
+        dev => {
+            launch(
+                dev,
+                "cin_pp_stats_f32",
+                d.per_plane(),
+                &mut [
+                    Arg::In(x),
+                    Arg::Out(&mut stats),
+                    Arg::I32(d.planes() as i32),
+                    Arg::I32(d.hw as i32),
+                ],
+            )?;
+            let mut args = vec![
+                Arg::In(x),
+                Arg::In(levels),
+                Arg::In(embed),
+                Arg::Out(&mut stats),
+                Arg::Out(&mut y),
+            ];
+            args.extend(d.args());
+            launch(dev, "cin_pp_forward_f32", d.per_plane(), &mut args)?;
+        }
+    }
+    Ok((y, CinPpSaved { stats }))
+}
+
+/// The backward pass: (dx, d embed) from the output gradient `dy`.
+pub fn cond_instance_norm_pp_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    levels: &Tensor,
+    embed: &Tensor,
+    saved: &CinPpSaved,
+) -> Result<(Tensor, Tensor)> {
+    let op = "cond_instance_norm_pp_backward";
+    let d = check(x.shape(), levels, embed, op)?;
+    dy.check_same_shape(x, op)?;
+    check_devices(&[x, levels, embed, &saved.stats], op)?;
+    if saved.stats.shape() != [3, d.planes()] {
+        return Err(Error::shape(
+            op,
+            format!(
+                "saved statistics {:?} for input {:?}",
+                saved.stats.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    let mut dx = Tensor::uninit(x.shape(), x.device())?;
+    let mut dembed = Tensor::uninit(embed.shape(), x.device())?;
+    match x.device() {
+        Device::Cpu => cpu::backward(
+            &d,
+            [
+                dy.host()?,
+                x.host()?,
+                levels.host()?,
+                embed.host()?,
+                saved.stats.host()?,
+            ],
+            dx.host_mut()?,
+            dembed.host_mut()?,
+        ),
+        dev => {
+            let width = 3 * d.channels;
+            let mut sums = Tensor::uninit(&[2, d.planes()], dev)?;
+            let mut dembed_sample = Tensor::uninit(&[d.batch, width], dev)?;
+            let mut args = vec![
+                Arg::In(x),
+                Arg::In(dy),
+                Arg::In(levels),
+                Arg::In(embed),
+                Arg::In(&saved.stats),
+                Arg::Out(&mut sums),
+                Arg::Out(&mut dembed_sample),
+            ];
+            args.extend(d.args());
+            launch(dev, "cin_pp_backward_sums_f32", d.per_plane(), &mut args)?;
+            let mut args = vec![
+                Arg::In(x),
+                Arg::In(dy),
+                Arg::In(levels),
+                Arg::In(embed),
+                Arg::In(&saved.stats),
+                Arg::In(&sums),
+                Arg::Out(&mut dx),
+            ];
+            args.extend(d.args());
+            launch(dev, "cin_pp_backward_input_f32", d.per_plane(), &mut args)?;
+            launch(
+                dev,
+                "cin_pp_embed_grad_f32",
+                LaunchGeometry::elementwise(d.n_classes * width),
+                &mut [
+                    Arg::In(levels),
+                    Arg::In(&dembed_sample),
+                    Arg::Out(&mut dembed),
+                    Arg::I32(d.batch as i32),
+                    Arg::I32(d.n_classes as i32),
+                    Arg::I32(width as i32),
+                ],
+            )?;
+        }
+    }
+    Ok((dx, dembed))
+}
+
+/// The cpu reference, f64 accumulation.
+mod cpu {
+    use super::*;
+
+    /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
+    fn modulation(
+        d: &NormDims,
+        levels: &[f32],
+        embed: &[f32],
+        n: usize,
+        c: usize,
+    ) -> (f32, f32, f32) {
+        match level_row(levels[n], d.n_classes) {
+            Some(k) => {
+                let row = &embed[k * 3 * d.channels..][..3 * d.channels];
+                (row[c], row[d.channels + c], row[2 * d.channels + c])
+            }
+            None => (f32::NAN, f32::NAN, f32::NAN),
+        }
+    }
+
+    /// m and s of one sample's channel means (SPEC section 9, torch.var: unbiased).
+    fn channel_stats(mu: &[f32]) -> (f64, f64) {
+        let c = mu.len() as f64;
+        let m = mu.iter().map(|&v| v as f64).sum::<f64>() / c;
+        let v = mu.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (c - 1.0);
+        (m, 1.0 / (v + CIN_PP_EPS as f64).sqrt())
+    }
+
+    pub(super) fn forward(
+        d: &NormDims,
+        x: &[f32],
+        levels: &[f32],
+        embed: &[f32],
+        stats: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let planes = d.planes();
+        for (plane, xp) in x.chunks(d.hw).enumerate() {
+            let mu = xp.iter().map(|&v| v as f64).sum::<f64>() / d.hw as f64;
+            let var = xp.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d.hw as f64;
+            stats[plane] = mu as f32;
+            stats[planes + plane] = (1.0 / (var + CIN_PP_EPS as f64).sqrt()) as f32;
+        }
+        for n in 0..d.batch {
+            let (m, s) = channel_stats(&stats[n * d.channels..][..d.channels]);
+            for c in 0..d.channels {
+                let plane = n * d.channels + c;
+                let (mu, r) = (stats[plane], stats[planes + plane]);
+                let u = ((mu as f64 - m) * s) as f32;
+                stats[2 * planes + plane] = u;
+                let (gamma, alpha, beta) = modulation(d, levels, embed, n, c);
+                let xp = &x[plane * d.hw..][..d.hw];
+                for (o, &v) in y[plane * d.hw..][..d.hw].iter_mut().zip(xp) {
+                    *o = gamma * ((v - mu) * r + alpha * u) + beta;
+                }
+            }
+        }
+    }
+
+    /// Inputs in order: dy, x, levels, embed, stats.
+    pub(super) fn backward(d: &NormDims, inputs: [&[f32]; 5], dx: &mut [f32], dembed: &mut [f32]) {
+        let [dy, x, levels, embed, stats] = inputs;
+        let (planes, ch, hw) = (d.planes(), d.channels, d.hw as f64);
+        dembed.fill(0.0);
+        for n in 0..d.batch {
+            let (_, s) = channel_stats(&stats[n * ch..][..ch]);
+            // Per channel: sum(g), sum(g xhat), and du = gamma alpha sum(g).
+            let mut sg = vec![0.0f64; ch];
+            let mut sgx = vec![0.0f64; ch];
+            let mut du = vec![0.0f64; ch];
+            for c in 0..ch {
+                let plane = n * ch + c;
+                let (mu, r, u) = (
+                    stats[plane],
+                    stats[planes + plane],
+                    stats[2 * planes + plane],
+                );
+                let (gamma, alpha, _) = modulation(d, levels, embed, n, c);
+                for (&g, &v) in dy[plane * d.hw..][..d.hw]
+                    .iter()
+                    .zip(&x[plane * d.hw..][..d.hw])
+                {
+                    sg[c] += g as f64;
+                    sgx[c] += g as f64 * ((v - mu) * r) as f64;
+                }
+                du[c] = gamma as f64 * alpha as f64 * sg[c];
+                if let Some(k) = level_row(levels[n], d.n_classes) {
+                    let row = &mut dembed[k * 3 * ch..][..3 * ch];
+                    row[c] += (sgx[c] + alpha as f64 * u as f64 * sg[c]) as f32;
+                    row[ch + c] += (gamma as f64 * u as f64 * sg[c]) as f32;
+                    row[2 * ch + c] += sg[c] as f32;
+                }
+            }
+            let mean_du = du.iter().sum::<f64>() / ch as f64;
+            let sum_duu: f64 = (0..ch)
+                .map(|c| du[c] * stats[2 * planes + n * ch + c] as f64)
+                .sum();
+            for c in 0..ch {
+                let plane = n * ch + c;
+                let (mu, r, u) = (
+                    stats[plane],
+                    stats[planes + plane],
+                    stats[2 * planes + plane],
+                );
+                let (gamma, _, _) = modulation(d, levels, embed, n, c);
+                let dmu = s * (du[c] - mean_du) - s * u as f64 * sum_duu / (ch as f64 - 1.0);
+                let (mean_g, mean_gx) = (sg[c] / hw, sgx[c] / hw);
+                let xp = &x[plane * d.hw..][..d.hw];
+                let gp = &dy[plane * d.hw..][..d.hw];
+                for ((o, &v), &g) in dx[plane * d.hw..][..d.hw].iter_mut().zip(xp).zip(gp) {
+                    let xhat = ((v - mu) * r) as f64;
+                    let val =
+                        r as f64 * gamma as f64 * (g as f64 - mean_g - xhat * mean_gx) + dmu / hw;
+                    *o = val as f32;
+                }
+            }
+        }
+    }
+}

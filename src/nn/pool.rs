@@ -1,0 +1,276 @@
+//! Average pooling and bilinear resizing of NCHW tensors (kernels/pool.cu), SPEC section 9.
+//!
+//! - [`avg_pool2d`] is PyTorch's `nn.AvgPool2d(kernel, stride, padding)` with its default
+//!   `count_include_pad=True` (every window divided by kernel^2) and floor output sizes. ncsn's
+//!   mean-pool (the average of the four subsamples `x[::2, ::2]`, ...) is [`PoolCfg::MEAN_POOL_2X2`]
+//!   on even sizes; chained residual pooling uses [`PoolCfg::CRP_5X5`].
+//! - [`upsample_bilinear`] is `F.interpolate(x, size, mode='bilinear', align_corners=True)`.
+use crate::device::launch::{launch, Arg, LaunchGeometry};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A square average-pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolCfg {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolCfg {
+    /// ncsn's ConvMeanPool / MeanPoolConv downsampling: halves each side.
+    pub const MEAN_POOL_2X2: PoolCfg = PoolCfg {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    /// ncsn's CondCRPBlock pooling, `nn.AvgPool2d(kernel_size=5, stride=1, padding=2)`.
+    pub const CRP_5X5: PoolCfg = PoolCfg {
+        kernel: 5,
+        stride: 1,
+        padding: 2,
+    };
+
+    fn out_size(&self, size: usize) -> Option<usize> {
+        (size + 2 * self.padding)
+            .checked_sub(self.kernel)
+            .map(|s| s / self.stride + 1)
+    }
+}
+
+/// Batch*channels planes of h x w, from an NCHW shape.
+fn planes(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
+    match *shape {
+        [b, c, h, w] if h > 0 && w > 0 => Ok((b * c, h, w)),
+        _ => Err(Error::shape(
+            op,
+            format!("{shape:?} is not a non-empty NCHW shape"),
+        )),
+    }
+}
+
+fn int_args(v: &[usize]) -> Vec<Arg<'static>> {
+    v.iter().map(|&v| Arg::I32(v as i32)).collect()
+}
+
+fn check_pool(
+    shape: &[usize],
+    cfg: PoolCfg,
+    op: &'static str,
+) -> Result<(usize, usize, usize, usize, usize)> {
+    let (p, h, w) = planes(shape, op)?;
+    // PyTorch also requires padding <= kernel / 2.
+    let valid = cfg.kernel > 0 && cfg.stride > 0 && 2 * cfg.padding <= cfg.kernel;
+    match (valid, cfg.out_size(h), cfg.out_size(w)) {
+        (true, Some(ho), Some(wo)) => Ok((p, h, w, ho, wo)),
+        _ => Err(Error::shape(
+            op,
+            format!("{cfg:?} does not fit input {shape:?}"),
+        )),
+    }
+}
+
+/// Average pooling of `x` [B, C, H, W].
+pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
+    let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, "avg_pool2d")?;
+    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (xs, ys) = (x.host()?, y.host_mut()?);
+            let inv_area = 1.0 / (cfg.kernel * cfg.kernel) as f32;
+            for (i, o) in ys.iter_mut().enumerate() {
+                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
+                let src = &xs[plane * h * w..][..h * w];
+                let rows = window(oh, cfg, h);
+                let cols = window(ow, cfg, w);
+                let acc: f32 = rows
+                    .flat_map(|ih| cols.clone().map(move |iw| src[ih * w + iw]))
+                    .sum();
+                *o = acc * inv_area;
+            }
+        }
+        dev => {
+            let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
+            args.extend(int_args(&[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+            ]));
+            launch(
+                dev,
+                "avg_pool2d_forward_f32",
+                LaunchGeometry::elementwise(p * ho * wo),
+                &mut args,
+            )?;
+        }
+    }
+    Ok(y)
+}
+
+/// The input indices of output index `o`'s window, clipped to the input.
+fn window(o: usize, cfg: PoolCfg, size: usize) -> std::ops::Range<usize> {
+    let start = o * cfg.stride;
+    start.saturating_sub(cfg.padding)..(start + cfg.kernel).saturating_sub(cfg.padding).min(size)
+}
+
+/// The gradient of [`avg_pool2d`] with respect to its input of shape `x_shape`.
+pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Result<Tensor> {
+    let (p, h, w, ho, wo) = check_pool(x_shape, cfg, "avg_pool2d_backward")?;
+    if dy.shape() != [x_shape[0], x_shape[1], ho, wo] {
+        return Err(Error::shape(
+            "avg_pool2d_backward",
+            format!(
+                "output gradient {:?} for input {x_shape:?} with {cfg:?}",
+                dy.shape()
+            ),
+        ));
+    }
+    let mut dx = Tensor::uninit(x_shape, dy.device())?;
+    match dy.device() {
+        Device::Cpu => {
+            let (g, d) = (dy.host()?, dx.host_mut()?);
+            d.fill(0.0);
+            let inv_area = 1.0 / (cfg.kernel * cfg.kernel) as f32;
+            for (i, &gv) in g.iter().enumerate() {
+                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
+                let dst = &mut d[plane * h * w..][..h * w];
+                for ih in window(oh, cfg, h) {
+                    for iw in window(ow, cfg, w) {
+                        dst[ih * w + iw] += gv * inv_area;
+                    }
+                }
+            }
+        }
+        dev => {
+            let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
+            args.extend(int_args(&[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+            ]));
+            launch(
+                dev,
+                "avg_pool2d_backward_f32",
+                LaunchGeometry::elementwise(p * h * w),
+                &mut args,
+            )?;
+        }
+    }
+    Ok(dx)
+}
+
+/// One axis of align_corners=True bilinear sampling: for output index `o`, the two input indices
+/// and their weights. The same f32 arithmetic as `bilinear_tap` in kernels/pool.cu.
+fn bilinear_tap(o: usize, size_in: usize, size_out: usize) -> (usize, usize, f32, f32) {
+    let scale = if size_out > 1 {
+        (size_in - 1) as f32 / (size_out - 1) as f32
+    } else {
+        0.0
+    };
+    let src = scale * o as f32;
+    let i0 = (src as usize).min(size_in - 1);
+    let i1 = if i0 < size_in - 1 { i0 + 1 } else { i0 };
+    let w1 = src - i0 as f32;
+    (i0, i1, 1.0 - w1, w1)
+}
+
+fn check_resize(
+    shape: &[usize],
+    size: (usize, usize),
+    op: &'static str,
+) -> Result<(usize, usize, usize)> {
+    let (p, h, w) = planes(shape, op)?;
+    if size.0 == 0 || size.1 == 0 {
+        return Err(Error::shape(
+            op,
+            format!("output size {size:?} for input {shape:?}"),
+        ));
+    }
+    Ok((p, h, w))
+}
+
+/// Bilinear resizing of `x` [B, C, H, W] to [B, C, size.0, size.1], align_corners=True.
+pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+    let (p, h, w) = check_resize(x.shape(), size, "upsample_bilinear")?;
+    let (ho, wo) = size;
+    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (xs, ys) = (x.host()?, y.host_mut()?);
+            for (i, o) in ys.iter_mut().enumerate() {
+                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
+                let src = &xs[plane * h * w..][..h * w];
+                let (h0, h1, a0, a1) = bilinear_tap(oh, h, ho);
+                let (w0, w1, b0, b1) = bilinear_tap(ow, w, wo);
+                *o = a0 * (b0 * src[h0 * w + w0] + b1 * src[h0 * w + w1])
+                    + a1 * (b0 * src[h1 * w + w0] + b1 * src[h1 * w + w1]);
+            }
+        }
+        dev => {
+            let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
+            args.extend(int_args(&[h, w, ho, wo]));
+            launch(
+                dev,
+                "upsample_bilinear_forward_f32",
+                LaunchGeometry::elementwise(p * ho * wo),
+                &mut args,
+            )?;
+        }
+    }
+    Ok(y)
+}
+
+/// The gradient of [`upsample_bilinear`] with respect to its input of shape `x_shape`.
+pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+    let op = "upsample_bilinear_backward";
+    let &[b, c, ho, wo] = dy.shape() else {
+        return Err(Error::shape(
+            op,
+            format!("output gradient {:?} is not 4-D", dy.shape()),
+        ));
+    };
+    let (p, h, w) = check_resize(x_shape, (ho, wo), op)?;
+    if x_shape[..2] != [b, c] {
+        return Err(Error::shape(
+            op,
+            format!("output gradient {:?} for input {x_shape:?}", dy.shape()),
+        ));
+    }
+    let mut dx = Tensor::uninit(x_shape, dy.device())?;
+    match dy.device() {
+        Device::Cpu => {
+            let (g, d) = (dy.host()?, dx.host_mut()?);
+            d.fill(0.0);
+            for (i, &gv) in g.iter().enumerate() {
+                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
+                let dst = &mut d[plane * h * w..][..h * w];
+                let (h0, h1, a0, a1) = bilinear_tap(oh, h, ho);
+                let (w0, w1, b0, b1) = bilinear_tap(ow, w, wo);
+                dst[h0 * w + w0] += gv * a0 * b0;
+                dst[h0 * w + w1] += gv * a0 * b1;
+                dst[h1 * w + w0] += gv * a1 * b0;
+                dst[h1 * w + w1] += gv * a1 * b1;
+            }
+        }
+        dev => {
+            let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
+            args.extend(int_args(&[h, w, ho, wo]));
+            launch(
+                dev,
+                "upsample_bilinear_backward_f32",
+                LaunchGeometry::elementwise(p * h * w),
+                &mut args,
+            )?;
+        }
+    }
+    Ok(dx)
+}

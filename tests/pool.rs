@@ -1,0 +1,191 @@
+//! kernels/pool.cu against the cpu reference; the PyTorch semantics the network relies on
+//! (count_include_pad, align_corners=True) by analytic values; gradients by finite differences.
+mod common;
+
+use common::gradcheck::check_gradients;
+use common::*;
+use dalemeetslangevin::nn::pool::{
+    avg_pool2d, avg_pool2d_backward, upsample_bilinear, upsample_bilinear_backward,
+};
+use dalemeetslangevin::nn::PoolCfg;
+use dalemeetslangevin::{Device, Tensor};
+
+const POOLS: &[(PoolCfg, [usize; 4])] = &[
+    (PoolCfg::MEAN_POOL_2X2, [2, 3, 8, 6]),
+    (PoolCfg::MEAN_POOL_2X2, [1, 2, 7, 9]),
+    (PoolCfg::CRP_5X5, [2, 3, 7, 7]),
+    (PoolCfg::CRP_5X5, [1, 2, 13, 11]),
+    (PoolCfg::CRP_5X5, [1, 1, 1, 1]),
+    (
+        PoolCfg {
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        },
+        [3, 2, 5, 8],
+    ),
+];
+
+/// (input [N, C, H, W], output size)
+const RESIZES: &[([usize; 4], (usize, usize))] = &[
+    ([2, 3, 7, 7], (14, 14)),
+    ([1, 2, 13, 11], (28, 27)),
+    ([2, 1, 1, 1], (3, 4)),
+    ([1, 3, 5, 5], (5, 5)),
+    ([1, 2, 8, 8], (3, 5)),
+    ([2, 2, 4, 6], (1, 1)),
+];
+
+#[test]
+fn avg_pool_kernels_match_cpu_reference() {
+    let mut rng = test_rng("avg_pool_kernels");
+    for dev in kernel_devices("avg_pool_kernels") {
+        for &(cfg, shape) in POOLS {
+            let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
+            let run = |d: &Device| {
+                let y = avg_pool2d(&Tensor::from_slice(&x, &shape, d).unwrap(), cfg).unwrap();
+                let dy = Tensor::from_slice(&x[..y.numel()], y.shape(), d).unwrap();
+                let dx = avg_pool2d_backward(&dy, &shape, cfg).unwrap();
+                [y.to_vec().unwrap(), dx.to_vec().unwrap()]
+            };
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            assert_close(
+                &format!("avg_pool2d {cfg:?} {shape:?} on {dev}"),
+                &got[0],
+                &want[0],
+                1e-5,
+                1e-6,
+            );
+            assert_close(
+                &format!("avg_pool2d_backward {cfg:?} {shape:?} on {dev}"),
+                &got[1],
+                &want[1],
+                1e-5,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn upsample_kernels_match_cpu_reference() {
+    let mut rng = test_rng("upsample_kernels");
+    for dev in kernel_devices("upsample_kernels") {
+        for &(shape, size) in RESIZES {
+            let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
+            let dy = random_vec(&mut rng, shape[0] * shape[1] * size.0 * size.1, -1.0, 1.0);
+            let run = |d: &Device| {
+                let y =
+                    upsample_bilinear(&Tensor::from_slice(&x, &shape, d).unwrap(), size).unwrap();
+                let dy = Tensor::from_slice(&dy, y.shape(), d).unwrap();
+                let dx = upsample_bilinear_backward(&dy, &shape).unwrap();
+                [y.to_vec().unwrap(), dx.to_vec().unwrap()]
+            };
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            assert_close(
+                &format!("upsample {shape:?}->{size:?} on {dev}"),
+                &got[0],
+                &want[0],
+                1e-5,
+                1e-6,
+            );
+            assert_close(
+                &format!("upsample backward {shape:?}->{size:?} on {dev}"),
+                &got[1],
+                &want[1],
+                1e-5,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn crp_pool_counts_padding() {
+    // nn.AvgPool2d(5, 1, 2) divides by 25 everywhere: a corner of an all-ones 6x6 sees 3x3 ones.
+    let x = Tensor::from_vec(vec![1.0; 36], &[1, 1, 6, 6], &Device::Cpu).unwrap();
+    let y = avg_pool2d(&x, PoolCfg::CRP_5X5).unwrap().to_vec().unwrap();
+    assert_eq!(y.len(), 36);
+    assert!((y[0] - 9.0 / 25.0).abs() < 1e-6, "corner {}", y[0]);
+    assert!((y[1] - 12.0 / 25.0).abs() < 1e-6, "edge {}", y[1]);
+    assert!((y[2 * 6 + 2] - 1.0).abs() < 1e-6, "centre {}", y[14]);
+}
+
+#[test]
+fn mean_pool_is_mean_of_four_subsamples() {
+    // ncsn: (x[::2, ::2] + x[1::2, ::2] + x[::2, 1::2] + x[1::2, 1::2]) / 4
+    let mut rng = test_rng("mean_pool");
+    let x = random_vec(&mut rng, 2 * 6 * 4, -1.0, 1.0);
+    let y = avg_pool2d(
+        &Tensor::from_slice(&x, &[2, 1, 6, 4], &Device::Cpu).unwrap(),
+        PoolCfg::MEAN_POOL_2X2,
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    for p in 0..2 {
+        for i in 0..3 {
+            for j in 0..2 {
+                let at = |a: usize, b: usize| x[p * 24 + (2 * i + a) * 4 + 2 * j + b];
+                let want = (at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1)) / 4.0;
+                assert!((y[p * 6 + i * 2 + j] - want).abs() < 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn bilinear_aligns_corners() {
+    // With align_corners=True a linear ramp stays the same ramp, corners included:
+    // x[i][j] = 2i - 3j gives y[o][p] = 2 o (h-1)/(ho-1) - 3 p (w-1)/(wo-1).
+    let (h, w, ho, wo) = (5usize, 4usize, 13usize, 7usize);
+    let x: Vec<f32> = (0..h * w)
+        .map(|k| 2.0 * (k / w) as f32 - 3.0 * (k % w) as f32)
+        .collect();
+    let y = upsample_bilinear(
+        &Tensor::from_vec(x, &[1, 1, h, w], &Device::Cpu).unwrap(),
+        (ho, wo),
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    for o in 0..ho {
+        for p in 0..wo {
+            let want = 2.0 * o as f32 * (h - 1) as f32 / (ho - 1) as f32
+                - 3.0 * p as f32 * (w - 1) as f32 / (wo - 1) as f32;
+            assert!(
+                (y[o * wo + p] - want).abs() < 1e-4,
+                "({o},{p}): {} vs {want}",
+                y[o * wo + p]
+            );
+        }
+    }
+}
+
+#[test]
+fn pool_and_upsample_gradients_match_finite_differences() {
+    let mut rng = test_rng("pool_gradcheck");
+    for &(cfg, shape) in &POOLS[..4] {
+        let x = vec![(
+            random_vec(&mut rng, shape.iter().product(), -1.0, 1.0),
+            shape.to_vec(),
+        )];
+        check_gradients("avg_pool2d", &mut rng, &x, 1e-2, 1e-3, &move |t, v| {
+            t.avg_pool2d(&v[0], cfg)
+        });
+    }
+    for &(shape, size) in RESIZES {
+        let x = vec![(
+            random_vec(&mut rng, shape.iter().product(), -1.0, 1.0),
+            shape.to_vec(),
+        )];
+        check_gradients(
+            "upsample_bilinear",
+            &mut rng,
+            &x,
+            1e-2,
+            1e-3,
+            &move |t, v| t.upsample_bilinear(&v[0], size),
+        );
+    }
+}
