@@ -5,10 +5,14 @@
 //! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source
 //! compiled for the host and run by an emulator of the CUDA execution model).
 
+pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod image;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
