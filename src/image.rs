@@ -53,7 +53,11 @@ pub fn grid(
             shape.channels
         )));
     }
-    if shape.is_empty() || per_row == 0 || images.is_empty() || images.len() % shape.len() != 0 {
+    if shape.is_empty()
+        || per_row == 0
+        || images.is_empty()
+        || !images.len().is_multiple_of(shape.len())
+    {
         return Err(Error::invalid(format!(
             "image grid: {} values are not a positive number of {shape:?} images, {per_row} per row",
             images.len()
@@ -109,7 +113,8 @@ pub fn neighbour_grid(
     range: PixelRange,
 ) -> Result<Picture> {
     let d = shape.len();
-    if d == 0 || k == 0 || samples.len() % d != 0 || neighbours.len() != samples.len() * k {
+    if d == 0 || k == 0 || !samples.len().is_multiple_of(d) || neighbours.len() != samples.len() * k
+    {
         return Err(Error::invalid(format!(
             "neighbour grid: {} sample values and {} neighbour values are not n and n*{k} (k >= 1) images of {shape:?}",
             samples.len(),

@@ -45,7 +45,7 @@ pub fn read_split(files: &[PathBuf]) -> Result<(Vec<u8>, Vec<u8>)> {
     for path in files {
         let bytes = std::fs::read(path)
             .map_err(|e| Error::file(path, format!("cannot read CIFAR-10 batch: {e}")))?;
-        if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
             return Err(Error::file(
                 path,
                 format!(
