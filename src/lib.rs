@@ -7,13 +7,17 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod eval;
+pub mod image;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 

@@ -65,4 +65,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
 /// Sizes that are not multiples of the block or tile sizes, and the degenerate ones.
 pub const EDGE_SIZES: &[usize] = &[1, 31, 33, 255, 256, 257, 1000, 4099];
 
+/// A fresh empty directory under the system temp dir, unique to this test and process.
+pub fn tempdir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dml-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub mod gradcheck;
