@@ -4,6 +4,7 @@
 pub mod conv;
 mod cpu_gemm;
 pub mod layers;
+pub mod ncsn;
 pub mod norm;
 pub mod pool;
 

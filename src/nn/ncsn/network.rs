@@ -1,0 +1,169 @@
+//! The score network s_theta(x, k) of SPEC section 9: ncsn's conditional RefineNet with dilated
+//! convolutions, layer by layer as reference/NETWORK.md section 5.
+//!
+//! ```text
+//! h = begin_conv(2 x - 1)
+//! for S in 1..=L: h = resS.1(resS.0(h)); layer_S = h
+//! ref = refine1([layer_L]);  for R in 2..=L: ref = refineR([layer_{L-R+1}, ref])
+//! out = end_conv(elu(normalizer(ref)))
+//! ```
+use super::config::NcsnConfig;
+use super::refine::RefineBlock;
+use super::residual::ConditionalResidualBlock;
+use crate::autograd::{ParamStore, Tape, Var};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::nn::conv::Conv2dCfg;
+use crate::nn::layers::{CondInstanceNormPp, Conv2d};
+
+pub struct Ncsn {
+    config: NcsnConfig,
+    begin_conv: Conv2d,
+    normalizer: CondInstanceNormPp,
+    end_conv: Conv2d,
+    /// Per encoder stage its residual blocks (`resS.0`, `resS.1`).
+    stages: Vec<Vec<ConditionalResidualBlock>>,
+    /// refine1 (deepest stage) first.
+    refines: Vec<RefineBlock>,
+}
+
+impl Ncsn {
+    /// Registers and initialises every parameter in `store` with PyTorch's names, in ncsn's
+    /// state_dict order: begin_conv, normalizer, end_conv, res1..resL, refine1..refineL.
+    pub fn new(store: &mut ParamStore, cfg: &NcsnConfig) -> Result<Self> {
+        let (f, n, c) = (cfg.ngf, cfg.n_levels, cfg.channels);
+        let same3 = Conv2dCfg::same(3, 1);
+        let begin_conv = Conv2d::new(store, "begin_conv", c, f, 3, same3, true)?;
+        let normalizer = CondInstanceNormPp::new(store, "normalizer", f, n)?;
+        let end_conv = Conv2d::new(store, "end_conv", f, c, 3, same3, true)?;
+        let stages = cfg
+            .topology
+            .stages()
+            .iter()
+            .enumerate()
+            .map(|(s, blocks)| {
+                blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &spec)| {
+                        ConditionalResidualBlock::new(
+                            store,
+                            &format!("res{}.{i}", s + 1),
+                            spec,
+                            f,
+                            n,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let specs = cfg.topology.refines();
+        let refines = specs
+            .iter()
+            .enumerate()
+            .map(|(r, spec)| {
+                let in_planes: Vec<usize> = spec.in_mults.iter().map(|&m| m * f).collect();
+                let last = r + 1 == specs.len();
+                RefineBlock::new(
+                    store,
+                    &format!("refine{}", r + 1),
+                    &in_planes,
+                    spec.out_mult * f,
+                    last,
+                    n,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config: cfg.clone(),
+            begin_conv,
+            normalizer,
+            end_conv,
+            stages,
+            refines,
+        })
+    }
+
+    pub fn config(&self) -> &NcsnConfig {
+        &self.config
+    }
+
+    /// `x` [B, C, H, W] in the data range the caller trains on (the network applies ncsn's
+    /// `2 x - 1` itself), `levels` [B] holding integer level indices in [0, N) (a constant).
+    /// Returns the score [B, C, H, W].
+    pub fn forward<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        self.check_inputs(x, levels)?;
+        let h = tape.affine(x, 2.0, -1.0)?;
+        let mut h = self.begin_conv.forward(tape, &h)?;
+        let mut layers = Vec::with_capacity(self.stages.len());
+        for blocks in &self.stages {
+            for block in blocks {
+                h = block.forward(tape, &h, levels)?;
+            }
+            layers.push(h.clone());
+        }
+        // refine1 takes the deepest stage alone; refine R fuses stage L-R+1 with refine R-1's
+        // output, at that stage's resolution.
+        let mut refined: Option<Var<'p>> = None;
+        for (refine, skip) in self.refines.iter().zip(layers.iter().rev()) {
+            let size = (skip.shape()[2], skip.shape()[3]);
+            let xs = match refined.take() {
+                Some(prev) => vec![skip.clone(), prev],
+                None => vec![skip.clone()],
+            };
+            refined = Some(refine.forward(tape, &xs, levels, size)?);
+        }
+        let refined = refined.ok_or_else(|| Error::invalid("network without refine blocks"))?;
+        let h = self.normalizer.forward(tape, &refined, levels)?;
+        let h = tape.elu(&h)?;
+        self.end_conv.forward(tape, &h)
+    }
+
+    /// Shapes always; level values where they can be read without a device round trip (on the
+    /// kernel devices an invalid level makes that sample's output NaN, see nn::norm).
+    fn check_inputs(&self, x: &Var<'_>, levels: &Var<'_>) -> Result<()> {
+        let cfg = &self.config;
+        let batch = x.shape().first().copied().unwrap_or(0);
+        if batch == 0 || x.shape() != cfg.input_shape(batch) {
+            return Err(Error::shape(
+                "Ncsn::forward",
+                format!(
+                    "input {:?} does not fit the network '{}' (want [B, {}, {s}, {s}] with B >= 1)",
+                    x.shape(),
+                    cfg.describe(),
+                    cfg.channels,
+                    s = cfg.image_size
+                ),
+            ));
+        }
+        if levels.shape() != [batch] {
+            return Err(Error::shape(
+                "Ncsn::forward",
+                format!(
+                    "levels {:?} for a batch of {batch} (want [{batch}])",
+                    levels.shape()
+                ),
+            ));
+        }
+        if let Device::Cpu = levels.value().device() {
+            let n = cfg.n_levels;
+            if let Some(bad) = levels
+                .value()
+                .host()?
+                .iter()
+                .find(|&&k| !(k >= 0.0 && k.fract() == 0.0 && (k as usize) < n))
+            {
+                return Err(Error::invalid(format!(
+                    "Ncsn::forward: level {bad} is not an integer in [0, {n}) for '{}'",
+                    cfg.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
