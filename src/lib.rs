@@ -14,12 +14,14 @@ pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod image;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -1,6 +1,10 @@
 //! The `dml` command line (clap). One file per subcommand.
 mod bench;
+mod demo;
 mod info;
+mod progress;
+mod sample;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +30,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train the tiny preset for a few minutes on the CPU (Fashion-MNIST when installed, else
+    /// the built-in shapes), sample from it and write the images: the quickest look at the engine.
+    Demo(demo::DemoArgs),
+    /// Train a score network; writes checkpoint.safetensors and loss.csv into the run directory.
+    Train(train::TrainArgs),
+    /// Draw images from a checkpoint and write a PNG grid (and optionally the tensors).
+    Sample(sample::SampleArgs),
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
     /// and the backend that would be chosen.
     Info,
@@ -36,6 +47,9 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(&device(&cli.device)?, &args),
+        Command::Train(args) => train::run(&device(&cli.device)?, &args),
+        Command::Sample(args) => sample::run(&device(&cli.device)?, &args),
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(&device(&cli.device)?, &args),
     }

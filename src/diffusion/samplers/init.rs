@@ -52,17 +52,33 @@ impl LogNormalInit {
             sum_sq[c] += y * y;
             count[c] += 1;
         }
+        let moments: (Vec<f64>, Vec<f64>) = (0..channels)
+            .map(|c| {
+                let n = count[c] as f64;
+                let mean = sum[c] / n;
+                (mean, (sum_sq[c] / n - mean * mean).max(0.0))
+            })
+            .unzip();
+        Self::from_log_moments(&moments.0, &moments.1, schedule)
+    }
+
+    /// The same fit from per-channel moments of `log x_0` computed elsewhere (e.g. exactly over a
+    /// whole dataset, [`crate::data::Dataset::log_stats`]).
+    pub fn from_log_moments(means: &[f64], vars: &[f64], schedule: &Schedule) -> Result<Self> {
+        if means.is_empty() || means.len() != vars.len() {
+            return Err(Error::invalid(format!(
+                "LogNormalInit: {} channel means and {} variances",
+                means.len(),
+                vars.len()
+            )));
+        }
         let k = schedule.terminal_level();
         let (m, s) = (schedule.m(k) as f64, schedule.s(k) as f64);
-        let mut mu = vec![];
-        let mut sigma = vec![];
-        for c in 0..channels {
-            let n = count[c] as f64;
-            let mean = sum[c] / n;
-            let var = (sum_sq[c] / n - mean * mean).max(0.0);
-            mu.push((mean + m) as f32);
-            sigma.push((var + s * s).sqrt() as f32);
-        }
+        let (mu, sigma) = means
+            .iter()
+            .zip(vars)
+            .map(|(&mean, &var)| ((mean + m) as f32, (var.max(0.0) + s * s).sqrt() as f32))
+            .unzip();
         Ok(Self { mu, sigma })
     }
 

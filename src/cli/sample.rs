@@ -1,0 +1,214 @@
+//! `dml sample`: draw images from a checkpoint with ADLS, ASAMS or Algorithm 1 (GBM) or annealed
+//! Langevin (additive), write a PNG grid and optionally the raw tensors.
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::progress::Progress;
+use crate::checkpoint::Checkpoint;
+use crate::device::Device;
+use crate::diffusion::additive::{self, AnnealedLangevinConfig};
+use crate::diffusion::samplers::{
+    DaleVariant, SamplerConfig, StepKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
+};
+use crate::error::{Error, Result};
+use crate::generate::{generate, GenerateOptions, Generated, InitKind};
+use crate::image::{write_grid, ImageShape};
+use crate::train::{checkpoint_path, ScoreModel, Weights};
+
+#[derive(Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// A checkpoint file, or a run directory holding checkpoint.safetensors.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    pub count: usize,
+    /// Images sampled together.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// GBM sampler: adls (annealed Dale-Langevin, sign-preserving), asams (annealed
+    /// sign-agnostic; sign changes are counted), em (Algorithm 1: L = 1, chi = 1).
+    #[arg(long, default_value = "adls")]
+    pub sampler: String,
+    /// Sampling step delta_s (SPEC 4).
+    #[arg(long, default_value_t = PAPER_DELTA_S)]
+    pub delta_s: f32,
+    /// Inner steps L per level (adls, asams).
+    #[arg(long, default_value_t = PAPER_INNER_STEPS)]
+    pub inner_steps: usize,
+    /// Annealing factor chi: kappa is multiplied by it after each level (adls, asams).
+    #[arg(long, default_value_t = PAPER_CHI)]
+    pub chi: f32,
+    /// kappa at the noisiest level.
+    #[arg(long, default_value_t = 1.0)]
+    pub kappa: f32,
+    /// Extra noise-free steps at level 1 (paper 003's terminal denoising).
+    #[arg(long, default_value_t = 0)]
+    pub terminal_steps: usize,
+    /// Drift of the Dale-Langevin step: derived (SPEC 4) or supplement (the supplement's
+    /// Algorithm 2 as written).
+    #[arg(long, default_value = "derived")]
+    pub variant: String,
+    /// Start of the chain: lognormal (fitted per channel, GBM), class-average (each class's mean
+    /// image pushed forward), noise (additive) [default: lognormal for gbm, noise for additive].
+    #[arg(long)]
+    pub init: Option<String>,
+    /// Additive baseline: Langevin steps T per level.
+    #[arg(long, default_value_t = additive::DEFAULT_STEPS_PER_LEVEL)]
+    pub steps_per_level: usize,
+    /// Additive baseline: step size eps (alpha_i = eps sigma_i^2 / sigma_L^2).
+    #[arg(long, default_value_t = additive::DEFAULT_EPS)]
+    pub eps: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// ema (the averaged weights) or raw (the optimiser's).
+    #[arg(long, default_value = "ema")]
+    pub weights: String,
+    /// PNG grid of the samples.
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also write the samples (and their start classes) as safetensors.
+    #[arg(long)]
+    pub tensors: Option<PathBuf>,
+    /// Images per row of the grid [default: about the square root of --count].
+    #[arg(long)]
+    pub per_row: Option<usize>,
+}
+
+impl SampleArgs {
+    fn sampler_config(&self) -> Result<SamplerConfig> {
+        let variant = DaleVariant::parse(&self.variant)?;
+        let mut config = match self.sampler.as_str() {
+            "adls" => SamplerConfig::adls(self.delta_s, self.inner_steps, self.chi, self.seed),
+            "asams" => SamplerConfig::asams(self.delta_s, self.inner_steps, self.chi, self.seed),
+            "em" => SamplerConfig::algorithm1(self.delta_s, self.seed),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown sampler '{other}': expected adls, asams or em"
+                )))
+            }
+        };
+        if let StepKind::DaleLangevin(_) = config.step {
+            config.step = StepKind::DaleLangevin(variant);
+        }
+        config.kappa_start = self.kappa;
+        config.terminal_denoise_steps = self.terminal_steps;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A checkpoint argument: the file itself, or the run directory holding it.
+pub fn resolve_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        checkpoint_path(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
+    let path = resolve_checkpoint(&args.checkpoint);
+    let model = ScoreModel::load(&path, Weights::parse(&args.weights)?, device)?;
+    let init = match &args.init {
+        Some(name) => InitKind::parse(name)?,
+        None => InitKind::default_for(&model.spec.objective),
+    };
+    let opts = GenerateOptions {
+        count: args.count,
+        batch: args.batch,
+        init,
+        sampler: args.sampler_config()?,
+        additive: AnnealedLangevinConfig {
+            steps_per_level: args.steps_per_level,
+            eps: args.eps,
+            seed: args.seed,
+        },
+    };
+    eprintln!(
+        "model {} ({}) on {device}",
+        model.spec.net.describe(),
+        model.spec.objective.summary()
+    );
+    let generated = sample_with_progress(&model, &opts)?;
+    write_outputs(&model, &generated, args)?;
+    println!(
+        "{} images in {:.1} s: {:.2} images/s",
+        args.count,
+        generated.seconds,
+        generated.images_per_second()
+    );
+    if model.spec.objective.diffusion_name() == "gbm" {
+        println!(
+            "sign changes during sampling: {}; final entries not positive: {:.4}%",
+            generated.stats.sign_changes,
+            100.0 * generated.stats.nonpositive_fraction
+        );
+    }
+    Ok(())
+}
+
+/// [`generate`] with a progress bar over network evaluations.
+pub fn sample_with_progress(model: &ScoreModel, opts: &GenerateOptions) -> Result<Generated> {
+    let mut bar: Option<Progress> = None;
+    let generated = generate(model, opts, &mut |p| {
+        let bar = bar.get_or_insert_with(|| Progress::new("sample", p.evals_total, 0));
+        bar.update(p.evals_done, || format!("{} images done", p.images_done));
+    });
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    generated
+}
+
+fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> Result<()> {
+    let [channels, height, width] = model.spec.image_shape();
+    let per_row = args
+        .per_row
+        .unwrap_or_else(|| (args.count as f64).sqrt().ceil() as usize);
+    write_grid(
+        &args.out,
+        &generated.images.to_vec()?,
+        ImageShape {
+            channels,
+            height,
+            width,
+        },
+        per_row,
+        2,
+        model.spec.range,
+    )?;
+    println!("wrote {}", args.out.display());
+    if let Some(path) = &args.tensors {
+        write_tensors(path, model, generated, args)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_tensors(
+    path: &Path,
+    model: &ScoreModel,
+    generated: &Generated,
+    args: &SampleArgs,
+) -> Result<()> {
+    let mut out = Checkpoint::new();
+    out.put_tensor("samples", &generated.images)?;
+    if let Some(classes) = &generated.classes {
+        let c: Vec<f32> = classes.iter().map(|&k| k as f32).collect();
+        let t = crate::tensor::Tensor::from_vec(c, &[classes.len()], &Device::Cpu)?;
+        out.put_tensor("classes", &t)?;
+    }
+    out.put_meta("checkpoint", args.checkpoint.display());
+    out.put_meta("sampler", &args.sampler);
+    out.put_meta("seed", args.seed);
+    out.put_meta("data.range.lo", format!("{:?}", model.spec.range.lo));
+    out.put_meta("data.range.hi", format!("{:?}", model.spec.range.hi));
+    out.put_meta("sign_changes", generated.stats.sign_changes);
+    out.put_meta(
+        "nonpositive_fraction",
+        format!("{:?}", generated.stats.nonpositive_fraction),
+    );
+    out.save(path)
+}

@@ -1,0 +1,247 @@
+//! A trained score model as a checkpoint holds it: the network's configuration, the objective, the
+//! data range, the sampler initialisations fitted on the training set (SPEC 4), and the weights.
+use std::path::Path;
+
+use super::objective::Objective;
+use crate::autograd::{ParamStore, Tape};
+use crate::checkpoint::Checkpoint;
+use crate::data::{Dataset, PixelRange};
+use crate::device::Device;
+use crate::diffusion::samplers::LogNormalInit;
+use crate::error::{Error, Result};
+use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::ops;
+use crate::tensor::Tensor;
+
+/// Checkpoint tensor prefix of the trained weights (the EMA weights are under `ema/`).
+pub const PARAM_PREFIX: &str = "param/";
+pub const EMA_PREFIX: &str = "ema/";
+const CLASS_MEANS: &str = "data/class_means";
+/// Written into every checkpoint, so a foreign safetensors file is recognised as such.
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "dml-score-model-1";
+
+/// Everything about a model except its weights and training state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub net: NcsnConfig,
+    pub objective: Objective,
+    pub range: PixelRange,
+    /// The training set's name (or path), for messages and evaluation defaults.
+    pub dataset: String,
+    pub n_classes: usize,
+    /// The log-normal initialisation of `x_{N-1}` (GBM only).
+    pub lognormal: Option<LogNormalInit>,
+    /// `[n_classes, C, H, W]`: the mean training image of each class, in the pixel range.
+    pub class_means: Vec<f32>,
+}
+
+impl ModelSpec {
+    /// The spec for training `preset` on `data` with `objective`: the network is sized to the
+    /// images (a size the preset does not support is an error naming it), the initialisations
+    /// are fitted on the whole training set.
+    pub fn for_dataset(
+        preset: Preset,
+        data: &Dataset,
+        objective: Objective,
+        range: PixelRange,
+    ) -> Result<Self> {
+        if data.height != data.width {
+            return Err(Error::invalid(format!(
+                "dataset '{}' has {}x{} images; the network needs square 28x28 or 32x32 images",
+                data.name, data.height, data.width
+            )));
+        }
+        let net = NcsnConfig::new(preset, data.channels, data.height, objective.n_levels())
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "dataset '{}' ({} channel(s), {}x{}) does not fit preset '{}': {e}",
+                    data.name,
+                    data.channels,
+                    data.height,
+                    data.width,
+                    preset.name()
+                ))
+            })?;
+        let lognormal = match &objective {
+            Objective::Gbm { schedule, .. } => {
+                let stats = data.log_stats(range);
+                let means: Vec<f64> = stats.iter().map(|s| s.mean).collect();
+                let vars: Vec<f64> = stats.iter().map(|s| s.var).collect();
+                Some(LogNormalInit::from_log_moments(&means, &vars, schedule)?)
+            }
+            Objective::Additive { .. } => None,
+        };
+        Ok(Self {
+            net,
+            objective,
+            range,
+            dataset: data.name.clone(),
+            n_classes: data.n_classes,
+            lognormal,
+            class_means: data.class_means(range)?,
+        })
+    }
+
+    /// `[C, H, W]` of one image.
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.net.channels, self.net.image_size, self.net.image_size]
+    }
+
+    pub fn class_means_tensor(&self, device: &Device) -> Result<Tensor> {
+        let [c, h, w] = self.image_shape();
+        Tensor::from_slice(&self.class_means, &[self.n_classes, c, h, w], device)
+    }
+
+    pub fn export_to(&self, ckpt: &mut Checkpoint) -> Result<()> {
+        ckpt.put_meta(FORMAT_KEY, FORMAT);
+        ckpt.put_meta("net.preset", self.net.preset.name());
+        ckpt.put_meta("net.channels", self.net.channels);
+        ckpt.put_meta("net.image_size", self.net.image_size);
+        ckpt.put_meta("net.levels", self.net.n_levels);
+        ckpt.put_meta("data.name", &self.dataset);
+        ckpt.put_meta("data.classes", self.n_classes);
+        ckpt.put_meta("data.range.lo", format!("{:?}", self.range.lo));
+        ckpt.put_meta("data.range.hi", format!("{:?}", self.range.hi));
+        self.objective.export_to(ckpt);
+        if let Some(init) = &self.lognormal {
+            for (k, v) in init.describe() {
+                ckpt.put_meta(k, v);
+            }
+        }
+        ckpt.put_tensor(CLASS_MEANS, &self.class_means_tensor(&Device::Cpu)?)
+    }
+
+    pub fn import_from(ckpt: &Checkpoint) -> Result<Self> {
+        if ckpt.meta(FORMAT_KEY).ok() != Some(FORMAT) {
+            return Err(Error::invalid(format!(
+                "not a dml score-model checkpoint (metadata '{FORMAT_KEY}' is not '{FORMAT}')"
+            )));
+        }
+        let preset = Preset::parse(ckpt.meta("net.preset")?)?;
+        let objective = Objective::import_from(ckpt)?;
+        let net = NcsnConfig::new(
+            preset,
+            ckpt.meta_parse("net.channels")?,
+            ckpt.meta_parse("net.image_size")?,
+            ckpt.meta_parse("net.levels")?,
+        )?;
+        if net.n_levels != objective.n_levels() {
+            return Err(Error::invalid(format!(
+                "checkpoint is inconsistent: network has {} level classes, the diffusion {} levels",
+                net.n_levels,
+                objective.n_levels()
+            )));
+        }
+        let range = PixelRange::new(
+            ckpt.meta_parse("data.range.lo")?,
+            ckpt.meta_parse("data.range.hi")?,
+        )?;
+        let pairs: Vec<(String, String)> = ckpt
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let lognormal = match objective {
+            Objective::Gbm { .. } => Some(LogNormalInit::from_describe(&pairs)?),
+            Objective::Additive { .. } => None,
+        };
+        let n_classes: usize = ckpt.meta_parse("data.classes")?;
+        let shape = [n_classes, net.channels, net.image_size, net.image_size];
+        let class_means = ckpt.tensor(CLASS_MEANS, &shape, &Device::Cpu)?.to_vec()?;
+        Ok(Self {
+            net,
+            objective,
+            range,
+            dataset: ckpt.meta("data.name")?.to_string(),
+            n_classes,
+            lognormal,
+            class_means,
+        })
+    }
+}
+
+/// Which weights of a checkpoint to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// The exponential moving average (what one samples from).
+    Ema,
+    /// The optimiser's current weights.
+    Raw,
+}
+
+impl Weights {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "ema" => Ok(Self::Ema),
+            "raw" => Ok(Self::Raw),
+            other => Err(Error::invalid(format!(
+                "unknown weights '{other}': expected ema or raw"
+            ))),
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Ema => EMA_PREFIX,
+            Self::Raw => PARAM_PREFIX,
+        }
+    }
+}
+
+/// A network with its weights, ready to evaluate.
+pub struct ScoreModel {
+    pub spec: ModelSpec,
+    pub net: Ncsn,
+    pub store: ParamStore,
+}
+
+impl ScoreModel {
+    /// A freshly initialised model (parameters drawn from `seed`).
+    pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Self> {
+        let mut store = ParamStore::new(device, seed);
+        let net = Ncsn::new(&mut store, &spec.net)?;
+        Ok(Self { spec, net, store })
+    }
+
+    /// The model a checkpoint file holds, with the chosen weights, on `device`.
+    pub fn load(path: &Path, weights: Weights, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::load(path)?;
+        let in_file = |e: Error| Error::file(path, e.to_string());
+        let spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        let mut model = Self::new(spec, device, 0)?;
+        model
+            .read_weights(&ckpt, weights.prefix(), device)
+            .map_err(in_file)?;
+        Ok(model)
+    }
+
+    /// Replaces every parameter by the checkpoint tensor `{prefix}{name}`; a missing tensor or
+    /// a shape that does not match the network is an error naming it.
+    pub fn read_weights(&mut self, ckpt: &Checkpoint, prefix: &str, device: &Device) -> Result<()> {
+        let names: Vec<String> = self.store.names().map(str::to_string).collect();
+        for name in names {
+            let shape = self.store.get(&name)?.shape().to_vec();
+            let t = ckpt.tensor(&format!("{prefix}{name}"), &shape, device)?;
+            self.store.set(&name, t)?;
+        }
+        Ok(())
+    }
+
+    pub fn write_weights(&self, ckpt: &mut Checkpoint, prefix: &str) -> Result<()> {
+        for (name, t) in self.store.iter() {
+            ckpt.put_tensor(format!("{prefix}{name}"), t)?;
+        }
+        Ok(())
+    }
+
+    /// The network's output at `x` [B, C, H, W] for per-sample level indices (no gradients).
+    pub fn output(&self, x: &Tensor, levels: &[usize]) -> Result<Tensor> {
+        let mut tape = Tape::inference(&self.store);
+        let lv: Vec<f32> = levels.iter().map(|&k| k as f32).collect();
+        let levels = tape.constant(Tensor::from_vec(lv, &[levels.len()], x.device())?);
+        let x = tape.constant(ops::copy(x)?);
+        let out = self.net.forward(&mut tape, &x, &levels)?;
+        ops::copy(out.value())
+    }
+}

@@ -1,0 +1,235 @@
+//! The training loop's state and one optimiser step: batch, noise (SPEC 2), network forward, fused
+//! loss (SPEC 3 / 8), backward, global-norm clipping, AdamW or EGD (SPEC 7), EMA.
+//!
+//! Every random draw is a Philox value keyed by (seed, step) (SPEC 5) and every kernel is
+//! deterministic, so the state after step `n` is a function of the configuration alone: a run
+//! resumed from a checkpoint continues exactly as the uninterrupted run would have.
+use std::path::Path;
+
+use super::config::{OptimizerKind, TrainConfig};
+use super::model::{ModelSpec, ScoreModel, PARAM_PREFIX};
+use crate::autograd::Tape;
+use crate::checkpoint::Checkpoint;
+use crate::data::{Batcher, Dataset};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ops;
+use crate::optim::{clip_factor, global_norm, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup};
+use crate::tensor::Tensor;
+
+enum Optimizer {
+    AdamW(AdamW),
+    Egd(Egd),
+}
+
+impl Optimizer {
+    fn new(config: &TrainConfig) -> Self {
+        let schedule = Warmup::new(config.lr, config.warmup_steps);
+        match config.optimizer {
+            OptimizerKind::AdamW => Self::AdamW(AdamW::new(AdamWConfig {
+                schedule,
+                weight_decay: config.weight_decay,
+                ..AdamWConfig::new(config.lr)
+            })),
+            OptimizerKind::Egd => Self::Egd(Egd::new(schedule)),
+        }
+    }
+
+    fn lr(&self) -> f32 {
+        match self {
+            Self::AdamW(o) => o.current_lr(),
+            Self::Egd(o) => o.current_lr(),
+        }
+    }
+
+    fn step(&mut self, params: &mut [ParamGrad<'_>], grad_scale: f32) -> Result<()> {
+        match self {
+            Self::AdamW(o) => o.step(params, grad_scale),
+            Self::Egd(o) => o.step(params, grad_scale),
+        }
+    }
+
+    fn export_to(&self, ckpt: &mut Checkpoint) -> Result<()> {
+        match self {
+            Self::AdamW(o) => o.export_to(ckpt),
+            Self::Egd(o) => {
+                o.export_to(ckpt);
+                Ok(())
+            }
+        }
+    }
+
+    fn import_from(&mut self, ckpt: &Checkpoint, device: &Device) -> Result<()> {
+        match self {
+            Self::AdamW(o) => o.import_from(ckpt, device),
+            Self::Egd(o) => o.import_from(ckpt),
+        }
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step just taken, counting from 1.
+    pub step: u64,
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    pub lr: f32,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: ScoreModel,
+    optimizer: Optimizer,
+    ema: Ema,
+    batcher: Batcher,
+    /// Steps taken so far.
+    step: u64,
+    /// Size of the training set the batcher draws from (checked on resume).
+    train_len: usize,
+}
+
+impl Trainer {
+    /// A fresh run of `config` for `spec` on a training set of `data.n` images.
+    pub fn new(
+        config: TrainConfig,
+        spec: ModelSpec,
+        data: &Dataset,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let model = ScoreModel::new(spec, device, config.seed)?;
+        let batcher = Batcher::new(data.n, config.batch_size, config.seed, model.spec.range)?;
+        Ok(Self {
+            optimizer: Optimizer::new(&config),
+            ema: Ema::new(config.ema_decay),
+            config,
+            model,
+            batcher,
+            step: 0,
+            train_len: data.n,
+        })
+    }
+
+    /// The run a checkpoint file holds, continued on `device` over `data` (which must be the
+    /// training set it was made with). `steps`, when given, replaces the run's total step count.
+    pub fn resume(
+        path: &Path,
+        data: &Dataset,
+        device: &Device,
+        steps: Option<u64>,
+    ) -> Result<Self> {
+        let ckpt = Checkpoint::load(path)?;
+        let in_file = |e: Error| Error::file(path, e.to_string());
+        let spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        let mut config = TrainConfig::import_from(&ckpt).map_err(in_file)?;
+        if let Some(steps) = steps {
+            config.steps = steps;
+        }
+        let train_len: usize = ckpt.meta_parse("train.examples")?;
+        if spec.dataset != data.name || train_len != data.n {
+            return Err(Error::file(
+                path,
+                format!(
+                    "checkpoint was trained on '{}' ({} images), not '{}' ({} images)",
+                    spec.dataset, train_len, data.name, data.n
+                ),
+            ));
+        }
+        let mut trainer = Self::new(config, spec, data, device)?;
+        trainer
+            .model
+            .read_weights(&ckpt, PARAM_PREFIX, device)
+            .map_err(in_file)?;
+        trainer
+            .optimizer
+            .import_from(&ckpt, device)
+            .map_err(in_file)?;
+        trainer.ema.import_from(&ckpt, device).map_err(in_file)?;
+        trainer.step = ckpt.meta_parse("train.step")?;
+        Ok(trainer)
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    pub fn finished(&self) -> bool {
+        self.step >= self.config.steps
+    }
+
+    /// One optimiser step on batch number `steps_done()` of `data`.
+    pub fn step(&mut self, data: &Dataset) -> Result<StepReport> {
+        let device = self.model.store.device().clone();
+        let batch = self.batcher.batch(data, self.step, &device)?;
+        let objective = &self.model.spec.objective;
+        let input = objective.noise(&batch.images, self.config.seed, self.step as u32)?;
+        let (loss, grads) = {
+            let mut tape = Tape::new(&self.model.store);
+            let lv: Vec<f32> = input.levels.iter().map(|&k| k as f32).collect();
+            let levels = tape.constant(Tensor::from_vec(lv, &[input.levels.len()], &device)?);
+            let x = tape.constant(ops::copy(&input.x)?);
+            let out = self.model.net.forward(&mut tape, &x, &levels)?;
+            let lg = objective.loss(out.value(), &input)?;
+            (lg.loss.item()?, tape.backward(&out, lg.grad)?)
+        };
+        let step = self.step + 1;
+        let names: Vec<String> = self.model.store.names().map(str::to_string).collect();
+        let grad_refs = names
+            .iter()
+            .map(|n| {
+                grads
+                    .param(n)
+                    .ok_or_else(|| Error::invalid(format!("no gradient reached parameter '{n}'")))
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
+        let grad_norm = global_norm(&grad_refs)?;
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            return Err(Error::invalid(format!(
+                "training diverged at step {step}: loss {loss}, gradient norm {grad_norm} \
+                 (lower --lr, or resume from the last checkpoint with other settings)"
+            )));
+        }
+        let scale = self
+            .config
+            .clip_norm
+            .map_or(1.0, |c| clip_factor(grad_norm, c));
+        let lr = self.optimizer.lr();
+        let mut pairs: Vec<ParamGrad<'_>> = self
+            .model
+            .store
+            .iter_mut()
+            .zip(&grad_refs)
+            .map(|((name, param), grad)| ParamGrad { name, param, grad })
+            .collect();
+        self.optimizer.step(&mut pairs, scale)?;
+        self.ema.update(self.model.store.iter())?;
+        self.step = step;
+        Ok(StepReport {
+            step,
+            loss,
+            grad_norm,
+            lr,
+        })
+    }
+
+    /// Everything needed to continue the run or sample from it.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut ckpt = Checkpoint::new();
+        self.model.spec.export_to(&mut ckpt)?;
+        self.config.export_to(&mut ckpt);
+        ckpt.put_meta("train.step", self.step);
+        ckpt.put_meta("train.examples", self.train_len);
+        self.model.write_weights(&mut ckpt, PARAM_PREFIX)?;
+        self.optimizer.export_to(&mut ckpt)?;
+        self.ema.export_to(&mut ckpt)?;
+        Ok(ckpt)
+    }
+
+    /// Writes [`Trainer::checkpoint`] to `path` atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.checkpoint()?.save(path)
+    }
+}

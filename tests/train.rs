@@ -1,0 +1,222 @@
+//! The trainer as a library: exact resume, checkpoint contents, sampling from a checkpoint.
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use dalemeetslangevin::checkpoint::Checkpoint;
+use dalemeetslangevin::data::{Dataset, PixelRange, Split};
+use dalemeetslangevin::diffusion::additive::AnnealedLangevinConfig;
+use dalemeetslangevin::diffusion::additive::NoiseLevels;
+use dalemeetslangevin::diffusion::loss::LossWeighting;
+use dalemeetslangevin::diffusion::samplers::SamplerConfig;
+use dalemeetslangevin::diffusion::{Parameterisation, Schedule, SigmaShape};
+use dalemeetslangevin::generate::{generate, GenerateOptions, InitKind};
+use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::train::{
+    self, checkpoint_path, read_losses, ModelSpec, Objective, OptimizerKind, RunEnd, ScoreModel,
+    TrainConfig, Trainer, Weights,
+};
+use dalemeetslangevin::Device;
+
+fn shapes() -> Dataset {
+    Dataset::load("shapes", Split::Train).unwrap().truncated(64)
+}
+
+fn gbm(levels: usize) -> Objective {
+    Objective::Gbm {
+        schedule: Schedule::new(SigmaShape::Constant, levels, 0.8, 0.8).unwrap(),
+        weighting: LossWeighting::SkSquared,
+        parameterisation: Parameterisation::H,
+    }
+}
+
+fn config(steps: u64, optimizer: OptimizerKind) -> TrainConfig {
+    TrainConfig {
+        optimizer,
+        warmup_steps: 2,
+        checkpoint_every: 3,
+        seed: 7,
+        ..TrainConfig::new(4, steps)
+    }
+}
+
+fn trainer(data: &Dataset, objective: Objective, steps: u64, opt: OptimizerKind) -> Trainer {
+    let range = PixelRange::new(1.0, 2.0).unwrap();
+    let spec = ModelSpec::for_dataset(Preset::Tiny, data, objective, range).unwrap();
+    Trainer::new(config(steps, opt), spec, data, &Device::Cpu).unwrap()
+}
+
+/// Every tensor and every metadata entry of two checkpoints, bit for bit.
+fn assert_same_checkpoint(a: &Checkpoint, b: &Checkpoint) {
+    assert_eq!(a.metadata, b.metadata, "metadata differs");
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, (shape, data)) in &a.tensors {
+        let (shape_b, data_b) = &b.tensors[name];
+        assert_eq!(shape, shape_b, "{name}");
+        let same = data
+            .iter()
+            .zip(data_b)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "tensor {name} differs between the runs");
+    }
+}
+
+fn run_to_end(t: &mut Trainer, data: &Dataset, dir: &Path) -> train::RunSummary {
+    train::run(t, data, dir, &AtomicBool::new(false), &mut |_| {}).unwrap()
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run() {
+    for (opt, objective) in [
+        (OptimizerKind::AdamW, gbm(20)),
+        (OptimizerKind::Egd, gbm(20)),
+        (
+            OptimizerKind::AdamW,
+            Objective::Additive {
+                levels: NoiseLevels::paper_default(),
+            },
+        ),
+    ] {
+        let data = shapes();
+        let straight_dir = common::tempdir(&format!("straight-{}", opt.name()));
+        let mut straight = trainer(&data, objective.clone(), 6, opt);
+        run_to_end(&mut straight, &data, &straight_dir);
+
+        let dir = common::tempdir(&format!("resumed-{}", opt.name()));
+        let mut first = trainer(&data, objective, 4, opt);
+        run_to_end(&mut first, &data, &dir);
+        let ckpt = checkpoint_path(&dir);
+        let mut resumed = Trainer::resume(&ckpt, &data, &Device::Cpu, Some(6)).unwrap();
+        assert_eq!(resumed.steps_done(), 4);
+        let summary = run_to_end(&mut resumed, &data, &dir);
+        assert_eq!((summary.end, summary.steps_run), (RunEnd::Finished, 2));
+
+        assert_same_checkpoint(
+            &straight.checkpoint().unwrap(),
+            &resumed.checkpoint().unwrap(),
+        );
+        let log_a = read_losses(&train::loss_log_path(&straight_dir)).unwrap();
+        let log_b = read_losses(&train::loss_log_path(&dir)).unwrap();
+        assert_eq!(log_a, log_b, "loss logs differ ({})", opt.name());
+    }
+}
+
+#[test]
+fn a_requested_stop_writes_a_checkpoint_of_every_step_taken() {
+    let data = shapes();
+    let dir = common::tempdir("stop");
+    let mut t = trainer(&data, gbm(10), 50, OptimizerKind::AdamW);
+    let stop = AtomicBool::new(false);
+    let summary = train::run(&mut t, &data, &dir, &stop, &mut |r| {
+        if r.step == 2 {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    assert_eq!((summary.end, summary.steps_done), (RunEnd::Stopped, 2));
+    let ckpt = Checkpoint::load(checkpoint_path(&dir)).unwrap();
+    assert_eq!(ckpt.meta("train.step").unwrap(), "2");
+}
+
+#[test]
+fn egd_never_changes_a_weight_sign() {
+    let data = shapes();
+    let mut t = trainer(&data, gbm(10), 3, OptimizerKind::Egd);
+    let weights = |t: &Trainer| -> Vec<f32> {
+        t.model
+            .store
+            .iter()
+            .flat_map(|(_, w)| w.to_vec().unwrap())
+            .collect()
+    };
+    // Zero-initialised entries (CIN++ beta, rows of levels not drawn yet) take one additive step
+    // when their first gradient arrives (SPEC 7); every entry non-zero before keeps its sign.
+    t.step(&data).unwrap();
+    let before = weights(&t);
+    t.step(&data).unwrap();
+    t.step(&data).unwrap();
+    let after = weights(&t);
+    let flipped = before
+        .iter()
+        .zip(&after)
+        .filter(|(&b, &a)| b != 0.0 && (a == 0.0 || (a > 0.0) != (b > 0.0)))
+        .count();
+    let nonzero = before.iter().filter(|&&b| b != 0.0).count();
+    assert!(nonzero > before.len() / 2, "most weights are non-zero");
+    assert_eq!(flipped, 0, "weights changed sign under EGD");
+}
+
+#[test]
+fn resuming_on_other_data_is_an_error() {
+    let data = shapes();
+    let dir = common::tempdir("other-data");
+    let mut t = trainer(&data, gbm(10), 1, OptimizerKind::AdamW);
+    run_to_end(&mut t, &data, &dir);
+    let other = Dataset::load("shapes", Split::Train).unwrap().truncated(32);
+    let err = Trainer::resume(&checkpoint_path(&dir), &other, &Device::Cpu, None)
+        .err()
+        .expect("resume on other data must fail")
+        .to_string();
+    assert!(err.contains("trained on"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_samples_with_every_sampler_and_init() {
+    let data = shapes();
+    let dir = common::tempdir("sample");
+    let mut t = trainer(&data, gbm(8), 2, OptimizerKind::AdamW);
+    run_to_end(&mut t, &data, &dir);
+    let model = ScoreModel::load(&checkpoint_path(&dir), Weights::Ema, &Device::Cpu).unwrap();
+    for (sampler, init) in [
+        (SamplerConfig::adls(0.01, 2, 0.9, 3), InitKind::LogNormal),
+        (
+            SamplerConfig::asams(0.01, 1, 0.9, 3),
+            InitKind::ClassAverage,
+        ),
+        (SamplerConfig::algorithm1(0.01, 3), InitKind::LogNormal),
+    ] {
+        let opts = GenerateOptions {
+            count: 5,
+            batch: 3,
+            init,
+            sampler,
+            additive: AnnealedLangevinConfig::paper_default(3),
+        };
+        let mut last = None;
+        let out = generate(&model, &opts, &mut |p| last = Some(p)).unwrap();
+        assert_eq!(out.images.shape(), &[5, 1, 28, 28]);
+        let p = last.expect("progress was reported");
+        assert_eq!(p.evals_done, p.evals_total);
+        assert_eq!(out.stats.steps, 2 * sampler.total_steps(8));
+        assert!(out.images.to_vec().unwrap().iter().all(|v| v.is_finite()));
+        assert_eq!(
+            out.classes.is_some(),
+            init == InitKind::ClassAverage,
+            "classes are reported for class-average init only"
+        );
+    }
+    // The same seed gives the same images; batches differ from each other.
+    let opts = GenerateOptions {
+        count: 4,
+        batch: 2,
+        init: InitKind::LogNormal,
+        sampler: SamplerConfig::adls(0.01, 1, 0.9, 5),
+        additive: AnnealedLangevinConfig::paper_default(5),
+    };
+    let a = generate(&model, &opts, &mut |_| {})
+        .unwrap()
+        .images
+        .to_vec()
+        .unwrap();
+    let b = generate(&model, &opts, &mut |_| {})
+        .unwrap()
+        .images
+        .to_vec()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a[..784], a[2 * 784..3 * 784]);
+}
