@@ -334,6 +334,15 @@ fn check_output_grad(dy: &Tensor, d: &ConvDims, op: &'static str) -> Result<()> 
 mod cpu {
     use super::*;
 
+    /// The output columns `ow` whose input column `ow - p + kj d` lies inside the image, and
+    /// that input column's offset from `ow` (so a row of taps is one contiguous slice).
+    fn valid_columns(d: &ConvDims, kj: usize) -> (std::ops::Range<usize>, isize) {
+        let shift = (kj * d.dil) as isize - d.pad as isize;
+        let lo = (-shift).clamp(0, d.w_out as isize) as usize;
+        let hi = (d.w_in as isize - shift).clamp(lo as isize, d.w_out as isize) as usize;
+        (lo..hi, shift)
+    }
+
     /// col[(ci, ki, kj), (oh, ow)] = x[ci, oh - p + ki d, ow - p + kj d] (0 in the padding).
     fn im2col(d: &ConvDims, x: &[f32], col: &mut [f32]) {
         let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
@@ -341,22 +350,19 @@ mod cpu {
             let plane = &x[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
                 let (ki, kj) = (t / d.kw, t % d.kw);
+                let (cols, shift) = valid_columns(d, kj);
                 let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
                 for oh in 0..d.h_out {
                     let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
                     let out_row = &mut row[oh * d.w_out..][..d.w_out];
-                    if ih >= d.h_in {
+                    if ih >= d.h_in || cols.is_empty() {
                         out_row.fill(0.0);
                         continue;
                     }
-                    for (ow, o) in out_row.iter_mut().enumerate() {
-                        let iw = (ow + kj * d.dil).wrapping_sub(d.pad);
-                        *o = if iw < d.w_in {
-                            plane[ih * d.w_in + iw]
-                        } else {
-                            0.0
-                        };
-                    }
+                    let src = (ih * d.w_in) as isize + cols.start as isize + shift;
+                    out_row[..cols.start].fill(0.0);
+                    out_row[cols.clone()].copy_from_slice(&plane[src as usize..][..cols.len()]);
+                    out_row[cols.end..].fill(0.0);
                 }
             }
         }
@@ -370,21 +376,27 @@ mod cpu {
             let plane = &mut dx[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
                 let (ki, kj) = (t / d.kw, t % d.kw);
+                let (cols, shift) = valid_columns(d, kj);
                 let row = &col[(ci * d.taps() + t) * hw_out..][..hw_out];
                 for oh in 0..d.h_out {
                     let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
-                    if ih >= d.h_in {
+                    if ih >= d.h_in || cols.is_empty() {
                         continue;
                     }
-                    for (ow, &v) in row[oh * d.w_out..][..d.w_out].iter().enumerate() {
-                        let iw = (ow + kj * d.dil).wrapping_sub(d.pad);
-                        if iw < d.w_in {
-                            plane[ih * d.w_in + iw] += v;
-                        }
-                    }
+                    let dst = (ih * d.w_in) as isize + cols.start as isize + shift;
+                    let src = &row[oh * d.w_out..][cols.clone()];
+                    plane[dst as usize..][..cols.len()]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &v)| *o += v);
                 }
             }
         }
+    }
+
+    /// A 1x1 convolution without padding: the im2col matrix is the input itself.
+    fn pointwise(d: &ConvDims) -> bool {
+        d.taps() == 1 && d.pad == 0
     }
 
     fn col_len(d: &ConvDims) -> usize {
@@ -400,9 +412,15 @@ mod cpu {
         let x_len = d.c_in * d.h_in * d.w_in;
         let workers = batch_workers(d.batch, flops_per_sample(d));
         for_each_item_chunk(y, d.c_out * p, workers, |first, ys| {
-            let mut col = vec![0.0; col_len(d)];
+            let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
             for (i, y_b) in ys.chunks_mut(d.c_out * p).enumerate() {
-                im2col(d, &x[(first + i) * x_len..][..x_len], &mut col);
+                let x_b = &x[(first + i) * x_len..][..x_len];
+                let col: &[f32] = if pointwise(d) {
+                    x_b
+                } else {
+                    im2col(d, x_b, &mut col);
+                    &col
+                };
                 let beta = match bias {
                     Some(bias) => {
                         for (co, row) in y_b.chunks_mut(p).enumerate() {
@@ -414,7 +432,7 @@ mod cpu {
                 };
                 gemm(
                     MatRef::row_major(w, d.c_out, k),
-                    MatRef::row_major(&col, k, p),
+                    MatRef::row_major(col, k, p),
                     beta,
                     y_b,
                 );
@@ -427,16 +445,19 @@ mod cpu {
         let x_len = d.c_in * d.h_in * d.w_in;
         let workers = batch_workers(d.batch, flops_per_sample(d));
         for_each_item_chunk(dx, x_len, workers, |first, dxs| {
-            let mut col = vec![0.0; col_len(d)];
+            let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
             for (i, dx_b) in dxs.chunks_mut(x_len).enumerate() {
                 let dy_b = &dy[(first + i) * d.c_out * p..][..d.c_out * p];
-                gemm(
+                let (w_t, dy_m) = (
                     MatRef::row_major(w, d.c_out, k).t(),
                     MatRef::row_major(dy_b, d.c_out, p),
-                    0.0,
-                    &mut col,
                 );
-                col2im(d, &col, dx_b);
+                if pointwise(d) {
+                    gemm(w_t, dy_m, 0.0, dx_b);
+                } else {
+                    gemm(w_t, dy_m, 0.0, &mut col);
+                    col2im(d, &col, dx_b);
+                }
             }
         });
     }
@@ -450,13 +471,19 @@ mod cpu {
         let mut partials = vec![0.0; workers * w_len];
         let per_worker = d.batch.div_ceil(workers);
         for_each_item_chunk(&mut partials, w_len, workers, |w_idx, acc| {
-            let mut col = vec![0.0; col_len(d)];
+            let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
             let samples = (w_idx * per_worker)..((w_idx + 1) * per_worker).min(d.batch);
             for b in samples {
-                im2col(d, &x[b * x_len..][..x_len], &mut col);
+                let x_b = &x[b * x_len..][..x_len];
+                let col: &[f32] = if pointwise(d) {
+                    x_b
+                } else {
+                    im2col(d, x_b, &mut col);
+                    &col
+                };
                 gemm(
                     MatRef::row_major(&dy[b * d.c_out * p..][..d.c_out * p], d.c_out, p),
-                    MatRef::row_major(&col, k, p).t(),
+                    MatRef::row_major(col, k, p).t(),
                     1.0,
                     acc,
                 );
