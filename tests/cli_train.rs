@@ -1,0 +1,372 @@
+//! The command line end to end: train on Fashion-MNIST (the loss falls), resume exactly, survive
+//! kill -9, sample; and every kind of bad input answered by a clear error, never a panic.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use dalemeetslangevin::checkpoint::Checkpoint;
+use dalemeetslangevin::data::{Dataset, Split};
+use dalemeetslangevin::train::read_losses;
+
+fn dml(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dml"))
+        .arg("--device")
+        .arg("cpu")
+        .args(args)
+        .output()
+        .expect("the dml binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = dml(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dml {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+/// Runs a command that must fail and returns its error message.
+fn fails(args: &[&str]) -> String {
+    let out = dml(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "dml {args:?} succeeded, expected an error"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "dml {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("error:"),
+        "dml {args:?}: no error line:\n{stderr}"
+    );
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn fashion_installed() -> bool {
+    let found = Dataset::load("fashion-mnist", Split::Test).is_ok();
+    if !found {
+        // CI installs it (.ci/run): there, a missing dataset is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Fashion-MNIST must be installed in CI"
+        );
+        eprintln!(
+            "skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
+        );
+    }
+    found
+}
+
+fn tensors_bitwise_equal(a: &Path, b: &Path) {
+    let (a, b) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
+    assert_eq!(a.metadata, b.metadata);
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, (_, x)) in &a.tensors {
+        let y = &b.tensors[name].1;
+        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "tensor {name} differs");
+    }
+}
+
+const FASHION_STEPS: &str = "300";
+
+fn fashion_train(dir: &Path, steps: &str, resume: bool) {
+    let mut args = vec![
+        "train",
+        "--data",
+        "fashion-mnist",
+        "--preset",
+        "tiny",
+        "--levels",
+        "100",
+        "--batch",
+        "8",
+        "--steps",
+        steps,
+        "--checkpoint-every",
+        "100",
+        "--out",
+        s(dir),
+    ];
+    if resume {
+        args.push("--resume");
+    }
+    ok(&args);
+}
+
+#[test]
+fn fashion_mnist_trains_resumes_exactly_and_samples() {
+    if !fashion_installed() {
+        return;
+    }
+    let straight = common::tempdir("cli-fashion");
+    fashion_train(&straight, FASHION_STEPS, false);
+    let losses = read_losses(&straight.join("loss.csv")).unwrap();
+    assert_eq!(losses.len(), 300);
+    let mean = |xs: &[(u64, f32)]| xs.iter().map(|p| p.1 as f64).sum::<f64>() / xs.len() as f64;
+    let (first, last) = (mean(&losses[..50]), mean(&losses[250..]));
+    assert!(
+        last < 0.8 * first,
+        "the loss did not fall: first 50 steps {first:.2}, last 50 {last:.2}"
+    );
+
+    let resumed = common::tempdir("cli-fashion-resumed");
+    fashion_train(&resumed, "150", false);
+    fashion_train(&resumed, FASHION_STEPS, true);
+    let ckpt = |d: &Path| d.join("checkpoint.safetensors");
+    tensors_bitwise_equal(&ckpt(&straight), &ckpt(&resumed));
+    assert_eq!(losses, read_losses(&resumed.join("loss.csv")).unwrap());
+
+    let (png, raw) = (straight.join("s.png"), straight.join("s.safetensors"));
+    let out = ok(&[
+        "sample",
+        "--checkpoint",
+        s(&straight),
+        "--count",
+        "6",
+        "--batch",
+        "4",
+        "--delta-s",
+        "0.01",
+        "--inner-steps",
+        "1",
+        "--out",
+        s(&png),
+        "--tensors",
+        s(&raw),
+    ]);
+    assert!(out.contains("images/s"), "{out}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let info = decoder.read_info().unwrap().info().clone();
+    // 3 x 3 tiles of 28 pixels with 2 pixels of padding around and between.
+    assert_eq!((info.width, info.height), (3 * 30 + 2, 2 * 30 + 2));
+    let samples = Checkpoint::load(&raw).unwrap();
+    assert_eq!(samples.tensors["samples"].0, vec![6, 1, 28, 28]);
+}
+
+#[test]
+fn kill_minus_nine_loses_nothing_before_the_last_checkpoint() {
+    let base = common::tempdir("cli-kill");
+    let (killed, straight) = (base.join("killed"), base.join("straight"));
+    let args = |dir: &PathBuf| -> Vec<String> {
+        [
+            "--device",
+            "cpu",
+            "train",
+            "--data",
+            "shapes",
+            "--max-images",
+            "64",
+            "--levels",
+            "10",
+            "--batch",
+            "2",
+            "--checkpoint-every",
+            "5",
+            "--out",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([s(dir).to_string()])
+        .collect()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+        .args(args(&killed))
+        .args(["--steps", "400"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = killed.join("loss.csv");
+    let start = Instant::now();
+    // Kill once a couple of checkpoints have been written and the run is between two.
+    while read_losses(&log).map_or(0, |l| l.len()) < 12 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let ckpt = Checkpoint::load(killed.join("checkpoint.safetensors")).unwrap();
+    let saved: u64 = ckpt.meta_parse("train.step").unwrap();
+    assert!(saved >= 10 && saved % 5 == 0, "checkpoint at step {saved}");
+
+    // Resume, finish, and compare with an uninterrupted run of the same total.
+    let total = (saved + 7).to_string();
+    let mut resume = args(&killed);
+    resume.extend(["--resume".into(), "--steps".into(), total.clone()]);
+    let run = |a: &[String]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dml"))
+            .args(a)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&resume);
+    let mut uninterrupted = args(&straight);
+    uninterrupted.extend(["--steps".into(), total]);
+    run(&uninterrupted);
+    tensors_bitwise_equal(
+        &killed.join("checkpoint.safetensors"),
+        &straight.join("checkpoint.safetensors"),
+    );
+    let (a, b) = (
+        read_losses(&log).unwrap(),
+        read_losses(&straight.join("loss.csv")).unwrap(),
+    );
+    assert_eq!(a, b, "the loss log after kill and resume differs");
+}
+
+/// A directory with Fashion-MNIST-style IDX files of `n` images of `side` x `side`, the images
+/// file cut to `keep` bytes when given.
+fn fake_idx_dir(name: &str, n: u32, side: u32, keep: Option<usize>) -> PathBuf {
+    let dir = common::tempdir(name);
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, side, side] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * side * side).map(|i| (i % 251) as u8));
+    if let Some(k) = keep {
+        images.truncate(k);
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(n.to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    dir
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let out = common::tempdir("cli-bad");
+    let run_dir = out.join("run");
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--out",
+            s(&run_dir),
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    let missing = out.join("nowhere");
+    let e = train(&["--data", s(&missing)]);
+    assert!(
+        e.contains("nowhere") && e.contains("not a directory"),
+        "{e}"
+    );
+
+    let truncated = fake_idx_dir("cli-truncated", 20, 28, Some(1000));
+    let e = train(&["--data", s(&truncated)]);
+    assert!(
+        e.contains("train-images-idx3-ubyte") && e.contains("truncated"),
+        "{e}"
+    );
+
+    let small = fake_idx_dir("cli-small", 20, 16, None);
+    let e = train(&["--data", s(&small)]);
+    assert!(e.contains("16x16") && e.contains("tiny"), "{e}");
+
+    let e = train(&["--data", "shapes", "--sigma-max=-0.5"]);
+    assert!(e.contains("sigma"), "{e}");
+    let e = train(&["--data", "shapes", "--levels", "0"]);
+    assert!(e.contains("levels"), "{e}");
+    let e = fails(&[
+        "train",
+        "--data",
+        "shapes",
+        "--steps",
+        "0",
+        "--out",
+        s(&run_dir),
+    ]);
+    assert!(e.contains("--steps"), "{e}");
+    let e = train(&["--data", "shapes", "--range-lo", "0"]);
+    assert!(e.contains("pixel range") && e.contains("0 < lo"), "{e}");
+    let e = train(&["--data", "shapes", "--preset", "huge"]);
+    assert!(e.contains("huge"), "{e}");
+    let e = train(&["--data", "shapes", "--resume"]);
+    assert!(e.contains("no checkpoint"), "{e}");
+
+    let corrupt = out.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": garbage").unwrap();
+    let e = fails(&[
+        "sample",
+        "--checkpoint",
+        s(&corrupt),
+        "--out",
+        s(&out.join("x.png")),
+    ]);
+    assert!(e.contains("corrupt.safetensors"), "{e}");
+    let e = fails(&[
+        "sample",
+        "--checkpoint",
+        s(&missing),
+        "--out",
+        s(&out.join("x.png")),
+    ]);
+    assert!(e.contains("nowhere"), "{e}");
+
+    // A real checkpoint with bad sampler settings.
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--max-images",
+        "16",
+        "--levels",
+        "5",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        s(&run_dir),
+    ]);
+    let e = train(&["--data", "shapes"]);
+    assert!(
+        e.contains("--resume"),
+        "an existing run is not overwritten: {e}"
+    );
+    let sample = |extra: &[&str]| {
+        let png = out.join("s.png");
+        let mut a = vec![
+            "sample",
+            "--checkpoint",
+            s(&run_dir),
+            "--count",
+            "2",
+            "--out",
+            s(&png),
+        ];
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    let e = sample(&["--delta-s", "0"]);
+    assert!(e.contains("delta_s"), "{e}");
+    let e = sample(&["--delta-s=-1"]);
+    assert!(e.contains("delta_s"), "{e}");
+    let e = sample(&["--count", "0"]);
+    assert!(e.contains("--count"), "{e}");
+    let e = sample(&["--sampler", "ddpm"]);
+    assert!(e.contains("ddpm"), "{e}");
+    let e = sample(&["--init", "noise"]);
+    assert!(e.contains("additive"), "{e}");
+}
