@@ -4,11 +4,13 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::gradcheck::check_gradients;
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::data::{Dataset, PixelRange, Split};
 use dalemeetslangevin::eval::{
     evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, Samples, EVAL_CSV_HEADER,
 };
+use dalemeetslangevin::nn::{Conv2dCfg, PoolCfg};
 use dalemeetslangevin::{Device, Tensor};
 
 fn range() -> PixelRange {
@@ -28,6 +30,45 @@ fn train_classifier(steps: u64) -> Classifier {
     };
     let spec = ClassifierSpec::for_dataset(&train, range());
     Classifier::train(spec, &train, training, &Device::Cpu, &mut |_, _| {}).unwrap()
+}
+
+/// The classifier's fully connected layers are convolutions whose kernel covers the whole
+/// (non-square) input map, then a 1x1 convolution: the tape's gradients through that graph, with
+/// ELU and mean-pooling before it, against finite differences.
+#[test]
+fn fully_connected_as_whole_map_convolution_gradients() {
+    let mut rng = common::test_rng("fully_connected_gradcheck");
+    let (b, c, h, w, f, k) = (2, 3, 6, 4, 5, 4);
+    let inputs = [
+        (
+            common::random_vec(&mut rng, b * c * h * w, -1.0, 1.0),
+            vec![b, c, h, w],
+        ),
+        (
+            common::random_vec(&mut rng, f * c * (h / 2) * (w / 2), -0.5, 0.5),
+            vec![f, c, h / 2, w / 2],
+        ),
+        (common::random_vec(&mut rng, f, -0.5, 0.5), vec![f]),
+        (
+            common::random_vec(&mut rng, k * f, -0.5, 0.5),
+            vec![k, f, 1, 1],
+        ),
+    ];
+    check_gradients(
+        "fully connected",
+        &mut rng,
+        &inputs,
+        1e-2,
+        1e-2,
+        &move |t, v| {
+            let x = t.elu(&v[0])?;
+            let x = t.avg_pool2d(&x, PoolCfg::MEAN_POOL_2X2)?;
+            let features = t.conv2d(&x, &v[1], Some(&v[2]), Conv2dCfg::default())?;
+            assert_eq!(features.shape(), [b, f, 1, 1]);
+            let features = t.elu(&features)?;
+            t.conv2d(&features, &v[3], None, Conv2dCfg::default())
+        },
+    );
 }
 
 #[test]
