@@ -185,6 +185,13 @@ pub fn evaluate(
             ),
         ));
     }
+    if train.n == 0 || test.n < 2 || options.neighbours == 0 {
+        return Err(Error::invalid(format!(
+            "evaluate: needs training images ('{}' has {}), two or more test images ('{}' has \
+             {}) and at least one neighbour per sample ({} asked)",
+            train.name, train.n, test.name, test.n, options.neighbours
+        )));
+    }
     let range = classifier.spec.range;
     let reference_idx = subset(test.n, options.max_reference);
     let floor_idx = subset(train.n, n_samples);
@@ -262,10 +269,8 @@ pub fn nearest_training_images(
     let d = train.image_len();
     let n = images.len() / d.max(1);
     let mut best: Vec<Vec<Neighbour>> = vec![Vec::new(); n];
-    let range_of = |start: usize| start..(start + NEIGHBOUR_CHUNK).min(train.n);
-    let mut start = 0;
-    while start < train.n {
-        let indices: Vec<usize> = range_of(start).collect();
+    for start in (0..train.n).step_by(NEIGHBOUR_CHUNK) {
+        let indices: Vec<usize> = (start..(start + NEIGHBOUR_CHUNK).min(train.n)).collect();
         let chunk = train.images_in_range(&indices, range);
         let found = nearest_neighbours(images, &chunk, d, k.min(indices.len()))?;
         for (kept, new) in best.iter_mut().zip(found) {
@@ -276,7 +281,6 @@ pub fn nearest_training_images(
             kept.sort_by(|a, b| a.distance.total_cmp(&b.distance));
             kept.truncate(k);
         }
-        start += NEIGHBOUR_CHUNK;
     }
     Ok(best)
 }
