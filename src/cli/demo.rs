@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::sample::{self, SampleArgs};
+use super::sample::{self, SampleArgs, SamplerArgs};
 use super::train::{self, TrainArgs};
 use crate::data::Dataset;
 use crate::data::Split;
@@ -80,20 +80,22 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
     train::run(device, &train_args)?;
     let sample_args = SampleArgs {
         checkpoint: args.out.clone(),
-        count: args.count,
-        batch: args.count.min(64),
-        sampler: "adls".into(),
-        delta_s: 1.0 / DEMO_LEVELS as f32,
-        inner_steps: DEMO_INNER_STEPS,
-        chi: 0.97,
-        kappa: 1.0,
-        terminal_steps: 0,
-        variant: "derived".into(),
-        init: None,
-        steps_per_level: 1,
-        eps: 2e-5,
-        seed: args.seed,
-        weights: "ema".into(),
+        sampling: SamplerArgs {
+            count: args.count,
+            batch: args.count.min(64),
+            sampler: "adls".into(),
+            delta_s: 1.0 / DEMO_LEVELS as f32,
+            inner_steps: DEMO_INNER_STEPS,
+            chi: 0.97,
+            kappa: 1.0,
+            terminal_steps: 0,
+            variant: "derived".into(),
+            init: None,
+            steps_per_level: 1,
+            eps: 2e-5,
+            seed: args.seed,
+            weights: "ema".into(),
+        },
         out: args.out.join("samples.png"),
         tensors: None,
         per_row: None,

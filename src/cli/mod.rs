@@ -1,10 +1,12 @@
 //! The `dml` command line (clap). One file per subcommand.
 mod bench;
 mod demo;
+mod eval;
 mod info;
 mod progress;
 mod sample;
 mod train;
+mod train_classifier;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +39,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Draw images from a checkpoint and write a PNG grid (and optionally the tensors).
     Sample(sample::SampleArgs),
+    /// Train the classifier whose features `dml eval` measures distances in, report its test
+    /// accuracy and cache it (SPEC 10).
+    TrainClassifier(train_classifier::TrainClassifierArgs),
+    /// Evaluate a checkpoint's samples: Frechet and kernel distances in classifier features,
+    /// nearest training images (table, figure, CSV row), sign changes.
+    Eval(eval::EvalArgs),
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
     /// and the backend that would be chosen.
     Info,
@@ -50,6 +58,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(&device(&cli.device)?, &args),
         Command::Train(args) => train::run(&device(&cli.device)?, &args),
         Command::Sample(args) => sample::run(&device(&cli.device)?, &args),
+        Command::TrainClassifier(args) => train_classifier::run(&device(&cli.device)?, &args),
+        Command::Eval(args) => eval::run(&device(&cli.device)?, &args),
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(&device(&cli.device)?, &args),
     }

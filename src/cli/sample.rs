@@ -21,6 +21,22 @@ pub struct SampleArgs {
     /// A checkpoint file, or a run directory holding checkpoint.safetensors.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// PNG grid of the samples.
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also write the samples (and their start classes) as safetensors.
+    #[arg(long)]
+    pub tensors: Option<PathBuf>,
+    /// Images per row of the grid [default: about the square root of --count].
+    #[arg(long)]
+    pub per_row: Option<usize>,
+}
+
+/// How many images to draw and with which sampler: shared by `dml sample` and `dml eval`.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub count: usize,
@@ -65,18 +81,9 @@ pub struct SampleArgs {
     /// ema (the averaged weights) or raw (the optimiser's).
     #[arg(long, default_value = "ema")]
     pub weights: String,
-    /// PNG grid of the samples.
-    #[arg(long, default_value = "samples.png")]
-    pub out: PathBuf,
-    /// Also write the samples (and their start classes) as safetensors.
-    #[arg(long)]
-    pub tensors: Option<PathBuf>,
-    /// Images per row of the grid [default: about the square root of --count].
-    #[arg(long)]
-    pub per_row: Option<usize>,
 }
 
-impl SampleArgs {
+impl SamplerArgs {
     fn sampler_config(&self) -> Result<SamplerConfig> {
         let variant = DaleVariant::parse(&self.variant)?;
         let mut config = match self.sampler.as_str() {
@@ -97,6 +104,25 @@ impl SampleArgs {
         config.validate()?;
         Ok(config)
     }
+
+    /// What [`generate`] needs to draw from `model` as these options say.
+    pub fn generate_options(&self, model: &ScoreModel) -> Result<GenerateOptions> {
+        let init = match &self.init {
+            Some(name) => InitKind::parse(name)?,
+            None => InitKind::default_for(&model.spec.objective),
+        };
+        Ok(GenerateOptions {
+            count: self.count,
+            batch: self.batch,
+            init,
+            sampler: self.sampler_config()?,
+            additive: AnnealedLangevinConfig {
+                steps_per_level: self.steps_per_level,
+                eps: self.eps,
+                seed: self.seed,
+            },
+        })
+    }
 }
 
 /// A checkpoint argument: the file itself, or the run directory holding it.
@@ -110,22 +136,8 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
 
 pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let path = resolve_checkpoint(&args.checkpoint);
-    let model = ScoreModel::load(&path, Weights::parse(&args.weights)?, device)?;
-    let init = match &args.init {
-        Some(name) => InitKind::parse(name)?,
-        None => InitKind::default_for(&model.spec.objective),
-    };
-    let opts = GenerateOptions {
-        count: args.count,
-        batch: args.batch,
-        init,
-        sampler: args.sampler_config()?,
-        additive: AnnealedLangevinConfig {
-            steps_per_level: args.steps_per_level,
-            eps: args.eps,
-            seed: args.seed,
-        },
-    };
+    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let opts = args.sampling.generate_options(&model)?;
     eprintln!(
         "model {} ({}) on {device}",
         model.spec.net.describe(),
@@ -135,7 +147,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     write_outputs(&model, &generated, args)?;
     println!(
         "{} images in {:.1} s: {:.2} images/s",
-        args.count,
+        args.sampling.count,
         generated.seconds,
         generated.images_per_second()
     );
@@ -166,7 +178,7 @@ fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -
     let [channels, height, width] = model.spec.image_shape();
     let per_row = args
         .per_row
-        .unwrap_or_else(|| (args.count as f64).sqrt().ceil() as usize);
+        .unwrap_or_else(|| (args.sampling.count as f64).sqrt().ceil() as usize);
     write_grid(
         &args.out,
         &generated.images.to_vec()?,
@@ -201,8 +213,8 @@ fn write_tensors(
         out.put_tensor("classes", &t)?;
     }
     out.put_meta("checkpoint", args.checkpoint.display());
-    out.put_meta("sampler", &args.sampler);
-    out.put_meta("seed", args.seed);
+    out.put_meta("sampler", &args.sampling.sampler);
+    out.put_meta("seed", args.sampling.seed);
     out.put_meta("data.range.lo", format!("{:?}", model.spec.range.lo));
     out.put_meta("data.range.hi", format!("{:?}", model.spec.range.hi));
     out.put_meta("sign_changes", generated.stats.sign_changes);

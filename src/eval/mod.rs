@@ -1,12 +1,18 @@
 //! Evaluation (SPEC section 10): distances between sample and data distributions in a feature
 //! space, and pixel-space nearest neighbours.
+mod classifier;
 mod frechet;
 mod kid;
 mod neighbours;
+mod report;
 
+pub use classifier::{accuracy_of, Classifier, ClassifierSpec, ClassifierTraining};
 pub use frechet::frechet_distance;
 pub use kid::kernel_inception_distance as kid;
 pub use neighbours::{nearest_neighbours, Neighbour};
+pub use report::{
+    evaluate, nearest_training_images, EvalOptions, EvalReport, Samples, EVAL_CSV_HEADER,
+};
 
 /// Feature vectors, one row per image.
 pub struct Features<'a> {

@@ -1,0 +1,285 @@
+//! `dml eval`: evaluate a checkpoint's samples (SPEC section 10): distances to the test split in
+//! the features of the engine's own classifier, nearest training images (numbers and a figure),
+//! sign changes; prints a table and appends a CSV row.
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::sample::{resolve_checkpoint, sample_with_progress, SamplerArgs};
+use super::train_classifier::{cached_classifier_path, train_and_save};
+use crate::checkpoint::Checkpoint;
+use crate::data::{Dataset, Split};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::eval::{
+    evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, EvalReport, Samples,
+    EVAL_CSV_HEADER,
+};
+use crate::image::{write_neighbour_grid, ImageShape};
+use crate::train::{ScoreModel, Weights};
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// A checkpoint file, or a run directory holding checkpoint.safetensors.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Evaluate these samples (written by `dml sample --tensors`) instead of drawing new ones.
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// The classifier whose features the distances use [default: a cached one for the
+    /// checkpoint's dataset and range, trained on first use].
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Steps for training the cached classifier when there is none yet.
+    #[arg(long, default_value_t = ClassifierTraining::default().steps)]
+    pub classifier_steps: u64,
+    /// The dataset [default: the one the checkpoint was trained on].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Test images the samples are compared with, at most.
+    #[arg(long, default_value_t = EvalOptions::default().max_reference)]
+    pub max_reference: usize,
+    /// Nearest training images shown beside each sample in the figure.
+    #[arg(long, default_value_t = EvalOptions::default().neighbours)]
+    pub neighbours: usize,
+    /// Samples shown in the nearest-neighbour figure, at most.
+    #[arg(long, default_value_t = 16)]
+    pub show: usize,
+    /// The nearest-neighbour figure [default: <run dir>/neighbours.png].
+    #[arg(long)]
+    pub neighbours_png: Option<PathBuf>,
+    /// CSV file the report's row is appended to (header written when new) [default:
+    /// <run dir>/eval.csv].
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+impl EvalArgs {
+    /// The run directory: the checkpoint argument itself or the directory of the file.
+    fn run_dir(&self) -> PathBuf {
+        if self.checkpoint.is_dir() {
+            return self.checkpoint.clone();
+        }
+        match self.checkpoint.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// Samples as `[n, C, H, W]` values with the sampler's sign-change count, and a description.
+struct SampleSet {
+    images: Vec<f32>,
+    sign_changes: Option<u64>,
+    source: String,
+}
+
+pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
+    let path = resolve_checkpoint(&args.checkpoint);
+    if !path.is_file() {
+        return Err(Error::file(
+            &path,
+            "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
+        ));
+    }
+    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let data_name = args
+        .data
+        .clone()
+        .unwrap_or_else(|| model.spec.dataset.clone());
+    let train = Dataset::load(&data_name, Split::Train)?;
+    let test = Dataset::load(&data_name, Split::Test)?;
+    let image_shape = model.spec.image_shape();
+    if [train.channels, train.height, train.width] != image_shape {
+        return Err(Error::invalid(format!(
+            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {:?}",
+            train.channels, train.height, train.width, image_shape
+        )));
+    }
+    let samples = match &args.samples {
+        Some(file) => read_samples(file, &model)?,
+        None => draw_samples(&model, args)?,
+    };
+    let classifier = classifier_for(args, &model, &train, &test, device)?;
+    let options = EvalOptions {
+        max_reference: args.max_reference,
+        neighbours: args.neighbours,
+    };
+    eprintln!(
+        "evaluating {} samples against {} test images",
+        samples.images.len() / train.image_len(),
+        test.n.min(args.max_reference)
+    );
+    let report = evaluate(
+        &Samples {
+            images: &samples.images,
+            sign_changes: samples.sign_changes,
+        },
+        &train,
+        &test,
+        &classifier,
+        &options,
+    )?;
+    print!("{}", report.to_table());
+    let run_dir = args.run_dir();
+    let png = args
+        .neighbours_png
+        .clone()
+        .unwrap_or_else(|| run_dir.join("neighbours.png"));
+    write_figure(&png, &report, &samples.images, &train, &model, args.show)?;
+    println!("wrote {}", png.display());
+    let csv = args.csv.clone().unwrap_or_else(|| run_dir.join("eval.csv"));
+    append_csv(&csv, &report.csv_row(&samples.source))?;
+    println!("appended to {}", csv.display());
+    Ok(())
+}
+
+fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
+    let generated = sample_with_progress(model, &args.sampling.generate_options(model)?)?;
+    let gbm = model.spec.objective.diffusion_name() == "gbm";
+    Ok(SampleSet {
+        images: generated.images.to_vec()?,
+        sign_changes: gbm.then_some(generated.stats.sign_changes),
+        source: format!(
+            "{} sampler={} seed={} count={}",
+            args.checkpoint.display(),
+            args.sampling.sampler,
+            args.sampling.seed,
+            args.sampling.count
+        ),
+    })
+}
+
+/// Samples written by `dml sample --tensors`: tensor `samples` [n, C, H, W] in the model's pixel
+/// range, metadata `data.range.lo/hi` and `sign_changes`.
+fn read_samples(file: &Path, model: &ScoreModel) -> Result<SampleSet> {
+    let ckpt = Checkpoint::load(file)?;
+    let (shape, data) = ckpt.tensors.get("samples").ok_or_else(|| {
+        Error::file(
+            file,
+            "no tensor 'samples' (write one with `dml sample --tensors FILE`)",
+        )
+    })?;
+    let [c, h, w] = model.spec.image_shape();
+    if shape.len() != 4 || shape[1..] != [c, h, w] || shape[0] < 2 {
+        return Err(Error::file(
+            file,
+            format!(
+                "samples have shape {shape:?}, but the checkpoint makes [n, {c}, {h}, {w}] images \
+                 (n >= 2)"
+            ),
+        ));
+    }
+    if let (Ok(lo), Ok(hi)) = (
+        ckpt.meta_parse::<f32>("data.range.lo"),
+        ckpt.meta_parse::<f32>("data.range.hi"),
+    ) {
+        let range = model.spec.range;
+        if (lo, hi) != (range.lo, range.hi) {
+            return Err(Error::file(
+                file,
+                format!(
+                    "samples are in the pixel range [{lo}, {hi}], the checkpoint's is [{range}]"
+                ),
+            ));
+        }
+    }
+    Ok(SampleSet {
+        images: data.clone(),
+        sign_changes: ckpt.meta_parse("sign_changes").ok(),
+        source: file.display().to_string(),
+    })
+}
+
+/// The classifier named by `--classifier` (which must match the data), else the cached one,
+/// trained and cached first when there is none that matches.
+fn classifier_for(
+    args: &EvalArgs,
+    model: &ScoreModel,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> Result<Classifier> {
+    let (shape, range) = (model.spec.image_shape(), model.spec.range);
+    if let Some(path) = &args.classifier {
+        let classifier = Classifier::load(path, device)?;
+        classifier
+            .spec
+            .check_matches(&train.name, shape, range)
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        return Ok(classifier);
+    }
+    let cached = cached_classifier_path(&train.name, shape, range, args.classifier_steps);
+    if cached.is_file() {
+        match Classifier::load(&cached, device) {
+            Ok(c) if c.spec.check_matches(&train.name, shape, range).is_ok() => {
+                eprintln!("using the cached classifier {}", cached.display());
+                return Ok(c);
+            }
+            _ => eprintln!(
+                "the cached classifier {} is for other data; training a new one",
+                cached.display()
+            ),
+        }
+    }
+    let training = ClassifierTraining {
+        steps: args.classifier_steps,
+        ..ClassifierTraining::default()
+    };
+    let spec = ClassifierSpec::for_dataset(train, range);
+    train_and_save(spec, train, test, training, device, &cached)
+}
+
+/// Rows of the first `show` samples, each followed by its nearest training images.
+fn write_figure(
+    path: &Path,
+    report: &EvalReport,
+    samples: &[f32],
+    train: &Dataset,
+    model: &ScoreModel,
+    show: usize,
+) -> Result<()> {
+    let shown = report.neighbours.len().min(show.max(1));
+    let d = train.image_len();
+    let k = report.neighbours[0].len();
+    let indices: Vec<usize> = report.neighbours[..shown]
+        .iter()
+        .flat_map(|row| row.iter().map(|n| n.index))
+        .collect();
+    let [channels, height, width] = model.spec.image_shape();
+    write_neighbour_grid(
+        path,
+        &samples[..shown * d],
+        &train.images_in_range(&indices, model.spec.range),
+        k,
+        ImageShape {
+            channels,
+            height,
+            width,
+        },
+        2,
+        model.spec.range,
+    )
+}
+
+/// Appends `row` to the CSV file at `path`, writing [`EVAL_CSV_HEADER`] first when the file is
+/// new or empty.
+fn append_csv(path: &Path, row: &str) -> Result<()> {
+    let io = |e| Error::Io {
+        context: format!("appending to {}", path.display()),
+        source: e,
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        writeln!(file, "{EVAL_CSV_HEADER}").map_err(io)?;
+    }
+    writeln!(file, "{row}").map_err(io)
+}
