@@ -5,4 +5,4 @@ mod params;
 mod tape;
 
 pub use params::ParamStore;
-pub use tape::{Gradients, Tape, Var};
+pub use tape::{Gradients, RecordedLayer, Tape, Var};

@@ -92,6 +92,21 @@ enum Op<'p> {
     },
 }
 
+/// A convolution or CIN++ call the tape recorded, by shape: what the benchmarks time layer by
+/// layer (reference/BENCH.md derives its conv and norm shapes from the network the same way).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordedLayer {
+    Conv2d {
+        x_shape: Vec<usize>,
+        w_shape: Vec<usize>,
+        cfg: Conv2dCfg,
+    },
+    CondInstanceNormPp {
+        x_shape: Vec<usize>,
+        embed_shape: Vec<usize>,
+    },
+}
+
 pub struct Tape<'p> {
     params: &'p ParamStore,
     recording: bool,
@@ -169,6 +184,27 @@ impl<'p> Tape<'p> {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// The convolutions and CIN++ normalisations recorded so far, in call order.
+    pub fn recorded_layers(&self) -> Vec<RecordedLayer> {
+        self.nodes
+            .iter()
+            .filter_map(|op| match op {
+                Op::Conv2d { x, w, cfg, .. } => Some(RecordedLayer::Conv2d {
+                    x_shape: x.shape().to_vec(),
+                    w_shape: w.shape().to_vec(),
+                    cfg: *cfg,
+                }),
+                Op::CondInstanceNormPp { x, embed, .. } => {
+                    Some(RecordedLayer::CondInstanceNormPp {
+                        x_shape: x.shape().to_vec(),
+                        embed_shape: embed.shape().to_vec(),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn push(&mut self, op: Op<'p>, value: Value<'p>) -> Var<'p> {

@@ -1,23 +1,127 @@
 //! Measured throughput (issue 6): each item is timed on the chosen device and compared with the
-//! floor its work allows (bytes over measured copy bandwidth, FLOPs over measured GEMM rate; see
-//! the device README's METHOD.md). Goals are recorded in benches/RESULTS.md, never asserted.
+//! floor its work allows (bytes over measured copy bandwidth, FLOPs over measured GEMM rate) and
+//! with PyTorch's time for the same work. Item keys and the byte and FLOP counting conventions
+//! are reference/BENCH.md's, so the two sides line up key by key. Goals are recorded in
+//! benches/RESULTS.md, never asserted.
+//!
+//! Items come in families (`items_*.rs`, one kind of work each) listed by [`registry`]. An item
+//! knows its key and counts without allocating anything; its inputs are made by
+//! [`Item::prepare`] just before it is timed and freed right after, outside the timed closure.
 mod ceilings;
+mod items_conv;
+mod items_elementwise;
+mod items_gbm;
+mod items_norm;
+mod items_sampler;
+mod items_train;
+mod network_trace;
+mod registry;
+mod report;
+mod rotation;
 mod table;
+mod torch;
 
 pub use ceilings::{measure_ceilings, Ceilings};
-pub use table::{print_table, Row};
+pub use network_trace::{ConvShape, NetworkTrace, NormShape};
+pub use registry::{families, select, Family};
+pub use report::write_json;
+pub use table::{markdown_table, Row};
+pub use torch::{TorchItem, TorchResults};
 
 use std::time::{Duration, Instant};
 
 use crate::device::Device;
 use crate::error::Result;
+use crate::tensor::memory;
 
-/// One thing to time: its work in bytes and FLOPs, and a closure that does it once.
-pub struct Item<'a> {
-    pub name: String,
+/// The sizes every family builds its items for.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub device: Device,
+    /// Batch of the conv, norm and training items (BENCH.md: 8).
+    pub batch: usize,
+    /// Batch of the sampler steps (BENCH.md: 1000 on a GPU, 16 on a host).
+    pub sampler_batch: usize,
+    /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items (BENCH.md
+    /// `--elementwise-batch`: 1000).
+    pub elementwise_images: usize,
+}
+
+impl BenchConfig {
+    /// BENCH.md's default sizes on `device`.
+    pub fn defaults(device: &Device) -> Self {
+        Self {
+            device: device.clone(),
+            batch: 8,
+            sampler_batch: default_sampler_batch(device),
+            elementwise_images: 1000,
+        }
+    }
+}
+
+/// BENCH.md's sampler batch: 1000 images on a GPU, 16 on the host.
+pub fn default_sampler_batch(device: &Device) -> usize {
+    if device.is_host() {
+        16
+    } else {
+        1000
+    }
+}
+
+/// One timed call, its inputs already made.
+pub type Run = Box<dyn FnMut() -> Result<()>>;
+
+/// One thing to time: its key, its work in bytes and FLOPs (BENCH.md's conventions), and how to
+/// make its inputs and the call that does the work once.
+pub struct Item {
+    pub key: String,
     pub bytes: f64,
     pub flops: f64,
-    pub run: Box<dyn FnMut() -> Result<()> + 'a>,
+    /// Whether the table reports the item's peak memory (the network items).
+    pub reports_memory: bool,
+    prepare: Box<dyn Fn() -> Result<Run>>,
+}
+
+impl Item {
+    pub fn new(
+        key: String,
+        bytes: f64,
+        flops: f64,
+        prepare: impl Fn() -> Result<Run> + 'static,
+    ) -> Self {
+        Self {
+            key,
+            bytes,
+            flops,
+            reports_memory: false,
+            prepare: Box::new(prepare),
+        }
+    }
+
+    /// The same item with its peak memory reported.
+    pub fn with_memory(mut self) -> Self {
+        self.reports_memory = true;
+        self
+    }
+
+    /// Makes the inputs (untimed) and returns the call to time.
+    pub fn prepare(&self) -> Result<Run> {
+        (self.prepare)()
+    }
+}
+
+/// Bytes held by tensors during one call: the most at any moment (everything alive included:
+/// parameters, optimiser state, inputs) and how far that rose above what was alive before it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeakMemory {
+    pub peak_bytes: usize,
+    pub step_bytes: usize,
+}
+
+/// What timing one item measured.
+pub struct Measurement {
+    pub time: Duration,
+    pub memory: Option<PeakMemory>,
 }
 
 /// Median wall time of `run` over repeats after warm-up, with the device synchronised around
@@ -27,11 +131,13 @@ pub fn time_median(
     run: &mut dyn FnMut() -> Result<()>,
     budget: Duration,
 ) -> Result<Duration> {
-    run()?;
+    for _ in 0..WARM_UP_CALLS {
+        run()?;
+    }
     device.synchronize()?;
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 200) {
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < MAX_REPEATS) {
         let t = Instant::now();
         run()?;
         device.synchronize()?;
@@ -41,17 +147,33 @@ pub fn time_median(
     Ok(times[times.len() / 2])
 }
 
-/// Times every item and returns the table rows.
-pub fn run_items(
-    device: &Device,
-    items: Vec<Item<'_>>,
-    ceilings: &Ceilings,
-    budget: Duration,
-) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    for mut item in items {
-        let t = time_median(device, &mut item.run, budget)?;
-        rows.push(Row::new(&item.name, t, item.bytes, item.flops, ceilings));
-    }
-    Ok(rows)
+/// Warm-up calls before timing (BENCH.md: 2, as the PyTorch side).
+const WARM_UP_CALLS: usize = 2;
+/// BENCH.md: at most 500 repeats.
+const MAX_REPEATS: usize = 500;
+
+/// The tensor bytes one call of `run` holds at its peak (see [`crate::tensor::memory`]).
+pub fn peak_memory(device: &Device, run: &mut dyn FnMut() -> Result<()>) -> Result<PeakMemory> {
+    device.synchronize()?;
+    let before = memory::live_bytes();
+    memory::reset_peak();
+    run()?;
+    device.synchronize()?;
+    let peak = memory::peak_bytes();
+    Ok(PeakMemory {
+        peak_bytes: peak,
+        step_bytes: peak.saturating_sub(before),
+    })
+}
+
+/// Prepares `item`, times it and, when it reports memory, measures one more call's peak.
+pub fn measure(item: &Item, device: &Device, budget: Duration) -> Result<Measurement> {
+    let mut run = item.prepare()?;
+    let time = time_median(device, &mut run, budget)?;
+    let memory = if item.reports_memory {
+        Some(peak_memory(device, &mut run)?)
+    } else {
+        None
+    };
+    Ok(Measurement { time, memory })
 }

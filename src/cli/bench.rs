@@ -1,24 +1,111 @@
-//! `dml bench`: one table of kernel and end-to-end throughput on the chosen device.
+//! `dml bench`: one table of kernel and end-to-end throughput on the chosen device, item keys and
+//! counts as reference/BENCH.md fixes them, with ratios to PyTorch's times for the same keys.
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use serde_json::json;
 
-use crate::bench::{self, Item};
+use crate::bench::{self, BenchConfig, Row, TorchResults};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Elements per tensor for the element-wise items (default: 1000 images of 28x28).
-    #[arg(long, default_value_t = 1000 * 28 * 28)]
-    pub elements: usize,
-    /// Time spent on each item, in milliseconds (at least 3 repeats are always timed).
-    #[arg(long, default_value_t = 500)]
-    pub budget_ms: u64,
-    /// Only items whose name contains this text.
+    /// Only these items: comma-separated key prefixes (`conv_fwd`, `train_step/paper`) or family
+    /// names (elementwise, conv, norm, gbm, sampler, train). Default: every item.
+    #[arg(long, value_delimiter = ',')]
+    pub items: Vec<String>,
+    /// A short run: 50 ms per item and a small sampler batch (keys then differ from PyTorch's).
     #[arg(long)]
-    pub filter: Option<String>,
+    pub quick: bool,
+    /// Batch of the conv, norm and training items.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Batch of the sampler steps (default: 1000 on cuda, 16 on cpu; 4 with --quick).
+    #[arg(long)]
+    pub sampler_batch: Option<usize>,
+    /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items.
+    #[arg(long, default_value_t = 1000)]
+    pub elementwise_batch: usize,
+    /// Time spent on each item, in milliseconds (at least 3 repeats are always timed).
+    #[arg(long)]
+    pub budget_ms: Option<u64>,
+    /// Print every item key with its bytes and FLOPs, and time nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// PyTorch's results for the ratio columns (default: benches/torch_<device>.json if present).
+    #[arg(long)]
+    pub torch_results: Option<PathBuf>,
+    /// No ratio columns, even when PyTorch's results are present.
+    #[arg(long, conflicts_with = "torch_results")]
+    pub no_torch: bool,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the table (Markdown) to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+const QUICK_BUDGET_MS: u64 = 50;
+const DEFAULT_BUDGET_MS: u64 = 500;
+const QUICK_SAMPLER_BATCH: usize = 4;
+
+impl BenchArgs {
+    fn config(&self, device: &Device) -> Result<BenchConfig> {
+        let sampler_batch = self.sampler_batch.unwrap_or(if self.quick {
+            QUICK_SAMPLER_BATCH
+        } else {
+            bench::default_sampler_batch(device)
+        });
+        if self.batch == 0 || sampler_batch == 0 || self.elementwise_batch == 0 {
+            return Err(Error::invalid(
+                "bench: --batch, --sampler-batch and --elementwise-batch must be at least 1",
+            ));
+        }
+        Ok(BenchConfig {
+            device: device.clone(),
+            batch: self.batch,
+            sampler_batch,
+            elementwise_images: self.elementwise_batch,
+        })
+    }
+
+    fn budget(&self) -> Duration {
+        let default = if self.quick {
+            QUICK_BUDGET_MS
+        } else {
+            DEFAULT_BUDGET_MS
+        };
+        Duration::from_millis(self.budget_ms.unwrap_or(default))
+    }
+
+    /// PyTorch's results: the file given, else benches/torch_<device>.json when it exists.
+    fn torch_results(&self, device: &Device) -> Result<Option<TorchResults>> {
+        if self.no_torch {
+            return Ok(None);
+        }
+        match &self.torch_results {
+            Some(path) => TorchResults::load(path).map(Some),
+            None => {
+                let default = PathBuf::from(format!("benches/torch_{}.json", device_kind(device)));
+                if default.exists() {
+                    TorchResults::load(&default).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+fn device_kind(device: &Device) -> &'static str {
+    if device.is_host() {
+        "cpu"
+    } else {
+        "cuda"
+    }
 }
 
 pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
@@ -27,49 +114,102 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
             "bench times real hardware: use --device cpu or --device cuda (the emulator is for correctness)",
         ));
     }
-    let budget = Duration::from_millis(args.budget_ms);
-    println!("device: {device}");
-    let ceilings = bench::measure_ceilings(device, budget)?;
-    let n = args.elements;
-    let x = ops::scale(&ops::normal(&[n], 1, 0, 0, device)?, 0.5, 1.5)?;
-    let y = ops::normal(&[n], 2, 0, 0, device)?;
-    let f = 4.0 * n as f64;
-    let mut items: Vec<Item<'_>> = vec![
-        Item {
-            name: format!("copy ({n})"),
-            bytes: 2.0 * f,
-            flops: 0.0,
-            run: Box::new(|| ops::copy(&x).map(drop)),
-        },
-        Item {
-            name: format!("exp ({n})"),
-            bytes: 2.0 * f,
-            flops: 0.0,
-            run: Box::new(|| ops::exp(&x).map(drop)),
-        },
-        Item {
-            name: format!("add ({n})"),
-            bytes: 3.0 * f,
-            flops: n as f64,
-            run: Box::new(|| ops::add(&x, &y).map(drop)),
-        },
-        Item {
-            name: format!("sum ({n})"),
-            bytes: f,
-            flops: n as f64,
-            run: Box::new(|| ops::sum(&x).map(drop)),
-        },
-        Item {
-            name: format!("philox normals ({n})"),
-            bytes: f,
-            flops: 0.0,
-            run: Box::new(|| ops::normal(&[n], 3, 0, 0, device).map(drop)),
-        },
-    ];
-    if let Some(filter) = &args.filter {
-        items.retain(|i| i.name.contains(filter.as_str()));
+    let cfg = args.config(device)?;
+    let items = bench::select(&cfg, &args.items)?;
+    if args.list {
+        for item in &items {
+            println!("{}\tbytes {}\tflops {}", item.key, item.bytes, item.flops);
+        }
+        return Ok(());
     }
-    let rows = bench::run_items(device, items, &ceilings, budget)?;
-    bench::print_table(&rows, &ceilings);
+    let torch = args.torch_results(device)?;
+    let budget = args.budget();
+    let load_before = load_average();
+    println!("device: {device}");
+    let mut ceilings = bench::measure_ceilings(device, budget)?;
+    let mut notes = vec![
+        format!("load average at start {load_before}"),
+        "memory: the most bytes held by live tensors during one call (parameters, optimiser state \
+         and inputs included), counted by the tensor layer; scratch buffers that are not tensors \
+         (the cpu convolution's im2col columns) are not counted"
+            .to_string(),
+    ];
+    if let Some(t) = &torch {
+        notes.extend(torch_notes(t, &items));
+        if let (Device::Cuda(_), Some(tc)) = (device, t.ceilings) {
+            // The engine links no GPU BLAS: the GEMM ceiling on a GPU is PyTorch's.
+            ceilings.gemm_flops_per_s = tc.gemm_flops_per_s;
+            notes.push("GEMM ceiling from PyTorch's results (torch.mm, m = 8192)".to_string());
+        }
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    for item in &items {
+        let m = bench::measure(item, device, budget)?;
+        let theirs = torch.as_ref().and_then(|t| t.get(&item.key));
+        rows.push(Row::new(item, &m, &ceilings, theirs));
+        eprintln!("  {} {:?}", item.key, m.time);
+    }
+    notes.push(format!("load average at end {}", load_average()));
+    let table = bench::markdown_table(&rows, &ceilings, !device.is_host());
+    println!("{table}");
+    for note in &notes {
+        println!("note: {note}");
+    }
+    if let Some(path) = &args.markdown {
+        write_text(path, &table)?;
+    }
+    if let Some(path) = &args.json {
+        let settings = json!({
+            "batch": cfg.batch,
+            "sampler_batch": cfg.sampler_batch,
+            "elementwise_batch": cfg.elementwise_images,
+            "budget_ms": budget.as_millis() as u64,
+            "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "torch_results": torch.as_ref().map(|t| t.path.display().to_string()),
+        });
+        bench::write_json(
+            path,
+            &device.to_string(),
+            &ceilings,
+            settings,
+            &notes,
+            &rows,
+        )?;
+    }
     Ok(())
+}
+
+/// Where PyTorch's results come from, and any key whose counts differ from ours (the ratio then
+/// compares different work).
+fn torch_notes(t: &TorchResults, items: &[bench::Item]) -> Vec<String> {
+    let mut notes = vec![format!(
+        "torch ratios: our time / PyTorch {} on {} ({})",
+        t.torch_version,
+        t.device,
+        t.path.display()
+    )];
+    notes.extend(t.notes.iter().map(|n| format!("PyTorch run: {n}")));
+    for item in items {
+        if let Some(theirs) = t.get(&item.key) {
+            if theirs.bytes != item.bytes || theirs.flops != item.flops {
+                notes.push(format!(
+                    "{}: PyTorch counts {} bytes and {} FLOPs, we count {} and {}",
+                    item.key, theirs.bytes, theirs.flops, item.bytes, item.flops
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// The 1-minute load average (other processes slow every item down), or "unknown".
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::file(path, e.to_string()))
 }

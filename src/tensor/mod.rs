@@ -1,7 +1,10 @@
 //! Tensors: contiguous f32 storage on one device, with a shape.
 //!
 //! `cpu` and `emu` keep data in host memory (the emulator's "device memory" is host memory, so
-//! AddressSanitizer sees kernel accesses); `cuda` keeps it in GPU memory.
+//! AddressSanitizer sees kernel accesses); `cuda` keeps it in GPU memory. [`memory`] counts the
+//! bytes tensors hold.
+pub mod memory;
+
 use cudarc::driver::CudaSlice;
 
 use crate::device::Device;
@@ -30,22 +33,18 @@ impl Tensor {
             Device::Cuda(dev) => Storage::Cuda(dev.alloc_zeros(n)?),
             _ => Storage::Host(vec![0.0; n]),
         };
-        Ok(Self {
-            shape: shape.to_vec(),
-            device: device.clone(),
-            storage,
-        })
+        Ok(Self::with_storage(shape, device, storage))
     }
 
     /// A tensor a kernel is about to overwrite. On `emu` it is poisoned with NaN so that any
     /// element the kernel fails to write shows in the result (DESIGN.md section 5.2).
     pub fn uninit(shape: &[usize], device: &Device) -> Result<Self> {
         match device {
-            Device::Emu(_) => Ok(Self {
-                shape: shape.to_vec(),
-                device: device.clone(),
-                storage: Storage::Host(vec![f32::NAN; numel(shape)]),
-            }),
+            Device::Emu(_) => Ok(Self::with_storage(
+                shape,
+                device,
+                Storage::Host(vec![f32::NAN; numel(shape)]),
+            )),
             _ => Self::zeros(shape, device),
         }
     }
@@ -65,11 +64,17 @@ impl Tensor {
             Device::Cuda(dev) => Storage::Cuda(dev.upload(&data)?),
             _ => Storage::Host(data),
         };
-        Ok(Self {
+        Ok(Self::with_storage(shape, device, storage))
+    }
+
+    /// Every tensor is made here, so that [`memory`] sees its storage.
+    fn with_storage(shape: &[usize], device: &Device, storage: Storage) -> Self {
+        memory::allocated(4 * numel(shape));
+        Self {
             shape: shape.to_vec(),
             device: device.clone(),
             storage,
-        })
+        }
     }
 
     pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Self> {
@@ -187,6 +192,12 @@ impl Tensor {
             });
         }
         Ok(())
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        memory::freed(4 * self.numel());
     }
 }
 

@@ -1,0 +1,61 @@
+//! `sampler_step/{preset}/1x28x28/b{B}` (BENCH.md): one step of the GBM sampler, the network
+//! forward without gradients at level k = N/2 for the whole batch, then the Dale-Langevin update
+//! (SPEC 4) of the batch in place.
+use super::items_gbm::dale_coefficients;
+use super::network_trace::{NetworkTrace, IMAGE};
+use super::rotation::{positive, Rotation};
+use super::{BenchConfig, Item, Run};
+use crate::autograd::{ParamStore, Tape};
+use crate::device::Device;
+use crate::diffusion::samplers::{dale_step, StepNoise};
+use crate::error::Result;
+use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::ops;
+use crate::tensor::Tensor;
+
+pub(super) const KEY_ROOTS: &[&str] = &["sampler_step"];
+
+pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
+    let batch = cfg.sampler_batch;
+    let [c, h, w] = IMAGE;
+    traces
+        .iter()
+        .map(|trace| {
+            // Parameters without the embeddings, one embedding row per sample and norm layer,
+            // and x read and written; only convolution FLOPs.
+            let bytes = 4.0
+                * (trace.params_without_embeddings
+                    + batch * trace.embedding_row_width
+                    + 2 * batch * c * h * w) as f64;
+            let flops = batch as f64 * trace.conv_flops_per_image();
+            let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
+            Item::new(
+                format!("sampler_step/{preset}/{c}x{h}x{w}/b{batch}"),
+                bytes,
+                flops,
+                move || prepare(preset, n_levels, batch, &device),
+            )
+            .with_memory()
+        })
+        .collect()
+}
+
+fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Result<Run> {
+    let [c, h, _] = IMAGE;
+    let config = NcsnConfig::new(preset, c, h, n_levels)?;
+    let mut store = ParamStore::new(device, 0);
+    let net = Ncsn::new(&mut store, &config)?;
+    let level = Tensor::from_vec(vec![(n_levels / 2) as f32; batch], &[batch], device)?;
+    let mut states = Rotation::with_copies(2, |i| positive(&config.input_shape(batch), i, device))?;
+    let coefficients = dale_coefficients();
+    let mut step = 0u32;
+    Ok(Box::new(move || {
+        let x = states.next_set();
+        let mut tape = Tape::inference(&store);
+        let levels = tape.constant(ops::copy(&level)?);
+        let input = tape.constant(ops::copy(x)?);
+        let h = net.forward(&mut tape, &input, &levels)?;
+        step = step.wrapping_add(1);
+        dale_step(x, h.value(), coefficients, StepNoise::sampler(0, step))
+    }))
+}

@@ -1,0 +1,91 @@
+//! `train_step/{preset}/1x28x28/b{B}` (BENCH.md): one optimiser step as training takes it, without
+//! the data loader: levels k uniform in 1..N-1 and noise z, x_k = x_0 exp(s_k z) (SPEC 2, m_k = 0
+//! for the constant schedule), network forward, M-DSM loss with w_k = 1 (SPEC 3), backward, AdamW
+//! (lr 1e-4). Gradients are dropped after the update (PyTorch's zero_grad).
+use super::items_gbm::SIGMA;
+use super::network_trace::{NetworkTrace, IMAGE};
+use super::rotation::{positive, Rotation};
+use super::{BenchConfig, Item, Run};
+use crate::autograd::{ParamStore, Tape};
+use crate::device::Device;
+use crate::diffusion::forward::noise_batch;
+use crate::diffusion::loss::{mdsm_loss, LossWeighting};
+use crate::diffusion::{Parameterisation, Schedule};
+use crate::error::{Error, Result};
+use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::optim::{AdamW, AdamWConfig, ParamGrad};
+use crate::tensor::Tensor;
+
+pub(super) const KEY_ROOTS: &[&str] = &["train_step"];
+
+const LEARNING_RATE: f32 = 1e-4;
+
+pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
+    let batch = cfg.batch;
+    let [c, h, w] = IMAGE;
+    traces
+        .iter()
+        .map(|trace| {
+            // Every parameter read in the forward, its gradient written, AdamW reading p, g, m, v
+            // and writing p, m, v; x_0 read. Forward, backward-data and backward-weight FLOPs.
+            let bytes = 4.0 * (8 * trace.params() + batch * c * h * w) as f64;
+            let flops = 3.0 * batch as f64 * trace.conv_flops_per_image();
+            let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
+            Item::new(
+                format!("train_step/{preset}/{c}x{h}x{w}/b{batch}"),
+                bytes,
+                flops,
+                move || prepare(preset, n_levels, batch, &device),
+            )
+            .with_memory()
+        })
+        .collect()
+}
+
+/// A fresh network and optimiser, and the step that trains them.
+fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Result<Run> {
+    let [c, h, _] = IMAGE;
+    let config = NcsnConfig::new(preset, c, h, n_levels)?;
+    let mut store = ParamStore::new(device, 0);
+    let net = Ncsn::new(&mut store, &config)?;
+    let schedule = Schedule::constant(n_levels, SIGMA as f64)?;
+    let mut optimizer = AdamW::new(AdamWConfig::new(LEARNING_RATE));
+    let mut data = Rotation::with_copies(2, |i| positive(&config.input_shape(batch), i, device))?;
+    let mut step = 0u32;
+    Ok(Box::new(move || {
+        step = step.wrapping_add(1);
+        let noised = noise_batch(data.next_set(), &schedule, 0, step)?;
+        let mut grads = {
+            let mut tape = Tape::new(&store);
+            let lv: Vec<f32> = noised.levels.iter().map(|&k| k as f32).collect();
+            let levels = tape.constant(Tensor::from_vec(lv, &[batch], store.device())?);
+            let x = tape.constant(noised.x_k);
+            let out = net.forward(&mut tape, &x, &levels)?;
+            let x_k = x.value();
+            let loss = mdsm_loss(
+                out.value(),
+                x_k,
+                &noised.z,
+                &noised.s_level,
+                LossWeighting::Unit,
+                Parameterisation::H,
+            )?;
+            tape.backward(&out, loss.grad)?
+        };
+        let names: Vec<String> = store.names().map(str::to_string).collect();
+        let grads = names
+            .iter()
+            .map(|name| {
+                grads.take_param(name).ok_or_else(|| {
+                    Error::invalid(format!("train_step: no gradient reached '{name}'"))
+                })
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        let mut pairs: Vec<ParamGrad<'_>> = store
+            .iter_mut()
+            .zip(&grads)
+            .map(|((name, param), grad)| ParamGrad { name, param, grad })
+            .collect();
+        optimizer.step(&mut pairs, 1.0)
+    }))
+}

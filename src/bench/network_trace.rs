@@ -1,0 +1,192 @@
+//! The shapes of the score network's layers and the constants of BENCH.md's "Network constants"
+//! table, found by recording one forward pass (as reference/bench_torch.py hooks its modules),
+//! never written down by hand.
+use crate::autograd::{ParamStore, RecordedLayer, Tape};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::tensor::Tensor;
+
+/// BENCH.md's image: 1x28x28.
+pub const IMAGE: [usize; 3] = [1, 28, 28];
+
+/// One stride-1 "same" convolution as BENCH.md keys it: `{cin}x{h}x{w}->{cout}/k{k}d{d}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub d: usize,
+}
+
+impl ConvShape {
+    /// The key without its family: `{cin}x{h}x{w}->{cout}/k{k}d{d}/b{B}`.
+    pub fn key_suffix(&self, batch: usize) -> String {
+        format!(
+            "{}x{}x{}->{}/k{}d{}/b{batch}",
+            self.c_in, self.h, self.w, self.c_out, self.k, self.d
+        )
+    }
+
+    /// 2 B cout h w cin k k, for the forward and both backward passes alike.
+    pub fn flops(&self, batch: usize) -> f64 {
+        2.0 * (batch * self.c_out * self.h * self.w * self.c_in * self.k * self.k) as f64
+    }
+
+    /// 4 x (activation in + weight + activation out), the same for all three passes.
+    pub fn bytes(&self, batch: usize) -> f64 {
+        let plane = self.h * self.w;
+        let weight = self.c_out * self.c_in * self.k * self.k;
+        4.0 * (batch * self.c_in * plane + weight + batch * self.c_out * plane) as f64
+    }
+
+    pub fn input_shape(&self, batch: usize) -> [usize; 4] {
+        [batch, self.c_in, self.h, self.w]
+    }
+
+    pub fn output_shape(&self, batch: usize) -> [usize; 4] {
+        [batch, self.c_out, self.h, self.w]
+    }
+
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.k, self.k]
+    }
+}
+
+/// The input of one CIN++ call, `{c}x{h}x{w}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormShape {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl NormShape {
+    pub fn key_suffix(&self, batch: usize) -> String {
+        format!("{}x{}x{}/b{batch}", self.c, self.h, self.w)
+    }
+
+    /// n = B c h w.
+    pub fn elements(&self, batch: usize) -> usize {
+        batch * self.c * self.h * self.w
+    }
+}
+
+/// Every convolution and CIN++ call of one preset's forward pass at 1x28x28, in call order, and
+/// the parameter counts.
+#[derive(Clone, Debug)]
+pub struct NetworkTrace {
+    pub preset: Preset,
+    pub n_levels: usize,
+    pub convs: Vec<ConvShape>,
+    pub norms: Vec<NormShape>,
+    /// P0: parameters other than the norm embeddings.
+    pub params_without_embeddings: usize,
+    /// R: the sum of the embedding widths 3C over the norm layers (one row each per sample).
+    pub embedding_row_width: usize,
+}
+
+impl NetworkTrace {
+    /// Records `preset` (at its usual number of levels) on the host. Shapes and P0 do not depend
+    /// on the number of levels, so the recorded network has 2 and P is computed for the real N.
+    pub fn of(preset: Preset) -> Result<Self> {
+        let device = Device::Cpu;
+        let [c, h, _] = IMAGE;
+        let cfg = NcsnConfig::new(preset, c, h, 2)?;
+        let mut store = ParamStore::new(&device, 0);
+        let net = Ncsn::new(&mut store, &cfg)?;
+        let mut tape = Tape::new(&store);
+        let x = tape.constant(Tensor::zeros(&cfg.input_shape(1), &device)?);
+        let levels = tape.constant(Tensor::zeros(&[1], &device)?);
+        net.forward(&mut tape, &x, &levels)?;
+        let mut trace = Self {
+            preset,
+            n_levels: preset.default_levels(),
+            convs: Vec::new(),
+            norms: Vec::new(),
+            params_without_embeddings: store.num_elements(),
+            embedding_row_width: 0,
+        };
+        for layer in tape.recorded_layers() {
+            trace.add(layer)?;
+        }
+        for (name, t) in store.iter() {
+            // A norm layer's embedding [N, 3C]: N x 3C of P, 3C of R.
+            if name.ends_with(".embed.weight") {
+                trace.params_without_embeddings -= t.numel();
+                trace.embedding_row_width += t.shape()[1];
+            }
+        }
+        Ok(trace)
+    }
+
+    fn add(&mut self, layer: RecordedLayer) -> Result<()> {
+        match layer {
+            RecordedLayer::Conv2d {
+                x_shape,
+                w_shape,
+                cfg,
+            } => {
+                let (&[_, c_in, h, w], &[c_out, _, k, k2]) = (&x_shape[..], &w_shape[..]) else {
+                    return Err(Error::shape(
+                        "NetworkTrace",
+                        format!("{x_shape:?} {w_shape:?}"),
+                    ));
+                };
+                if k != k2 || cfg != crate::nn::Conv2dCfg::same(k, cfg.dilation) {
+                    return Err(Error::invalid(format!(
+                        "{}: a convolution that is not square \"same\" ({w_shape:?}, {cfg:?}) has no BENCH.md key",
+                        self.preset
+                    )));
+                }
+                self.convs.push(ConvShape {
+                    c_in,
+                    h,
+                    w,
+                    c_out,
+                    k,
+                    d: cfg.dilation,
+                });
+            }
+            RecordedLayer::CondInstanceNormPp { x_shape, .. } => {
+                let &[_, c, h, w] = &x_shape[..] else {
+                    return Err(Error::shape("NetworkTrace", format!("{x_shape:?}")));
+                };
+                self.norms.push(NormShape { c, h, w });
+            }
+        }
+        Ok(())
+    }
+
+    /// P: all parameters at the preset's N levels (each norm embedding has N rows).
+    pub fn params(&self) -> usize {
+        self.params_without_embeddings + self.n_levels * self.embedding_row_width
+    }
+
+    /// Forward convolution FLOPs for one image.
+    pub fn conv_flops_per_image(&self) -> f64 {
+        self.convs.iter().map(|c| c.flops(1)).sum()
+    }
+
+    /// The distinct convolutions, in the order the network first calls them.
+    pub fn distinct_convs(&self) -> Vec<ConvShape> {
+        distinct(&self.convs)
+    }
+
+    /// The distinct norm inputs, in the order the network first calls them.
+    pub fn distinct_norms(&self) -> Vec<NormShape> {
+        distinct(&self.norms)
+    }
+}
+
+fn distinct<T: PartialEq + Copy>(all: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for &s in all {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}

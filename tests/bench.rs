@@ -1,0 +1,189 @@
+//! `dml bench` (issue 6): item keys and byte/FLOP counts agree with PyTorch's results for the same
+//! keys (reference/BENCH.md), the network constants are BENCH.md's, memory is measured, and the
+//! command line lists, runs, and refuses what it should.
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use dalemeetslangevin::bench::{self, BenchConfig, NetworkTrace, TorchResults};
+use dalemeetslangevin::nn::ncsn::{NcsnConfig, Preset};
+use dalemeetslangevin::{Device, Tensor};
+
+fn torch_cpu() -> TorchResults {
+    TorchResults::load(Path::new("benches/torch_cpu.json")).expect("benches/torch_cpu.json")
+}
+
+fn dml(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dml"))
+        .args(args)
+        .output()
+        .expect("run dml")
+}
+
+#[test]
+fn counts_match_pytorch_for_every_key() {
+    let items = bench::select(&BenchConfig::defaults(&Device::Cpu), &[]).unwrap();
+    let ours: HashMap<&str, (f64, f64)> = items
+        .iter()
+        .map(|i| (i.key.as_str(), (i.bytes, i.flops)))
+        .collect();
+    let torch = torch_cpu();
+    assert!(!torch.items.is_empty());
+    for (key, theirs) in &torch.items {
+        let &(bytes, flops) = ours
+            .get(key.as_str())
+            .unwrap_or_else(|| panic!("PyTorch key {key} has no item here"));
+        assert_eq!((bytes, flops), (theirs.bytes, theirs.flops), "{key}");
+    }
+    // Every item but the plain element-wise ones has a PyTorch counterpart.
+    let elementwise = ["copy/", "exp/", "add/", "sum/", "philox_normals/"];
+    for key in ours.keys() {
+        if !elementwise.iter().any(|e| key.starts_with(e)) {
+            assert!(
+                torch.get(key).is_some(),
+                "{key} missing from PyTorch's results"
+            );
+        }
+    }
+}
+
+/// BENCH.md's "Network constants" table and its 75 conv / 71 CIN++ calls.
+#[test]
+fn network_trace_gives_bench_md_constants() {
+    for (preset, flops, p, p0, r) in [
+        (
+            Preset::Paper,
+            3_786_280_960.0,
+            29_117_697,
+            7_421_697,
+            21_696,
+        ),
+        (Preset::Tiny, 59_358_208.0, 143_505, 116_385, 2_712),
+    ] {
+        let t = NetworkTrace::of(preset).unwrap();
+        assert_eq!(t.convs.len(), 75, "{preset}");
+        assert_eq!(t.norms.len(), 71, "{preset}");
+        assert_eq!(t.conv_flops_per_image(), flops, "{preset}");
+        assert_eq!(t.params(), p, "{preset}");
+        assert_eq!(t.params_without_embeddings, p0, "{preset}");
+        assert_eq!(t.embedding_row_width, r, "{preset}");
+        let cfg = NcsnConfig::new(preset, 1, 28, preset.default_levels()).unwrap();
+        assert_eq!(t.params(), cfg.parameter_count(), "{preset}");
+    }
+    let paper = NetworkTrace::of(Preset::Paper).unwrap();
+    assert_eq!(paper.distinct_convs().len(), 10);
+    assert_eq!(paper.distinct_norms().len(), 3);
+}
+
+#[test]
+fn tensor_memory_counts_a_training_step() {
+    // A tensor made during the call is seen by the high-water mark.
+    let mut alloc = || Tensor::zeros(&[1 << 20], &Device::Cpu).map(drop);
+    let m = bench::peak_memory(&Device::Cpu, &mut alloc).unwrap();
+    assert!(m.step_bytes >= 4 << 20, "{m:?}");
+
+    // A training step holds at least parameters, gradients and both AdamW moments.
+    let cfg = BenchConfig::defaults(&Device::Cpu);
+    let items = bench::select(&cfg, &["train_step/tiny".to_string()]).unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(items[0].reports_memory);
+    let measured = bench::measure(&items[0], &Device::Cpu, Duration::ZERO).unwrap();
+    let params = NetworkTrace::of(Preset::Tiny).unwrap().params();
+    let memory = measured.memory.expect("train_step reports memory");
+    assert!(memory.peak_bytes >= 4 * 4 * params, "{memory:?}");
+    assert!(memory.step_bytes > 0, "{memory:?}");
+}
+
+#[test]
+fn quick_run_prints_a_table_with_the_chosen_keys() {
+    let json = std::env::temp_dir().join(format!("dml-bench-{}.json", std::process::id()));
+    let out = dml(&[
+        "bench",
+        "--quick",
+        "--items",
+        "gbm_dale_step,mdsm_loss",
+        "--device",
+        "cpu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| item | time | GB/s |"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+        .collect();
+    // Header and the two items, nothing else.
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(rows[1].starts_with("| gbm_dale_step/784000 |"), "{stdout}");
+    assert!(rows[2].starts_with("| mdsm_loss/784000 |"), "{stdout}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let time = written["items"]["mdsm_loss/784000"]["time_s"]
+        .as_f64()
+        .unwrap();
+    assert!(time > 0.0);
+    // benches/torch_cpu.json is read by default: the ratio is our time over PyTorch's.
+    let ratio = written["items"]["mdsm_loss/784000"]["torch_eager_ratio"]
+        .as_f64()
+        .unwrap();
+    let theirs = torch_cpu()
+        .get("mdsm_loss/784000")
+        .unwrap()
+        .eager_s
+        .unwrap();
+    assert!((ratio - time / theirs).abs() <= 1e-9 * ratio);
+}
+
+#[test]
+fn list_names_every_key() {
+    let out = dml(&["bench", "--list", "--device", "cpu"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let listed: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let expected: Vec<String> = bench::select(&BenchConfig::defaults(&Device::Cpu), &[])
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(listed, expected);
+    for key in torch_cpu().items.keys() {
+        assert!(listed.contains(&key.as_str()), "{key} not listed");
+    }
+}
+
+#[test]
+fn unknown_item_is_an_error_naming_it() {
+    let out = dml(&[
+        "bench",
+        "--list",
+        "--items",
+        "conv_fwd,nonsense",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no item matches 'nonsense'"), "{stderr}");
+}
+
+#[test]
+fn emulator_is_refused() {
+    let out = dml(&["bench", "--quick", "--items", "gbm", "--device", "emu"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the emulator is for correctness"),
+        "{stderr}"
+    );
+}
