@@ -166,7 +166,9 @@ pub fn sample_with_progress(model: &ScoreModel, opts: &GenerateOptions) -> Resul
     let mut bar: Option<Progress> = None;
     let generated = generate(model, opts, &mut |p| {
         let bar = bar.get_or_insert_with(|| Progress::new("sample", p.evals_total, 0));
-        bar.update(p.evals_done, || format!("{} images done", p.images_done));
+        bar.update(p.evals_done, || {
+            format!("{}/{} images finished", p.images_done, opts.count)
+        });
     });
     if let Some(bar) = &bar {
         bar.finish();
