@@ -1,5 +1,5 @@
 //! The command line end to end: train on Fashion-MNIST (the loss falls), resume exactly, survive
-//! kill -9, sample; and every kind of bad input answered by a clear error, never a panic.
+//! kill -9, sample, evaluate; and every kind of bad input answered by a clear error, never a panic.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -149,6 +149,33 @@ fn fashion_mnist_trains_resumes_exactly_and_samples() {
     assert_eq!((info.width, info.height), (3 * 30 + 2, 2 * 30 + 2));
     let samples = Checkpoint::load(&raw).unwrap();
     assert_eq!(samples.tensors["samples"].0, vec![6, 1, 28, 28]);
+
+    // Evaluate those samples against the test split; the classifier is trained on first use
+    // and cached (here in the test's own cache directory).
+    let out = Command::new(env!("CARGO_BIN_EXE_dml"))
+        .env("XDG_CACHE_HOME", straight.join("cache"))
+        .args([
+            "--device",
+            "cpu",
+            "eval",
+            "--checkpoint",
+            s(&straight),
+            "--samples",
+            s(&raw),
+        ])
+        .args(["--classifier-steps", "40", "--max-reference", "500"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Frechet distance"), "{report}");
+    for file in ["neighbours.png", "eval.csv"] {
+        assert!(straight.join(file).is_file(), "eval did not write {file}");
+    }
 }
 
 #[test]
