@@ -40,7 +40,8 @@ impl Default for Conv2dCfg {
     }
 }
 
-/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry.
+/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tf32 forward kernel
+/// uses the same TILE_M x TILE_N tiles and THREADS.
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const TILE_K: usize = 16;
