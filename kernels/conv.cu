@@ -8,7 +8,13 @@
 //   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
 // A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
 // slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/nn/conv.rs.
+// The forward pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, opt-in) on the same
+// tiles and launch geometry.
 #include "common.cuh"
+
+#ifdef __CUDACC__
+#include <mma.h>  // the emulator supplies nvcuda::wmma itself (emu/wmma_emu.h)
+#endif
 
 // Integer min/max under both nvcc and the emulator (which has no global min/max for int).
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
@@ -113,6 +119,95 @@ extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const
     }
 }
 EMU_EXPORT(conv2d_forward_f32)
+
+// ---- tf32 tensor cores (wmma m16n16k8) ------------------------------------------------------
+// The same implicit GEMM as conv2d_forward_f32 with both operands rounded to tf32 (10 mantissa
+// bits, round to nearest as cvt.rna) while they are staged, and fp32 accumulation. The 8 warps of
+// the block tile its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator
+// fragments each. K advances in slices of 32, four mma steps of 8.
+#define CONV_TF32_TILE_K 32
+#define CONV_TF32_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
+// Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
+#define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
+#define CONV_TF32_B_LD (CONV_TILE_N + 4)
+#define CONV_TF32_C_LD (CONV_TILE_N + 4)
+
+// The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
+// every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.
+union alignas(32) ConvTf32Shared {
+    struct Operands {
+        float a[CONV_TILE_M][CONV_TF32_A_LD];      // A(m, k): weights, row-major
+        float b[CONV_TF32_TILE_K][CONV_TF32_B_LD];  // B(k, n): gathered input, row-major
+    } in;
+    float c[CONV_TILE_M][CONV_TF32_C_LD];
+};
+
+// Stages the slice [k0, k0 + CONV_TF32_TILE_K) of A and B, rounded to tf32, zero outside
+// M x K and K x N. Consecutive threads load along k for the weights and along n for the input,
+// each tensor's contiguous direction.
+__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const RowMajor& load_a,
+                                                const ForwardInput& load_b, int M, int N, int K, int m0,
+                                                int n0, int k0) {
+    for (int l = 0; l < CONV_TF32_LOADS; ++l) {
+        const int e = threadIdx.x + l * CONV_THREADS;
+        int mm = e / CONV_TF32_TILE_K, kk = e % CONV_TF32_TILE_K;
+        int m = m0 + mm, k = k0 + kk;
+        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32((m < M && k < K) ? load_a(m, k) : 0.0f);
+        const int nn = e % CONV_TILE_N;
+        kk = e / CONV_TILE_N;
+        const int n = n0 + nn;
+        k = k0 + kk;
+        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32((n < N && k < K) ? load_b(k, n) : 0.0f);
+    }
+}
+
+extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                                   const float* __restrict__ bias, float* __restrict__ y,
+                                                   int has_bias, int batch, int c_in, int h_in, int w_in,
+                                                   int c_out, int h_out, int w_out, int kh, int kw, int pad,
+                                                   int dil) {
+    using namespace nvcuda;
+    __shared__ ConvTf32Shared s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    const int warp = threadIdx.x / 32;
+    const int row = (warp % 4) * 16, col = (warp / 4) * 32;
+    const RowMajor load_a{w, K};
+    const ForwardInput load_b{x, d};
+
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
+    for (int k0 = 0; k0 < K; k0 += CONV_TF32_TILE_K) {
+        conv_tf32_stage(s, load_a, load_b, M, N, K, m0, n0, k0);
+        __syncthreads();
+        for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+            wmma::load_matrix_sync(a, &s.in.a[row][kk], CONV_TF32_A_LD);
+            for (int j = 0; j < 2; ++j) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
+                wmma::load_matrix_sync(b, &s.in.b[kk][col + 16 * j], CONV_TF32_B_LD);
+                wmma::mma_sync(acc[j], a, b, acc[j]);
+            }
+        }
+        __syncthreads();  // the operand tiles are overwritten next (or become the result tile)
+    }
+    for (int j = 0; j < 2; ++j)
+        wmma::store_matrix_sync(&s.c[row][col + 16 * j], acc[j], CONV_TF32_C_LD, wmma::mem_row_major);
+    __syncthreads();
+
+    // The fragment layout is opaque, so the tile goes out through shared memory: consecutive
+    // threads write consecutive pixels n, and only the in-bounds part of the tile.
+    const int hw = h_out * w_out;
+    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
+        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
+        const int m = m0 + mm, n = n0 + nn;
+        if (m >= M || n >= N) continue;
+        const float b = has_bias ? bias[m] : 0.0f;
+        y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = s.c[mm][nn] + b;
+    }
+}
+EMU_EXPORT(conv2d_forward_tf32_f32)
 
 // A(ci, k) of the backward-data pass, k = (co, tap): w[co, ci, tap].
 struct WeightTransposed {

@@ -71,3 +71,46 @@ extern "C" __global__ void selftest_divergent_shuffle_f32(float* out) {
     out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (float)threadIdx.x, 2);
 }
 EMU_EXPORT(selftest_divergent_shuffle_f32)
+
+#ifdef __CUDACC__
+#include <mma.h>
+#endif
+
+// The operands of selftest_wmma_tf32_f32, staged in shared memory: wmma needs 32-byte aligned
+// addresses, and the emulator's global buffers are only malloc-aligned.
+struct alignas(32) SelftestWmmaTiles {
+    float a[16 * 8];
+    float b[8 * 16];
+    float c[16 * 16];
+    float d[16 * 16];
+};
+
+// One warp: d (16x16, column-major) = a (16x8, row-major) b (8x16, column-major) + c (16x16,
+// row-major), the operands rounded to tf32 element by element in their fragments (the pattern
+// the CUDA guide prescribes). Lanes at or past `active` skip the matrix operations: deliberately
+// wrong unless `active` is 32.
+extern "C" __global__ void selftest_wmma_tf32_f32(const float* a, const float* b, const float* c, float* d,
+                                                  int active) {
+    using namespace nvcuda;
+    __shared__ SelftestWmmaTiles s;
+    for (int i = threadIdx.x; i < 128; i += blockDim.x) {
+        s.a[i] = a[i];
+        s.b[i] = b[i];
+    }
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s.c[i] = c[i];
+    __syncthreads();
+    if ((int)threadIdx.x >= active) return;
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> fc;
+    wmma::load_matrix_sync(fa, s.a, 8);
+    wmma::load_matrix_sync(fb, s.b, 8);
+    for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+    for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+    wmma::load_matrix_sync(fc, s.c, 16, wmma::mem_row_major);
+    wmma::mma_sync(fc, fa, fb, fc);
+    wmma::store_matrix_sync(s.d, fc, 16, wmma::mem_col_major);
+    __syncwarp();
+    for (int i = threadIdx.x; i < 256; i += 32) d[i] = s.d[i];
+}
+EMU_EXPORT(selftest_wmma_tf32_f32)

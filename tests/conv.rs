@@ -7,8 +7,10 @@ use common::*;
 use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::nn::conv::{
     conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
+    conv2d_with_precision,
 };
-use dalemeetslangevin::nn::Conv2dCfg;
+use dalemeetslangevin::nn::conv_precision::round_to_tf32;
+use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::{Device, Tensor};
 
 /// (batch, c_in, h, w, c_out, kernel, padding, dilation): odd sizes, channels across the 64-wide
@@ -209,4 +211,167 @@ fn conv_shape_errors_are_reported() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("smaller than the dilated kernel"), "{err}");
+}
+
+/// Shapes for the tf32 tensor-core forward: odd sizes, K = 63 over two 32-wide slices, c_out
+/// across the 64-wide tile, 1x1, size 1. Few and small: the emulator runs every lane's mma.
+const TF32_SHAPES: &[Shape] = &[
+    (2, 3, 7, 7, 5, 3, 1, 1),
+    (1, 7, 6, 5, 9, 3, 1, 1),
+    (1, 2, 9, 8, 3, 3, 2, 2),
+    (3, 5, 6, 5, 7, 1, 0, 1),
+    (1, 1, 1, 1, 1, 1, 0, 1),
+    (2, 3, 8, 8, 70, 3, 1, 1),
+];
+
+fn forward(c: &Case, dev: &Device, precision: ConvPrecision) -> Vec<f32> {
+    forward_of(&c.x, &c.w, Some(&c.b), c, dev, precision)
+}
+
+fn forward_of(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    c: &Case,
+    dev: &Device,
+    precision: ConvPrecision,
+) -> Vec<f32> {
+    let x = Tensor::from_slice(x, &c.x_shape, dev).unwrap();
+    let w = Tensor::from_slice(w, &c.w_shape, dev).unwrap();
+    let b = b.map(|b| Tensor::from_slice(b, &[c.w_shape[0]], dev).unwrap());
+    conv2d_with_precision(&x, &w, b.as_ref(), c.cfg, precision)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+}
+
+#[test]
+fn tf32_rounding_matches_cvt_rna() {
+    let f = f32::from_bits;
+    let cases = [
+        (1.0, 1.0),
+        (0.0, 0.0),
+        // 0x3dcccccd rounds up to the tf32 value nearest 0.1.
+        (0.1, f(0x3dcc_c000)),
+        // Below half a tf32 unit (2^-11 at 1) rounds down.
+        (1.0 + 2f32.powi(-12), 1.0),
+        (f(0x3f80_0fff), 1.0),
+        // Exactly half: away from zero (round-to-even would give 1.0).
+        (1.0 + 2f32.powi(-11), 1.0 + 2f32.powi(-10)),
+        (-(1.0 + 2f32.powi(-11)), -(1.0 + 2f32.powi(-10))),
+        // The carry runs into the exponent.
+        (f(0x3fff_ffff), 2.0),
+        // Subnormals round on the same bits.
+        (f(0x0000_1000), f(0x0000_2000)),
+        (f(0x0000_0fff), 0.0),
+        (f32::MAX, f32::INFINITY),
+        (f32::NEG_INFINITY, f32::NEG_INFINITY),
+    ];
+    for (v, want) in cases {
+        let got = round_to_tf32(v);
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "tf32({v:e}) = {got:e}, want {want:e}"
+        );
+    }
+    assert_eq!(round_to_tf32(-0.0).to_bits(), (-0.0f32).to_bits());
+    assert!(round_to_tf32(f32::NAN).is_nan());
+
+    let mut rng = test_rng("tf32_rounding");
+    for v in random_vec(&mut rng, 10_000, -1e3, 1e3) {
+        let r = round_to_tf32(v);
+        assert_eq!(r.to_bits() & 0x1fff, 0, "tf32({v}) = {r} keeps low bits");
+        assert!((r - v).abs() <= v.abs() * 2f32.powi(-11), "tf32({v}) = {r}");
+        assert_eq!(
+            round_to_tf32(r),
+            r,
+            "tf32 rounding of {r} is not idempotent"
+        );
+    }
+}
+
+#[test]
+fn conv_tf32_kernel_matches_tf32_reference() {
+    let mut rng = test_rng("conv_tf32");
+    for dev in kernel_devices("conv_tf32") {
+        for &s in TF32_SHAPES {
+            let c = case(&mut rng, s);
+            let got = forward(&c, &dev, ConvPrecision::Tf32);
+            // The same rounded operands and fp32 sums in another order.
+            let want = forward(&c, &Device::Cpu, ConvPrecision::Tf32);
+            assert_close(
+                &format!("tf32 conv {s:?} on {dev}"),
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+            );
+            // Against fp32: each product is off by at most 2^-10 of its size (two operands each
+            // within 2^-11), so |error| <= 2^-10 sum |w x|, plus fp32 rounding.
+            let fp32 = forward(&c, &Device::Cpu, ConvPrecision::Fp32);
+            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+            let magnitude = forward_of(
+                &abs(&c.x),
+                &abs(&c.w),
+                None,
+                &c,
+                &Device::Cpu,
+                ConvPrecision::Fp32,
+            );
+            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
+                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+                assert!(
+                    (g - f).abs() <= bound,
+                    "tf32 conv {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+                );
+            }
+            let (err, norm) = got.iter().zip(&fp32).fold((0.0, 0.0), |(e, n), (&g, &f)| {
+                (e + ((g - f) as f64).powi(2), n + (f as f64).powi(2))
+            });
+            let relative = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+            assert!(
+                relative < 1e-3,
+                "tf32 conv {s:?} on {dev}: relative error {relative:e} vs fp32"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_tf32_kernel_has_no_races() {
+    let mut rng = test_rng("conv_tf32_races");
+    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), ConvPrecision::Tf32);
+    let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), ConvPrecision::Tf32);
+    assert_eq!(fwd, rev);
+}
+
+#[test]
+fn conv_precision_defaults_to_fp32() {
+    if std::env::var_os(ConvPrecision::ENV).is_none() {
+        assert_eq!(
+            ConvPrecision::process_default().unwrap(),
+            ConvPrecision::Fp32
+        );
+        let mut rng = test_rng("conv_default_precision");
+        let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+        let x = Tensor::from_slice(&c.x, &c.x_shape, &Device::Cpu).unwrap();
+        let w = Tensor::from_slice(&c.w, &c.w_shape, &Device::Cpu).unwrap();
+        let got = conv2d(&x, &w, None, c.cfg).unwrap().to_vec().unwrap();
+        let fp32 = forward_of(&c.x, &c.w, None, &c, &Device::Cpu, ConvPrecision::Fp32);
+        assert_eq!(got, fp32);
+    } else {
+        eprintln!(
+            "conv_precision_defaults_to_fp32: skipped, {} is set",
+            ConvPrecision::ENV
+        );
+    }
+    assert_eq!(ConvPrecision::parse("TF32").unwrap(), ConvPrecision::Tf32);
+    assert_eq!(ConvPrecision::parse("fp32").unwrap(), ConvPrecision::Fp32);
+    let err = ConvPrecision::parse("bf16").unwrap_err().to_string();
+    assert!(
+        err.contains("DML_CONV_PRECISION") && err.contains("bf16"),
+        "{err}"
+    );
 }

@@ -227,3 +227,65 @@ fn bad_launches_are_errors() {
     let err = launch(&EMU, "no_such_kernel", g, &mut []).unwrap_err();
     assert!(matches!(err, Error::UnknownKernel(_)));
 }
+
+fn wmma_tf32(
+    dev: &Device,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    active: i32,
+) -> Result<Vec<f32>, Error> {
+    let (at, bt, ct) = (
+        Tensor::from_slice(a, &[16, 8], dev)?,
+        Tensor::from_slice(b, &[16, 8], dev)?,
+        Tensor::from_slice(c, &[16, 16], dev)?,
+    );
+    let mut d = Tensor::uninit(&[16, 16], dev)?;
+    launch(
+        dev,
+        "selftest_wmma_tf32_f32",
+        LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0),
+        &mut [
+            Arg::In(&at),
+            Arg::In(&bt),
+            Arg::In(&ct),
+            Arg::Out(&mut d),
+            Arg::I32(active),
+        ],
+    )?;
+    d.to_vec()
+}
+
+#[test]
+fn wmma_tf32_product() {
+    // a row-major 16x8, b column-major 8x16 (so b[n][k]), c row-major, d column-major.
+    let mut rng = test_rng("wmma_tf32");
+    let (a, b, c) = (
+        random_vec(&mut rng, 128, -1.0, 1.0),
+        random_vec(&mut rng, 128, -1.0, 1.0),
+        random_vec(&mut rng, 256, -1.0, 1.0),
+    );
+    let tf32 = dalemeetslangevin::nn::conv_precision::round_to_tf32;
+    let mut want = vec![0.0; 256];
+    for m in 0..16 {
+        for n in 0..16 {
+            let dot: f64 = (0..8)
+                .map(|k| tf32(a[m * 8 + k]) as f64 * tf32(b[n * 8 + k]) as f64)
+                .sum();
+            want[n * 16 + m] = (c[m * 16 + n] as f64 + dot) as f32;
+        }
+    }
+    let mut devices = kernel_devices("wmma_tf32");
+    devices.push(EMU_REVERSE);
+    for dev in devices {
+        let got = wmma_tf32(&dev, &a, &b, &c, 32).unwrap();
+        assert_close(&format!("wmma tf32 on {dev}"), &got, &want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn divergent_wmma_is_reported() {
+    let z = vec![0.0; 256];
+    let err = wmma_tf32(&EMU, &z[..128], &z[..128], &z, 16).unwrap_err();
+    assert!(err.to_string().contains("had exited"), "{err}");
+}

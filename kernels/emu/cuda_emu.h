@@ -280,3 +280,6 @@ using std::fmin;
 using std::log;
 using std::sin;
 using std::sqrt;
+
+// nvcuda::wmma (the tensor-core API of <mma.h>) for the shapes the kernels use.
+#include "wmma_emu.h"

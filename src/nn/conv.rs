@@ -3,7 +3,9 @@
 //! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
-//! threads; emu and cuda run the implicit-GEMM kernels.
+//! threads; emu and cuda run the implicit-GEMM kernels. The forward pass runs in the
+//! [`ConvPrecision`] the process chose (fp32 unless `DML_CONV_PRECISION=tf32`).
+use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
 use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
@@ -38,7 +40,8 @@ impl Default for Conv2dCfg {
     }
 }
 
-/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry.
+/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tf32 forward kernel
+/// uses the same TILE_M x TILE_N tiles and THREADS.
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const TILE_K: usize = 16;
@@ -178,8 +181,20 @@ fn check_device(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
 }
 
 /// The forward convolution: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], optional `bias`
-/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)].
+/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)]. Runs in the
+/// process-wide [`ConvPrecision::process_default`].
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
+    conv2d_with_precision(x, w, bias, cfg, ConvPrecision::process_default()?)
+}
+
+/// [`conv2d`] in an explicit `precision`.
+pub fn conv2d_with_precision(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dCfg,
+    precision: ConvPrecision,
+) -> Result<Tensor> {
     let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
     check_device(x, w, "conv2d")?;
     if let Some(b) = bias {
@@ -193,13 +208,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
     }
     let mut y = Tensor::uninit(&d.out_shape(), x.device())?;
     match x.device() {
-        Device::Cpu => cpu::forward(
-            &d,
-            x.host()?,
-            w.host()?,
-            bias.map(|b| b.host()).transpose()?,
-            y.host_mut()?,
-        ),
+        Device::Cpu => {
+            let bias = bias.map(|b| b.host()).transpose()?;
+            match precision {
+                ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
+                ConvPrecision::Tf32 => {
+                    let (x, w) = (tf32_copy(x.host()?), tf32_copy(w.host()?));
+                    cpu::forward(&d, &x, &w, bias, y.host_mut()?)
+                }
+            }
+        }
         dev => {
             let mut args = vec![
                 Arg::In(x),
@@ -210,10 +228,19 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
             ];
             args.extend(d.args());
             let g = conv_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1);
-            launch(dev, "conv2d_forward_f32", g, &mut args)?;
+            let kernel = match precision {
+                ConvPrecision::Fp32 => "conv2d_forward_f32",
+                ConvPrecision::Tf32 => "conv2d_forward_tf32_f32",
+            };
+            launch(dev, kernel, g, &mut args)?;
         }
     }
     Ok(y)
+}
+
+/// The operand as the tf32 kernel sees it: every element rounded to tf32.
+fn tf32_copy(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&e| round_to_tf32(e)).collect()
 }
 
 /// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the

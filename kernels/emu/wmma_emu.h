@@ -1,0 +1,166 @@
+// wmma_emu.h: the tf32 m16n16k8 shape of CUDA's warp matrix API (`nvcuda::wmma`, <mma.h>) for the
+// host emulator (DESIGN.md section 2: tensor-core code in a form the emulator can run).
+//
+// On a GPU a fragment is spread over the 32 lanes of a warp in an unspecified layout; code that
+// only uses the API (load, fill, mma, store, and element-wise maps over `x[0, num_elements)`)
+// cannot tell. Here every lane holds the whole tile and computes the whole product redundantly.
+// Each `_sync` operation ends at a warp barrier, so a lane that skips it (divergent use, a
+// deadlock or undefined behaviour on a GPU) is reported by the scheduler, while a lane that reads
+// shared memory another lane has not written yet still shows up as a schedule-dependent race.
+//
+// The tensor core reads only the top 19 bits of a tf32 operand (sign, 8 exponent, 10 mantissa):
+// mma_sync truncates them the same way, so a kernel that forgets __float_to_tf32 gets the GPU's
+// (truncated) result here too, not a silently better one.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+
+enum layout_t { mem_row_major, mem_col_major };
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits; the result is an
+// fp32 value whose low 13 bits are zero. Adding half a unit of the last kept place to the
+// magnitude bits and truncating is exactly that (a carry into the exponent is the correct
+// rounding up, and the largest finite values round to infinity as on the GPU).
+inline float __float_to_tf32(float in) {
+    uint32_t bits;
+    std::memcpy(&bits, &in, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & 0xffffe000u;
+    float out;
+    std::memcpy(&out, &bits, 4);
+    return out;
+}
+
+namespace emu_detail {
+
+// The rows and columns of each operand of an m x n x k product.
+template <class Use, int M, int N, int K>
+struct Shape;
+template <int M, int N, int K>
+struct Shape<matrix_a, M, N, K> {
+    static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct Shape<matrix_b, M, N, K> {
+    static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct Shape<accumulator, M, N, K> {
+    static constexpr int rows = M, cols = N;
+};
+
+template <class Use, class T>
+struct IsSupported : std::false_type {};
+template <>
+struct IsSupported<matrix_a, precision::tf32> : std::true_type {};
+template <>
+struct IsSupported<matrix_b, precision::tf32> : std::true_type {};
+template <>
+struct IsSupported<accumulator, float> : std::true_type {};
+
+// What the hardware requires of every load and store: a 256-bit aligned pointer and a leading
+// dimension that is a multiple of 16 bytes. On a GPU a violation is a misaligned-address fault
+// or garbage; here it stops the process with the reason.
+inline void check_matrix_address(const char* op, const float* p, unsigned ldm) {
+    if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || ldm % 4 != 0) {
+        std::fprintf(stderr, "emu wmma: %s with pointer %p (needs 32-byte alignment) and ldm %u (needs a multiple of 4)\n",
+                     op, static_cast<const void*>(p), ldm);
+        std::abort();
+    }
+}
+
+// The bits of a tf32 operand the tensor core reads.
+inline float tf32_operand(float v) { return __uint_as_float(__float_as_uint(v) & 0xffffe000u); }
+
+inline void warp_barrier() { emu::sync_warp(0xffffffffu); }
+
+}  // namespace emu_detail
+
+// A whole tile per lane, row-major by logical (row, column) whatever the memory layout.
+template <class Use, int M, int N, int K, class T, class Layout = void>
+class fragment {
+    static_assert(M == 16 && N == 16 && K == 8, "emu wmma: only the m16n16k8 shape is emulated");
+    static_assert(emu_detail::IsSupported<Use, T>::value,
+                  "emu wmma: only tf32 matrix_a/matrix_b and float accumulators are emulated");
+
+public:
+    using element_type = float;
+    static constexpr int rows = emu_detail::Shape<Use, M, N, K>::rows;
+    static constexpr int cols = emu_detail::Shape<Use, M, N, K>::cols;
+    static constexpr int num_elements = rows * cols;
+    float x[num_elements];
+
+    float& at(int r, int c) { return x[r * cols + c]; }
+    float at(int r, int c) const { return x[r * cols + c]; }
+};
+
+template <class Use, int M, int N, int K, class T, class Layout>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = v;
+}
+
+namespace emu_detail {
+template <class F>
+inline void load_tile(F& f, const float* p, unsigned ldm, bool row_major_memory) {
+    check_matrix_address("load_matrix_sync", p, ldm);
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c) f.at(r, c) = row_major_memory ? p[r * ldm + c] : p[c * ldm + r];
+    warp_barrier();
+}
+}  // namespace emu_detail
+
+template <class Use, int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, row_major>& f, const float* p, unsigned ldm) {
+    emu_detail::load_tile(f, p, ldm, true);
+}
+template <class Use, int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, col_major>& f, const float* p, unsigned ldm) {
+    emu_detail::load_tile(f, p, ldm, false);
+}
+template <int M, int N, int K>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm,
+                             layout_t layout) {
+    emu_detail::load_tile(f, p, ldm, layout == mem_row_major);
+}
+
+template <int M, int N, int K>
+inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
+                              layout_t layout) {
+    emu_detail::check_matrix_address("store_matrix_sync", p, ldm);
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.at(r, c);
+    emu_detail::warp_barrier();
+}
+
+// d = a b + c with fp32 accumulation; products of two tf32 values are exact in fp32.
+template <int M, int N, int K, class LayoutA, class LayoutB>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
+                     const fragment<matrix_a, M, N, K, precision::tf32, LayoutA>& a,
+                     const fragment<matrix_b, M, N, K, precision::tf32, LayoutB>& b,
+                     const fragment<accumulator, M, N, K, float>& c) {
+    fragment<accumulator, M, N, K, float> r;
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+            float acc = c.at(i, j);
+            for (int k = 0; k < K; ++k)
+                acc = std::fma(emu_detail::tf32_operand(a.at(i, k)), emu_detail::tf32_operand(b.at(k, j)), acc);
+            r.at(i, j) = acc;
+        }
+    d = r;
+    emu_detail::warp_barrier();
+}
+
+}  // namespace wmma
+}  // namespace nvcuda
