@@ -11,9 +11,9 @@ use crate::device::Device;
 use crate::diffusion::forward::noise_batch;
 use crate::diffusion::loss::{mdsm_loss, LossWeighting};
 use crate::diffusion::{Parameterisation, Schedule};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
-use crate::optim::{AdamW, AdamWConfig, ParamGrad};
+use crate::optim::{pair_with_store, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
 
 pub(super) const KEY_ROOTS: &[&str] = &["train_step"];
@@ -55,7 +55,7 @@ fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Re
     Ok(Box::new(move || {
         step = step.wrapping_add(1);
         let noised = noise_batch(data.next_set(), &schedule, 0, step)?;
-        let mut grads = {
+        let grads = {
             let mut tape = Tape::new(&store);
             let lv: Vec<f32> = noised.levels.iter().map(|&k| k as f32).collect();
             let levels = tape.constant(Tensor::from_vec(lv, &[batch], store.device())?);
@@ -72,20 +72,7 @@ fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Re
             )?;
             tape.backward(&out, loss.grad)?
         };
-        let names: Vec<String> = store.names().map(str::to_string).collect();
-        let grads = names
-            .iter()
-            .map(|name| {
-                grads.take_param(name).ok_or_else(|| {
-                    Error::invalid(format!("train_step: no gradient reached '{name}'"))
-                })
-            })
-            .collect::<Result<Vec<Tensor>>>()?;
-        let mut pairs: Vec<ParamGrad<'_>> = store
-            .iter_mut()
-            .zip(&grads)
-            .map(|((name, param), grad)| ParamGrad { name, param, grad })
-            .collect();
+        let mut pairs = pair_with_store(&mut store, &grads)?;
         optimizer.step(&mut pairs, 1.0)
     }))
 }

@@ -13,7 +13,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::{Conv2d, Conv2dCfg, PoolCfg};
 use crate::ops;
-use crate::optim::{AdamW, AdamWConfig, ParamGrad};
+use crate::optim::{pair_with_store, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
 
 /// Written into every classifier file, so another safetensors file is recognised as such.
@@ -284,7 +284,7 @@ impl Classifier {
         images: Tensor,
         labels: &Tensor,
     ) -> Result<f32> {
-        let (loss, mut grads) = {
+        let (loss, grads) = {
             let mut tape = Tape::new(&self.store);
             let x = tape.constant(images);
             let out = self.forward(&mut tape, &x)?;
@@ -294,21 +294,7 @@ impl Classifier {
             let grads = tape.backward(&out.logits, dlogits.reshape(&shape)?)?;
             (loss.item()?, grads)
         };
-        let names: Vec<String> = self.store.names().map(str::to_string).collect();
-        let grads: Vec<Tensor> = names
-            .iter()
-            .map(|n| {
-                grads
-                    .take_param(n)
-                    .ok_or_else(|| Error::invalid(format!("no gradient reached parameter '{n}'")))
-            })
-            .collect::<Result<_>>()?;
-        let mut pairs: Vec<ParamGrad<'_>> = self
-            .store
-            .iter_mut()
-            .zip(&grads)
-            .map(|((name, param), grad)| ParamGrad { name, param, grad })
-            .collect();
+        let mut pairs = pair_with_store(&mut self.store, &grads)?;
         optimizer.step(&mut pairs, 1.0)?;
         Ok(loss)
     }

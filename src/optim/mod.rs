@@ -12,6 +12,7 @@ mod schedule;
 
 use std::collections::BTreeMap;
 
+use crate::autograd::{Gradients, ParamStore};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -45,6 +46,25 @@ pub fn pair_by_name<'a>(
             let grad = grads
                 .get(name)
                 .ok_or_else(|| Error::invalid(format!("parameter '{name}' has no gradient")))?;
+            check_pair(name, param, grad)?;
+            Ok(ParamGrad { name, param, grad })
+        })
+        .collect()
+}
+
+/// Every parameter of `store`, in the store's order, paired with its gradient in `grads` (what a
+/// tape's backward pass returned). A parameter no gradient reached, or a shape mismatch, is an
+/// error naming the parameter.
+pub fn pair_with_store<'a>(
+    store: &'a mut ParamStore,
+    grads: &'a Gradients,
+) -> Result<Vec<ParamGrad<'a>>> {
+    store
+        .iter_mut()
+        .map(|(name, param)| {
+            let grad = grads
+                .param(name)
+                .ok_or_else(|| Error::invalid(format!("no gradient reached parameter '{name}'")))?;
             check_pair(name, param, grad)?;
             Ok(ParamGrad { name, param, grad })
         })

@@ -14,7 +14,9 @@ use crate::data::{Batcher, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::optim::{clip_factor, global_norm, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup};
+use crate::optim::{
+    clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup,
+};
 use crate::tensor::Tensor;
 
 enum Optimizer {
@@ -176,15 +178,8 @@ impl Trainer {
             (lg.loss.item()?, tape.backward(&out, lg.grad)?)
         };
         let step = self.step + 1;
-        let names: Vec<String> = self.model.store.names().map(str::to_string).collect();
-        let grad_refs = names
-            .iter()
-            .map(|n| {
-                grads
-                    .param(n)
-                    .ok_or_else(|| Error::invalid(format!("no gradient reached parameter '{n}'")))
-            })
-            .collect::<Result<Vec<&Tensor>>>()?;
+        let mut pairs = pair_with_store(&mut self.model.store, &grads)?;
+        let grad_refs: Vec<&Tensor> = pairs.iter().map(|p| p.grad).collect();
         let grad_norm = global_norm(&grad_refs)?;
         if !(loss.is_finite() && grad_norm.is_finite()) {
             return Err(Error::invalid(format!(
@@ -197,13 +192,6 @@ impl Trainer {
             .clip_norm
             .map_or(1.0, |c| clip_factor(grad_norm, c));
         let lr = self.optimizer.lr();
-        let mut pairs: Vec<ParamGrad<'_>> = self
-            .model
-            .store
-            .iter_mut()
-            .zip(&grad_refs)
-            .map(|((name, param), grad)| ParamGrad { name, param, grad })
-            .collect();
         self.optimizer.step(&mut pairs, scale)?;
         self.ema.update(self.model.store.iter())?;
         self.step = step;
