@@ -11,34 +11,59 @@ fn kernel(x: &[f32], y: &[f32]) -> f64 {
 
 /// The unbiased estimate of the squared maximum mean discrepancy under the cubic kernel.
 pub fn kernel_inception_distance(a: &Features<'_>, b: &Features<'_>) -> Result<f64> {
-    if a.dim != b.dim {
-        return Err(Error::invalid(format!(
-            "feature dimensions differ: {} vs {}",
-            a.dim, b.dim
-        )));
+    KidReference::new(b)?.distance(a)
+}
+
+/// One side of the kernel distance with its within-set mean computed once, so that several sets
+/// (samples, and real images for the floor) are compared with the same reference without
+/// recomputing its O(n^2) term.
+pub struct KidReference<'a> {
+    features: &'a Features<'a>,
+    within: f64,
+}
+
+impl<'a> KidReference<'a> {
+    pub fn new(features: &'a Features<'a>) -> Result<Self> {
+        let within = within_set_mean(features)?;
+        Ok(Self { features, within })
     }
-    let (m, n) = (a.rows(), b.rows());
-    if m < 2 || n < 2 {
+
+    /// The kernel distance between `a` and the reference.
+    pub fn distance(&self, a: &Features<'_>) -> Result<f64> {
+        let b = self.features;
+        if a.dim != b.dim {
+            return Err(Error::invalid(format!(
+                "feature dimensions differ: {} vs {}",
+                a.dim, b.dim
+            )));
+        }
+        let within_a = within_set_mean(a)?;
+        let (m, n) = (a.rows(), b.rows());
+        let mut cross = 0.0;
+        for i in 0..m {
+            for j in 0..n {
+                cross += kernel(a.row(i), b.row(j));
+            }
+        }
+        Ok(within_a + self.within - 2.0 * cross / (m as f64 * n as f64))
+    }
+}
+
+/// The mean kernel value over distinct pairs of one set (the unbiased within-set term).
+fn within_set_mean(f: &Features<'_>) -> Result<f64> {
+    let k = f.rows();
+    if k < 2 {
         return Err(Error::invalid(
             "the kernel distance needs at least two feature vectors per set",
         ));
     }
-    let within = |f: &Features<'_>, k: usize| {
-        let mut s = 0.0;
-        for i in 0..k {
-            for j in i + 1..k {
-                s += kernel(f.row(i), f.row(j));
-            }
-        }
-        2.0 * s / (k as f64 * (k as f64 - 1.0))
-    };
-    let mut cross = 0.0;
-    for i in 0..m {
-        for j in 0..n {
-            cross += kernel(a.row(i), b.row(j));
+    let mut s = 0.0;
+    for i in 0..k {
+        for j in i + 1..k {
+            s += kernel(f.row(i), f.row(j));
         }
     }
-    Ok(within(a, m) + within(b, n) - 2.0 * cross / (m as f64 * n as f64))
+    Ok(2.0 * s / (k as f64 * (k as f64 - 1.0)))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod report;
 
 pub use classifier::{accuracy_of, Classifier, ClassifierSpec, ClassifierTraining};
 pub use frechet::frechet_distance;
-pub use kid::kernel_inception_distance as kid;
+pub use kid::{kernel_inception_distance as kid, KidReference};
 pub use neighbours::{nearest_neighbours, Neighbour};
 pub use report::{
     evaluate, nearest_training_images, EvalOptions, EvalReport, Samples, EVAL_CSV_HEADER,

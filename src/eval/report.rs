@@ -4,7 +4,7 @@
 //! reference "floor" (the same distances for real training images) to read the numbers against.
 use super::classifier::{accuracy_of, Classifier};
 use super::neighbours::{nearest_neighbours, Neighbour};
-use super::{frechet_distance, kid, Features};
+use super::{frechet_distance, Features, KidReference};
 use crate::data::{epoch_permutation, Dataset, PixelRange};
 use crate::error::{Error, Result};
 
@@ -225,14 +225,15 @@ pub fn evaluate(
         .iter()
         .map(|n| n[0].distance)
         .collect();
+    let kid_reference = KidReference::new(&r)?;
     Ok(EvalReport {
         n_samples,
         n_reference: reference_idx.len(),
         feature_dim: dim,
         frechet: frechet_distance(&s, &r)?,
-        kid: kid(&s, &r)?,
+        kid: kid_reference.distance(&s)?,
         floor_frechet: frechet_distance(&f, &r)?,
-        floor_kid: kid(&f, &r)?,
+        floor_kid: kid_reference.distance(&f)?,
         test_accuracy: accuracy_of(&ref_logits, &reference_labels, classifier.spec.n_classes),
         nn_mean: mean(&nn),
         nn_median: median(&nn),
