@@ -5,11 +5,11 @@ mod common;
 use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::nn::conv::{
+use dalemeetslangevin::ops::conv::{
     conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
     conv2d_with_precision,
 };
-use dalemeetslangevin::nn::conv_precision::round_to_tf32;
+use dalemeetslangevin::ops::conv_precision::round_to_tf32;
 use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::{Device, Tensor};
 

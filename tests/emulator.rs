@@ -265,7 +265,7 @@ fn wmma_tf32_product() {
         random_vec(&mut rng, 128, -1.0, 1.0),
         random_vec(&mut rng, 256, -1.0, 1.0),
     );
-    let tf32 = dalemeetslangevin::nn::conv_precision::round_to_tf32;
+    let tf32 = dalemeetslangevin::ops::conv_precision::round_to_tf32;
     let mut want = vec![0.0; 256];
     for m in 0..16 {
         for n in 0..16 {

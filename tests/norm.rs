@@ -5,7 +5,7 @@ mod common;
 use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::nn::norm::{cond_instance_norm_pp, cond_instance_norm_pp_backward};
+use dalemeetslangevin::ops::norm::{cond_instance_norm_pp, cond_instance_norm_pp_backward};
 use dalemeetslangevin::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;

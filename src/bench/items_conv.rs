@@ -1,11 +1,11 @@
 //! `conv_fwd`, `conv_bwd_data`, `conv_bwd_weight` on every distinct convolution of the `paper`
-//! network at 28x28x1 (BENCH.md): one call of [`crate::nn::conv`] each, no bias.
+//! network at 28x28x1 (BENCH.md): one call of [`crate::ops::conv`] each, no bias.
 use super::network_trace::{ConvShape, NetworkTrace};
 use super::rotation::{normal, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::device::Device;
 use crate::error::Result;
-use crate::nn::conv::{self, Conv2dCfg};
+use crate::ops::conv::{self, Conv2dCfg};
 
 #[derive(Clone, Copy, Debug)]
 enum Pass {

@@ -5,7 +5,7 @@ use super::rotation::{levels, normal, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::device::Device;
 use crate::error::Result;
-use crate::nn::norm;
+use crate::ops::norm;
 
 pub(super) const KEY_ROOTS: &[&str] = &["cin_pp_fwd", "cin_pp_bwd"];
 

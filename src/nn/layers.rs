@@ -2,7 +2,7 @@
 //! initialisation ncsn's PyTorch model gets, and applies itself on a [`Tape`].
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::Result;
-use crate::nn::conv::Conv2dCfg;
+use crate::ops::conv::Conv2dCfg;
 
 /// `nn.Conv2d(c_in, c_out, kernel, padding, dilation, bias)`: parameters `{prefix}.weight`
 /// [c_out, c_in, k, k] and, with a bias, `{prefix}.bias` [c_out].

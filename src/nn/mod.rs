@@ -1,15 +1,8 @@
-//! The network's layers (SPEC section 9): each a forward and a backward function running the Rust
-//! reference on `cpu` and the kernels of the same family on `emu` and `cuda`, and the
-//! parameterised layers that register their weights in a [`crate::autograd::ParamStore`].
-pub mod conv;
-pub mod conv_precision;
-mod cpu_gemm;
+//! Layers and networks above the tape (SPEC section 9): parameterised layers that register their
+//! weights in a [`crate::autograd::ParamStore`] and call the tape's operations, and the NCSN
+//! network built from them. The kernel-level operations they use live in [`crate::ops`].
 pub mod layers;
 pub mod ncsn;
-pub mod norm;
-pub mod pool;
 
-pub use conv::Conv2dCfg;
-pub use conv_precision::ConvPrecision;
+pub use crate::ops::{Conv2dCfg, ConvPrecision, PoolCfg};
 pub use layers::{CondInstanceNormPp, Conv2d};
-pub use pool::PoolCfg;

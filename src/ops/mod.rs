@@ -1,13 +1,21 @@
-//! Tensor operations. Each runs the Rust reference on `cpu` and the kernel of the same name
-//! (`{op}_f32`) on `emu` and `cuda`.
+//! Kernel-level operations, below the autograd tape: each runs the Rust reference on `cpu` and
+//! the kernel of the same name (`{op}_f32`) on `emu` and `cuda`. One module per kernel family.
+pub mod conv;
+pub mod conv_precision;
+mod cpu_gemm;
 mod elementwise;
+pub mod norm;
+pub mod pool;
 mod random;
 mod reduce;
 mod softmax_xent;
 
+pub use conv::Conv2dCfg;
+pub use conv_precision::ConvPrecision;
 pub use elementwise::{
     add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
 };
+pub use pool::PoolCfg;
 pub use random::{normal, philox_words};
 pub use reduce::{mean, sum};
 pub use softmax_xent::softmax_cross_entropy;

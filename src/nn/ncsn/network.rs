@@ -13,7 +13,7 @@ use super::residual::ConditionalResidualBlock;
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::nn::conv::Conv2dCfg;
+use crate::ops::conv::Conv2dCfg;
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
 
 pub struct Ncsn {

@@ -3,9 +3,9 @@
 //! residual pooling (`CondCRPBlock`) and the `CondRefineBlock` that chains them.
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::{Error, Result};
-use crate::nn::conv::Conv2dCfg;
+use crate::ops::conv::Conv2dCfg;
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
-use crate::nn::pool::PoolCfg;
+use crate::ops::pool::PoolCfg;
 
 fn conv3x3(
     store: &mut ParamStore,
