@@ -22,6 +22,9 @@ pub enum Error {
     #[error("unknown kernel {0} (not exported by any kernels/*.cu)")]
     UnknownKernel(String),
 
+    #[error("kernel {kernel} launched with arguments that do not match its signature: {detail}")]
+    KernelArguments { kernel: String, detail: String },
+
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
 

@@ -5,12 +5,12 @@ mod common;
 use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::device::EmuSchedule;
+use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::ops::conv::{
     conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
     conv2d_with_precision,
 };
 use dalemeetslangevin::ops::conv_precision::round_to_tf32;
-use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::{Device, Tensor};
 
 /// (batch, c_in, h, w, c_out, kernel, padding, dilation): odd sizes, channels across the 64-wide

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use dalemeetslangevin::device::launch::{launch, Arg, LaunchGeometry};
+use dalemeetslangevin::device::launch::{launch, KernelArg, LaunchGeometry};
 use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::{Device, Error, Tensor};
 
@@ -24,7 +24,11 @@ fn block_reduction_with_barriers() {
                 &dev,
                 "selftest_block_sum_f32",
                 g,
-                &mut [Arg::In(&xt), Arg::Out(&mut out), Arg::I32(n as i32)],
+                &mut [
+                    KernelArg::In(xt.buffer()),
+                    KernelArg::Out(out.buffer_mut()),
+                    KernelArg::I32(n as i32),
+                ],
             )
             .unwrap();
             let want: Vec<f32> = x
@@ -66,10 +70,10 @@ fn shared_memory_transpose() {
                 "selftest_transpose_f32",
                 g,
                 &mut [
-                    Arg::In(&xt),
-                    Arg::Out(&mut out),
-                    Arg::I32(rows as i32),
-                    Arg::I32(cols as i32),
+                    KernelArg::In(xt.buffer()),
+                    KernelArg::Out(out.buffer_mut()),
+                    KernelArg::I32(rows as i32),
+                    KernelArg::I32(cols as i32),
                 ],
             )
             .unwrap();
@@ -97,10 +101,10 @@ fn warp_shuffle_reductions() {
             "selftest_warp_sum_f32",
             g,
             &mut [
-                Arg::In(&xt),
-                Arg::Out(&mut out),
-                Arg::Out(&mut all),
-                Arg::I32(n as i32),
+                KernelArg::In(xt.buffer()),
+                KernelArg::Out(out.buffer_mut()),
+                KernelArg::Out(all.buffer_mut()),
+                KernelArg::I32(n as i32),
             ],
         )
         .unwrap();
@@ -131,7 +135,7 @@ fn divergent_barrier_is_reported() {
         &EMU,
         "selftest_divergent_barrier_f32",
         g,
-        &mut [Arg::Out(&mut out), Arg::I32(40)],
+        &mut [KernelArg::Out(out.buffer_mut()), KernelArg::I32(40)],
     )
     .unwrap_err();
     match &err {
@@ -147,7 +151,7 @@ fn divergent_barrier_is_reported() {
         &EMU,
         "selftest_divergent_barrier_f32",
         g,
-        &mut [Arg::Out(&mut out), Arg::I32(64)],
+        &mut [KernelArg::Out(out.buffer_mut()), KernelArg::I32(64)],
     )
     .unwrap();
     assert!(out.to_vec().unwrap().iter().all(|&v| v == 2.0));
@@ -161,7 +165,7 @@ fn divergent_shuffle_is_reported() {
         &EMU,
         "selftest_divergent_shuffle_f32",
         g,
-        &mut [Arg::Out(&mut out)],
+        &mut [KernelArg::Out(out.buffer_mut())],
     )
     .unwrap_err();
     assert!(err.to_string().contains("had exited"), "{err}");
@@ -180,9 +184,9 @@ fn neighbour_race_shows(with_barrier: bool) -> bool {
             "selftest_neighbour_f32",
             g,
             &mut [
-                Arg::In(&xt),
-                Arg::Out(&mut out),
-                Arg::I32(with_barrier as i32),
+                KernelArg::In(xt.buffer()),
+                KernelArg::Out(out.buffer_mut()),
+                KernelArg::I32(with_barrier as i32),
             ],
         )
         .unwrap();
@@ -220,7 +224,11 @@ fn bad_launches_are_errors() {
         &EMU,
         "fill_f32",
         g,
-        &mut [Arg::Out(&mut out), Arg::F32(0.0), Arg::U64(4)],
+        &mut [
+            KernelArg::Out(out.buffer_mut()),
+            KernelArg::F32(0.0),
+            KernelArg::U64(4),
+        ],
     )
     .unwrap_err();
     assert!(err.to_string().contains("1024 threads"), "{err}");
@@ -246,11 +254,11 @@ fn wmma_tf32(
         "selftest_wmma_tf32_f32",
         LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0),
         &mut [
-            Arg::In(&at),
-            Arg::In(&bt),
-            Arg::In(&ct),
-            Arg::Out(&mut d),
-            Arg::I32(active),
+            KernelArg::In(at.buffer()),
+            KernelArg::In(bt.buffer()),
+            KernelArg::In(ct.buffer()),
+            KernelArg::Out(d.buffer_mut()),
+            KernelArg::I32(active),
         ],
     )?;
     d.to_vec()

@@ -4,10 +4,10 @@ mod common;
 
 use common::gradcheck::check_gradients;
 use common::*;
+use dalemeetslangevin::nn::PoolCfg;
 use dalemeetslangevin::ops::pool::{
     avg_pool2d, avg_pool2d_backward, upsample_bilinear, upsample_bilinear_backward,
 };
-use dalemeetslangevin::nn::PoolCfg;
 use dalemeetslangevin::{Device, Tensor};
 
 const POOLS: &[(PoolCfg, [usize; 4])] = &[

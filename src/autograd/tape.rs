@@ -9,10 +9,10 @@ use std::rc::Rc;
 
 use super::params::ParamStore;
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::ops::conv::{self, Conv2dCfg};
 use crate::ops::norm::{self, CinPpSaved};
 use crate::ops::pool::{self, PoolCfg};
-use crate::ops;
 use crate::tensor::Tensor;
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::sys::{CUfunction, CUfunction_attribute_enum, CUmodule};
 use cudarc::driver::{result, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
-use super::launch::{Arg, LaunchGeometry};
+use super::launch::{Buffer, BufferMut, KernelArg, LaunchGeometry};
 use crate::error::{Error, Result};
 
 /// One embedded module: a fatbin compiled from `kernels/<name>.cu`.
@@ -182,7 +182,7 @@ impl CudaDevice {
         &self,
         kernel: &str,
         g: LaunchGeometry,
-        args: &mut [Arg<'_>],
+        args: &mut [KernelArg<'_>],
     ) -> Result<()> {
         let f = self.function(kernel)?;
         self.ctx
@@ -208,17 +208,19 @@ impl CudaDevice {
         let mut slots = Vec::with_capacity(args.len());
         for a in args.iter_mut() {
             slots.push(match a {
-                Arg::In(t) => {
-                    let (p, guard) = t.cuda_slice()?.device_ptr(&self.stream);
+                KernelArg::In(Buffer::Cuda(s)) => {
+                    let (p, guard) = s.device_ptr(&self.stream);
                     guards.push(guard);
                     p
                 }
-                Arg::Out(t) => {
-                    let (p, guard) = t.cuda_slice_mut()?.device_ptr_mut(&self.stream);
+                KernelArg::Out(BufferMut::Cuda(s)) | KernelArg::OutWords(BufferMut::Cuda(s)) => {
+                    let (p, guard) = s.device_ptr_mut(&self.stream);
                     guards.push(guard);
                     p
                 }
-                scalar => scalar.scalar_bits().expect("not a tensor"),
+                scalar => scalar.scalar_bits().ok_or_else(|| {
+                    Error::invalid(format!("kernel {kernel}: host memory passed to the GPU"))
+                })?,
             });
         }
         let mut params = super::launch::param_ptrs(&mut slots);

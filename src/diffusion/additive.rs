@@ -7,9 +7,9 @@ use super::geometry;
 use super::samplers::{additive_langevin_step, StepNoise};
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
-use crate::device::launch::{launch, Arg};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 

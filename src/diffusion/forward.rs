@@ -2,9 +2,9 @@
 //! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
 use super::geometry;
 use super::schedule::Schedule;
-use crate::device::launch::{launch, Arg};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 

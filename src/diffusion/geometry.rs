@@ -1,5 +1,5 @@
 //! Launch geometry of the kernels in kernels/gbm.cu and kernels/loss.cu, in one place.
-use crate::device::launch::LaunchGeometry;
+use crate::ops::launch::LaunchGeometry;
 
 /// Blocks of the first pass of a fused loss or of a counting step: fixed for a given size, so
 /// the order of the partial sums (and hence the bits of the result) is fixed too.

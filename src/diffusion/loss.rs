@@ -5,10 +5,10 @@
 use super::forward::batch_layout;
 use super::geometry;
 use super::score::Parameterisation;
-use crate::device::launch::{launch, Arg};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::ops::launch::{launch, Arg};
 use crate::tensor::Tensor;
 
 /// The per-level weight `w_k` of the M-DSM loss (SPEC section 3).

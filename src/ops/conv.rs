@@ -7,9 +7,9 @@
 //! [`ConvPrecision`] the process chose (fp32 unless `DML_CONV_PRECISION=tf32`).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Padding and dilation of a stride-1 convolution (the kernel size comes from the weight).

@@ -1,7 +1,7 @@
 //! Element-wise operations (kernels/elementwise.cu).
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 fn unary(x: &Tensor, kernel: &str, f: impl Fn(f32) -> f32) -> Result<Tensor> {

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod conv_precision;
 mod cpu_gemm;
 mod elementwise;
+pub(crate) mod launch;
 pub mod norm;
 pub mod pool;
 mod random;

@@ -13,9 +13,9 @@
 //! [n_classes, 3C], exactly ncsn's `embed.weight` (split by `chunk(3, dim=-1)`), so parameters load
 //! from and compare with PyTorch without reshuffling. Levels are an f32 tensor [N] of integer
 //! values; a value that is not an integer in [0, n_classes) makes that sample's output NaN.
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// The variance epsilon of both normalisations (PyTorch's default, used by ncsn).

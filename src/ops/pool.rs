@@ -5,9 +5,9 @@
 //!   mean-pool (the average of the four subsamples `x[::2, ::2]`, ...) is [`PoolCfg::MEAN_POOL_2X2`]
 //!   on even sizes; chained residual pooling uses [`PoolCfg::CRP_5X5`].
 //! - [`upsample_bilinear`] is `F.interpolate(x, size, mode='bilinear', align_corners=True)`.
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// A square average-pooling window.

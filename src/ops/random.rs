@@ -1,7 +1,7 @@
 //! Philox normals on every backend (SPEC section 5).
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::rng;
 use crate::tensor::Tensor;
 
@@ -59,7 +59,7 @@ pub fn philox_words(
                 "philox_bits_u32",
                 LaunchGeometry::elementwise(n),
                 &mut [
-                    Arg::Out(&mut out),
+                    Arg::OutWords(&mut out),
                     Arg::U64(seed),
                     Arg::U32(stream),
                     Arg::U32(step),

@@ -1,8 +1,8 @@
 //! Deterministic reductions: a fixed number of blocks each sum a grid-stride share, then one
 //! block sums the partials, so the same input always gives the same bits.
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Partial sums per block in the first pass.

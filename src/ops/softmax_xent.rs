@@ -1,8 +1,8 @@
 //! Softmax cross-entropy with its gradient in one pass (kernels/softmax.cu), for the classifier
 //! whose features the evaluation metrics use (SPEC section 10).
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Mean cross-entropy of `logits` [B, K] against integer `labels` [B] (as floats), and its

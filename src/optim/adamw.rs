@@ -3,9 +3,9 @@ use std::collections::BTreeMap;
 
 use super::{check_pair, ParamGrad, Warmup};
 use crate::checkpoint::Checkpoint;
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

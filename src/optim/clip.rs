@@ -1,9 +1,9 @@
 //! Global-norm gradient clipping: one norm over all gradients, every gradient scaled by the same
 //! factor. The norm is a deterministic reduction (the pattern of `crate::ops::sum`): a fixed
 //! number of partial sums per tensor, all in one buffer, summed by one block in a fixed order.
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Partial sums per tensor in the first pass.

@@ -8,9 +8,9 @@
 //! f32 range, so a weight never underflows to zero (which would reopen the additive rule).
 use super::{check_pair, ParamGrad, Warmup};
 use crate::checkpoint::Checkpoint;
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoint;
-use crate::device::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 pub struct Ema {

@@ -7,6 +7,7 @@ pub mod memory;
 
 use cudarc::driver::CudaSlice;
 
+use crate::device::launch::{Buffer, BufferMut};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -155,24 +156,19 @@ impl Tensor {
         }
     }
 
-    pub(crate) fn host_ptr(&self) -> *const f32 {
+    /// The memory a kernel reads this tensor from.
+    pub fn buffer(&self) -> Buffer<'_> {
         match &self.storage {
-            Storage::Host(v) => v.as_ptr(),
-            Storage::Cuda(_) => std::ptr::null(),
+            Storage::Host(v) => Buffer::Host(v),
+            Storage::Cuda(s) => Buffer::Cuda(s),
         }
     }
 
-    pub(crate) fn cuda_slice(&self) -> Result<&CudaSlice<f32>> {
-        match &self.storage {
-            Storage::Cuda(s) => Ok(s),
-            Storage::Host(_) => Err(Error::invalid("device pointer of a host tensor")),
-        }
-    }
-
-    pub(crate) fn cuda_slice_mut(&mut self) -> Result<&mut CudaSlice<f32>> {
+    /// The memory a kernel writes this tensor into.
+    pub fn buffer_mut(&mut self) -> BufferMut<'_> {
         match &mut self.storage {
-            Storage::Cuda(s) => Ok(s),
-            Storage::Host(_) => Err(Error::invalid("device pointer of a host tensor")),
+            Storage::Host(v) => BufferMut::Host(v),
+            Storage::Cuda(s) => BufferMut::Cuda(s),
         }
     }
 

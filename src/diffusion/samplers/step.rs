@@ -1,10 +1,10 @@
 //! One fused sampler step per kernel (SPEC section 4): read `x` and the score, draw the normal in
 //! registers from Philox, update `x` in place. The coefficients are folded on the host so that
 //! the kernels stay generic (the mirrored Langevin iteration of SPEC 6 reuses the Dale kernel).
-use crate::device::launch::{launch, Arg};
 use crate::device::Device;
 use crate::diffusion::geometry;
 use crate::error::{Error, Result};
+use crate::ops::launch::{launch, Arg};
 use crate::rng;
 use crate::tensor::Tensor;
 
@@ -218,7 +218,7 @@ pub fn sign_agnostic_step(
                 &mut [
                     Arg::Out(x),
                     Arg::In(h),
-                    Arg::Out(&mut flips.count),
+                    Arg::OutWords(&mut flips.count),
                     Arg::F32(c.drift),
                     Arg::F32(c.score),
                     Arg::F32(c.noise),

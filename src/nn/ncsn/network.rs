@@ -13,8 +13,8 @@ use super::residual::ConditionalResidualBlock;
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::conv::Conv2dCfg;
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
+use crate::ops::conv::Conv2dCfg;
 
 pub struct Ncsn {
     config: NcsnConfig,

@@ -3,8 +3,8 @@
 //! residual pooling (`CondCRPBlock`) and the `CondRefineBlock` that chains them.
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::conv::Conv2dCfg;
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
+use crate::ops::conv::Conv2dCfg;
 use crate::ops::pool::PoolCfg;
 
 fn conv3x3(

@@ -9,8 +9,8 @@
 use super::config::ResidualSpec;
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::conv::Conv2dCfg;
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
+use crate::ops::conv::Conv2dCfg;
 use crate::ops::pool::PoolCfg;
 
 /// A convolution optionally followed by ncsn's 2x2 mean pool (`ConvMeanPool`, whose convolution

@@ -1,0 +1,66 @@
+//! Tensors as kernel arguments: the one place ops/ reaches the device layer's checked
+//! [`crate::device::launch::launch`]. A tensor must live on the launching device (the same GPU,
+//! not only a GPU); the device layer then checks the arguments against the kernel's signature.
+use crate::device::launch::{self, KernelArg};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+pub use crate::device::launch::LaunchGeometry;
+
+/// A kernel argument, by the parameter type it is passed as.
+pub enum Arg<'a> {
+    /// `const float*`.
+    In(&'a Tensor),
+    /// `float*`.
+    Out(&'a mut Tensor),
+    /// `uint32_t*`: words carried in the tensor's f32 storage.
+    OutWords(&'a mut Tensor),
+    F32(f32),
+    I32(i32),
+    U32(u32),
+    U64(u64),
+}
+
+impl Arg<'_> {
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Arg::In(t) => Some(t),
+            Arg::Out(t) | Arg::OutWords(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Launches `kernel` on `device` with `args` (see the module doc).
+pub fn launch(
+    device: &Device,
+    kernel: &str,
+    geometry: LaunchGeometry,
+    args: &mut [Arg<'_>],
+) -> Result<()> {
+    if let Some(t) = args
+        .iter()
+        .filter_map(Arg::tensor)
+        .find(|t| !t.device().same(device))
+    {
+        return Err(Error::DeviceMismatch {
+            op: "launch",
+            a: device.to_string(),
+            b: t.device().to_string(),
+        });
+    }
+    let mut kernel_args: Vec<KernelArg<'_>> = args
+        .iter_mut()
+        .map(|a| match a {
+            Arg::In(t) => KernelArg::In(t.buffer()),
+            Arg::Out(t) => KernelArg::Out(t.buffer_mut()),
+            Arg::OutWords(t) => KernelArg::OutWords(t.buffer_mut()),
+            Arg::F32(v) => KernelArg::F32(*v),
+            Arg::I32(v) => KernelArg::I32(*v),
+            Arg::U32(v) => KernelArg::U32(*v),
+            Arg::U64(v) => KernelArg::U64(*v),
+        })
+        .collect();
+    launch::launch(device, kernel, geometry, &mut kernel_args)
+}

@@ -1,0 +1,133 @@
+//! Every launch is checked against the kernel's CUDA signature (build.rs reads it from
+//! kernels/*.cu): a wrong count, a wrong scalar type, a const buffer for a written parameter or an
+//! unknown kernel is an error before anything runs, on every kernel device.
+mod common;
+
+use common::*;
+use dalemeetslangevin::device::launch::{
+    check_arguments, launch, signature, KernelArg, LaunchGeometry, ParamType,
+};
+use dalemeetslangevin::{Device, Error, Tensor};
+
+#[test]
+fn the_signature_table_is_read_from_the_kernel_source() {
+    let sig = signature("add_f32").unwrap();
+    let types: Vec<ParamType> = sig.params.iter().map(|(_, t)| *t).collect();
+    assert_eq!(
+        types,
+        [
+            ParamType::ConstF32Ptr,
+            ParamType::ConstF32Ptr,
+            ParamType::MutF32Ptr,
+            ParamType::F32,
+            ParamType::F32,
+            ParamType::U64
+        ]
+    );
+    assert_eq!(sig.params[2].0, "out");
+    let words = signature("philox_bits_u32").unwrap();
+    assert_eq!(words.params[0].1, ParamType::MutU32Ptr);
+    assert!(matches!(
+        signature("no_such_kernel"),
+        Err(Error::UnknownKernel(_))
+    ));
+}
+
+/// `add_f32(const float* a, const float* b, float* out, float alpha, float beta, uint64_t n)`,
+/// called wrongly in each way the check knows, then rightly.
+#[test]
+fn wrong_launches_are_errors_before_the_kernel_runs() {
+    for dev in kernel_devices("wrong_launches") {
+        let a = Tensor::from_slice(&[1.0, 2.0, 3.0], &[3], &dev).unwrap();
+        let b = Tensor::from_slice(&[4.0, 5.0, 6.0], &[3], &dev).unwrap();
+        let mut out = Tensor::from_slice(&[7.0; 3], &[3], &dev).unwrap();
+        let g = LaunchGeometry::elementwise(3);
+        let expect = |args: &mut [KernelArg<'_>], says: &str| {
+            let err = launch(&dev, "add_f32", g, args).unwrap_err();
+            assert!(
+                matches!(err, Error::KernelArguments { .. }) && err.to_string().contains(says),
+                "on {dev}: {err}"
+            );
+        };
+        // One argument short.
+        expect(
+            &mut [
+                KernelArg::In(a.buffer()),
+                KernelArg::In(b.buffer()),
+                KernelArg::Out(out.buffer_mut()),
+                KernelArg::F32(1.0),
+                KernelArg::F32(1.0),
+            ],
+            "5 arguments given, the kernel takes 6",
+        );
+        // n as a 32-bit value where the kernel reads 64 bits.
+        expect(
+            &mut [
+                KernelArg::In(a.buffer()),
+                KernelArg::In(b.buffer()),
+                KernelArg::Out(out.buffer_mut()),
+                KernelArg::F32(1.0),
+                KernelArg::F32(1.0),
+                KernelArg::U32(3),
+            ],
+            "argument 5 (`n`) is uint64_t, given uint32_t",
+        );
+        // The output passed read-only.
+        expect(
+            &mut [
+                KernelArg::In(a.buffer()),
+                KernelArg::In(b.buffer()),
+                KernelArg::In(a.buffer()),
+                KernelArg::F32(1.0),
+                KernelArg::F32(1.0),
+                KernelArg::U64(3),
+            ],
+            "argument 2 (`out`) is float*, given const float*",
+        );
+        // Nothing was written by the refused launches; the right one runs.
+        assert_eq!(out.to_vec().unwrap(), [7.0; 3], "on {dev}");
+        launch(
+            &dev,
+            "add_f32",
+            g,
+            &mut [
+                KernelArg::In(a.buffer()),
+                KernelArg::In(b.buffer()),
+                KernelArg::Out(out.buffer_mut()),
+                KernelArg::F32(1.0),
+                KernelArg::F32(2.0),
+                KernelArg::U64(3),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out.to_vec().unwrap(), [9.0, 12.0, 15.0], "on {dev}");
+        assert!(matches!(
+            launch(&dev, "no_such_kernel", g, &mut []),
+            Err(Error::UnknownKernel(_))
+        ));
+    }
+}
+
+#[test]
+fn memory_of_another_backend_is_refused() {
+    let host = Tensor::from_slice(&[1.0], &[1], &Device::Cpu).unwrap();
+    let mut out = Tensor::from_slice(&[0.0], &[1], &Device::Cpu).unwrap();
+    let args = [
+        KernelArg::In(host.buffer()),
+        KernelArg::Out(out.buffer_mut()),
+        KernelArg::U64(1),
+    ];
+    check_arguments("copy_f32", &args).unwrap();
+    for dev in kernel_devices("other_backend") {
+        if dev.is_host() {
+            continue;
+        }
+        let mut args = [
+            KernelArg::In(host.buffer()),
+            KernelArg::Out(out.buffer_mut()),
+            KernelArg::U64(1),
+        ];
+        let err = launch(&dev, "copy_f32", LaunchGeometry::elementwise(1), &mut args).unwrap_err();
+        assert!(err.to_string().contains("another backend"), "{err}");
+    }
+}
