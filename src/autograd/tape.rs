@@ -3,16 +3,16 @@
 //!
 //! A [`Var`] carries its value and, when a gradient can flow to it, the index of its node. Values
 //! are reference counted, so in inference mode ([`Tape::inference`]), where nothing is recorded,
-//! an activation is freed as soon as the last `Var` holding it is dropped.
+//! an activation is freed as soon as the last `Var` holding it is dropped. What a node does in the
+//! backward pass is its operation's business ([`BackwardOp`], one file per operation under
+//! autograd/ops/): the tape only records and walks.
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::backward::{BackwardOp, InputGrads};
 use super::params::ParamStore;
 use crate::error::{Error, Result};
-use crate::ops;
-use crate::ops::conv::{self, Conv2dCfg};
-use crate::ops::norm::{self, CinPpSaved};
-use crate::ops::pool::{self, PoolCfg};
+use crate::ops::{self, Conv2dCfg};
 use crate::tensor::Tensor;
 
 #[derive(Clone)]
@@ -27,6 +27,11 @@ pub struct Var<'p> {
     id: Option<usize>,
     value: Value<'p>,
 }
+
+/// Where a gradient for a value goes: its node on the tape, or nowhere (a constant). What a
+/// [`BackwardOp`] keeps of an input whose value its backward pass does not need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node(pub(super) Option<usize>);
 
 impl<'p> Var<'p> {
     pub fn value(&self) -> &Tensor {
@@ -44,6 +49,11 @@ impl<'p> Var<'p> {
     pub fn requires_grad(&self) -> bool {
         self.id.is_some()
     }
+
+    /// This value's node, for a backward pass.
+    pub fn node(&self) -> Node {
+        Node(self.id)
+    }
 }
 
 impl std::fmt::Debug for Var<'_> {
@@ -52,44 +62,10 @@ impl std::fmt::Debug for Var<'_> {
     }
 }
 
-/// How a node was computed; parents are kept as `Var`s where backward needs their values, as
-/// node ids (None: no gradient wanted) where it does not.
-enum Op<'p> {
+enum Entry<'p> {
     Leaf,
     Param(String),
-    Conv2d {
-        x: Var<'p>,
-        w: Var<'p>,
-        bias: Option<usize>,
-        cfg: Conv2dCfg,
-    },
-    Elu(Var<'p>),
-    Axpby {
-        a: Option<usize>,
-        alpha: f32,
-        b: Option<usize>,
-        beta: f32,
-    },
-    Affine {
-        x: Option<usize>,
-        alpha: f32,
-    },
-    Mul(Var<'p>, Var<'p>),
-    CondInstanceNormPp {
-        x: Var<'p>,
-        levels: Var<'p>,
-        embed: Var<'p>,
-        saved: CinPpSaved,
-    },
-    AvgPool2d {
-        x: Option<usize>,
-        x_shape: Vec<usize>,
-        cfg: PoolCfg,
-    },
-    UpsampleBilinear {
-        x: Option<usize>,
-        x_shape: Vec<usize>,
-    },
+    Op(Box<dyn BackwardOp<'p> + 'p>),
 }
 
 /// A convolution or CIN++ call the tape recorded, by shape: what the benchmarks time layer by
@@ -110,7 +86,7 @@ pub enum RecordedLayer {
 pub struct Tape<'p> {
     params: &'p ParamStore,
     recording: bool,
-    nodes: Vec<Op<'p>>,
+    nodes: Vec<Entry<'p>>,
     param_vars: HashMap<String, Var<'p>>,
 }
 
@@ -125,11 +101,6 @@ impl Gradients {
     /// The gradient of a parameter; None when the output does not depend on it.
     pub fn param(&self, name: &str) -> Option<&Tensor> {
         self.params.get(name)
-    }
-
-    /// Moves a parameter's gradient out (for optimisers that consume it).
-    pub fn take_param(&mut self, name: &str) -> Option<Tensor> {
-        self.params.remove(name)
     }
 
     /// The gradient of a leaf made by [`Tape::leaf`].
@@ -169,10 +140,6 @@ impl<'p> Tape<'p> {
         }
     }
 
-    pub fn is_recording(&self) -> bool {
-        self.recording
-    }
-
     pub fn params(&self) -> &'p ParamStore {
         self.params
     }
@@ -190,35 +157,32 @@ impl<'p> Tape<'p> {
     pub fn recorded_layers(&self) -> Vec<RecordedLayer> {
         self.nodes
             .iter()
-            .filter_map(|op| match op {
-                Op::Conv2d { x, w, cfg, .. } => Some(RecordedLayer::Conv2d {
-                    x_shape: x.shape().to_vec(),
-                    w_shape: w.shape().to_vec(),
-                    cfg: *cfg,
-                }),
-                Op::CondInstanceNormPp { x, embed, .. } => {
-                    Some(RecordedLayer::CondInstanceNormPp {
-                        x_shape: x.shape().to_vec(),
-                        embed_shape: embed.shape().to_vec(),
-                    })
-                }
+            .filter_map(|entry| match entry {
+                Entry::Op(op) => op.layer(),
                 _ => None,
             })
             .collect()
     }
 
-    fn push(&mut self, op: Op<'p>, value: Value<'p>) -> Var<'p> {
-        self.nodes.push(op);
+    fn push(&mut self, entry: Entry<'p>, value: Value<'p>) -> Var<'p> {
+        self.nodes.push(entry);
         Var {
             id: Some(self.nodes.len() - 1),
             value,
         }
     }
 
-    /// Records `op` when recording and some parent wants a gradient, else returns a constant.
-    fn record(&mut self, wants_grad: bool, value: Tensor, op: impl FnOnce() -> Op<'p>) -> Var<'p> {
-        if self.recording && wants_grad {
-            self.push(op(), owned(value))
+    /// The result `value` of an operation on `inputs`: recorded with the backward pass `op`
+    /// builds when the tape records and some input wants a gradient, else a constant (and `op`
+    /// is never built).
+    pub fn apply(
+        &mut self,
+        value: Tensor,
+        inputs: &[&Var<'p>],
+        op: impl FnOnce() -> Box<dyn BackwardOp<'p> + 'p>,
+    ) -> Var<'p> {
+        if self.recording && inputs.iter().any(|v| v.requires_grad()) {
+            self.push(Entry::Op(op()), owned(value))
         } else {
             self.constant(value)
         }
@@ -231,7 +195,7 @@ impl<'p> Tape<'p> {
         }
         let t = self.params.get(name)?;
         let var = if self.recording {
-            self.push(Op::Param(name.to_string()), Value::Param(t))
+            self.push(Entry::Param(name.to_string()), Value::Param(t))
         } else {
             Var {
                 id: None,
@@ -245,7 +209,7 @@ impl<'p> Tape<'p> {
     /// An input whose gradient [`Gradients::wrt`] will return.
     pub fn leaf(&mut self, t: Tensor) -> Var<'p> {
         if self.recording {
-            self.push(Op::Leaf, owned(t))
+            self.push(Entry::Leaf, owned(t))
         } else {
             self.constant(t)
         }
@@ -257,109 +221,6 @@ impl<'p> Tape<'p> {
             id: None,
             value: owned(t),
         }
-    }
-
-    /// [`conv::conv2d`]: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], `bias` [C_out].
-    pub fn conv2d(
-        &mut self,
-        x: &Var<'p>,
-        w: &Var<'p>,
-        bias: Option<&Var<'p>>,
-        cfg: Conv2dCfg,
-    ) -> Result<Var<'p>> {
-        let y = conv::conv2d(x.value(), w.value(), bias.map(Var::value), cfg)?;
-        let bias_id = bias.and_then(|b| b.id);
-        let wants = x.id.is_some() || w.id.is_some() || bias_id.is_some();
-        Ok(self.record(wants, y, || Op::Conv2d {
-            x: x.clone(),
-            w: w.clone(),
-            bias: bias_id,
-            cfg,
-        }))
-    }
-
-    /// ELU with alpha 1 (SPEC section 9).
-    pub fn elu(&mut self, x: &Var<'p>) -> Result<Var<'p>> {
-        let y = ops::elu(x.value())?;
-        Ok(self.record(x.id.is_some(), y, || Op::Elu(x.clone())))
-    }
-
-    /// `alpha a + beta b`.
-    pub fn axpby(&mut self, alpha: f32, a: &Var<'p>, beta: f32, b: &Var<'p>) -> Result<Var<'p>> {
-        let y = ops::axpby(alpha, a.value(), beta, b.value())?;
-        Ok(
-            self.record(a.id.is_some() || b.id.is_some(), y, || Op::Axpby {
-                a: a.id,
-                alpha,
-                b: b.id,
-                beta,
-            }),
-        )
-    }
-
-    /// `a + b` (the residual connections).
-    pub fn add(&mut self, a: &Var<'p>, b: &Var<'p>) -> Result<Var<'p>> {
-        self.axpby(1.0, a, 1.0, b)
-    }
-
-    pub fn sub(&mut self, a: &Var<'p>, b: &Var<'p>) -> Result<Var<'p>> {
-        self.axpby(1.0, a, -1.0, b)
-    }
-
-    /// `alpha x + beta` (e.g. ncsn's input map `2 x - 1`).
-    pub fn affine(&mut self, x: &Var<'p>, alpha: f32, beta: f32) -> Result<Var<'p>> {
-        let y = ops::scale(x.value(), alpha, beta)?;
-        Ok(self.record(x.id.is_some(), y, || Op::Affine { x: x.id, alpha }))
-    }
-
-    /// `alpha x`.
-    pub fn scale(&mut self, x: &Var<'p>, alpha: f32) -> Result<Var<'p>> {
-        self.affine(x, alpha, 0.0)
-    }
-
-    /// The element-wise product.
-    pub fn mul(&mut self, a: &Var<'p>, b: &Var<'p>) -> Result<Var<'p>> {
-        let y = ops::mul(a.value(), b.value())?;
-        Ok(self.record(a.id.is_some() || b.id.is_some(), y, || {
-            Op::Mul(a.clone(), b.clone())
-        }))
-    }
-
-    /// [`norm::cond_instance_norm_pp`]: `levels` [N] (integer values, a constant), `embed`
-    /// [n_classes, 3C] (gamma | alpha | beta).
-    pub fn cond_instance_norm_pp(
-        &mut self,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-        embed: &Var<'p>,
-    ) -> Result<Var<'p>> {
-        let (y, saved) = norm::cond_instance_norm_pp(x.value(), levels.value(), embed.value())?;
-        let wants = x.id.is_some() || embed.id.is_some();
-        Ok(self.record(wants, y, || Op::CondInstanceNormPp {
-            x: x.clone(),
-            levels: levels.clone(),
-            embed: embed.clone(),
-            saved,
-        }))
-    }
-
-    /// [`pool::avg_pool2d`] (count_include_pad=True).
-    pub fn avg_pool2d(&mut self, x: &Var<'p>, cfg: PoolCfg) -> Result<Var<'p>> {
-        let y = pool::avg_pool2d(x.value(), cfg)?;
-        Ok(self.record(x.id.is_some(), y, || Op::AvgPool2d {
-            x: x.id,
-            x_shape: x.shape().to_vec(),
-            cfg,
-        }))
-    }
-
-    /// [`pool::upsample_bilinear`] to `size` = (height, width), align_corners=True.
-    pub fn upsample_bilinear(&mut self, x: &Var<'p>, size: (usize, usize)) -> Result<Var<'p>> {
-        let y = pool::upsample_bilinear(x.value(), size)?;
-        Ok(self.record(x.id.is_some(), y, || Op::UpsampleBilinear {
-            x: x.id,
-            x_shape: x.shape().to_vec(),
-        }))
     }
 
     /// Back-propagates `grad_out` = dL/d`out` through the tape, consuming it (saved activations
@@ -382,11 +243,23 @@ impl<'p> Tape<'p> {
         let mut grads: Vec<Option<Tensor>> = (0..self.nodes.len()).map(|_| None).collect();
         grads[out_id] = Some(grad_out);
         let mut result = Gradients::default();
-        while let Some(op) = self.nodes.pop() {
+        while let Some(entry) = self.nodes.pop() {
             let id = self.nodes.len();
             let Some(g) = grads[id].take() else { continue };
-            for (parent, pg) in backward_op(op, g, id, &mut result)? {
-                accumulate(&mut grads[parent], pg)?;
+            match entry {
+                Entry::Leaf => {
+                    result.leaves.insert(id, g);
+                }
+                Entry::Param(name) => {
+                    result.params.insert(name, g);
+                }
+                Entry::Op(op) => {
+                    let mut inputs = InputGrads::default();
+                    op.backward(g, &mut inputs)?;
+                    for (parent, pg) in inputs.grads {
+                        accumulate(&mut grads[parent], pg)?;
+                    }
+                }
             }
         }
         Ok(result)
@@ -399,102 +272,4 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
         None => g,
     });
     Ok(())
-}
-
-/// The gradients `op` passes to its parents, given the gradient `g` of its output. Leaves and
-/// parameters deposit theirs in `result`.
-fn backward_op(
-    op: Op<'_>,
-    g: Tensor,
-    id: usize,
-    result: &mut Gradients,
-) -> Result<Vec<(usize, Tensor)>> {
-    let mut out = Vec::new();
-    match op {
-        Op::Leaf => {
-            result.leaves.insert(id, g);
-        }
-        Op::Param(name) => {
-            result.params.insert(name, g);
-        }
-        Op::Conv2d { x, w, bias, cfg } => {
-            if let Some(b) = bias {
-                out.push((b, conv::conv2d_backward_bias(&g)?));
-            }
-            if let Some(wid) = w.id {
-                out.push((
-                    wid,
-                    conv::conv2d_backward_weight(&g, x.value(), w.shape(), cfg)?,
-                ));
-            }
-            if let Some(xid) = x.id {
-                out.push((
-                    xid,
-                    conv::conv2d_backward_data(&g, w.value(), x.shape(), cfg)?,
-                ));
-            }
-        }
-        Op::Elu(x) => {
-            if let Some(xid) = x.id {
-                out.push((xid, ops::elu_backward(x.value(), &g)?));
-            }
-        }
-        Op::Axpby { a, alpha, b, beta } => {
-            if let Some(bid) = b {
-                out.push((bid, ops::scale(&g, beta, 0.0)?));
-            }
-            if let Some(aid) = a {
-                let ga = if alpha == 1.0 {
-                    g
-                } else {
-                    ops::scale(&g, alpha, 0.0)?
-                };
-                out.push((aid, ga));
-            }
-        }
-        Op::Affine { x, alpha } => {
-            if let Some(xid) = x {
-                out.push((xid, ops::scale(&g, alpha, 0.0)?));
-            }
-        }
-        Op::Mul(a, b) => {
-            if let Some(aid) = a.id {
-                out.push((aid, ops::mul(&g, b.value())?));
-            }
-            if let Some(bid) = b.id {
-                out.push((bid, ops::mul(&g, a.value())?));
-            }
-        }
-        Op::CondInstanceNormPp {
-            x,
-            levels,
-            embed,
-            saved,
-        } => {
-            let (dx, dembed) = norm::cond_instance_norm_pp_backward(
-                &g,
-                x.value(),
-                levels.value(),
-                embed.value(),
-                &saved,
-            )?;
-            if let Some(eid) = embed.id {
-                out.push((eid, dembed));
-            }
-            if let Some(xid) = x.id {
-                out.push((xid, dx));
-            }
-        }
-        Op::AvgPool2d { x, x_shape, cfg } => {
-            if let Some(xid) = x {
-                out.push((xid, pool::avg_pool2d_backward(&g, &x_shape, cfg)?));
-            }
-        }
-        Op::UpsampleBilinear { x, x_shape } => {
-            if let Some(xid) = x {
-                out.push((xid, pool::upsample_bilinear_backward(&g, &x_shape)?));
-            }
-        }
-    }
-    Ok(out)
 }
