@@ -1,4 +1,4 @@
-//! Builds the kernels twice (DESIGN.md sections 2 and 4):
+//! Builds the kernels twice (docs/DESIGN.md sections 2 and 4):
 //! - for the host, with the CUDA emulator header, into a static library the `emu` backend calls;
 //! - with nvcc, when one is found, into one fatbin per kernels/*.cu embedded in the binary;
 //!

@@ -1,4 +1,4 @@
-// elementwise.cu: the tensor basics every later family needs (issue 2): fill, copy, add, mul,
+// elementwise.cu: the tensor basics every later family needs: fill, copy, add, mul,
 // scale, exp, log, ELU and its backward, sum reduction, and Philox normals.
 // One thread per element with a grid-stride loop; the geometry is chosen in src/device/launch.rs.
 #include "common.cuh"

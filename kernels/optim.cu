@@ -1,4 +1,4 @@
-// optim.cu: the optimiser updates (SPEC section 7, issue 5): AdamW, exponentiated gradient
+// optim.cu: the optimiser updates (SPEC section 7): AdamW, exponentiated gradient
 // descent, the EMA of weights, and the pieces of global-norm gradient clipping.
 // One thread per element with a grid-stride loop; the geometry is `LaunchGeometry::elementwise`.
 // Every update reads its gradient times `grad_scale`, so clipping costs no extra pass.

@@ -1,4 +1,4 @@
-"""PyTorch side of the side-by-side benchmark (issue 6 item 3): what a framework does with the same work.
+"""PyTorch side of the side-by-side benchmark: what a framework does with the same work.
 
 Times, in float32 on `--device cpu|cuda`, the items `dml bench` times on our engine, under the same
 keys and with the same byte and FLOP counts (reference/BENCH.md states the conventions), and writes

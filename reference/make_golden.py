@@ -1,4 +1,4 @@
-"""Writes the network golden files under tests/data/ (DESIGN.md section 5, item 3).
+"""Writes the network golden files under tests/data/ (docs/DESIGN.md section 5, item 3).
 
 Install (once, outside the repository) and run from the repository root:
 

@@ -4,7 +4,7 @@ This is the network of Song & Ermon (2019), `CondRefineNetDilated` (four encoder
 `CondRefineNetDeeperDilated` (five stages) of the ermongroup/ncsn repository, rewritten from
 scratch as a readable reference for the Rust engine. It exists for two reasons:
 
-* the golden-file test (DESIGN.md section 5, item 3): `make_golden.py` runs it in float64 and
+* the golden-file test (docs/DESIGN.md section 5, item 3): `make_golden.py` runs it in float64 and
   stores inputs, outputs and every parameter gradient for the Rust test to compare against;
 * checkpoint comparison: module attribute names and their registration order are chosen so that
   `state_dict()` keys and their order are identical to ncsn's (e.g. `res2.0.conv2.conv.weight`,

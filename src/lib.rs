@@ -1,5 +1,5 @@
 //! Dale meets Langevin: a Rust + CUDA engine for multiplicative (geometric-Brownian-motion)
-//! diffusion models. SPEC.md (in the shared folder) is the mathematics; DESIGN.md the architecture.
+//! diffusion models. docs/SPEC.md is the mathematics; docs/DESIGN.md the architecture.
 //!
 //! Every operation runs on three backends ([`device::Device`]): `cpu` (native Rust, the
 //! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source

@@ -1,4 +1,4 @@
-//! `dml bench` (issue 6): item keys and byte/FLOP counts agree with PyTorch's results for the same
+//! `dml bench`: item keys and byte/FLOP counts agree with PyTorch's results for the same
 //! keys (reference/BENCH.md), the network constants are BENCH.md's, memory is measured, and the
 //! command line lists, runs, and refuses what it should.
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The emulator's own tests (DESIGN.md section 2): barriers, shared memory, warp shuffles, and the
+//! The emulator's own tests (docs/DESIGN.md section 2): barriers, shared memory, warp shuffles, and the
 //! two bug classes it must expose: a barrier not every thread reaches, and a race.
 mod common;
 

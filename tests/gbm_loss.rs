@@ -309,7 +309,7 @@ fn weighting_and_parameterisation_parse() {
     assert!(Parameterisation::parse("s").is_err());
 }
 
-/// The emulator's race check (DESIGN.md section 2): threads resumed in reverse order between
+/// The emulator's race check (docs/DESIGN.md section 2): threads resumed in reverse order between
 /// barriers must give the same bits.
 #[test]
 fn fused_loss_kernels_have_no_races() {

@@ -1,4 +1,4 @@
-// cuda_emu.h: compile CUDA C++ kernels for the host (DESIGN.md section 2).
+// cuda_emu.h: compile CUDA C++ kernels for the host (docs/DESIGN.md section 2).
 //
 // build.rs compiles every kernels/*.cu with the host C++ compiler and `-include` of this header.
 // A kernel then runs as ordinary C++: the threads of a block are fibers on one OS thread,

@@ -1,4 +1,4 @@
-// emu_runtime.cpp: the scheduler behind cuda_emu.h (DESIGN.md section 2).
+// emu_runtime.cpp: the scheduler behind cuda_emu.h (docs/DESIGN.md section 2).
 //
 // Every thread of a block is a fiber with its own small stack. On x86-64 the switch is six
 // register pushes and a stack swap (no system call, unlike swapcontext's signal-mask save);

@@ -1,5 +1,5 @@
 // wmma_emu.h: the tf32 m16n16k8 shape of CUDA's warp matrix API (`nvcuda::wmma`, <mma.h>) for the
-// host emulator (DESIGN.md section 2: tensor-core code in a form the emulator can run).
+// host emulator (docs/DESIGN.md section 2: tensor-core code in a form the emulator can run).
 //
 // On a GPU a fragment is spread over the 32 lanes of a warp in an unspecified layout; code that
 // only uses the API (load, fill, mma, store, and element-wise maps over `x[0, num_elements)`)

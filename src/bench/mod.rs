@@ -1,4 +1,4 @@
-//! Measured throughput (issue 6): each item is timed on the chosen device and compared with the
+//! Measured throughput: each item is timed on the chosen device and compared with the
 //! floor its work allows (bytes over measured copy bandwidth, FLOPs over measured GEMM rate) and
 //! with PyTorch's time for the same work. Item keys and the byte and FLOP counting conventions
 //! are reference/BENCH.md's, so the two sides line up key by key. Goals are recorded in

@@ -1,4 +1,4 @@
-//! Datasets (issue 5): IDX (MNIST, Fashion-MNIST, Kuzushiji-MNIST), CIFAR-10 binary, and a
+//! Datasets: IDX (MNIST, Fashion-MNIST, Kuzushiji-MNIST), CIFAR-10 binary, and a
 //! built-in procedural dataset; the pixel map of SPEC section 1; deterministic batches; and the
 //! statistics the samplers' initialisations need (SPEC section 4).
 //!

@@ -1,4 +1,4 @@
-//! The three backends (DESIGN.md section 1) and how one is chosen.
+//! The three backends (docs/DESIGN.md section 1) and how one is chosen.
 //!
 //! - `cpu`: native Rust implementations, the reference semantics;
 //! - `cuda`: the kernels in `kernels/*.cu` on a GPU, through cudarc;

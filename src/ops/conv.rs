@@ -243,6 +243,22 @@ fn tf32_copy(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&e| round_to_tf32(e)).collect()
 }
 
+/// The dimensions of a backward pass, after checking the output gradient's shape and that
+/// `other` (the weight or the input) is on its device.
+fn check_backward(
+    dy: &Tensor,
+    other: &Tensor,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    cfg: Conv2dCfg,
+    op: &'static str,
+) -> Result<ConvDims> {
+    let d = ConvDims::new(x_shape, w_shape, cfg, op)?;
+    check_output_grad(dy, &d, op)?;
+    check_device(dy, other, op)?;
+    Ok(d)
+}
+
 /// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the
 /// weight and the input's shape.
 pub fn conv2d_backward_data(
@@ -251,9 +267,7 @@ pub fn conv2d_backward_data(
     x_shape: &[usize],
     cfg: Conv2dCfg,
 ) -> Result<Tensor> {
-    let d = ConvDims::new(x_shape, w.shape(), cfg, "conv2d_backward_data")?;
-    check_output_grad(dy, &d, "conv2d_backward_data")?;
-    check_device(dy, w, "conv2d_backward_data")?;
+    let d = check_backward(dy, w, x_shape, w.shape(), cfg, "conv2d_backward_data")?;
     let mut dx = Tensor::uninit(&d.in_shape(), dy.device())?;
     match dy.device() {
         Device::Cpu => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
@@ -275,9 +289,7 @@ pub fn conv2d_backward_weight(
     w_shape: &[usize],
     cfg: Conv2dCfg,
 ) -> Result<Tensor> {
-    let d = ConvDims::new(x.shape(), w_shape, cfg, "conv2d_backward_weight")?;
-    check_output_grad(dy, &d, "conv2d_backward_weight")?;
-    check_device(dy, x, "conv2d_backward_weight")?;
+    let d = check_backward(dy, x, x.shape(), w_shape, cfg, "conv2d_backward_weight")?;
     let mut dw = Tensor::uninit(&d.weight_shape(), dy.device())?;
     match dy.device() {
         Device::Cpu => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),

@@ -284,6 +284,16 @@ mod cpu {
         }
     }
 
+    /// A plane's mean, reciprocal standard deviation and normalised channel mean, from the
+    /// [3, planes] statistics.
+    fn plane_stats(stats: &[f32], planes: usize, plane: usize) -> (f32, f32, f32) {
+        (
+            stats[plane],
+            stats[planes + plane],
+            stats[2 * planes + plane],
+        )
+    }
+
     /// Inputs in order: dy, x, levels, embed, stats.
     pub(super) fn backward(d: &NormDims, inputs: [&[f32]; 5], dx: &mut [f32], dembed: &mut [f32]) {
         let [dy, x, levels, embed, stats] = inputs;
@@ -297,11 +307,7 @@ mod cpu {
             let mut du = vec![0.0f64; ch];
             for c in 0..ch {
                 let plane = n * ch + c;
-                let (mu, r, u) = (
-                    stats[plane],
-                    stats[planes + plane],
-                    stats[2 * planes + plane],
-                );
+                let (mu, r, u) = plane_stats(stats, planes, plane);
                 let (gamma, alpha, _) = modulation(d, levels, embed, n, c);
                 for (&g, &v) in dy[plane * d.hw..][..d.hw]
                     .iter()
@@ -324,11 +330,7 @@ mod cpu {
                 .sum();
             for c in 0..ch {
                 let plane = n * ch + c;
-                let (mu, r, u) = (
-                    stats[plane],
-                    stats[planes + plane],
-                    stats[2 * planes + plane],
-                );
+                let (mu, r, u) = plane_stats(stats, planes, plane);
                 let (gamma, _, _) = modulation(d, levels, embed, n, c);
                 let dmu = s * (du[c] - mean_du) - s * u as f64 * sum_duu / (ch as f64 - 1.0);
                 let (mean_g, mean_gx) = (sg[c] / hw, sgx[c] / hw);

@@ -50,8 +50,20 @@ fn planes(shape: &[usize], op: &'static str) -> Result<(usize, usize, usize)> {
     }
 }
 
-fn int_args(v: &[usize]) -> Vec<Arg<'static>> {
-    v.iter().map(|&v| Arg::I32(v as i32)).collect()
+/// Launches one of the plane kernels of kernels/pool.cu: `kernel(src, dst, planes, dims..)`,
+/// with `threads` threads (one per element each thread computes).
+fn launch_planes(
+    dev: &Device,
+    kernel: &str,
+    src: &Tensor,
+    dst: &mut Tensor,
+    planes: usize,
+    dims: &[usize],
+    threads: usize,
+) -> Result<()> {
+    let mut args = vec![Arg::In(src), Arg::Out(dst), Arg::U64(planes as u64)];
+    args.extend(dims.iter().map(|&v| Arg::I32(v as i32)));
+    launch(dev, kernel, LaunchGeometry::elementwise(threads), &mut args)
 }
 
 fn check_pool(
@@ -90,24 +102,15 @@ pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
                 *o = acc * inv_area;
             }
         }
-        dev => {
-            let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
-            args.extend(int_args(&[
-                h,
-                w,
-                ho,
-                wo,
-                cfg.kernel,
-                cfg.stride,
-                cfg.padding,
-            ]));
-            launch(
-                dev,
-                "avg_pool2d_forward_f32",
-                LaunchGeometry::elementwise(p * ho * wo),
-                &mut args,
-            )?;
-        }
+        dev => launch_planes(
+            dev,
+            "avg_pool2d_forward_f32",
+            x,
+            &mut y,
+            p,
+            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
+            p * ho * wo,
+        )?,
     }
     Ok(y)
 }
@@ -146,24 +149,15 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
                 }
             }
         }
-        dev => {
-            let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
-            args.extend(int_args(&[
-                h,
-                w,
-                ho,
-                wo,
-                cfg.kernel,
-                cfg.stride,
-                cfg.padding,
-            ]));
-            launch(
-                dev,
-                "avg_pool2d_backward_f32",
-                LaunchGeometry::elementwise(p * h * w),
-                &mut args,
-            )?;
-        }
+        dev => launch_planes(
+            dev,
+            "avg_pool2d_backward_f32",
+            dy,
+            &mut dx,
+            p,
+            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
+            p * h * w,
+        )?,
     }
     Ok(dx)
 }
@@ -215,16 +209,15 @@ pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
                     + a1 * (b0 * src[h1 * w + w0] + b1 * src[h1 * w + w1]);
             }
         }
-        dev => {
-            let mut args = vec![Arg::In(x), Arg::Out(&mut y), Arg::U64(p as u64)];
-            args.extend(int_args(&[h, w, ho, wo]));
-            launch(
-                dev,
-                "upsample_bilinear_forward_f32",
-                LaunchGeometry::elementwise(p * ho * wo),
-                &mut args,
-            )?;
-        }
+        dev => launch_planes(
+            dev,
+            "upsample_bilinear_forward_f32",
+            x,
+            &mut y,
+            p,
+            &[h, w, ho, wo],
+            p * ho * wo,
+        )?,
     }
     Ok(y)
 }
@@ -261,16 +254,15 @@ pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tens
                 dst[h1 * w + w1] += gv * a1 * b1;
             }
         }
-        dev => {
-            let mut args = vec![Arg::In(dy), Arg::Out(&mut dx), Arg::U64(p as u64)];
-            args.extend(int_args(&[h, w, ho, wo]));
-            launch(
-                dev,
-                "upsample_bilinear_backward_f32",
-                LaunchGeometry::elementwise(p * h * w),
-                &mut args,
-            )?;
-        }
+        dev => launch_planes(
+            dev,
+            "upsample_bilinear_backward_f32",
+            dy,
+            &mut dx,
+            p,
+            &[h, w, ho, wo],
+            p * h * w,
+        )?,
     }
     Ok(dx)
 }

@@ -1,5 +1,5 @@
 //! A count of the bytes held by live tensors, and its high-water mark, so that benchmarks can
-//! report the memory a step needs (issue 6: "its memory use is reported by a benchmark").
+//! report the memory a step needs.
 //!
 //! Every tensor adds its storage size when it is made and subtracts it when it is dropped. The
 //! count is process-wide (atomics), covers host and GPU storage alike, and leaves out scratch

@@ -38,7 +38,7 @@ impl Tensor {
     }
 
     /// A tensor a kernel is about to overwrite. On `emu` it is poisoned with NaN so that any
-    /// element the kernel fails to write shows in the result (DESIGN.md section 5.2).
+    /// element the kernel fails to write shows in the result (docs/DESIGN.md section 5.2).
     pub fn uninit(shape: &[usize], device: &Device) -> Result<Self> {
         match device {
             Device::Emu(_) => Ok(Self::with_storage(

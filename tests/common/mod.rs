@@ -5,10 +5,15 @@ use dalemeetslangevin::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// The devices a kernel test runs on: the emulator always, the GPU when there is one. Without a
-/// GPU the CUDA half of the test says so; it never passes silently.
+/// The devices a kernel test runs on: the emulator in both schedules (threads resumed in forward
+/// and in reverse order between barriers, so a race changes the result of one of them), and the
+/// GPU when there is one. Without a GPU the CUDA part of the test says so; it never passes
+/// silently.
 pub fn kernel_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![Device::Emu(EmuSchedule::Forward)];
+    let mut devices = vec![
+        Device::Emu(EmuSchedule::Forward),
+        Device::Emu(EmuSchedule::Reverse),
+    ];
     match CudaDevice::open(0) {
         Ok(dev) => devices.push(Device::Cuda(dev)),
         Err(e) => {
