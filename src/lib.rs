@@ -20,6 +20,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod sample_file;
 pub mod tensor;
 pub mod train;
 

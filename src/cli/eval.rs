@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::sample::{resolve_checkpoint, sample_with_progress, SamplerArgs};
 use super::train_classifier::{cached_classifier_path, train_and_save};
-use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -18,6 +17,7 @@ use crate::eval::{
     EVAL_CSV_HEADER,
 };
 use crate::image::{write_neighbour_grid, ImageShape};
+use crate::sample_file::SampleFile;
 use crate::train::{ScoreModel, Weights};
 
 #[derive(Args, Debug, Clone)]
@@ -154,43 +154,25 @@ fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
     })
 }
 
-/// Samples written by `dml sample --tensors`: tensor `samples` [n, C, H, W] in the model's pixel
-/// range, metadata `data.range.lo/hi` and `sign_changes`.
+/// Samples written by `dml sample --tensors`, which must be images the model makes (at least
+/// two: the distances compare distributions).
 fn read_samples(file: &Path, model: &ScoreModel) -> Result<SampleSet> {
-    let ckpt = Checkpoint::load(file)?;
-    let (shape, data) = ckpt.tensors.get("samples").ok_or_else(|| {
-        Error::file(
-            file,
-            "no tensor 'samples' (write one with `dml sample --tensors FILE`)",
-        )
-    })?;
-    let [c, h, w] = model.spec.image_shape();
-    if shape.len() != 4 || shape[1..] != [c, h, w] || shape[0] < 2 {
+    let samples = SampleFile::load(file)?;
+    samples
+        .check_fits(model.spec.image_shape(), model.spec.range)
+        .map_err(|e| Error::file(file, e.to_string()))?;
+    if samples.count() < 2 {
         return Err(Error::file(
             file,
             format!(
-                "samples have shape {shape:?}, but the checkpoint makes [n, {c}, {h}, {w}] images \
-                 (n >= 2)"
+                "{} sample(s); the distances need at least 2",
+                samples.count()
             ),
         ));
     }
-    if let (Ok(lo), Ok(hi)) = (
-        ckpt.meta_parse::<f32>("data.range.lo"),
-        ckpt.meta_parse::<f32>("data.range.hi"),
-    ) {
-        let range = model.spec.range;
-        if (lo, hi) != (range.lo, range.hi) {
-            return Err(Error::file(
-                file,
-                format!(
-                    "samples are in the pixel range [{lo}, {hi}], the checkpoint's is [{range}]"
-                ),
-            ));
-        }
-    }
     Ok(SampleSet {
-        images: data.clone(),
-        sign_changes: ckpt.meta_parse("sign_changes").ok(),
+        images: samples.images,
+        sign_changes: samples.sign_changes,
         source: file.display().to_string(),
     })
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::progress::Progress;
-use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::diffusion::additive::{self, AnnealedLangevinConfig};
 use crate::diffusion::samplers::{
@@ -14,6 +13,7 @@ use crate::diffusion::samplers::{
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
+use crate::sample_file::SampleFile;
 use crate::train::{checkpoint_path, ScoreModel, Weights};
 
 #[derive(Args, Debug, Clone)]
@@ -26,7 +26,8 @@ pub struct SampleArgs {
     /// PNG grid of the samples.
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
-    /// Also write the samples (and their start classes) as safetensors.
+    /// Also write the samples (and their start classes) as safetensors (the format
+    /// `dml eval --samples` reads).
     #[arg(long)]
     pub tensors: Option<PathBuf>,
     /// Images per row of the grid [default: about the square root of --count].
@@ -195,34 +196,30 @@ fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -
     )?;
     println!("wrote {}", args.out.display());
     if let Some(path) = &args.tensors {
-        write_tensors(path, model, generated, args)?;
+        sample_file(model, generated, args)?.save(path)?;
         println!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn write_tensors(
-    path: &Path,
-    model: &ScoreModel,
-    generated: &Generated,
-    args: &SampleArgs,
-) -> Result<()> {
-    let mut out = Checkpoint::new();
-    out.put_tensor("samples", &generated.images)?;
-    if let Some(classes) = &generated.classes {
-        let c: Vec<f32> = classes.iter().map(|&k| k as f32).collect();
-        let t = crate::tensor::Tensor::from_vec(c, &[classes.len()], &Device::Cpu)?;
-        out.put_tensor("classes", &t)?;
-    }
-    out.put_meta("checkpoint", args.checkpoint.display());
-    out.put_meta("sampler", &args.sampling.sampler);
-    out.put_meta("seed", args.sampling.seed);
-    out.put_meta("data.range.lo", format!("{:?}", model.spec.range.lo));
-    out.put_meta("data.range.hi", format!("{:?}", model.spec.range.hi));
-    out.put_meta("sign_changes", generated.stats.sign_changes);
-    out.put_meta(
-        "nonpositive_fraction",
-        format!("{:?}", generated.stats.nonpositive_fraction),
-    );
-    out.save(path)
+/// The samples with where they came from; sign statistics only for gbm, whose pixels stay
+/// positive (for the additive baseline sign changes mean nothing).
+fn sample_file(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> Result<SampleFile> {
+    let shape: [usize; 4] = generated.images.shape().try_into().map_err(|_| {
+        Error::shape(
+            "sample",
+            format!("images {:?}, not [n, C, H, W]", generated.images.shape()),
+        )
+    })?;
+    let signs = model.spec.objective.diffusion_name() == "gbm";
+    Ok(SampleFile {
+        classes: generated.classes.clone(),
+        range: Some(model.spec.range),
+        checkpoint: Some(args.checkpoint.display().to_string()),
+        sampler: Some(args.sampling.sampler.clone()),
+        seed: Some(args.sampling.seed),
+        sign_changes: signs.then_some(generated.stats.sign_changes),
+        nonpositive_fraction: signs.then_some(generated.stats.nonpositive_fraction),
+        ..SampleFile::new(shape, generated.images.to_vec()?)?
+    })
 }
