@@ -1,5 +1,5 @@
 //! Dale meets Langevin: a Rust + CUDA engine for multiplicative (geometric-Brownian-motion)
-//! diffusion models. SPEC.md (in the shared folder) is the mathematics; DESIGN.md the architecture.
+//! diffusion models. docs/SPEC.md is the mathematics; docs/DESIGN.md the architecture.
 //!
 //! Every operation runs on three backends ([`device::Device`]): `cpu` (native Rust, the
 //! reference), `cuda` (the kernels in `kernels/` on a GPU) and `emu` (the same kernel source
@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod image;
+pub mod named;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -331,7 +331,7 @@ fn bad_input_is_a_clear_error() {
     let e = train(&["--data", "shapes", "--range-lo", "0"]);
     assert!(e.contains("pixel range") && e.contains("0 < lo"), "{e}");
     let e = train(&["--data", "shapes", "--preset", "huge"]);
-    assert!(e.contains("huge"), "{e}");
+    assert!(e.contains("huge") && e.contains("tiny_deep"), "{e}");
     let e = train(&["--data", "shapes", "--resume"]);
     assert!(e.contains("no checkpoint"), "{e}");
 
@@ -399,4 +399,31 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("ddpm"), "{e}");
     let e = sample(&["--init", "noise"]);
     assert!(e.contains("additive"), "{e}");
+}
+
+#[test]
+fn help_lists_every_choice_with_its_meaning() {
+    let help = ok(&["train", "--help"]);
+    for choice in [
+        "tiny_deep",
+        "additive",
+        "cosine",
+        "sk2",
+        "stein",
+        "egd",
+        "emu-reverse",
+    ] {
+        assert!(
+            help.contains(choice),
+            "train --help lacks {choice}:\n{help}"
+        );
+    }
+    assert!(help.contains("exponentiated gradient descent"), "{help}");
+    let help = ok(&["sample", "--help"]);
+    for choice in ["asams", "supplement", "class-average", "raw"] {
+        assert!(
+            help.contains(choice),
+            "sample --help lacks {choice}:\n{help}"
+        );
+    }
 }

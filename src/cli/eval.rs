@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::sample::{resolve_checkpoint, sample_with_progress, SamplerArgs};
+use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
 use super::train_classifier::{cached_classifier_path, train_and_save};
 use crate::data::{Dataset, Split};
 use crate::device::Device;
@@ -18,7 +18,7 @@ use crate::eval::{
 };
 use crate::image::{write_neighbour_grid, ImageShape};
 use crate::sample_file::SampleFile;
-use crate::train::{ScoreModel, Weights};
+use crate::train::{Diffusion, ScoreModel};
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -86,7 +86,7 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
             "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
         ));
     }
-    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let model = args.sampling.load_model(&path, device)?;
     let data_name = args
         .data
         .clone()
@@ -102,7 +102,10 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
     }
     let samples = match &args.samples {
         Some(file) => read_samples(file, &model)?,
-        None => draw_samples(&model, args)?,
+        None => {
+            print_model(&model, device);
+            draw_samples(&model, args)?
+        }
     };
     let classifier = classifier_for(args, &model, &train, &test, device)?;
     let options = EvalOptions {
@@ -140,10 +143,10 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
 
 fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
     let generated = sample_with_progress(model, &args.sampling.generate_options(model)?)?;
-    let gbm = model.spec.objective.diffusion_name() == "gbm";
+    let signs = model.spec.objective.diffusion() == Diffusion::Gbm;
     Ok(SampleSet {
         images: generated.images.to_vec()?,
-        sign_changes: gbm.then_some(generated.stats.sign_changes),
+        sign_changes: signs.then_some(generated.stats.sign_changes),
         source: format!(
             "{} sampler={} seed={} count={}",
             args.checkpoint.display(),

@@ -8,13 +8,13 @@ use super::progress::Progress;
 use crate::device::Device;
 use crate::diffusion::additive::{self, AnnealedLangevinConfig};
 use crate::diffusion::samplers::{
-    DaleVariant, SamplerConfig, StepKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
+    DaleVariant, SamplerConfig, SamplerKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
 };
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
 use crate::sample_file::SampleFile;
-use crate::train::{checkpoint_path, ScoreModel, Weights};
+use crate::train::{checkpoint_path, Diffusion, ScoreModel, Weights};
 
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -44,10 +44,9 @@ pub struct SamplerArgs {
     /// Images sampled together.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// GBM sampler: adls (annealed Dale-Langevin, sign-preserving), asams (annealed
-    /// sign-agnostic; sign changes are counted), em (Algorithm 1: L = 1, chi = 1).
-    #[arg(long, default_value = "adls")]
-    pub sampler: String,
+    /// The GBM sampler (SPEC section 4).
+    #[arg(long, value_enum, default_value_t = SamplerKind::Adls)]
+    pub sampler: SamplerKind,
     /// Sampling step delta_s (SPEC 4).
     #[arg(long, default_value_t = PAPER_DELTA_S)]
     pub delta_s: f32,
@@ -63,14 +62,12 @@ pub struct SamplerArgs {
     /// Extra noise-free steps at level 1 (paper 003's terminal denoising).
     #[arg(long, default_value_t = 0)]
     pub terminal_steps: usize,
-    /// Drift of the Dale-Langevin step: derived (SPEC 4) or supplement (the supplement's
-    /// Algorithm 2 as written).
-    #[arg(long, default_value = "derived")]
-    pub variant: String,
-    /// Start of the chain: lognormal (fitted per channel, GBM), class-average (each class's mean
-    /// image pushed forward), noise (additive) [default: lognormal for gbm, noise for additive].
-    #[arg(long)]
-    pub init: Option<String>,
+    /// Drift of the Dale-Langevin step (adls, em).
+    #[arg(long, value_enum, default_value_t = DaleVariant::Derived)]
+    pub variant: DaleVariant,
+    /// Start of the chain [default: lognormal for gbm, noise for additive].
+    #[arg(long, value_enum)]
+    pub init: Option<InitKind>,
     /// Additive baseline: Langevin steps T per level.
     #[arg(long, default_value_t = additive::DEFAULT_STEPS_PER_LEVEL)]
     pub steps_per_level: usize,
@@ -79,27 +76,25 @@ pub struct SamplerArgs {
     pub eps: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// ema (the averaged weights) or raw (the optimiser's).
-    #[arg(long, default_value = "ema")]
-    pub weights: String,
+    /// Which weights of the checkpoint to sample from.
+    #[arg(long, value_enum, default_value_t = Weights::Ema)]
+    pub weights: Weights,
 }
 
 impl SamplerArgs {
+    /// The model in the checkpoint file `path`, with the weights asked for.
+    pub fn load_model(&self, path: &Path, device: &Device) -> Result<ScoreModel> {
+        ScoreModel::load(path, self.weights, device)
+    }
+
     fn sampler_config(&self) -> Result<SamplerConfig> {
-        let variant = DaleVariant::parse(&self.variant)?;
-        let mut config = match self.sampler.as_str() {
-            "adls" => SamplerConfig::adls(self.delta_s, self.inner_steps, self.chi, self.seed),
-            "asams" => SamplerConfig::asams(self.delta_s, self.inner_steps, self.chi, self.seed),
-            "em" => SamplerConfig::algorithm1(self.delta_s, self.seed),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown sampler '{other}': expected adls, asams or em"
-                )))
-            }
-        };
-        if let StepKind::DaleLangevin(_) = config.step {
-            config.step = StepKind::DaleLangevin(variant);
-        }
+        let mut config = self.sampler.config(
+            self.delta_s,
+            self.inner_steps,
+            self.chi,
+            self.variant,
+            self.seed,
+        );
         config.kappa_start = self.kappa;
         config.terminal_denoise_steps = self.terminal_steps;
         config.validate()?;
@@ -108,10 +103,9 @@ impl SamplerArgs {
 
     /// What [`generate`] needs to draw from `model` as these options say.
     pub fn generate_options(&self, model: &ScoreModel) -> Result<GenerateOptions> {
-        let init = match &self.init {
-            Some(name) => InitKind::parse(name)?,
-            None => InitKind::default_for(&model.spec.objective),
-        };
+        let init = self
+            .init
+            .unwrap_or_else(|| InitKind::default_for(&model.spec.objective));
         Ok(GenerateOptions {
             count: self.count,
             batch: self.batch,
@@ -137,13 +131,9 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
 
 pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let path = resolve_checkpoint(&args.checkpoint);
-    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let model = args.sampling.load_model(&path, device)?;
     let opts = args.sampling.generate_options(&model)?;
-    eprintln!(
-        "model {} ({}) on {device}",
-        model.spec.net.describe(),
-        model.spec.objective.summary()
-    );
+    print_model(&model, device);
     let generated = sample_with_progress(&model, &opts)?;
     write_outputs(&model, &generated, args)?;
     println!(
@@ -152,7 +142,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
         generated.seconds,
         generated.images_per_second()
     );
-    if model.spec.objective.diffusion_name() == "gbm" {
+    if model.spec.objective.diffusion() == Diffusion::Gbm {
         println!(
             "sign changes during sampling: {}; final entries not positive: {:.4}%",
             generated.stats.sign_changes,
@@ -160,6 +150,15 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line on the model about to be sampled from: network and diffusion.
+pub fn print_model(model: &ScoreModel, device: &Device) {
+    eprintln!(
+        "model {} ({}) on {device}",
+        model.spec.net.describe(),
+        model.spec.objective.summary()
+    );
 }
 
 /// [`generate`] with a progress bar over network evaluations.
@@ -211,12 +210,12 @@ fn sample_file(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> 
             format!("images {:?}, not [n, C, H, W]", generated.images.shape()),
         )
     })?;
-    let signs = model.spec.objective.diffusion_name() == "gbm";
+    let signs = model.spec.objective.diffusion() == Diffusion::Gbm;
     Ok(SampleFile {
         classes: generated.classes.clone(),
         range: Some(model.spec.range),
         checkpoint: Some(args.checkpoint.display().to_string()),
-        sampler: Some(args.sampling.sampler.clone()),
+        sampler: Some(args.sampling.sampler.name().to_string()),
         seed: Some(args.sampling.seed),
         sign_changes: signs.then_some(generated.stats.sign_changes),
         nonpositive_fraction: signs.then_some(generated.stats.nonpositive_fraction),

@@ -16,7 +16,8 @@ use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::train::{
-    self, checkpoint_path, ModelSpec, Objective, OptimizerKind, RunEnd, TrainConfig, Trainer,
+    self, checkpoint_path, Diffusion, ModelSpec, Objective, OptimizerKind, RunEnd, TrainConfig,
+    Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
@@ -30,16 +31,15 @@ pub struct TrainArgs {
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// Network size: tiny (CPU runs, tests), paper (the published widths), deep (paper 003's
-    /// five stages), tiny_deep.
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// gbm (geometric Brownian motion, SPEC 2-3) or additive (the Gaussian baseline, SPEC 8).
-    #[arg(long, default_value = "gbm")]
-    pub diffusion: String,
-    /// Shape of sigma over time: constant, geometric, sigmoid, cosine.
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Network size (reference/NETWORK.md section 1).
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// The diffusion the network learns to reverse.
+    #[arg(long, value_enum, default_value_t = Diffusion::Gbm)]
+    pub diffusion: Diffusion,
+    /// Shape of sigma over time [default: constant for gbm, geometric for additive].
+    #[arg(long, value_enum)]
+    pub schedule: Option<SigmaShape>,
     /// Number of noise levels N [default: 1000 for gbm, 10 for additive].
     #[arg(long)]
     pub levels: Option<usize>,
@@ -49,12 +49,12 @@ pub struct TrainArgs {
     /// Largest sigma [default: 0.8 for gbm, 1 for additive].
     #[arg(long)]
     pub sigma_max: Option<f64>,
-    /// M-DSM weight w_k: sk2 (s_k^2, every level O(1)) or unit (the paper's Eq. 33).
-    #[arg(long, default_value = "sk2")]
-    pub weighting: String,
-    /// What the network outputs: h (the Hyvarinen score) or stein (h = x * output).
-    #[arg(long, default_value = "h")]
-    pub parameterisation: String,
+    /// M-DSM weight w_k (gbm; SPEC section 3).
+    #[arg(long, value_enum, default_value_t = LossWeighting::SkSquared)]
+    pub weighting: LossWeighting,
+    /// What the network outputs (gbm; SPEC section 3).
+    #[arg(long, value_enum, default_value_t = Parameterisation::H)]
+    pub parameterisation: Parameterisation,
     /// Pixels are mapped to [lo, hi] (SPEC 1; must be positive for gbm).
     #[arg(long, default_value_t = 1.0)]
     pub range_lo: f32,
@@ -66,9 +66,9 @@ pub struct TrainArgs {
     /// continues up to this count.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// adamw, or egd (exponentiated gradient descent: weights never change sign, SPEC 7).
-    #[arg(long, default_value = "adamw")]
-    pub optimizer: String,
+    /// The optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::AdamW)]
+    pub optimizer: OptimizerKind,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -111,40 +111,35 @@ impl TrainArgs {
     }
 
     fn objective(&self) -> Result<Objective> {
-        match self.diffusion.as_str() {
-            "gbm" => {
-                let shape = SigmaShape::parse(self.schedule.as_deref().unwrap_or("constant"))?;
+        match self.diffusion {
+            Diffusion::Gbm => {
                 let schedule = Schedule::new(
-                    shape,
+                    self.schedule.unwrap_or(SigmaShape::Constant),
                     self.levels.unwrap_or(PAPER_LEVELS),
                     self.sigma_min.unwrap_or(PAPER_SIGMA),
                     self.sigma_max.unwrap_or(PAPER_SIGMA),
                 )?;
                 Ok(Objective::Gbm {
                     schedule,
-                    weighting: LossWeighting::parse(&self.weighting)?,
-                    parameterisation: Parameterisation::parse(&self.parameterisation)?,
+                    weighting: self.weighting,
+                    parameterisation: self.parameterisation,
                 })
             }
-            "additive" => {
-                let shape = SigmaShape::parse(self.schedule.as_deref().unwrap_or("geometric"))?;
+            Diffusion::Additive => {
                 let levels = NoiseLevels::new(
-                    shape,
+                    self.schedule.unwrap_or(SigmaShape::Geometric),
                     self.levels.unwrap_or(additive::DEFAULT_LEVELS),
                     self.sigma_max.unwrap_or(additive::DEFAULT_SIGMA_MAX),
                     self.sigma_min.unwrap_or(additive::DEFAULT_SIGMA_MIN),
                 )?;
                 Ok(Objective::Additive { levels })
             }
-            other => Err(Error::invalid(format!(
-                "unknown diffusion '{other}': expected gbm or additive"
-            ))),
         }
     }
 
     fn config(&self) -> Result<TrainConfig> {
         let config = TrainConfig {
-            optimizer: OptimizerKind::parse(&self.optimizer)?,
+            optimizer: self.optimizer,
             lr: self.lr,
             warmup_steps: self.warmup,
             weight_decay: self.weight_decay,
@@ -160,7 +155,7 @@ impl TrainArgs {
 
     fn range(&self) -> Result<PixelRange> {
         let range = PixelRange::new(self.range_lo, self.range_hi)?;
-        if self.diffusion == "gbm" && range.lo <= 0.0 {
+        if self.diffusion == Diffusion::Gbm && range.lo <= 0.0 {
             return Err(Error::invalid(format!(
                 "--range-lo {} must be positive for gbm: the process multiplies pixels, a zero \
                  stays zero (SPEC 1)",
@@ -210,8 +205,7 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
             "a run already exists here: pass --resume to continue it, or choose another --out",
         ));
     }
-    let preset = Preset::parse(&args.preset)?;
-    let spec = ModelSpec::for_dataset(preset, data, args.objective()?, args.range()?)?;
+    let spec = ModelSpec::for_dataset(args.preset, data, args.objective()?, args.range()?)?;
     Trainer::new(args.config()?, spec, data, device)
 }
 

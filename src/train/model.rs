@@ -170,17 +170,12 @@ pub enum Weights {
     Raw,
 }
 
-impl Weights {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "ema" => Ok(Self::Ema),
-            "raw" => Ok(Self::Raw),
-            other => Err(Error::invalid(format!(
-                "unknown weights '{other}': expected ema or raw"
-            ))),
-        }
-    }
+crate::named::value_names!(Weights {
+    Ema = "ema" => "the exponential moving average of the weights",
+    Raw = "raw" => "the optimiser's current weights",
+});
 
+impl Weights {
     fn prefix(self) -> &'static str {
         match self {
             Self::Ema => EMA_PREFIX,

@@ -6,8 +6,29 @@ use crate::diffusion::additive::{noise_additive_batch, NoiseLevels};
 use crate::diffusion::forward::noise_batch;
 use crate::diffusion::loss::{dsm_loss, mdsm_loss, LossAndGrad, LossWeighting};
 use crate::diffusion::{Parameterisation, Schedule};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
+
+/// Which diffusion a model is trained for, without its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Diffusion {
+    /// Geometric Brownian motion (SPEC sections 2-3).
+    Gbm,
+    /// The additive Gaussian baseline (SPEC section 8).
+    Additive,
+}
+
+crate::named::value_names!(Diffusion {
+    Gbm = "gbm" => "geometric Brownian motion: multiplicative noise, positive pixels (SPEC sections 2-3)",
+    Additive = "additive" => "the Gaussian baseline x + sigma z (SPEC section 8)",
+});
+
+impl Diffusion {
+    /// The diffusion called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "diffusion")
+    }
+}
 
 /// The diffusion a model is trained for, with everything its loss needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +53,11 @@ pub struct NoisedInput {
 }
 
 impl Objective {
-    /// `gbm` or `additive`.
-    pub fn diffusion_name(&self) -> &'static str {
+    /// Which diffusion this is.
+    pub fn diffusion(&self) -> Diffusion {
         match self {
-            Self::Gbm { .. } => "gbm",
-            Self::Additive { .. } => "additive",
+            Self::Gbm { .. } => Diffusion::Gbm,
+            Self::Additive { .. } => Diffusion::Additive,
         }
     }
 
@@ -119,7 +140,7 @@ impl Objective {
 
     /// Writes the objective into checkpoint metadata.
     pub fn export_to(&self, ckpt: &mut Checkpoint) {
-        ckpt.put_meta("diffusion", self.diffusion_name());
+        ckpt.put_meta("diffusion", self.diffusion().name());
         let pairs = match self {
             Self::Gbm {
                 schedule,
@@ -144,18 +165,31 @@ impl Objective {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        match ckpt.meta("diffusion")? {
-            "gbm" => Ok(Self::Gbm {
+        match Diffusion::parse(ckpt.meta("diffusion")?)? {
+            Diffusion::Gbm => Ok(Self::Gbm {
                 schedule: Schedule::from_describe(&pairs)?,
                 weighting: LossWeighting::parse(ckpt.meta("loss.weighting")?)?,
                 parameterisation: Parameterisation::parse(ckpt.meta("parameterisation")?)?,
             }),
-            "additive" => Ok(Self::Additive {
+            Diffusion::Additive => Ok(Self::Additive {
                 levels: NoiseLevels::from_describe(&pairs)?,
             }),
-            other => Err(Error::invalid(format!(
-                "checkpoint names diffusion '{other}': expected gbm or additive"
-            ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffusion_names_are_the_checkpoint_strings() {
+        assert_eq!(Diffusion::Gbm.name(), "gbm");
+        assert_eq!(Diffusion::Additive.name(), "additive");
+        assert_eq!(Diffusion::parse("additive").unwrap(), Diffusion::Additive);
+        assert!(Diffusion::parse("ddpm")
+            .unwrap_err()
+            .to_string()
+            .contains("ddpm"));
     }
 }

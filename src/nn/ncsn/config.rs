@@ -22,31 +22,17 @@ pub enum Topology {
     Deeper,
 }
 
+crate::named::value_names!(Preset {
+    Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
+    Paper = "paper" => "four stages, the published widths (f = 64 at 28x28, 128 at 32x32)",
+    Deep = "deep" => "five stages (paper 001's NCSNDeeper), the published widths",
+    TinyDeep = "tiny_deep" | "tiny-deep" => "five stages, f = 4: tests",
+});
+
 impl Preset {
-    pub const ALL: [Preset; 4] = [Preset::Tiny, Preset::Paper, Preset::Deep, Preset::TinyDeep];
-
-    /// The preset called `name` (as [`Preset::name`] writes it; `-` may stand for `_`).
+    /// The preset called `name` (as [`Preset::name`] writes it; `tiny-deep` for `tiny_deep`).
     pub fn parse(name: &str) -> Result<Self> {
-        let wanted = name.trim().to_ascii_lowercase().replace('-', "_");
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == wanted)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
-                Error::invalid(format!(
-                    "unknown network preset '{name}'; expected one of {}",
-                    known.join(", ")
-                ))
-            })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Tiny => "tiny",
-            Preset::Paper => "paper",
-            Preset::Deep => "deep",
-            Preset::TinyDeep => "tiny_deep",
-        }
+        crate::named::parse(name, "network preset")
     }
 
     pub fn topology(self) -> Topology {
@@ -74,12 +60,6 @@ impl Preset {
             Preset::Paper | Preset::Deep => 1000,
             Preset::Tiny | Preset::TinyDeep => 10,
         }
-    }
-}
-
-impl std::fmt::Display for Preset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 
