@@ -18,7 +18,7 @@ use crate::eval::{
 };
 use crate::image::{write_neighbour_grid, ImageShape};
 use crate::sample_file::SampleFile;
-use crate::train::{Diffusion, ScoreModel};
+use crate::train::ScoreModel;
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -143,7 +143,7 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
 
 fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
     let generated = sample_with_progress(model, &args.sampling.generate_options(model)?)?;
-    let signs = model.spec.objective.diffusion() == Diffusion::Gbm;
+    let signs = model.spec.objective.diffusion().requires_positive_pixels();
     Ok(SampleSet {
         images: generated.images.to_vec()?,
         sign_changes: signs.then_some(generated.stats.sign_changes),

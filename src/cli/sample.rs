@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
 use crate::sample_file::SampleFile;
-use crate::train::{checkpoint_path, Diffusion, ScoreModel, Weights};
+use crate::train::{checkpoint_path, ScoreModel, Weights};
 
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -142,7 +142,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
         generated.seconds,
         generated.images_per_second()
     );
-    if model.spec.objective.diffusion() == Diffusion::Gbm {
+    if model.spec.objective.diffusion().requires_positive_pixels() {
         println!(
             "sign changes during sampling: {}; final entries not positive: {:.4}%",
             generated.stats.sign_changes,
@@ -201,8 +201,8 @@ fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -
     Ok(())
 }
 
-/// The samples with where they came from; sign statistics only for gbm, whose pixels stay
-/// positive (for the additive baseline sign changes mean nothing).
+/// The samples with where they came from; sign statistics only for a diffusion whose pixels
+/// stay positive (for the others sign changes mean nothing).
 fn sample_file(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> Result<SampleFile> {
     let shape: [usize; 4] = generated.images.shape().try_into().map_err(|_| {
         Error::shape(
@@ -210,7 +210,7 @@ fn sample_file(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> 
             format!("images {:?}, not [n, C, H, W]", generated.images.shape()),
         )
     })?;
-    let signs = model.spec.objective.diffusion() == Diffusion::Gbm;
+    let signs = model.spec.objective.diffusion().requires_positive_pixels();
     Ok(SampleFile {
         classes: generated.classes.clone(),
         range: Some(model.spec.range),

@@ -9,15 +9,13 @@ use clap::Args;
 use super::progress::Progress;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
-use crate::diffusion::additive::{self, NoiseLevels};
 use crate::diffusion::loss::LossWeighting;
-use crate::diffusion::schedule::{PAPER_LEVELS, PAPER_SIGMA};
-use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
+use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::train::{
-    self, checkpoint_path, Diffusion, ModelSpec, Objective, OptimizerKind, RunEnd, TrainConfig,
-    Trainer,
+    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd,
+    TrainConfig, Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
@@ -110,30 +108,16 @@ impl TrainArgs {
         })
     }
 
-    fn objective(&self) -> Result<Objective> {
-        match self.diffusion {
-            Diffusion::Gbm => {
-                let schedule = Schedule::new(
-                    self.schedule.unwrap_or(SigmaShape::Constant),
-                    self.levels.unwrap_or(PAPER_LEVELS),
-                    self.sigma_min.unwrap_or(PAPER_SIGMA),
-                    self.sigma_max.unwrap_or(PAPER_SIGMA),
-                )?;
-                Ok(Objective::Gbm {
-                    schedule,
-                    weighting: self.weighting,
-                    parameterisation: self.parameterisation,
-                })
-            }
-            Diffusion::Additive => {
-                let levels = NoiseLevels::new(
-                    self.schedule.unwrap_or(SigmaShape::Geometric),
-                    self.levels.unwrap_or(additive::DEFAULT_LEVELS),
-                    self.sigma_max.unwrap_or(additive::DEFAULT_SIGMA_MAX),
-                    self.sigma_min.unwrap_or(additive::DEFAULT_SIGMA_MIN),
-                )?;
-                Ok(Objective::Additive { levels })
-            }
+    /// The objective these options describe, the diffusion's defaults filling the gaps.
+    fn objective_settings(&self) -> ObjectiveSettings {
+        ObjectiveSettings {
+            diffusion: self.diffusion,
+            shape: self.schedule,
+            levels: self.levels,
+            sigma_min: self.sigma_min,
+            sigma_max: self.sigma_max,
+            weighting: self.weighting,
+            parameterisation: self.parameterisation,
         }
     }
 
@@ -151,18 +135,6 @@ impl TrainArgs {
         };
         config.validate()?;
         Ok(config)
-    }
-
-    fn range(&self) -> Result<PixelRange> {
-        let range = PixelRange::new(self.range_lo, self.range_hi)?;
-        if self.diffusion == Diffusion::Gbm && range.lo <= 0.0 {
-            return Err(Error::invalid(format!(
-                "--range-lo {} must be positive for gbm: the process multiplies pixels, a zero \
-                 stays zero (SPEC 1)",
-                range.lo
-            )));
-        }
-        Ok(range)
     }
 }
 
@@ -205,7 +177,9 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
             "a run already exists here: pass --resume to continue it, or choose another --out",
         ));
     }
-    let spec = ModelSpec::for_dataset(args.preset, data, args.objective()?, args.range()?)?;
+    let objective = args.objective_settings().objective()?;
+    let range = PixelRange::new(args.range_lo, args.range_hi)?;
+    let spec = ModelSpec::for_dataset(args.preset, data, objective, range)?;
     Trainer::new(args.config()?, spec, data, device)
 }
 

@@ -46,6 +46,7 @@ impl ModelSpec {
         objective: Objective,
         range: PixelRange,
     ) -> Result<Self> {
+        objective.diffusion().check_range(range)?;
         if data.height != data.width {
             return Err(Error::invalid(format!(
                 "dataset '{}' has {}x{} images; the network needs square 28x28 or 32x32 images",
