@@ -14,6 +14,7 @@ use crate::diffusion::samplers::{DaleVariant, SamplerKind};
 use crate::diffusion::Parameterisation;
 use crate::error::Result;
 use crate::nn::ncsn::Preset;
+use crate::ops::ConvPrecision;
 use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};
 
 /// The demo's schedule: fewer levels than the paper's 1000 so that sampling takes seconds on a
@@ -39,6 +40,9 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Arithmetic of the forward convolutions [default: fp32; when continuing, the run's own].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
 }
 
 /// `fashion-mnist` when it can be loaded, else the built-in dataset.
@@ -78,6 +82,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
         clip: 1.0,
         ema: 0.995,
         seed: args.seed,
+        precision: args.precision,
         checkpoint_every: 250,
         out: Some(args.out.clone()),
         resume: checkpoint_path(&args.out).exists(),
@@ -100,6 +105,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
             eps: 2e-5,
             seed: args.seed,
             weights: Weights::Ema,
+            precision: None,
         },
         out: args.out.join("samples.png"),
         tensors: None,

@@ -26,6 +26,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Evaluate these samples (written by `dml sample --tensors`) instead of drawing new ones.
+    /// The score network's --precision applies to drawing; the classifier always runs fp32.
     #[arg(long)]
     pub samples: Option<PathBuf>,
     #[command(flatten)]

@@ -13,6 +13,7 @@ use crate::diffusion::samplers::{
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
+use crate::ops::ConvPrecision;
 use crate::sample_file::SampleFile;
 use crate::train::{checkpoint_path, ScoreModel, Weights};
 
@@ -79,12 +80,16 @@ pub struct SamplerArgs {
     /// Which weights of the checkpoint to sample from.
     #[arg(long, value_enum, default_value_t = Weights::Ema)]
     pub weights: Weights,
+    /// Arithmetic of the network's forward convolutions [default: the one the checkpoint was
+    /// trained with].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
 }
 
 impl SamplerArgs {
-    /// The model in the checkpoint file `path`, with the weights asked for.
+    /// The model in the checkpoint file `path`, with the weights and precision asked for.
     pub fn load_model(&self, path: &Path, device: &Device) -> Result<ScoreModel> {
-        ScoreModel::load(path, self.weights, device)
+        ScoreModel::load(path, self.weights, self.precision, device)
     }
 
     fn sampler_config(&self) -> Result<SamplerConfig> {
@@ -152,11 +157,12 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
-/// One line on the model about to be sampled from: network and diffusion.
+/// One line on the model about to be sampled from: network, convolution precision, diffusion.
 pub fn print_model(model: &ScoreModel, device: &Device) {
     eprintln!(
-        "model {} ({}) on {device}",
+        "model {} ({} convolutions; {}) on {device}",
         model.spec.net.describe(),
+        model.spec.net.precision,
         model.spec.objective.summary()
     );
 }

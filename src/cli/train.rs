@@ -13,6 +13,7 @@ use crate::diffusion::loss::LossWeighting;
 use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
+use crate::ops::ConvPrecision;
 use crate::train::{
     self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd,
     TrainConfig, Trainer,
@@ -82,6 +83,10 @@ pub struct TrainArgs {
     /// Decay of the exponential moving average of the weights (sampled from by default).
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
+    /// Arithmetic of the forward convolutions, stored in the checkpoint [default: fp32; on
+    /// --resume, the run's own, which a different value may not change].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
     /// Seeds initialisation, data order, levels and noise: same seed, same run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -169,7 +174,7 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
                 "no checkpoint to resume from (train without --resume first)",
             ));
         }
-        return Trainer::resume(&ckpt, data, device, args.steps);
+        return Trainer::resume(&ckpt, data, device, args.steps, args.precision);
     }
     if ckpt.exists() {
         return Err(Error::file(
@@ -179,7 +184,8 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
     }
     let objective = args.objective_settings().objective()?;
     let range = PixelRange::new(args.range_lo, args.range_hi)?;
-    let spec = ModelSpec::for_dataset(args.preset, data, objective, range)?;
+    let spec = ModelSpec::for_dataset(args.preset, data, objective, range)?
+        .with_precision(args.precision.unwrap_or_default());
     Trainer::new(args.config()?, spec, data, device)
 }
 
@@ -220,9 +226,10 @@ fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) 
         data.name, data.n, data.channels, data.height, data.width, spec.range.lo, spec.range.hi
     );
     eprintln!(
-        "model {} ({} parameters) on {device}",
+        "model {} ({} parameters, {} convolutions) on {device}",
         spec.net.describe(),
-        trainer.model.store.num_elements()
+        trainer.model.store.num_elements(),
+        spec.net.precision
     );
     eprintln!("diffusion {}", spec.objective.summary());
     let c = &trainer.config;

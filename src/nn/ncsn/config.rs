@@ -1,6 +1,7 @@
 //! Presets and the one description of stages both topologies are built from (reference/NETWORK.md
 //! sections 1 and 5, SPEC section 9).
 use crate::error::{Error, Result};
+use crate::ops::ConvPrecision;
 
 /// Named widths and topologies (NETWORK.md section 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,6 +157,8 @@ pub struct NcsnConfig {
     /// Base width f (`ngf`).
     pub ngf: usize,
     pub topology: Topology,
+    /// The forward arithmetic of every convolution (does not change the parameters).
+    pub precision: ConvPrecision,
 }
 
 impl NcsnConfig {
@@ -189,7 +192,13 @@ impl NcsnConfig {
             n_levels,
             ngf: preset.base_width(image_size),
             topology: preset.topology(),
+            precision: ConvPrecision::Fp32,
         })
+    }
+
+    /// This network with every convolution's forward pass in `precision`.
+    pub fn with_precision(self, precision: ConvPrecision) -> Self {
+        Self { precision, ..self }
     }
 
     /// One line, e.g. "tiny c1 28x28 L10 ngf8".
