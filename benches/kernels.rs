@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dalemeetslangevin::bench::{self, BenchConfig};
+use dalemeetslangevin::device::CudaDevice;
 use dalemeetslangevin::Device;
 
 fn devices() -> Vec<Device> {
     let mut devices = vec![Device::Cpu];
-    if let Ok(cuda) = Device::parse("cuda") {
-        devices.push(cuda);
+    if let Ok(cuda) = CudaDevice::open(0) {
+        devices.push(Device::Cuda(cuda));
     }
     devices
 }

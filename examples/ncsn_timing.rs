@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use dalemeetslangevin::autograd::{ParamStore, Tape};
 use dalemeetslangevin::bench::time_median;
+use dalemeetslangevin::cli::DeviceChoice;
+use dalemeetslangevin::named;
 use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig, Preset};
 use dalemeetslangevin::ops::copy;
 use dalemeetslangevin::{Device, Error, Result, Tensor};
@@ -34,7 +36,10 @@ fn parse_options() -> Result<Options> {
                 .ok_or_else(|| Error::invalid(format!("{flag} needs a value")))
         };
         match arg.as_str() {
-            "--device" => opts.device = Device::parse(&value("--device")?)?,
+            "--device" => {
+                let choice: DeviceChoice = named::parse(&value("--device")?, "device")?;
+                opts.device = choice.open()?;
+            }
             "--size" => opts.image_size = parse_number("--size", &value("--size")?)?,
             "--batches" => {
                 opts.batches = value("--batches")?

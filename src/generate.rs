@@ -23,18 +23,13 @@ pub enum InitKind {
     Noise,
 }
 
-impl InitKind {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "lognormal" => Ok(Self::LogNormal),
-            "class-average" => Ok(Self::ClassAverage),
-            "noise" => Ok(Self::Noise),
-            other => Err(Error::invalid(format!(
-                "unknown initialisation '{other}': expected lognormal, class-average or noise"
-            ))),
-        }
-    }
+crate::named::value_names!(InitKind {
+    LogNormal = "lognormal" => "exp(mu + sigma z) per channel, fitted on the training set (gbm)",
+    ClassAverage = "class-average" => "each class's mean training image pushed through the forward process",
+    Noise = "noise" => "the middle of the pixel range plus noise of the largest sigma (additive)",
+});
 
+impl InitKind {
     /// The natural start of a diffusion: log-normal for GBM, noise for the additive baseline.
     pub fn default_for(objective: &Objective) -> Self {
         match objective {

@@ -16,10 +16,12 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod image;
+pub mod named;
 pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod sample_file;
 pub mod tensor;
 pub mod train;
 

@@ -331,7 +331,9 @@ fn bad_input_is_a_clear_error() {
     let e = train(&["--data", "shapes", "--range-lo", "0"]);
     assert!(e.contains("pixel range") && e.contains("0 < lo"), "{e}");
     let e = train(&["--data", "shapes", "--preset", "huge"]);
-    assert!(e.contains("huge"), "{e}");
+    assert!(e.contains("huge") && e.contains("tiny_deep"), "{e}");
+    let e = train(&["--data", "shapes", "--precision", "bf16"]);
+    assert!(e.contains("bf16") && e.contains("tf32"), "{e}");
     let e = train(&["--data", "shapes", "--resume"]);
     assert!(e.contains("no checkpoint"), "{e}");
 
@@ -375,6 +377,34 @@ fn bad_input_is_a_clear_error() {
         e.contains("--resume"),
         "an existing run is not overwritten: {e}"
     );
+    // A resumed run keeps its convolution precision (fp32 here, the default).
+    let e = train(&[
+        "--data",
+        "shapes",
+        "--max-images",
+        "16",
+        "--resume",
+        "--precision",
+        "tf32",
+    ]);
+    assert!(
+        e.contains("--precision fp32") && e.contains("cannot resume with --precision tf32"),
+        "{e}"
+    );
+    // Sampling may run in another precision, and says which.
+    let out_png = out.join("tf32.png");
+    let said = ok(&[
+        "sample",
+        "--checkpoint",
+        s(&run_dir),
+        "--count",
+        "2",
+        "--precision",
+        "tf32",
+        "--out",
+        s(&out_png),
+    ]);
+    assert!(said.contains("tf32 convolutions"), "{said}");
     let sample = |extra: &[&str]| {
         let png = out.join("s.png");
         let mut a = vec![
@@ -399,4 +429,32 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("ddpm"), "{e}");
     let e = sample(&["--init", "noise"]);
     assert!(e.contains("additive"), "{e}");
+}
+
+#[test]
+fn help_lists_every_choice_with_its_meaning() {
+    let help = ok(&["train", "--help"]);
+    for choice in [
+        "tiny_deep",
+        "additive",
+        "cosine",
+        "sk2",
+        "stein",
+        "egd",
+        "tf32",
+        "emu-reverse",
+    ] {
+        assert!(
+            help.contains(choice),
+            "train --help lacks {choice}:\n{help}"
+        );
+    }
+    assert!(help.contains("exponentiated gradient descent"), "{help}");
+    let help = ok(&["sample", "--help"]);
+    for choice in ["asams", "supplement", "class-average", "raw", "tf32"] {
+        assert!(
+            help.contains(choice),
+            "sample --help lacks {choice}:\n{help}"
+        );
+    }
 }

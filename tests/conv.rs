@@ -8,7 +8,6 @@ use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::ops::conv::{
     conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
-    conv2d_with_precision,
 };
 use dalemeetslangevin::ops::conv_precision::round_to_tf32;
 use dalemeetslangevin::{Device, Tensor};
@@ -56,6 +55,7 @@ fn case(
         cfg: Conv2dCfg {
             padding: pad,
             dilation: dil,
+            precision: ConvPrecision::Fp32,
         },
     }
 }
@@ -169,6 +169,7 @@ fn conv_gradients_match_finite_differences() {
         let cfg = Conv2dCfg {
             padding: pad,
             dilation: dil,
+            ..Conv2dCfg::default()
         };
         let inputs = vec![
             (
@@ -206,6 +207,7 @@ fn conv_shape_errors_are_reported() {
         Conv2dCfg {
             padding: 0,
             dilation: 4,
+            ..Conv2dCfg::default()
         },
     )
     .unwrap_err()
@@ -239,7 +241,7 @@ fn forward_of(
     let x = Tensor::from_slice(x, &c.x_shape, dev).unwrap();
     let w = Tensor::from_slice(w, &c.w_shape, dev).unwrap();
     let b = b.map(|b| Tensor::from_slice(b, &[c.w_shape[0]], dev).unwrap());
-    conv2d_with_precision(&x, &w, b.as_ref(), c.cfg, precision)
+    conv2d(&x, &w, b.as_ref(), c.cfg.with_precision(precision))
         .unwrap()
         .to_vec()
         .unwrap()
@@ -363,30 +365,32 @@ fn conv_tf32_kernel_has_no_races() {
 }
 
 #[test]
-fn conv_precision_defaults_to_fp32() {
-    if std::env::var_os(ConvPrecision::ENV).is_none() {
-        assert_eq!(
-            ConvPrecision::process_default().unwrap(),
-            ConvPrecision::Fp32
-        );
-        let mut rng = test_rng("conv_default_precision");
-        let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
-        let x = Tensor::from_slice(&c.x, &c.x_shape, &Device::Cpu).unwrap();
-        let w = Tensor::from_slice(&c.w, &c.w_shape, &Device::Cpu).unwrap();
-        let got = conv2d(&x, &w, None, c.cfg).unwrap().to_vec().unwrap();
-        let fp32 = forward_of(&c.x, &c.w, None, &c, &Device::Cpu, ConvPrecision::Fp32);
-        assert_eq!(got, fp32);
-    } else {
-        eprintln!(
-            "conv_precision_defaults_to_fp32: skipped, {} is set",
-            ConvPrecision::ENV
-        );
-    }
-    assert_eq!(ConvPrecision::parse("TF32").unwrap(), ConvPrecision::Tf32);
+fn conv_precision_defaults_to_fp32_and_is_named_as_stored() {
+    // Every constructor of a convolution's settings, and so every layer, starts in fp32.
+    assert_eq!(Conv2dCfg::default().precision, ConvPrecision::Fp32);
+    assert_eq!(Conv2dCfg::same(3, 2).precision, ConvPrecision::Fp32);
+    assert_eq!(ConvPrecision::default(), ConvPrecision::Fp32);
+    let mut rng = test_rng("conv_default_precision");
+    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let x = Tensor::from_slice(&c.x, &c.x_shape, &Device::Cpu).unwrap();
+    let w = Tensor::from_slice(&c.w, &c.w_shape, &Device::Cpu).unwrap();
+    let cfg = Conv2dCfg::same(3, 1);
+    let got = conv2d(&x, &w, None, cfg).unwrap().to_vec().unwrap();
+    let tf32 = conv2d(&x, &w, None, cfg.with_precision(ConvPrecision::Tf32))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let fp32 = forward_of(&c.x, &c.w, None, &c, &Device::Cpu, ConvPrecision::Fp32);
+    assert_eq!(got, fp32);
+    assert_ne!(got, tf32, "the precision in the settings is not honoured");
+
+    // The names checkpoints store.
+    assert_eq!(ConvPrecision::Tf32.name(), "tf32");
+    assert_eq!(ConvPrecision::parse("tf32").unwrap(), ConvPrecision::Tf32);
     assert_eq!(ConvPrecision::parse("fp32").unwrap(), ConvPrecision::Fp32);
     let err = ConvPrecision::parse("bf16").unwrap_err().to_string();
     assert!(
-        err.contains("DML_CONV_PRECISION") && err.contains("bf16"),
+        err.contains("convolution precision") && err.contains("bf16"),
         "{err}"
     );
 }

@@ -13,6 +13,7 @@ use dalemeetslangevin::diffusion::samplers::SamplerConfig;
 use dalemeetslangevin::diffusion::{Parameterisation, Schedule, SigmaShape};
 use dalemeetslangevin::generate::{generate, GenerateOptions, InitKind};
 use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::train::{
     self, checkpoint_path, read_losses, ModelSpec, Objective, OptimizerKind, RunEnd, ScoreModel,
     TrainConfig, Trainer, Weights,
@@ -90,7 +91,7 @@ fn resume_reproduces_the_uninterrupted_run() {
         let mut first = trainer(&data, objective, 4, opt);
         run_to_end(&mut first, &data, &dir);
         let ckpt = checkpoint_path(&dir);
-        let mut resumed = Trainer::resume(&ckpt, &data, &Device::Cpu, Some(6)).unwrap();
+        let mut resumed = Trainer::resume(&ckpt, &data, &Device::Cpu, Some(6), None).unwrap();
         assert_eq!(resumed.steps_done(), 4);
         let summary = run_to_end(&mut resumed, &data, &dir);
         assert_eq!((summary.end, summary.steps_run), (RunEnd::Finished, 2));
@@ -157,7 +158,7 @@ fn resuming_on_other_data_is_an_error() {
     let mut t = trainer(&data, gbm(10), 1, OptimizerKind::AdamW);
     run_to_end(&mut t, &data, &dir);
     let other = Dataset::load("shapes", Split::Train).unwrap().truncated(32);
-    let err = Trainer::resume(&checkpoint_path(&dir), &other, &Device::Cpu, None)
+    let err = Trainer::resume(&checkpoint_path(&dir), &other, &Device::Cpu, None, None)
         .err()
         .expect("resume on other data must fail")
         .to_string();
@@ -170,7 +171,7 @@ fn a_checkpoint_samples_with_every_sampler_and_init() {
     let dir = common::tempdir("sample");
     let mut t = trainer(&data, gbm(8), 2, OptimizerKind::AdamW);
     run_to_end(&mut t, &data, &dir);
-    let model = ScoreModel::load(&checkpoint_path(&dir), Weights::Ema, &Device::Cpu).unwrap();
+    let model = ScoreModel::load(&checkpoint_path(&dir), Weights::Ema, None, &Device::Cpu).unwrap();
     for (sampler, init) in [
         (SamplerConfig::adls(0.01, 2, 0.9, 3), InitKind::LogNormal),
         (
@@ -219,4 +220,94 @@ fn a_checkpoint_samples_with_every_sampler_and_init() {
         .unwrap();
     assert_eq!(a, b);
     assert_ne!(a[..784], a[2 * 784..3 * 784]);
+}
+
+/// A one-step run of the tiny preset whose convolutions run in `precision`.
+fn trained_in(precision: ConvPrecision, name: &str) -> (Dataset, std::path::PathBuf) {
+    let data = shapes();
+    let dir = common::tempdir(name);
+    let range = PixelRange::new(1.0, 2.0).unwrap();
+    let spec = ModelSpec::for_dataset(Preset::Tiny, &data, gbm(10), range)
+        .unwrap()
+        .with_precision(precision);
+    let mut t = Trainer::new(config(1, OptimizerKind::AdamW), spec, &data, &Device::Cpu).unwrap();
+    run_to_end(&mut t, &data, &dir);
+    (data, dir)
+}
+
+/// The network's output on a fixed batch at level 3.
+fn output_of(model: &ScoreModel) -> Vec<f32> {
+    let x: Vec<f32> = (0..2 * 28 * 28)
+        .map(|i| 1.0 + (i % 17) as f32 / 17.0)
+        .collect();
+    let x = dalemeetslangevin::Tensor::from_vec(x, &[2, 1, 28, 28], &Device::Cpu).unwrap();
+    model.output(&x, &[3, 3]).unwrap().to_vec().unwrap()
+}
+
+#[test]
+fn the_convolution_precision_is_stored_and_reloaded() {
+    let (data, dir) = trained_in(ConvPrecision::Tf32, "precision-stored");
+    let path = checkpoint_path(&dir);
+    let ckpt = Checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.meta("net.conv_precision").unwrap(), "tf32");
+
+    let stored = ScoreModel::load(&path, Weights::Ema, None, &Device::Cpu).unwrap();
+    assert_eq!(stored.spec.net.precision, ConvPrecision::Tf32);
+    let fp32 =
+        ScoreModel::load(&path, Weights::Ema, Some(ConvPrecision::Fp32), &Device::Cpu).unwrap();
+    assert_eq!(fp32.spec.net.precision, ConvPrecision::Fp32);
+    assert_ne!(
+        output_of(&stored),
+        output_of(&fp32),
+        "the loaded network does not run in the stored precision"
+    );
+
+    let resumed = Trainer::resume(&path, &data, &Device::Cpu, Some(2), None).unwrap();
+    assert_eq!(resumed.model.spec.net.precision, ConvPrecision::Tf32);
+    Trainer::resume(
+        &path,
+        &data,
+        &Device::Cpu,
+        Some(2),
+        Some(ConvPrecision::Tf32),
+    )
+    .unwrap();
+
+    // A checkpoint written before the precision was stored was trained in fp32.
+    let mut old = ckpt.clone();
+    old.metadata.remove("net.conv_precision").unwrap();
+    let old_path = dir.join("old.safetensors");
+    old.save(&old_path).unwrap();
+    let model = ScoreModel::load(&old_path, Weights::Ema, None, &Device::Cpu).unwrap();
+    assert_eq!(model.spec.net.precision, ConvPrecision::Fp32);
+    assert_eq!(output_of(&model), output_of(&fp32));
+}
+
+#[test]
+fn resuming_with_another_precision_is_refused() {
+    let (data, dir) = trained_in(ConvPrecision::Fp32, "precision-refused");
+    let path = checkpoint_path(&dir);
+    assert_eq!(
+        Checkpoint::load(&path)
+            .unwrap()
+            .meta("net.conv_precision")
+            .unwrap(),
+        "fp32"
+    );
+    let err = Trainer::resume(
+        &path,
+        &data,
+        &Device::Cpu,
+        Some(2),
+        Some(ConvPrecision::Tf32),
+    )
+    .err()
+    .expect("resuming an fp32 run in tf32 must fail")
+    .to_string();
+    assert!(
+        err.contains("checkpoint.safetensors")
+            && err.contains("trained with --precision fp32")
+            && err.contains("cannot resume with --precision tf32"),
+        "{err}"
+    );
 }

@@ -6,6 +6,7 @@ use super::{BenchConfig, Item, Run};
 use crate::device::Device;
 use crate::error::Result;
 use crate::ops::conv::{self, Conv2dCfg};
+use crate::ops::ConvPrecision;
 
 #[derive(Clone, Copy, Debug)]
 enum Pass {
@@ -33,12 +34,12 @@ pub(super) fn items(cfg: &BenchConfig, paper: &NetworkTrace) -> Vec<Item> {
     let mut items = Vec::new();
     for shape in paper.distinct_convs() {
         for pass in Pass::ALL {
-            let device = cfg.device.clone();
+            let (device, precision) = (cfg.device.clone(), cfg.precision);
             items.push(Item::new(
                 format!("{}/{}", pass.key_root(), shape.key_suffix(batch)),
                 shape.bytes(batch),
                 shape.flops(batch),
-                move || prepare(pass, shape, batch, &device),
+                move || prepare(pass, shape, batch, precision, &device),
             ));
         }
     }
@@ -46,8 +47,14 @@ pub(super) fn items(cfg: &BenchConfig, paper: &NetworkTrace) -> Vec<Item> {
 }
 
 /// The two inputs of the pass (x and w, dy and w, or dy and x), rotated.
-fn prepare(pass: Pass, shape: ConvShape, batch: usize, device: &Device) -> Result<Run> {
-    let cfg = Conv2dCfg::same(shape.k, shape.d);
+fn prepare(
+    pass: Pass,
+    shape: ConvShape,
+    batch: usize,
+    precision: ConvPrecision,
+    device: &Device,
+) -> Result<Run> {
+    let cfg = Conv2dCfg::same(shape.k, shape.d).with_precision(precision);
     let (x_shape, y_shape, w_shape) = (
         shape.input_shape(batch),
         shape.output_shape(batch),

@@ -10,7 +10,7 @@ use crate::device::Device;
 use crate::diffusion::samplers::{dale_step, StepNoise};
 use crate::error::Result;
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
-use crate::ops;
+use crate::ops::{self, ConvPrecision};
 use crate::tensor::Tensor;
 
 pub(super) const KEY_ROOTS: &[&str] = &["sampler_step"];
@@ -29,20 +29,27 @@ pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
                     + 2 * batch * c * h * w) as f64;
             let flops = batch as f64 * trace.conv_flops_per_image();
             let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
+            let precision = cfg.precision;
             Item::new(
                 format!("sampler_step/{preset}/{c}x{h}x{w}/b{batch}"),
                 bytes,
                 flops,
-                move || prepare(preset, n_levels, batch, &device),
+                move || prepare(preset, n_levels, batch, precision, &device),
             )
             .with_memory()
         })
         .collect()
 }
 
-fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Result<Run> {
+fn prepare(
+    preset: Preset,
+    n_levels: usize,
+    batch: usize,
+    precision: ConvPrecision,
+    device: &Device,
+) -> Result<Run> {
     let [c, h, _] = IMAGE;
-    let config = NcsnConfig::new(preset, c, h, n_levels)?;
+    let config = NcsnConfig::new(preset, c, h, n_levels)?.with_precision(precision);
     let mut store = ParamStore::new(device, 0);
     let net = Ncsn::new(&mut store, &config)?;
     let level = Tensor::from_vec(vec![(n_levels / 2) as f32; batch], &[batch], device)?;

@@ -13,6 +13,7 @@ use crate::diffusion::loss::{mdsm_loss, LossWeighting};
 use crate::diffusion::{Parameterisation, Schedule};
 use crate::error::Result;
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::ops::ConvPrecision;
 use crate::optim::{pair_with_store, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
 
@@ -31,11 +32,12 @@ pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
             let bytes = 4.0 * (8 * trace.params() + batch * c * h * w) as f64;
             let flops = 3.0 * batch as f64 * trace.conv_flops_per_image();
             let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
+            let precision = cfg.precision;
             Item::new(
                 format!("train_step/{preset}/{c}x{h}x{w}/b{batch}"),
                 bytes,
                 flops,
-                move || prepare(preset, n_levels, batch, &device),
+                move || prepare(preset, n_levels, batch, precision, &device),
             )
             .with_memory()
         })
@@ -43,9 +45,15 @@ pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
 }
 
 /// A fresh network and optimiser, and the step that trains them.
-fn prepare(preset: Preset, n_levels: usize, batch: usize, device: &Device) -> Result<Run> {
+fn prepare(
+    preset: Preset,
+    n_levels: usize,
+    batch: usize,
+    precision: ConvPrecision,
+    device: &Device,
+) -> Result<Run> {
     let [c, h, _] = IMAGE;
-    let config = NcsnConfig::new(preset, c, h, n_levels)?;
+    let config = NcsnConfig::new(preset, c, h, n_levels)?.with_precision(precision);
     let mut store = ParamStore::new(device, 0);
     let net = Ncsn::new(&mut store, &config)?;
     let schedule = Schedule::constant(n_levels, SIGMA as f64)?;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::ConvPrecision;
 use crate::tensor::memory;
 
 /// The sizes every family builds its items for.
@@ -45,6 +46,9 @@ pub struct BenchConfig {
     /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items (BENCH.md
     /// `--elementwise-batch`: 1000).
     pub elementwise_images: usize,
+    /// The forward convolutions' arithmetic in the conv, train and sampler items (BENCH.md and
+    /// PyTorch's results: fp32).
+    pub precision: ConvPrecision,
 }
 
 impl BenchConfig {
@@ -55,6 +59,7 @@ impl BenchConfig {
             batch: 8,
             sampler_batch: default_sampler_batch(device),
             elementwise_images: 1000,
+            precision: ConvPrecision::Fp32,
         }
     }
 }

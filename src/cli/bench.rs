@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::bench::{self, BenchConfig, Row, TorchResults};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::ConvPrecision;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -28,6 +29,10 @@ pub struct BenchArgs {
     /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items.
     #[arg(long, default_value_t = 1000)]
     pub elementwise_batch: usize,
+    /// Arithmetic of the forward convolutions in the conv, train and sampler items (PyTorch's
+    /// results are fp32).
+    #[arg(long, value_enum, default_value_t = ConvPrecision::Fp32)]
+    pub precision: ConvPrecision,
     /// Time spent on each item, in milliseconds (at least 3 repeats are always timed).
     #[arg(long)]
     pub budget_ms: Option<u64>,
@@ -69,6 +74,7 @@ impl BenchArgs {
             batch: self.batch,
             sampler_batch,
             elementwise_images: self.elementwise_batch,
+            precision: self.precision,
         })
     }
 
@@ -126,9 +132,14 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     let budget = args.budget();
     let load_before = load_average();
     println!("device: {device}");
+    println!("convolutions: {} forward, fp32 backward", cfg.precision);
     let mut ceilings = bench::measure_ceilings(device, budget)?;
     let mut notes = vec![
         format!("load average at start {load_before}"),
+        format!(
+            "forward convolutions (conv_fwd, train_step, sampler_step) in {}; backward always fp32",
+            cfg.precision
+        ),
         "memory: the most bytes held by live tensors during one call (parameters, optimiser state \
          and inputs included), counted by the tensor layer; scratch buffers that are not tensors \
          (the cpu convolution's im2col columns) are not counted"
@@ -163,6 +174,7 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
             "batch": cfg.batch,
             "sampler_batch": cfg.sampler_batch,
             "elementwise_batch": cfg.elementwise_images,
+            "conv_precision": cfg.precision.name(),
             "budget_ms": budget.as_millis() as u64,
             "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
             "torch_results": torch.as_ref().map(|t| t.path.display().to_string()),

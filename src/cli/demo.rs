@@ -9,8 +9,13 @@ use super::train::{self, TrainArgs};
 use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::Device;
+use crate::diffusion::loss::LossWeighting;
+use crate::diffusion::samplers::{DaleVariant, SamplerKind};
+use crate::diffusion::Parameterisation;
 use crate::error::Result;
-use crate::train::checkpoint_path;
+use crate::nn::ncsn::Preset;
+use crate::ops::ConvPrecision;
+use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};
 
 /// The demo's schedule: fewer levels than the paper's 1000 so that sampling takes seconds on a
 /// CPU; the sampling step covers the same reverse time per level as training's delta = 1/N.
@@ -35,6 +40,9 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Arithmetic of the forward convolutions [default: fp32; when continuing, the run's own].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
 }
 
 /// `fashion-mnist` when it can be loaded, else the built-in dataset.
@@ -55,25 +63,26 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
     let train_args = TrainArgs {
         data,
         max_images: None,
-        preset: "tiny".into(),
-        diffusion: "gbm".into(),
+        preset: Preset::Tiny,
+        diffusion: Diffusion::Gbm,
         schedule: None,
         levels: Some(DEMO_LEVELS),
         sigma_min: None,
         sigma_max: None,
-        weighting: "sk2".into(),
-        parameterisation: "h".into(),
+        weighting: LossWeighting::SkSquared,
+        parameterisation: Parameterisation::H,
         range_lo: 1.0,
         range_hi: 2.0,
         batch: 32,
         steps: Some(args.steps),
-        optimizer: "adamw".into(),
+        optimizer: OptimizerKind::AdamW,
         lr: 2e-3,
         warmup: 50,
         weight_decay: 0.0,
         clip: 1.0,
         ema: 0.995,
         seed: args.seed,
+        precision: args.precision,
         checkpoint_every: 250,
         out: Some(args.out.clone()),
         resume: checkpoint_path(&args.out).exists(),
@@ -84,18 +93,19 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
         sampling: SamplerArgs {
             count: args.count,
             batch: args.count.min(64),
-            sampler: "adls".into(),
+            sampler: SamplerKind::Adls,
             delta_s: 1.0 / DEMO_LEVELS as f32,
             inner_steps: DEMO_INNER_STEPS,
             chi: 0.97,
             kappa: 1.0,
             terminal_steps: 0,
-            variant: "derived".into(),
+            variant: DaleVariant::Derived,
             init: None,
             steps_per_level: 1,
             eps: 2e-5,
             seed: args.seed,
-            weights: "ema".into(),
+            weights: Weights::Ema,
+            precision: None,
         },
         out: args.out.join("samples.png"),
         tensors: None,

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::sample::{resolve_checkpoint, sample_with_progress, SamplerArgs};
+use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
 use super::train_classifier::{cached_classifier_path, train_and_save};
-use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -18,7 +17,8 @@ use crate::eval::{
     EVAL_CSV_HEADER,
 };
 use crate::image::{write_neighbour_grid, ImageShape};
-use crate::train::{ScoreModel, Weights};
+use crate::sample_file::SampleFile;
+use crate::train::ScoreModel;
 
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -26,6 +26,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Evaluate these samples (written by `dml sample --tensors`) instead of drawing new ones.
+    /// The score network's --precision applies to drawing; the classifier always runs fp32.
     #[arg(long)]
     pub samples: Option<PathBuf>,
     #[command(flatten)]
@@ -86,7 +87,7 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
             "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
         ));
     }
-    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let model = args.sampling.load_model(&path, device)?;
     let data_name = args
         .data
         .clone()
@@ -102,7 +103,10 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
     }
     let samples = match &args.samples {
         Some(file) => read_samples(file, &model)?,
-        None => draw_samples(&model, args)?,
+        None => {
+            print_model(&model, device);
+            draw_samples(&model, args)?
+        }
     };
     let classifier = classifier_for(args, &model, &train, &test, device)?;
     let options = EvalOptions {
@@ -140,10 +144,10 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
 
 fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
     let generated = sample_with_progress(model, &args.sampling.generate_options(model)?)?;
-    let gbm = model.spec.objective.diffusion_name() == "gbm";
+    let signs = model.spec.objective.diffusion().requires_positive_pixels();
     Ok(SampleSet {
         images: generated.images.to_vec()?,
-        sign_changes: gbm.then_some(generated.stats.sign_changes),
+        sign_changes: signs.then_some(generated.stats.sign_changes),
         source: format!(
             "{} sampler={} seed={} count={}",
             args.checkpoint.display(),
@@ -154,43 +158,25 @@ fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
     })
 }
 
-/// Samples written by `dml sample --tensors`: tensor `samples` [n, C, H, W] in the model's pixel
-/// range, metadata `data.range.lo/hi` and `sign_changes`.
+/// Samples written by `dml sample --tensors`, which must be images the model makes (at least
+/// two: the distances compare distributions).
 fn read_samples(file: &Path, model: &ScoreModel) -> Result<SampleSet> {
-    let ckpt = Checkpoint::load(file)?;
-    let (shape, data) = ckpt.tensors.get("samples").ok_or_else(|| {
-        Error::file(
-            file,
-            "no tensor 'samples' (write one with `dml sample --tensors FILE`)",
-        )
-    })?;
-    let [c, h, w] = model.spec.image_shape();
-    if shape.len() != 4 || shape[1..] != [c, h, w] || shape[0] < 2 {
+    let samples = SampleFile::load(file)?;
+    samples
+        .check_fits(model.spec.image_shape(), model.spec.range)
+        .map_err(|e| Error::file(file, e.to_string()))?;
+    if samples.count() < 2 {
         return Err(Error::file(
             file,
             format!(
-                "samples have shape {shape:?}, but the checkpoint makes [n, {c}, {h}, {w}] images \
-                 (n >= 2)"
+                "{} sample(s); the distances need at least 2",
+                samples.count()
             ),
         ));
     }
-    if let (Ok(lo), Ok(hi)) = (
-        ckpt.meta_parse::<f32>("data.range.lo"),
-        ckpt.meta_parse::<f32>("data.range.hi"),
-    ) {
-        let range = model.spec.range;
-        if (lo, hi) != (range.lo, range.hi) {
-            return Err(Error::file(
-                file,
-                format!(
-                    "samples are in the pixel range [{lo}, {hi}], the checkpoint's is [{range}]"
-                ),
-            ));
-        }
-    }
     Ok(SampleSet {
-        images: data.clone(),
-        sign_changes: ckpt.meta_parse("sign_changes").ok(),
+        images: samples.images,
+        sign_changes: samples.sign_changes,
         source: file.display().to_string(),
     })
 }

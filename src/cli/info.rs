@@ -1,8 +1,9 @@
 //! `dml info`: what this build can do and what this machine has.
-use crate::device::{cuda, emu, Device};
+use super::DeviceChoice;
+use crate::device::{cuda, emu};
 use crate::error::Result;
 
-pub fn run(device_arg: &str) -> Result<()> {
+pub fn run(device_arg: DeviceChoice) -> Result<()> {
     println!("dml {}", env!("CARGO_PKG_VERSION"));
     println!("build:");
     match cuda::NVCC_VERSION {
@@ -48,7 +49,7 @@ pub fn run(device_arg: &str) -> Result<()> {
         }
         Err(e) => println!("  cuda: none ({e})"),
     }
-    match Device::parse(device_arg) {
+    match device_arg.open() {
         Ok(d) => println!("backend chosen (--device {device_arg}): {d}"),
         Err(e) => println!("backend chosen (--device {device_arg}): unavailable: {e}"),
     }

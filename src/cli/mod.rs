@@ -10,7 +10,7 @@ mod train_classifier;
 
 use clap::{Parser, Subcommand};
 
-use crate::device::Device;
+use crate::device::{CudaDevice, Device, EmuSchedule};
 use crate::error::Result;
 
 #[derive(Parser, Debug)]
@@ -21,10 +21,9 @@ use crate::error::Result;
     long_about = None
 )]
 pub struct Cli {
-    /// Backend: cpu (native Rust), cuda (the GPU kernels), emu (the GPU kernels run by the CPU
-    /// emulator, for debugging), or auto (cuda when a GPU and compiled kernels are present).
-    #[arg(long, global = true, default_value = "auto")]
-    pub device: String,
+    /// The backend every computation runs on.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
 
     #[command(subcommand)]
     pub command: Command,
@@ -53,19 +52,46 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Demo(args) => demo::run(&device(&cli.device)?, &args),
-        Command::Train(args) => train::run(&device(&cli.device)?, &args),
-        Command::Sample(args) => sample::run(&device(&cli.device)?, &args),
-        Command::TrainClassifier(args) => train_classifier::run(&device(&cli.device)?, &args),
-        Command::Eval(args) => eval::run(&device(&cli.device)?, &args),
-        Command::Info => info::run(&cli.device),
-        Command::Bench(args) => bench::run(&device(&cli.device)?, &args),
+/// What `--device` names: a backend, or the choice of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+    Emu,
+    EmuReverse,
+}
+
+crate::named::value_names!(DeviceChoice {
+    Auto = "auto" => "cuda when a GPU and compiled kernels are present, else cpu",
+    Cpu = "cpu" => "native Rust, the reference semantics",
+    Cuda = "cuda" => "the CUDA kernels on the first GPU",
+    Emu = "emu" => "the CUDA kernels run by the CPU emulator (debugging)",
+    EmuReverse = "emu-reverse" => "the emulator resuming threads in reverse order (exposes races)",
+});
+
+impl DeviceChoice {
+    /// The device, or the error explaining why a GPU cannot be used.
+    pub fn open(self) -> Result<Device> {
+        Ok(match self {
+            Self::Auto => Device::auto(),
+            Self::Cpu => Device::Cpu,
+            Self::Cuda => Device::Cuda(CudaDevice::open(0)?),
+            Self::Emu => Device::Emu(EmuSchedule::Forward),
+            Self::EmuReverse => Device::Emu(EmuSchedule::Reverse),
+        })
     }
 }
 
-/// The device named by `--device`, with the error explaining why a GPU cannot be used.
-pub fn device(name: &str) -> Result<Device> {
-    Device::parse(name)
+pub fn run(cli: Cli) -> Result<()> {
+    let device = || cli.device.open();
+    match cli.command {
+        Command::Demo(args) => demo::run(&device()?, &args),
+        Command::Train(args) => train::run(&device()?, &args),
+        Command::Sample(args) => sample::run(&device()?, &args),
+        Command::TrainClassifier(args) => train_classifier::run(&device()?, &args),
+        Command::Eval(args) => eval::run(&device()?, &args),
+        Command::Info => info::run(cli.device),
+        Command::Bench(args) => bench::run(&device()?, &args),
+    }
 }

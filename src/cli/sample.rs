@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::progress::Progress;
-use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::diffusion::additive::{self, AnnealedLangevinConfig};
 use crate::diffusion::samplers::{
-    DaleVariant, SamplerConfig, StepKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
+    DaleVariant, SamplerConfig, SamplerKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
 };
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
+use crate::ops::ConvPrecision;
+use crate::sample_file::SampleFile;
 use crate::train::{checkpoint_path, ScoreModel, Weights};
 
 #[derive(Args, Debug, Clone)]
@@ -26,7 +27,8 @@ pub struct SampleArgs {
     /// PNG grid of the samples.
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
-    /// Also write the samples (and their start classes) as safetensors.
+    /// Also write the samples (and their start classes) as safetensors (the format
+    /// `dml eval --samples` reads).
     #[arg(long)]
     pub tensors: Option<PathBuf>,
     /// Images per row of the grid [default: about the square root of --count].
@@ -43,10 +45,9 @@ pub struct SamplerArgs {
     /// Images sampled together.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// GBM sampler: adls (annealed Dale-Langevin, sign-preserving), asams (annealed
-    /// sign-agnostic; sign changes are counted), em (Algorithm 1: L = 1, chi = 1).
-    #[arg(long, default_value = "adls")]
-    pub sampler: String,
+    /// The GBM sampler (SPEC section 4).
+    #[arg(long, value_enum, default_value_t = SamplerKind::Adls)]
+    pub sampler: SamplerKind,
     /// Sampling step delta_s (SPEC 4).
     #[arg(long, default_value_t = PAPER_DELTA_S)]
     pub delta_s: f32,
@@ -62,14 +63,12 @@ pub struct SamplerArgs {
     /// Extra noise-free steps at level 1 (paper 003's terminal denoising).
     #[arg(long, default_value_t = 0)]
     pub terminal_steps: usize,
-    /// Drift of the Dale-Langevin step: derived (SPEC 4) or supplement (the supplement's
-    /// Algorithm 2 as written).
-    #[arg(long, default_value = "derived")]
-    pub variant: String,
-    /// Start of the chain: lognormal (fitted per channel, GBM), class-average (each class's mean
-    /// image pushed forward), noise (additive) [default: lognormal for gbm, noise for additive].
-    #[arg(long)]
-    pub init: Option<String>,
+    /// Drift of the Dale-Langevin step (adls, em).
+    #[arg(long, value_enum, default_value_t = DaleVariant::Derived)]
+    pub variant: DaleVariant,
+    /// Start of the chain [default: lognormal for gbm, noise for additive].
+    #[arg(long, value_enum)]
+    pub init: Option<InitKind>,
     /// Additive baseline: Langevin steps T per level.
     #[arg(long, default_value_t = additive::DEFAULT_STEPS_PER_LEVEL)]
     pub steps_per_level: usize,
@@ -78,27 +77,29 @@ pub struct SamplerArgs {
     pub eps: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// ema (the averaged weights) or raw (the optimiser's).
-    #[arg(long, default_value = "ema")]
-    pub weights: String,
+    /// Which weights of the checkpoint to sample from.
+    #[arg(long, value_enum, default_value_t = Weights::Ema)]
+    pub weights: Weights,
+    /// Arithmetic of the network's forward convolutions [default: the one the checkpoint was
+    /// trained with].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
 }
 
 impl SamplerArgs {
+    /// The model in the checkpoint file `path`, with the weights and precision asked for.
+    pub fn load_model(&self, path: &Path, device: &Device) -> Result<ScoreModel> {
+        ScoreModel::load(path, self.weights, self.precision, device)
+    }
+
     fn sampler_config(&self) -> Result<SamplerConfig> {
-        let variant = DaleVariant::parse(&self.variant)?;
-        let mut config = match self.sampler.as_str() {
-            "adls" => SamplerConfig::adls(self.delta_s, self.inner_steps, self.chi, self.seed),
-            "asams" => SamplerConfig::asams(self.delta_s, self.inner_steps, self.chi, self.seed),
-            "em" => SamplerConfig::algorithm1(self.delta_s, self.seed),
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown sampler '{other}': expected adls, asams or em"
-                )))
-            }
-        };
-        if let StepKind::DaleLangevin(_) = config.step {
-            config.step = StepKind::DaleLangevin(variant);
-        }
+        let mut config = self.sampler.config(
+            self.delta_s,
+            self.inner_steps,
+            self.chi,
+            self.variant,
+            self.seed,
+        );
         config.kappa_start = self.kappa;
         config.terminal_denoise_steps = self.terminal_steps;
         config.validate()?;
@@ -107,10 +108,9 @@ impl SamplerArgs {
 
     /// What [`generate`] needs to draw from `model` as these options say.
     pub fn generate_options(&self, model: &ScoreModel) -> Result<GenerateOptions> {
-        let init = match &self.init {
-            Some(name) => InitKind::parse(name)?,
-            None => InitKind::default_for(&model.spec.objective),
-        };
+        let init = self
+            .init
+            .unwrap_or_else(|| InitKind::default_for(&model.spec.objective));
         Ok(GenerateOptions {
             count: self.count,
             batch: self.batch,
@@ -136,13 +136,9 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
 
 pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let path = resolve_checkpoint(&args.checkpoint);
-    let model = ScoreModel::load(&path, Weights::parse(&args.sampling.weights)?, device)?;
+    let model = args.sampling.load_model(&path, device)?;
     let opts = args.sampling.generate_options(&model)?;
-    eprintln!(
-        "model {} ({}) on {device}",
-        model.spec.net.describe(),
-        model.spec.objective.summary()
-    );
+    print_model(&model, device);
     let generated = sample_with_progress(&model, &opts)?;
     write_outputs(&model, &generated, args)?;
     println!(
@@ -151,7 +147,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
         generated.seconds,
         generated.images_per_second()
     );
-    if model.spec.objective.diffusion_name() == "gbm" {
+    if model.spec.objective.diffusion().requires_positive_pixels() {
         println!(
             "sign changes during sampling: {}; final entries not positive: {:.4}%",
             generated.stats.sign_changes,
@@ -159,6 +155,16 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line on the model about to be sampled from: network, convolution precision, diffusion.
+pub fn print_model(model: &ScoreModel, device: &Device) {
+    eprintln!(
+        "model {} ({} convolutions; {}) on {device}",
+        model.spec.net.describe(),
+        model.spec.net.precision,
+        model.spec.objective.summary()
+    );
 }
 
 /// [`generate`] with a progress bar over network evaluations.
@@ -195,34 +201,30 @@ fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -
     )?;
     println!("wrote {}", args.out.display());
     if let Some(path) = &args.tensors {
-        write_tensors(path, model, generated, args)?;
+        sample_file(model, generated, args)?.save(path)?;
         println!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn write_tensors(
-    path: &Path,
-    model: &ScoreModel,
-    generated: &Generated,
-    args: &SampleArgs,
-) -> Result<()> {
-    let mut out = Checkpoint::new();
-    out.put_tensor("samples", &generated.images)?;
-    if let Some(classes) = &generated.classes {
-        let c: Vec<f32> = classes.iter().map(|&k| k as f32).collect();
-        let t = crate::tensor::Tensor::from_vec(c, &[classes.len()], &Device::Cpu)?;
-        out.put_tensor("classes", &t)?;
-    }
-    out.put_meta("checkpoint", args.checkpoint.display());
-    out.put_meta("sampler", &args.sampling.sampler);
-    out.put_meta("seed", args.sampling.seed);
-    out.put_meta("data.range.lo", format!("{:?}", model.spec.range.lo));
-    out.put_meta("data.range.hi", format!("{:?}", model.spec.range.hi));
-    out.put_meta("sign_changes", generated.stats.sign_changes);
-    out.put_meta(
-        "nonpositive_fraction",
-        format!("{:?}", generated.stats.nonpositive_fraction),
-    );
-    out.save(path)
+/// The samples with where they came from; sign statistics only for a diffusion whose pixels
+/// stay positive (for the others sign changes mean nothing).
+fn sample_file(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> Result<SampleFile> {
+    let shape: [usize; 4] = generated.images.shape().try_into().map_err(|_| {
+        Error::shape(
+            "sample",
+            format!("images {:?}, not [n, C, H, W]", generated.images.shape()),
+        )
+    })?;
+    let signs = model.spec.objective.diffusion().requires_positive_pixels();
+    Ok(SampleFile {
+        classes: generated.classes.clone(),
+        range: Some(model.spec.range),
+        checkpoint: Some(args.checkpoint.display().to_string()),
+        sampler: Some(args.sampling.sampler.name().to_string()),
+        seed: Some(args.sampling.seed),
+        sign_changes: signs.then_some(generated.stats.sign_changes),
+        nonpositive_fraction: signs.then_some(generated.stats.nonpositive_fraction),
+        ..SampleFile::new(shape, generated.images.to_vec()?)?
+    })
 }

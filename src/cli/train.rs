@@ -9,14 +9,14 @@ use clap::Args;
 use super::progress::Progress;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
-use crate::diffusion::additive::{self, NoiseLevels};
 use crate::diffusion::loss::LossWeighting;
-use crate::diffusion::schedule::{PAPER_LEVELS, PAPER_SIGMA};
-use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
+use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
+use crate::ops::ConvPrecision;
 use crate::train::{
-    self, checkpoint_path, ModelSpec, Objective, OptimizerKind, RunEnd, TrainConfig, Trainer,
+    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd,
+    TrainConfig, Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
@@ -30,16 +30,15 @@ pub struct TrainArgs {
     /// Use only the first N training images (quick experiments).
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// Network size: tiny (CPU runs, tests), paper (the published widths), deep (paper 003's
-    /// five stages), tiny_deep.
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// gbm (geometric Brownian motion, SPEC 2-3) or additive (the Gaussian baseline, SPEC 8).
-    #[arg(long, default_value = "gbm")]
-    pub diffusion: String,
-    /// Shape of sigma over time: constant, geometric, sigmoid, cosine.
-    #[arg(long)]
-    pub schedule: Option<String>,
+    /// Network size (reference/NETWORK.md section 1).
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// The diffusion the network learns to reverse.
+    #[arg(long, value_enum, default_value_t = Diffusion::Gbm)]
+    pub diffusion: Diffusion,
+    /// Shape of sigma over time [default: constant for gbm, geometric for additive].
+    #[arg(long, value_enum)]
+    pub schedule: Option<SigmaShape>,
     /// Number of noise levels N [default: 1000 for gbm, 10 for additive].
     #[arg(long)]
     pub levels: Option<usize>,
@@ -49,12 +48,12 @@ pub struct TrainArgs {
     /// Largest sigma [default: 0.8 for gbm, 1 for additive].
     #[arg(long)]
     pub sigma_max: Option<f64>,
-    /// M-DSM weight w_k: sk2 (s_k^2, every level O(1)) or unit (the paper's Eq. 33).
-    #[arg(long, default_value = "sk2")]
-    pub weighting: String,
-    /// What the network outputs: h (the Hyvarinen score) or stein (h = x * output).
-    #[arg(long, default_value = "h")]
-    pub parameterisation: String,
+    /// M-DSM weight w_k (gbm; SPEC section 3).
+    #[arg(long, value_enum, default_value_t = LossWeighting::SkSquared)]
+    pub weighting: LossWeighting,
+    /// What the network outputs (gbm; SPEC section 3).
+    #[arg(long, value_enum, default_value_t = Parameterisation::H)]
+    pub parameterisation: Parameterisation,
     /// Pixels are mapped to [lo, hi] (SPEC 1; must be positive for gbm).
     #[arg(long, default_value_t = 1.0)]
     pub range_lo: f32,
@@ -66,9 +65,9 @@ pub struct TrainArgs {
     /// continues up to this count.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// adamw, or egd (exponentiated gradient descent: weights never change sign, SPEC 7).
-    #[arg(long, default_value = "adamw")]
-    pub optimizer: String,
+    /// The optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::AdamW)]
+    pub optimizer: OptimizerKind,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -84,6 +83,10 @@ pub struct TrainArgs {
     /// Decay of the exponential moving average of the weights (sampled from by default).
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
+    /// Arithmetic of the forward convolutions, stored in the checkpoint [default: fp32; on
+    /// --resume, the run's own, which a different value may not change].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
     /// Seeds initialisation, data order, levels and noise: same seed, same run.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -110,41 +113,22 @@ impl TrainArgs {
         })
     }
 
-    fn objective(&self) -> Result<Objective> {
-        match self.diffusion.as_str() {
-            "gbm" => {
-                let shape = SigmaShape::parse(self.schedule.as_deref().unwrap_or("constant"))?;
-                let schedule = Schedule::new(
-                    shape,
-                    self.levels.unwrap_or(PAPER_LEVELS),
-                    self.sigma_min.unwrap_or(PAPER_SIGMA),
-                    self.sigma_max.unwrap_or(PAPER_SIGMA),
-                )?;
-                Ok(Objective::Gbm {
-                    schedule,
-                    weighting: LossWeighting::parse(&self.weighting)?,
-                    parameterisation: Parameterisation::parse(&self.parameterisation)?,
-                })
-            }
-            "additive" => {
-                let shape = SigmaShape::parse(self.schedule.as_deref().unwrap_or("geometric"))?;
-                let levels = NoiseLevels::new(
-                    shape,
-                    self.levels.unwrap_or(additive::DEFAULT_LEVELS),
-                    self.sigma_max.unwrap_or(additive::DEFAULT_SIGMA_MAX),
-                    self.sigma_min.unwrap_or(additive::DEFAULT_SIGMA_MIN),
-                )?;
-                Ok(Objective::Additive { levels })
-            }
-            other => Err(Error::invalid(format!(
-                "unknown diffusion '{other}': expected gbm or additive"
-            ))),
+    /// The objective these options describe, the diffusion's defaults filling the gaps.
+    fn objective_settings(&self) -> ObjectiveSettings {
+        ObjectiveSettings {
+            diffusion: self.diffusion,
+            shape: self.schedule,
+            levels: self.levels,
+            sigma_min: self.sigma_min,
+            sigma_max: self.sigma_max,
+            weighting: self.weighting,
+            parameterisation: self.parameterisation,
         }
     }
 
     fn config(&self) -> Result<TrainConfig> {
         let config = TrainConfig {
-            optimizer: OptimizerKind::parse(&self.optimizer)?,
+            optimizer: self.optimizer,
             lr: self.lr,
             warmup_steps: self.warmup,
             weight_decay: self.weight_decay,
@@ -156,18 +140,6 @@ impl TrainArgs {
         };
         config.validate()?;
         Ok(config)
-    }
-
-    fn range(&self) -> Result<PixelRange> {
-        let range = PixelRange::new(self.range_lo, self.range_hi)?;
-        if self.diffusion == "gbm" && range.lo <= 0.0 {
-            return Err(Error::invalid(format!(
-                "--range-lo {} must be positive for gbm: the process multiplies pixels, a zero \
-                 stays zero (SPEC 1)",
-                range.lo
-            )));
-        }
-        Ok(range)
     }
 }
 
@@ -202,7 +174,7 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
                 "no checkpoint to resume from (train without --resume first)",
             ));
         }
-        return Trainer::resume(&ckpt, data, device, args.steps);
+        return Trainer::resume(&ckpt, data, device, args.steps, args.precision);
     }
     if ckpt.exists() {
         return Err(Error::file(
@@ -210,8 +182,10 @@ pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trai
             "a run already exists here: pass --resume to continue it, or choose another --out",
         ));
     }
-    let preset = Preset::parse(&args.preset)?;
-    let spec = ModelSpec::for_dataset(preset, data, args.objective()?, args.range()?)?;
+    let objective = args.objective_settings().objective()?;
+    let range = PixelRange::new(args.range_lo, args.range_hi)?;
+    let spec = ModelSpec::for_dataset(args.preset, data, objective, range)?
+        .with_precision(args.precision.unwrap_or_default());
     Trainer::new(args.config()?, spec, data, device)
 }
 
@@ -252,9 +226,10 @@ fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) 
         data.name, data.n, data.channels, data.height, data.width, spec.range.lo, spec.range.hi
     );
     eprintln!(
-        "model {} ({} parameters) on {device}",
+        "model {} ({} parameters, {} convolutions) on {device}",
         spec.net.describe(),
-        trainer.model.store.num_elements()
+        trainer.model.store.num_elements(),
+        spec.net.precision
     );
     eprintln!("diffusion {}", spec.objective.summary());
     let c = &trainer.config;

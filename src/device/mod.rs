@@ -12,7 +12,7 @@ pub mod launch;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub use cuda::CudaDevice;
 
@@ -35,21 +35,6 @@ pub enum Device {
 impl Device {
     pub fn emu() -> Self {
         Device::Emu(EmuSchedule::Forward)
-    }
-
-    /// `cpu`, `emu`, `cuda` or `auto` (cuda when a driver, a device and compiled kernels are all
-    /// present, else cpu).
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "cpu" => Ok(Device::Cpu),
-            "emu" => Ok(Device::emu()),
-            "emu-reverse" => Ok(Device::Emu(EmuSchedule::Reverse)),
-            "cuda" => Ok(Device::Cuda(CudaDevice::open(0)?)),
-            "auto" => Ok(Self::auto()),
-            other => Err(Error::invalid(format!(
-                "unknown device '{other}': expected cpu, cuda, emu or auto"
-            ))),
-        }
     }
 
     /// The default device: the GPU when it can actually run our kernels, else the CPU.

@@ -23,22 +23,15 @@ pub enum LossWeighting {
     SkSquared,
 }
 
-impl LossWeighting {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "unit" | "1" => Ok(Self::Unit),
-            "sk2" | "s_k^2" => Ok(Self::SkSquared),
-            other => Err(Error::invalid(format!(
-                "unknown loss weighting '{other}': expected unit or sk2"
-            ))),
-        }
-    }
+crate::named::value_names!(LossWeighting {
+    Unit = "unit" | "1" => "w_k = 1 (paper 001 Eq. 33): levels with small s_k dominate",
+    SkSquared = "sk2" | "s_k^2" => "w_k = s_k^2 (as NCSN): every level contributes O(1)",
+});
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Unit => "unit",
-            Self::SkSquared => "sk2",
-        }
+impl LossWeighting {
+    /// The weighting called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "loss weighting")
     }
 
     fn weight(self, s: f32) -> f32 {

@@ -29,26 +29,17 @@ pub enum SigmaShape {
 /// about one level per unit over ten levels).
 const SIGMOID_STEEPNESS: f64 = 10.0;
 
-impl SigmaShape {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "constant" => Ok(Self::Constant),
-            "geometric" => Ok(Self::Geometric),
-            "sigmoid" => Ok(Self::Sigmoid),
-            "cosine" => Ok(Self::Cosine),
-            other => Err(Error::invalid(format!(
-                "unknown sigma schedule '{other}': expected constant, geometric, sigmoid or cosine"
-            ))),
-        }
-    }
+crate::named::value_names!(SigmaShape {
+    Constant = "constant" => "sigma_max at every level (sigma_min ignored)",
+    Geometric = "geometric" => "evenly spaced in log sigma from sigma_min to sigma_max",
+    Sigmoid = "sigmoid" => "a logistic S-curve from sigma_min to sigma_max, flat at both ends",
+    Cosine = "cosine" => "sigma_min + (sigma_max - sigma_min) sin(t pi/2), t in [0, 1]",
+});
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Constant => "constant",
-            Self::Geometric => "geometric",
-            Self::Sigmoid => "sigmoid",
-            Self::Cosine => "cosine",
-        }
+impl SigmaShape {
+    /// The shape called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "sigma schedule")
     }
 
     /// The noise scale at `u in [0, 1]` (0: `sigma_min`, 1: `sigma_max`).

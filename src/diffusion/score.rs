@@ -1,6 +1,6 @@
 //! Where the samplers get their scores from: one trait per diffusion, so that the analytic
 //! targets (SPEC section 6) and the trained network drive the same sampler code.
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops;
 use crate::tensor::Tensor;
 
@@ -28,22 +28,15 @@ pub enum Parameterisation {
     Stein,
 }
 
-impl Parameterisation {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "h" => Ok(Self::H),
-            "stein" => Ok(Self::Stein),
-            other => Err(Error::invalid(format!(
-                "unknown parameterisation '{other}': expected h or stein"
-            ))),
-        }
-    }
+crate::named::value_names!(Parameterisation {
+    H = "h" => "the network outputs the Hyvarinen score h",
+    Stein = "stein" => "the network outputs the Stein score s; h = x s",
+});
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::H => "h",
-            Self::Stein => "stein",
-        }
+impl Parameterisation {
+    /// The parameterisation called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "parameterisation")
     }
 
     /// `h` from a network output `out` at the point `x`.

@@ -4,7 +4,7 @@
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
 //! threads; emu and cuda run the implicit-GEMM kernels. The forward pass runs in the
-//! [`ConvPrecision`] the process chose (fp32 unless `DML_CONV_PRECISION=tf32`).
+//! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
 use crate::device::Device;
@@ -12,22 +12,31 @@ use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
-/// Padding and dilation of a stride-1 convolution (the kernel size comes from the weight).
+/// Padding and dilation of a stride-1 convolution (the kernel size comes from the weight), and
+/// the arithmetic of its forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dCfg {
     /// Zeros added on every side (PyTorch's `padding=p`).
     pub padding: usize,
     pub dilation: usize,
+    /// How the forward pass multiplies (the backward passes are always fp32).
+    pub precision: ConvPrecision,
 }
 
 impl Conv2dCfg {
     /// The "same"-size convolution of an odd `kernel` at `dilation`: padding = dilation (k-1)/2,
-    /// as ncsn's `conv3x3` (padding 1), `conv1x1` (padding 0) and `dilated_conv3x3`.
+    /// as ncsn's `conv3x3` (padding 1), `conv1x1` (padding 0) and `dilated_conv3x3`; fp32.
     pub fn same(kernel: usize, dilation: usize) -> Self {
         Self {
             padding: dilation * (kernel.saturating_sub(1)) / 2,
             dilation,
+            precision: ConvPrecision::Fp32,
         }
+    }
+
+    /// This convolution with its forward pass in `precision`.
+    pub fn with_precision(self, precision: ConvPrecision) -> Self {
+        Self { precision, ..self }
     }
 }
 
@@ -36,6 +45,7 @@ impl Default for Conv2dCfg {
         Self {
             padding: 0,
             dilation: 1,
+            precision: ConvPrecision::Fp32,
         }
     }
 }
@@ -181,20 +191,9 @@ fn check_device(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
 }
 
 /// The forward convolution: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], optional `bias`
-/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)]. Runs in the
-/// process-wide [`ConvPrecision::process_default`].
+/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)]. Runs in
+/// `cfg.precision`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
-    conv2d_with_precision(x, w, bias, cfg, ConvPrecision::process_default()?)
-}
-
-/// [`conv2d`] in an explicit `precision`.
-pub fn conv2d_with_precision(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    cfg: Conv2dCfg,
-    precision: ConvPrecision,
-) -> Result<Tensor> {
     let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
     check_device(x, w, "conv2d")?;
     if let Some(b) = bias {
@@ -210,7 +209,7 @@ pub fn conv2d_with_precision(
     match x.device() {
         Device::Cpu => {
             let bias = bias.map(|b| b.host()).transpose()?;
-            match precision {
+            match cfg.precision {
                 ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
                 ConvPrecision::Tf32 => {
                     let (x, w) = (tf32_copy(x.host()?), tf32_copy(w.host()?));
@@ -228,7 +227,7 @@ pub fn conv2d_with_precision(
             ];
             args.extend(d.args());
             let g = conv_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1);
-            let kernel = match precision {
+            let kernel = match cfg.precision {
                 ConvPrecision::Fp32 => "conv2d_forward_f32",
                 ConvPrecision::Tf32 => "conv2d_forward_tf32_f32",
             };

@@ -4,14 +4,14 @@
 //! so each product carries a relative error up to 2^-11 per operand; DESIGN.md section 5 tests
 //! it at ~3e-4 relative against fp32.
 //!
-//! Opt-in for the whole process through `DML_CONV_PRECISION=tf32`; unset (or `fp32`), every
-//! convolution is bit-for-bit the fp32 one. The backward passes are always fp32.
-use std::sync::OnceLock;
-
-use crate::error::{Error, Result};
+//! Chosen per network and carried by each convolution's [`Conv2dCfg`](super::Conv2dCfg): `dml
+//! train --precision` stores it in the checkpoint, so a resumed run keeps its arithmetic (SPEC
+//! section 5: a resumed run equals an uninterrupted one). With [`ConvPrecision::Fp32`], the default,
+//! every convolution is bit-for-bit the fp32 one. The backward passes are always fp32.
+use crate::error::Result;
 
 /// How the forward convolution multiplies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConvPrecision {
     /// fp32 operands and accumulation.
     #[default]
@@ -21,33 +21,15 @@ pub enum ConvPrecision {
     Tf32,
 }
 
+crate::named::value_names!(ConvPrecision {
+    Fp32 = "fp32" => "fp32 operands and accumulation (exact, the default)",
+    Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores on cuda",
+});
+
 impl ConvPrecision {
-    /// The environment variable that selects the process-wide precision.
-    pub const ENV: &'static str = "DML_CONV_PRECISION";
-
-    /// `fp32` or `tf32` (case-insensitive).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" => Ok(Self::Fp32),
-            "tf32" => Ok(Self::Tf32),
-            _ => Err(Error::invalid(format!(
-                "{}={s:?}: expected fp32 or tf32",
-                Self::ENV
-            ))),
-        }
-    }
-
-    /// The precision `DML_CONV_PRECISION` selects, read once per process; fp32 when unset.
-    pub fn process_default() -> Result<Self> {
-        static CHOSEN: OnceLock<std::result::Result<ConvPrecision, String>> = OnceLock::new();
-        CHOSEN
-            .get_or_init(|| match std::env::var(Self::ENV) {
-                Ok(s) => Self::parse(&s).map_err(|e| e.to_string()),
-                Err(std::env::VarError::NotPresent) => Ok(Self::Fp32),
-                Err(e) => Err(format!("{}: {e}", Self::ENV)),
-            })
-            .clone()
-            .map_err(Error::invalid)
+    /// The precision called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "convolution precision")
     }
 }
 

@@ -11,22 +11,15 @@ pub enum OptimizerKind {
     Egd,
 }
 
-impl OptimizerKind {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "adamw" => Ok(Self::AdamW),
-            "egd" => Ok(Self::Egd),
-            other => Err(Error::invalid(format!(
-                "unknown optimiser '{other}': expected adamw or egd"
-            ))),
-        }
-    }
+crate::named::value_names!(OptimizerKind {
+    AdamW = "adamw" => "AdamW with warm-up and gradient clipping",
+    Egd = "egd" => "exponentiated gradient descent: weights never change sign (SPEC section 7)",
+});
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AdamW => "adamw",
-            Self::Egd => "egd",
-        }
+impl OptimizerKind {
+    /// The optimiser called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "optimiser")
     }
 }
 

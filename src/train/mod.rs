@@ -10,6 +10,6 @@ mod trainer;
 pub use config::{OptimizerKind, TrainConfig};
 pub use loss_log::{read_losses, LossLog};
 pub use model::{ModelSpec, ScoreModel, Weights, EMA_PREFIX, PARAM_PREFIX};
-pub use objective::{NoisedInput, Objective};
+pub use objective::{Diffusion, NoiseDefaults, NoisedInput, Objective, ObjectiveSettings};
 pub use run::{checkpoint_path, loss_log_path, run, RunEnd, RunSummary};
 pub use trainer::{StepReport, Trainer};

@@ -10,13 +10,16 @@ use crate::device::Device;
 use crate::diffusion::samplers::LogNormalInit;
 use crate::error::{Error, Result};
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
-use crate::ops;
+use crate::ops::{self, ConvPrecision};
 use crate::tensor::Tensor;
 
 /// Checkpoint tensor prefix of the trained weights (the EMA weights are under `ema/`).
 pub const PARAM_PREFIX: &str = "param/";
 pub const EMA_PREFIX: &str = "ema/";
 const CLASS_MEANS: &str = "data/class_means";
+/// The network's convolution precision; absent in checkpoints written before it was stored,
+/// which were trained in fp32.
+const CONV_PRECISION_KEY: &str = "net.conv_precision";
 /// Written into every checkpoint, so a foreign safetensors file is recognised as such.
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "dml-score-model-1";
@@ -46,6 +49,7 @@ impl ModelSpec {
         objective: Objective,
         range: PixelRange,
     ) -> Result<Self> {
+        objective.diffusion().check_range(range)?;
         if data.height != data.width {
             return Err(Error::invalid(format!(
                 "dataset '{}' has {}x{} images; the network needs square 28x28 or 32x32 images",
@@ -83,6 +87,12 @@ impl ModelSpec {
         })
     }
 
+    /// This spec with the network's convolutions in `precision`.
+    pub fn with_precision(mut self, precision: ConvPrecision) -> Self {
+        self.net.precision = precision;
+        self
+    }
+
     /// `[C, H, W]` of one image.
     pub fn image_shape(&self) -> [usize; 3] {
         [self.net.channels, self.net.image_size, self.net.image_size]
@@ -99,6 +109,7 @@ impl ModelSpec {
         ckpt.put_meta("net.channels", self.net.channels);
         ckpt.put_meta("net.image_size", self.net.image_size);
         ckpt.put_meta("net.levels", self.net.n_levels);
+        ckpt.put_meta(CONV_PRECISION_KEY, self.net.precision.name());
         ckpt.put_meta("data.name", &self.dataset);
         ckpt.put_meta("data.classes", self.n_classes);
         ckpt.put_meta("data.range.lo", format!("{:?}", self.range.lo));
@@ -120,12 +131,17 @@ impl ModelSpec {
         }
         let preset = Preset::parse(ckpt.meta("net.preset")?)?;
         let objective = Objective::import_from(ckpt)?;
+        let precision = match ckpt.metadata.get(CONV_PRECISION_KEY) {
+            Some(name) => ConvPrecision::parse(name)?,
+            None => ConvPrecision::Fp32,
+        };
         let net = NcsnConfig::new(
             preset,
             ckpt.meta_parse("net.channels")?,
             ckpt.meta_parse("net.image_size")?,
             ckpt.meta_parse("net.levels")?,
-        )?;
+        )?
+        .with_precision(precision);
         if net.n_levels != objective.n_levels() {
             return Err(Error::invalid(format!(
                 "checkpoint is inconsistent: network has {} level classes, the diffusion {} levels",
@@ -170,17 +186,12 @@ pub enum Weights {
     Raw,
 }
 
-impl Weights {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "ema" => Ok(Self::Ema),
-            "raw" => Ok(Self::Raw),
-            other => Err(Error::invalid(format!(
-                "unknown weights '{other}': expected ema or raw"
-            ))),
-        }
-    }
+crate::named::value_names!(Weights {
+    Ema = "ema" => "the exponential moving average of the weights",
+    Raw = "raw" => "the optimiser's current weights",
+});
 
+impl Weights {
     fn prefix(self) -> &'static str {
         match self {
             Self::Ema => EMA_PREFIX,
@@ -204,11 +215,20 @@ impl ScoreModel {
         Ok(Self { spec, net, store })
     }
 
-    /// The model a checkpoint file holds, with the chosen weights, on `device`.
-    pub fn load(path: &Path, weights: Weights, device: &Device) -> Result<Self> {
+    /// The model a checkpoint file holds, with the chosen weights, on `device`. Its convolutions
+    /// run in `precision` when given, else in the precision it was trained with.
+    pub fn load(
+        path: &Path,
+        weights: Weights,
+        precision: Option<ConvPrecision>,
+        device: &Device,
+    ) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
         let in_file = |e: Error| Error::file(path, e.to_string());
-        let spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        let mut spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        if let Some(precision) = precision {
+            spec.net.precision = precision;
+        }
         let mut model = Self::new(spec, device, 0)?;
         model
             .read_weights(&ckpt, weights.prefix(), device)

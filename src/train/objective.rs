@@ -2,12 +2,133 @@
 //! baseline (SPEC 8), behind one interface so the trainer, checkpoints and the sampler treat both
 //! diffusions alike.
 use crate::checkpoint::Checkpoint;
-use crate::diffusion::additive::{noise_additive_batch, NoiseLevels};
+use crate::data::PixelRange;
+use crate::diffusion::additive::{self, noise_additive_batch, NoiseLevels};
 use crate::diffusion::forward::noise_batch;
 use crate::diffusion::loss::{dsm_loss, mdsm_loss, LossAndGrad, LossWeighting};
-use crate::diffusion::{Parameterisation, Schedule};
+use crate::diffusion::schedule::{PAPER_LEVELS, PAPER_SIGMA};
+use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// Which diffusion a model is trained for, without its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Diffusion {
+    /// Geometric Brownian motion (SPEC sections 2-3).
+    Gbm,
+    /// The additive Gaussian baseline (SPEC section 8).
+    Additive,
+}
+
+crate::named::value_names!(Diffusion {
+    Gbm = "gbm" => "geometric Brownian motion: multiplicative noise, positive pixels (SPEC sections 2-3)",
+    Additive = "additive" => "the Gaussian baseline x + sigma z (SPEC section 8)",
+});
+
+/// The noise levels a diffusion trains with when `dml train` is not told otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NoiseDefaults {
+    pub shape: SigmaShape,
+    pub levels: usize,
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+}
+
+impl Diffusion {
+    /// The diffusion called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "diffusion")
+    }
+
+    /// GBM: the paper's constant sigma = 0.8 over N = 1000 levels (SPEC section 2). Additive:
+    /// paper 004's geometric sigma from 1 down to 0.01 over 10 levels (SPEC section 8).
+    pub fn defaults(self) -> NoiseDefaults {
+        match self {
+            Self::Gbm => NoiseDefaults {
+                shape: SigmaShape::Constant,
+                levels: PAPER_LEVELS,
+                sigma_min: PAPER_SIGMA,
+                sigma_max: PAPER_SIGMA,
+            },
+            Self::Additive => NoiseDefaults {
+                shape: SigmaShape::Geometric,
+                levels: additive::DEFAULT_LEVELS,
+                sigma_min: additive::DEFAULT_SIGMA_MIN,
+                sigma_max: additive::DEFAULT_SIGMA_MAX,
+            },
+        }
+    }
+
+    /// Whether every pixel must be positive: GBM multiplies pixels by positive factors, so a
+    /// zero stays zero and a sign never changes (SPEC section 1); sign changes during sampling
+    /// are then a defect worth counting.
+    pub fn requires_positive_pixels(self) -> bool {
+        match self {
+            Self::Gbm => true,
+            Self::Additive => false,
+        }
+    }
+
+    /// Rejects a pixel range this diffusion cannot model.
+    pub fn check_range(self, range: PixelRange) -> Result<()> {
+        if self.requires_positive_pixels() && range.lo <= 0.0 {
+            return Err(Error::invalid(format!(
+                "pixel range [{range}]: the lower end must be positive for {self}: the process \
+                 multiplies pixels, a zero stays zero (SPEC section 1)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An objective as `dml train` describes it: the diffusion and the settings given, `None`
+/// standing for the diffusion's default ([`Diffusion::defaults`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectiveSettings {
+    pub diffusion: Diffusion,
+    pub shape: Option<SigmaShape>,
+    pub levels: Option<usize>,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    /// GBM only: the additive DSM loss has a single form.
+    pub weighting: LossWeighting,
+    /// GBM only: the additive baseline's network always outputs the Stein score.
+    pub parameterisation: Parameterisation,
+}
+
+impl ObjectiveSettings {
+    /// `diffusion` with all its defaults.
+    pub fn new(diffusion: Diffusion) -> Self {
+        Self {
+            diffusion,
+            shape: None,
+            levels: None,
+            sigma_min: None,
+            sigma_max: None,
+            weighting: LossWeighting::default(),
+            parameterisation: Parameterisation::default(),
+        }
+    }
+
+    /// The objective, its schedule validated.
+    pub fn objective(&self) -> Result<Objective> {
+        let d = self.diffusion.defaults();
+        let shape = self.shape.unwrap_or(d.shape);
+        let levels = self.levels.unwrap_or(d.levels);
+        let sigma_min = self.sigma_min.unwrap_or(d.sigma_min);
+        let sigma_max = self.sigma_max.unwrap_or(d.sigma_max);
+        Ok(match self.diffusion {
+            Diffusion::Gbm => Objective::Gbm {
+                schedule: Schedule::new(shape, levels, sigma_min, sigma_max)?,
+                weighting: self.weighting,
+                parameterisation: self.parameterisation,
+            },
+            Diffusion::Additive => Objective::Additive {
+                levels: NoiseLevels::new(shape, levels, sigma_max, sigma_min)?,
+            },
+        })
+    }
+}
 
 /// The diffusion a model is trained for, with everything its loss needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +153,11 @@ pub struct NoisedInput {
 }
 
 impl Objective {
-    /// `gbm` or `additive`.
-    pub fn diffusion_name(&self) -> &'static str {
+    /// Which diffusion this is.
+    pub fn diffusion(&self) -> Diffusion {
         match self {
-            Self::Gbm { .. } => "gbm",
-            Self::Additive { .. } => "additive",
+            Self::Gbm { .. } => Diffusion::Gbm,
+            Self::Additive { .. } => Diffusion::Additive,
         }
     }
 
@@ -119,7 +240,7 @@ impl Objective {
 
     /// Writes the objective into checkpoint metadata.
     pub fn export_to(&self, ckpt: &mut Checkpoint) {
-        ckpt.put_meta("diffusion", self.diffusion_name());
+        ckpt.put_meta("diffusion", self.diffusion().name());
         let pairs = match self {
             Self::Gbm {
                 schedule,
@@ -144,18 +265,128 @@ impl Objective {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        match ckpt.meta("diffusion")? {
-            "gbm" => Ok(Self::Gbm {
+        match Diffusion::parse(ckpt.meta("diffusion")?)? {
+            Diffusion::Gbm => Ok(Self::Gbm {
                 schedule: Schedule::from_describe(&pairs)?,
                 weighting: LossWeighting::parse(ckpt.meta("loss.weighting")?)?,
                 parameterisation: Parameterisation::parse(ckpt.meta("parameterisation")?)?,
             }),
-            "additive" => Ok(Self::Additive {
+            Diffusion::Additive => Ok(Self::Additive {
                 levels: NoiseLevels::from_describe(&pairs)?,
             }),
-            other => Err(Error::invalid(format!(
-                "checkpoint names diffusion '{other}': expected gbm or additive"
-            ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_per_diffusion_are_the_papers() {
+        // `dml train --help` quotes these numbers.
+        let gbm = Diffusion::Gbm.defaults();
+        assert_eq!(gbm.shape, SigmaShape::Constant);
+        assert_eq!((gbm.levels, gbm.sigma_min, gbm.sigma_max), (1000, 0.8, 0.8));
+        let add = Diffusion::Additive.defaults();
+        assert_eq!(add.shape, SigmaShape::Geometric);
+        assert_eq!((add.levels, add.sigma_min, add.sigma_max), (10, 0.01, 1.0));
+    }
+
+    #[test]
+    fn settings_left_out_take_the_diffusions_defaults() {
+        let gbm = ObjectiveSettings::new(Diffusion::Gbm).objective().unwrap();
+        assert_eq!(
+            gbm,
+            Objective::Gbm {
+                schedule: Schedule::paper_default(),
+                weighting: LossWeighting::SkSquared,
+                parameterisation: Parameterisation::H,
+            }
+        );
+        let additive = ObjectiveSettings::new(Diffusion::Additive)
+            .objective()
+            .unwrap();
+        assert_eq!(
+            additive,
+            Objective::Additive {
+                levels: NoiseLevels::paper_default()
+            }
+        );
+        for d in [Diffusion::Gbm, Diffusion::Additive] {
+            let o = ObjectiveSettings::new(d).objective().unwrap();
+            assert_eq!(o.diffusion(), d);
+        }
+    }
+
+    #[test]
+    fn settings_given_override_the_defaults() {
+        let settings = ObjectiveSettings {
+            shape: Some(SigmaShape::Geometric),
+            levels: Some(7),
+            sigma_min: Some(0.1),
+            sigma_max: Some(0.5),
+            weighting: LossWeighting::Unit,
+            parameterisation: Parameterisation::Stein,
+            ..ObjectiveSettings::new(Diffusion::Gbm)
+        };
+        let Objective::Gbm {
+            schedule,
+            weighting,
+            parameterisation,
+        } = settings.objective().unwrap()
+        else {
+            panic!("gbm settings gave another objective");
+        };
+        assert_eq!(
+            schedule,
+            Schedule::new(SigmaShape::Geometric, 7, 0.1, 0.5).unwrap()
+        );
+        assert_eq!(
+            (weighting, parameterisation),
+            (LossWeighting::Unit, Parameterisation::Stein)
+        );
+        // The additive levels take sigma_max first: a mix-up would fail validation or differ.
+        let additive = ObjectiveSettings {
+            levels: Some(4),
+            sigma_min: Some(0.05),
+            ..ObjectiveSettings::new(Diffusion::Additive)
+        };
+        assert_eq!(
+            additive.objective().unwrap(),
+            Objective::Additive {
+                levels: NoiseLevels::new(SigmaShape::Geometric, 4, 1.0, 0.05).unwrap()
+            }
+        );
+        let bad = ObjectiveSettings {
+            levels: Some(0),
+            ..ObjectiveSettings::new(Diffusion::Gbm)
+        };
+        assert!(bad.objective().is_err());
+    }
+
+    #[test]
+    fn only_gbm_requires_positive_pixels() {
+        assert!(Diffusion::Gbm.requires_positive_pixels());
+        assert!(!Diffusion::Additive.requires_positive_pixels());
+        let zero_based = PixelRange { lo: 0.0, hi: 1.0 };
+        let err = Diffusion::Gbm
+            .check_range(zero_based)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("positive") && err.contains("gbm"), "{err}");
+        Diffusion::Additive.check_range(zero_based).unwrap();
+        Diffusion::Gbm.check_range(PixelRange::default()).unwrap();
+    }
+
+    #[test]
+    fn diffusion_names_are_the_checkpoint_strings() {
+        assert_eq!(Diffusion::Gbm.name(), "gbm");
+        assert_eq!(Diffusion::Additive.name(), "additive");
+        assert_eq!(Diffusion::parse("additive").unwrap(), Diffusion::Additive);
+        assert!(Diffusion::parse("ddpm")
+            .unwrap_err()
+            .to_string()
+            .contains("ddpm"));
     }
 }

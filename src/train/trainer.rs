@@ -13,7 +13,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops;
+use crate::ops::{self, ConvPrecision};
 use crate::optim::{
     clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup,
 };
@@ -116,15 +116,29 @@ impl Trainer {
 
     /// The run a checkpoint file holds, continued on `device` over `data` (which must be the
     /// training set it was made with). `steps`, when given, replaces the run's total step count.
+    /// The run keeps the convolution precision it was trained with (another precision would
+    /// break exact resume, SPEC section 5): a `precision` that differs from it is an error.
     pub fn resume(
         path: &Path,
         data: &Dataset,
         device: &Device,
         steps: Option<u64>,
+        precision: Option<ConvPrecision>,
     ) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
         let in_file = |e: Error| Error::file(path, e.to_string());
         let spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        if let Some(wanted) = precision.filter(|&p| p != spec.net.precision) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the run was trained with --precision {}; it cannot resume with --precision \
+                     {wanted} (the result would not equal an uninterrupted run). Omit --precision, \
+                     or start a new run in another --out",
+                    spec.net.precision
+                ),
+            ));
+        }
         let mut config = TrainConfig::import_from(&ckpt).map_err(in_file)?;
         if let Some(steps) = steps {
             config.steps = steps;

@@ -35,6 +35,46 @@ pub struct SamplerConfig {
     pub seed: u64,
 }
 
+/// The GBM samplers by name (SPEC section 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SamplerKind {
+    /// Annealed Dale-Langevin: log-space steps, signs preserved.
+    Adls,
+    /// Annealed sign-agnostic: ambient steps; sign changes are counted.
+    Asams,
+    /// Algorithm 1: Dale-Langevin Euler-Maruyama with `L = 1`, `chi = 1`.
+    Em,
+}
+
+crate::named::value_names!(SamplerKind {
+    Adls = "adls" => "annealed Dale-Langevin: log-space steps, signs preserved",
+    Asams = "asams" => "annealed sign-agnostic: ambient steps, sign changes counted",
+    Em = "em" => "Algorithm 1: Dale-Langevin Euler-Maruyama (L = 1, chi = 1)",
+});
+
+impl SamplerKind {
+    /// The sampler's configuration. `em` fixes `inner_steps` = 1 and `chi` = 1 and ignores the
+    /// values given; `variant` sets the drift of the Dale-Langevin samplers (`asams` has none).
+    pub fn config(
+        self,
+        delta_s: f32,
+        inner_steps: usize,
+        chi: f32,
+        variant: DaleVariant,
+        seed: u64,
+    ) -> SamplerConfig {
+        let mut config = match self {
+            Self::Adls => SamplerConfig::adls(delta_s, inner_steps, chi, seed),
+            Self::Asams => SamplerConfig::asams(delta_s, inner_steps, chi, seed),
+            Self::Em => SamplerConfig::algorithm1(delta_s, seed),
+        };
+        if let StepKind::DaleLangevin(_) = config.step {
+            config.step = StepKind::DaleLangevin(variant);
+        }
+        config
+    }
+}
+
 /// The paper's sampling constants (SPEC 4): `delta_s = 2e-4`, `chi = 0.995`, `L = 3`.
 pub const PAPER_DELTA_S: f32 = 2e-4;
 pub const PAPER_CHI: f32 = 0.995;

@@ -5,8 +5,8 @@ mod init;
 mod step;
 
 pub use driver::{
-    sample, SamplerConfig, SamplerProgress, SamplerStats, StepKind, PAPER_CHI, PAPER_DELTA_S,
-    PAPER_INNER_STEPS,
+    sample, SamplerConfig, SamplerKind, SamplerProgress, SamplerStats, StepKind, PAPER_CHI,
+    PAPER_DELTA_S, PAPER_INNER_STEPS,
 };
 pub use init::{class_average_init, class_means, LogNormalInit};
 pub use step::{

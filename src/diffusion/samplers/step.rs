@@ -20,17 +20,10 @@ pub enum DaleVariant {
     Supplement,
 }
 
-impl DaleVariant {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "derived" => Ok(Self::Derived),
-            "supplement" => Ok(Self::Supplement),
-            other => Err(Error::invalid(format!(
-                "unknown Dale-Langevin variant '{other}': expected derived or supplement"
-            ))),
-        }
-    }
-}
+crate::named::value_names!(DaleVariant {
+    Derived = "derived" => "drift -delta_s (mu_k - 3 sigma_k^2/2): the reverse SDE as derived (SPEC section 4)",
+    Supplement = "supplement" => "drift -delta_s (mu_k - sigma_k^2/2): the supplement's Algorithm 2, for comparison",
+});
 
 /// `x <- x * F(drift + score * h + noise * z)` with `F = exp` (log-space steps) or
 /// `F(v) = 1 + v` (the ambient sign-agnostic step).

@@ -1,6 +1,7 @@
 //! Presets and the one description of stages both topologies are built from (reference/NETWORK.md
 //! sections 1 and 5, SPEC section 9).
 use crate::error::{Error, Result};
+use crate::ops::ConvPrecision;
 
 /// Named widths and topologies (NETWORK.md section 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,31 +23,17 @@ pub enum Topology {
     Deeper,
 }
 
+crate::named::value_names!(Preset {
+    Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
+    Paper = "paper" => "four stages, the published widths (f = 64 at 28x28, 128 at 32x32)",
+    Deep = "deep" => "five stages (paper 001's NCSNDeeper), the published widths",
+    TinyDeep = "tiny_deep" | "tiny-deep" => "five stages, f = 4: tests",
+});
+
 impl Preset {
-    pub const ALL: [Preset; 4] = [Preset::Tiny, Preset::Paper, Preset::Deep, Preset::TinyDeep];
-
-    /// The preset called `name` (as [`Preset::name`] writes it; `-` may stand for `_`).
+    /// The preset called `name` (as [`Preset::name`] writes it; `tiny-deep` for `tiny_deep`).
     pub fn parse(name: &str) -> Result<Self> {
-        let wanted = name.trim().to_ascii_lowercase().replace('-', "_");
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == wanted)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
-                Error::invalid(format!(
-                    "unknown network preset '{name}'; expected one of {}",
-                    known.join(", ")
-                ))
-            })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Tiny => "tiny",
-            Preset::Paper => "paper",
-            Preset::Deep => "deep",
-            Preset::TinyDeep => "tiny_deep",
-        }
+        crate::named::parse(name, "network preset")
     }
 
     pub fn topology(self) -> Topology {
@@ -74,12 +61,6 @@ impl Preset {
             Preset::Paper | Preset::Deep => 1000,
             Preset::Tiny | Preset::TinyDeep => 10,
         }
-    }
-}
-
-impl std::fmt::Display for Preset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -176,6 +157,8 @@ pub struct NcsnConfig {
     /// Base width f (`ngf`).
     pub ngf: usize,
     pub topology: Topology,
+    /// The forward arithmetic of every convolution (does not change the parameters).
+    pub precision: ConvPrecision,
 }
 
 impl NcsnConfig {
@@ -209,7 +192,13 @@ impl NcsnConfig {
             n_levels,
             ngf: preset.base_width(image_size),
             topology: preset.topology(),
+            precision: ConvPrecision::Fp32,
         })
+    }
+
+    /// This network with every convolution's forward pass in `precision`.
+    pub fn with_precision(self, precision: ConvPrecision) -> Self {
+        Self { precision, ..self }
     }
 
     /// One line, e.g. "tiny c1 28x28 L10 ngf8".

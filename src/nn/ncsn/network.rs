@@ -32,7 +32,7 @@ impl Ncsn {
     /// state_dict order: begin_conv, normalizer, end_conv, res1..resL, refine1..refineL.
     pub fn new(store: &mut ParamStore, cfg: &NcsnConfig) -> Result<Self> {
         let (f, n, c) = (cfg.ngf, cfg.n_levels, cfg.channels);
-        let same3 = Conv2dCfg::same(3, 1);
+        let same3 = Conv2dCfg::same(3, 1).with_precision(cfg.precision);
         let begin_conv = Conv2d::new(store, "begin_conv", c, f, 3, same3, true)?;
         let normalizer = CondInstanceNormPp::new(store, "normalizer", f, n)?;
         let end_conv = Conv2d::new(store, "end_conv", f, c, 3, same3, true)?;
@@ -52,6 +52,7 @@ impl Ncsn {
                             spec,
                             f,
                             n,
+                            cfg.precision,
                         )
                     })
                     .collect::<Result<Vec<_>>>()
@@ -71,6 +72,7 @@ impl Ncsn {
                     spec.out_mult * f,
                     last,
                     n,
+                    cfg.precision,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

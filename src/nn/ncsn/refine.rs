@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
 use crate::ops::conv::Conv2dCfg;
 use crate::ops::pool::PoolCfg;
+use crate::ops::ConvPrecision;
 
 fn conv3x3(
     store: &mut ParamStore,
@@ -13,8 +14,10 @@ fn conv3x3(
     c_in: usize,
     c_out: usize,
     bias: bool,
+    precision: ConvPrecision,
 ) -> Result<Conv2d> {
-    Conv2d::new(store, prefix, c_in, c_out, 3, Conv2dCfg::same(3, 1), bias)
+    let cfg = Conv2dCfg::same(3, 1).with_precision(precision);
+    Conv2d::new(store, prefix, c_in, c_out, 3, cfg, bias)
 }
 
 /// `CondRCUBlock(features, n_blocks, n_stages)`: n_blocks times
@@ -34,6 +37,7 @@ impl ResidualConvUnits {
         n_blocks: usize,
         n_stages: usize,
         n_levels: usize,
+        precision: ConvPrecision,
     ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(n_blocks);
         for i in 1..=n_blocks {
@@ -51,6 +55,7 @@ impl ResidualConvUnits {
                     features,
                     features,
                     false,
+                    precision,
                 )?;
                 stages.push((norm, conv));
             }
@@ -94,11 +99,15 @@ impl MultiResolutionFusion {
         in_planes: &[usize],
         features: usize,
         n_levels: usize,
+        precision: ConvPrecision,
     ) -> Result<Self> {
         let convs = in_planes
             .iter()
             .enumerate()
-            .map(|(i, &p)| conv3x3(store, &format!("{prefix}.convs.{i}"), p, features, true))
+            .map(|(i, &p)| {
+                let name = format!("{prefix}.convs.{i}");
+                conv3x3(store, &name, p, features, true, precision)
+            })
             .collect::<Result<Vec<_>>>()?;
         let norms = in_planes
             .iter()
@@ -160,6 +169,7 @@ impl ChainedResidualPooling {
         features: usize,
         n_stages: usize,
         n_levels: usize,
+        precision: ConvPrecision,
     ) -> Result<Self> {
         let convs = (0..n_stages)
             .map(|i| {
@@ -169,6 +179,7 @@ impl ChainedResidualPooling {
                     features,
                     features,
                     false,
+                    precision,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -220,6 +231,7 @@ impl RefineBlock {
         features: usize,
         last: bool,
         n_levels: usize,
+        precision: ConvPrecision,
     ) -> Result<Self> {
         if in_planes.len() == 1 && in_planes[0] != features {
             return Err(Error::invalid(format!(
@@ -239,6 +251,7 @@ impl RefineBlock {
                     2,
                     2,
                     n_levels,
+                    precision,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -250,6 +263,7 @@ impl RefineBlock {
             output_blocks,
             2,
             n_levels,
+            precision,
         )?;
         let msf = if in_planes.len() > 1 {
             Some(MultiResolutionFusion::new(
@@ -258,12 +272,19 @@ impl RefineBlock {
                 in_planes,
                 features,
                 n_levels,
+                precision,
             )?)
         } else {
             None
         };
-        let crp =
-            ChainedResidualPooling::new(store, &format!("{prefix}.crp"), features, 2, n_levels)?;
+        let crp = ChainedResidualPooling::new(
+            store,
+            &format!("{prefix}.crp"),
+            features,
+            2,
+            n_levels,
+            precision,
+        )?;
         Ok(Self {
             adapt_convs,
             output_convs,

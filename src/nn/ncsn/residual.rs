@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
 use crate::ops::conv::Conv2dCfg;
 use crate::ops::pool::PoolCfg;
+use crate::ops::ConvPrecision;
 
 /// A convolution optionally followed by ncsn's 2x2 mean pool (`ConvMeanPool`, whose convolution
 /// is registered as `{prefix}.conv`).
@@ -43,13 +44,15 @@ pub struct ConditionalResidualBlock {
 
 impl ConditionalResidualBlock {
     /// Registers the block's parameters under `prefix` in ncsn's state_dict order: conv1,
-    /// normalize2, conv2, shortcut, normalize1. `f` converts the spec's widths to channels.
+    /// normalize2, conv2, shortcut, normalize1. `f` converts the spec's widths to channels; every
+    /// convolution's forward pass runs in `precision`.
     pub fn new(
         store: &mut ParamStore,
         prefix: &str,
         spec: ResidualSpec,
         f: usize,
         n_levels: usize,
+        precision: ConvPrecision,
     ) -> Result<Self> {
         let (a, b) = (spec.in_mult * f, spec.out_mult * f);
         let conv = |store: &mut ParamStore, name: &str, c_in, c_out, k, d| {
@@ -59,7 +62,7 @@ impl ConditionalResidualBlock {
                 c_in,
                 c_out,
                 k,
-                Conv2dCfg::same(k, d),
+                Conv2dCfg::same(k, d).with_precision(precision),
                 true,
             )
         };
