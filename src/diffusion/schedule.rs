@@ -232,12 +232,6 @@ impl Schedule {
     pub fn s(&self, k: usize) -> f32 {
         self.s[k]
     }
-    pub fn m_all(&self) -> &[f32] {
-        &self.m
-    }
-    pub fn s_all(&self) -> &[f32] {
-        &self.s
-    }
     /// The last level `N - 1`, where sampling starts.
     pub fn terminal_level(&self) -> usize {
         self.n_levels() - 1

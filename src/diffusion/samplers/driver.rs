@@ -111,11 +111,6 @@ impl SamplerConfig {
         }
     }
 
-    /// ADLS with the paper's constants.
-    pub fn paper_adls(seed: u64) -> Self {
-        Self::adls(PAPER_DELTA_S, PAPER_INNER_STEPS, PAPER_CHI, seed)
-    }
-
     pub fn validate(&self) -> Result<()> {
         let positive = |v: f32| v.is_finite() && v > 0.0;
         if !positive(self.delta_s) {
