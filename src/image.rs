@@ -161,19 +161,3 @@ pub fn write_grid(
 ) -> Result<()> {
     write_png(path, &grid(images, shape, per_row, padding, range)?)
 }
-
-/// [`neighbour_grid`] written to a PNG file.
-pub fn write_neighbour_grid(
-    path: impl AsRef<Path>,
-    samples: &[f32],
-    neighbours: &[f32],
-    k: usize,
-    shape: ImageShape,
-    padding: usize,
-    range: PixelRange,
-) -> Result<()> {
-    write_png(
-        path,
-        &neighbour_grid(samples, neighbours, k, shape, padding, range)?,
-    )
-}

@@ -16,7 +16,7 @@ use crate::eval::{
     evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, EvalReport, Samples,
     EVAL_CSV_HEADER,
 };
-use crate::image::{write_neighbour_grid, ImageShape};
+use crate::image::{neighbour_grid, write_png, ImageShape};
 use crate::sample_file::SampleFile;
 use crate::train::ScoreModel;
 
@@ -237,8 +237,7 @@ fn write_figure(
         .flat_map(|row| row.iter().map(|n| n.index))
         .collect();
     let [channels, height, width] = model.spec.image_shape();
-    write_neighbour_grid(
-        path,
+    let picture = neighbour_grid(
         &samples[..shown * d],
         &train.images_in_range(&indices, model.spec.range),
         k,
@@ -249,7 +248,8 @@ fn write_figure(
         },
         2,
         model.spec.range,
-    )
+    )?;
+    write_png(path, &picture)
 }
 
 /// Appends `row` to the CSV file at `path`, writing [`EVAL_CSV_HEADER`] first when the file is
