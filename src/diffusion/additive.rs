@@ -3,13 +3,12 @@
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
 use super::forward::batch_layout;
-use super::geometry;
 use super::samplers::{additive_langevin_step, StepNoise};
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -168,7 +167,7 @@ pub fn additive_forward(
             launch(
                 dev,
                 "additive_forward_f32",
-                geometry::elementwise(n),
+                LaunchGeometry::elementwise(n),
                 &mut [
                     Arg::In(x0),
                     Arg::In(&sigma_t),

@@ -1,10 +1,9 @@
 //! The GBM forward process in closed form (SPEC section 2): `x_k = x_0 * exp(m_k + s_k z)`, with
 //! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
-use super::geometry;
 use super::schedule::Schedule;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
+use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -94,7 +93,7 @@ pub fn gbm_forward(
             launch(
                 dev,
                 "gbm_forward_f32",
-                geometry::elementwise(n),
+                LaunchGeometry::elementwise(n),
                 &mut [
                     Arg::In(x0),
                     Arg::In(&m_t),

@@ -3,12 +3,11 @@
 //! w.r.t. the network output in one kernel launch, then sums the per-block partials in a fixed
 //! order (deterministic).
 use super::forward::batch_layout;
-use super::geometry;
 use super::score::Parameterisation;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::ops::launch::{launch, Arg};
+use crate::ops::launch::{launch, with_partials, Arg};
 use crate::tensor::Tensor;
 
 /// The per-level weight `w_k` of the M-DSM loss (SPEC section 3).
@@ -116,7 +115,7 @@ pub fn mdsm_loss(
         }
         _ => {
             let n = output.numel();
-            let g = geometry::with_partials(n);
+            let g = with_partials(n);
             let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
             launch(
                 dev,
@@ -164,7 +163,7 @@ pub fn dsm_loss(output: &Tensor, z: &Tensor, sigma_level: &Tensor) -> Result<Los
         }
         _ => {
             let n = output.numel();
-            let g = geometry::with_partials(n);
+            let g = with_partials(n);
             let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
             launch(
                 dev,

@@ -8,6 +8,17 @@ use crate::tensor::Tensor;
 
 pub use crate::device::launch::LaunchGeometry;
 
+/// Blocks of the first pass of a deterministic reduction (a sum, a fused loss, a flip count, a
+/// sum of squares): fixed for a given size, so the order of the partial sums, and hence the bits
+/// of the result, is fixed too.
+pub(crate) const PARTIAL_BLOCKS: u32 = 256;
+
+/// Kernels that also reduce over their elements: at most [`PARTIAL_BLOCKS`] blocks of 256
+/// threads, grid-stride, each block writing one partial.
+pub(crate) fn with_partials(n: usize) -> LaunchGeometry {
+    LaunchGeometry::reduction(n, PARTIAL_BLOCKS)
+}
+
 /// A kernel argument, by the parameter type it is passed as.
 pub enum Arg<'a> {
     /// `const float*`.

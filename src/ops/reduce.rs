@@ -2,11 +2,8 @@
 //! block sums the partials, so the same input always gives the same bits.
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
-
-/// Partial sums per block in the first pass.
-const REDUCTION_BLOCKS: u32 = 256;
 
 /// The sum of all elements, as a one-element tensor on the same device.
 pub fn sum(x: &Tensor) -> Result<Tensor> {
@@ -17,7 +14,7 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
             Tensor::scalar(s as f32, x.device())
         }
         dev => {
-            let g = LaunchGeometry::reduction(n, REDUCTION_BLOCKS);
+            let g = with_partials(n);
             let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
             launch(
                 dev,

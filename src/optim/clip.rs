@@ -3,11 +3,8 @@
 //! number of partial sums per tensor, all in one buffer, summed by one block in a fixed order.
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
-
-/// Partial sums per tensor in the first pass.
-const REDUCTION_BLOCKS: u32 = 256;
 
 /// `sqrt(sum over all gradients of g^2)`. All tensors must be on one device.
 pub fn global_norm(grads: &[&Tensor]) -> Result<f32> {
@@ -29,10 +26,7 @@ pub fn global_norm(grads: &[&Tensor]) -> Result<f32> {
         }
         return Ok(total.sqrt() as f32);
     }
-    let geometries: Vec<LaunchGeometry> = grads
-        .iter()
-        .map(|g| LaunchGeometry::reduction(g.numel(), REDUCTION_BLOCKS))
-        .collect();
+    let geometries: Vec<LaunchGeometry> = grads.iter().map(|g| with_partials(g.numel())).collect();
     let n_partials: usize = geometries.iter().map(|g| g.grid[0] as usize).sum();
     let mut partial = Tensor::uninit(&[n_partials], &device)?;
     let mut offset = 0u64;

@@ -2,9 +2,8 @@
 //! registers from Philox, update `x` in place. The coefficients are folded on the host so that
 //! the kernels stay generic (the mirrored Langevin iteration of SPEC 6 reuses the Dale kernel).
 use crate::device::Device;
-use crate::diffusion::geometry;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
+use crate::ops::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::rng;
 use crate::tensor::Tensor;
 
@@ -127,7 +126,7 @@ pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: StepNoi
             launch(
                 &dev,
                 "gbm_dale_step_f32",
-                geometry::elementwise(n),
+                LaunchGeometry::elementwise(n),
                 &mut [
                     Arg::Out(x),
                     Arg::In(h),
@@ -207,7 +206,7 @@ pub fn sign_agnostic_step(
             launch(
                 &dev,
                 "gbm_sign_agnostic_step_f32",
-                geometry::with_partials(n),
+                with_partials(n),
                 &mut [
                     Arg::Out(x),
                     Arg::In(h),
@@ -250,7 +249,7 @@ pub fn additive_langevin_step(
             launch(
                 &dev,
                 "additive_langevin_step_f32",
-                geometry::elementwise(n),
+                LaunchGeometry::elementwise(n),
                 &mut [
                     Arg::Out(x),
                     Arg::In(s),
