@@ -3,12 +3,13 @@
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
 use super::forward::batch_layout;
-use super::samplers::{additive_langevin_step, StepNoise};
+use super::samplers::additive_langevin_step;
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::PhiloxDraw;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -128,15 +129,13 @@ pub fn draw_level_indices(batch: usize, levels: &NoiseLevels, seed: u64, step: u
         .collect()
 }
 
-/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal (seed, `stream`, step, i).
+/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal of `draw` for `i`.
 /// Returns `(x_noisy, z)`.
 pub fn additive_forward(
     x0: &Tensor,
     indices: &[usize],
     levels: &NoiseLevels,
-    seed: u64,
-    stream: u32,
-    step: u32,
+    draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
     let (_, per_sample) = batch_layout(x0, indices.len(), "additive_forward")?;
     let sigma = indices
@@ -156,7 +155,7 @@ pub fn additive_forward(
             let xs = x0.host()?;
             let zs = z.host_mut()?;
             for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = rng::normal(seed, stream, step, i as u64);
+                *zi = draw.normal(i as u64);
             }
             for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
                 *o = xs[i] + sigma[i / per_sample] * zs[i];
@@ -164,6 +163,7 @@ pub fn additive_forward(
         }
         _ => {
             let sigma_t = Tensor::from_vec(sigma, &[indices.len()], dev)?;
+            let [seed, stream, step] = Arg::philox(draw);
             launch(
                 dev,
                 "additive_forward_f32",
@@ -173,9 +173,9 @@ pub fn additive_forward(
                     Arg::In(&sigma_t),
                     Arg::Out(&mut xn),
                     Arg::Out(&mut z),
-                    Arg::U64(seed),
-                    Arg::U32(stream),
-                    Arg::U32(step),
+                    seed,
+                    stream,
+                    step,
                     Arg::U64(per_sample as u64),
                     Arg::U64(n as u64),
                 ],
@@ -203,7 +203,12 @@ pub fn noise_additive_batch(
 ) -> Result<AdditiveNoisedBatch> {
     let batch = x0.shape().first().copied().unwrap_or(0);
     let indices = draw_level_indices(batch, levels, seed, step);
-    let (x_noisy, z) = additive_forward(x0, &indices, levels, seed, stream::FORWARD_NOISE, step)?;
+    let (x_noisy, z) = additive_forward(
+        x0,
+        &indices,
+        levels,
+        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
+    )?;
     let sigma: Vec<f32> = indices.iter().map(|&i| levels.sigma(i)).collect();
     let sigma_level = Tensor::from_vec(sigma, &[batch], x0.device())?;
     Ok(AdditiveNoisedBatch {
@@ -259,7 +264,7 @@ pub fn annealed_langevin(
         let alpha = (config.eps as f64 * sigma * sigma / (sigma_last * sigma_last)) as f32;
         for _ in 0..config.steps_per_level {
             let s = score.s(&x, i)?;
-            additive_langevin_step(&mut x, &s, alpha, StepNoise::sampler(config.seed, step))?;
+            additive_langevin_step(&mut x, &s, alpha, PhiloxDraw::sampler(config.seed, step))?;
             step += 1;
         }
         if let Some(report) = progress.as_mut() {

@@ -4,6 +4,7 @@ use super::schedule::Schedule;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::PhiloxDraw;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -55,15 +56,13 @@ pub(crate) fn batch_layout(
     Ok((batch, per_sample))
 }
 
-/// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal
-/// (seed, `stream`, step, i). Returns `(x_k, z)`.
+/// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal of
+/// `draw` for `i`. Returns `(x_k, z)`.
 pub fn gbm_forward(
     x0: &Tensor,
     levels: &[usize],
     schedule: &Schedule,
-    seed: u64,
-    stream: u32,
-    step: u32,
+    draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
     let (_, per_sample) = batch_layout(x0, levels.len(), "gbm_forward")?;
     for &k in levels {
@@ -80,7 +79,7 @@ pub fn gbm_forward(
             let xs = x0.host()?;
             let zs = z.host_mut()?;
             for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = rng::normal(seed, stream, step, i as u64);
+                *zi = draw.normal(i as u64);
             }
             for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
                 let b = i / per_sample;
@@ -90,6 +89,7 @@ pub fn gbm_forward(
         _ => {
             let m_t = Tensor::from_vec(m, &[levels.len()], dev)?;
             let s_t = Tensor::from_vec(s, &[levels.len()], dev)?;
+            let [seed, stream, step] = Arg::philox(draw);
             launch(
                 dev,
                 "gbm_forward_f32",
@@ -100,9 +100,9 @@ pub fn gbm_forward(
                     Arg::In(&s_t),
                     Arg::Out(&mut x_k),
                     Arg::Out(&mut z),
-                    Arg::U64(seed),
-                    Arg::U32(stream),
-                    Arg::U32(step),
+                    seed,
+                    stream,
+                    step,
                     Arg::U64(per_sample as u64),
                     Arg::U64(n as u64),
                 ],
@@ -117,7 +117,12 @@ pub fn gbm_forward(
 pub fn noise_batch(x0: &Tensor, schedule: &Schedule, seed: u64, step: u32) -> Result<NoisedBatch> {
     let batch = x0.shape().first().copied().unwrap_or(0);
     let levels = draw_levels(batch, schedule, seed, step);
-    let (x_k, z) = gbm_forward(x0, &levels, schedule, seed, stream::FORWARD_NOISE, step)?;
+    let (x_k, z) = gbm_forward(
+        x0,
+        &levels,
+        schedule,
+        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
+    )?;
     let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
     let s_level = Tensor::from_vec(s, &[batch], x0.device())?;
     Ok(NoisedBatch {

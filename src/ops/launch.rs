@@ -1,6 +1,7 @@
 //! Tensors as kernel arguments: the one place ops/ reaches the device layer's checked
 //! [`crate::device::launch::launch`]. A tensor must live on the launching device (the same GPU,
 //! not only a GPU); the device layer then checks the arguments against the kernel's signature.
+use super::random::PhiloxDraw;
 use crate::device::launch::{self, KernelArg};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -40,6 +41,16 @@ impl Arg<'_> {
             Arg::Out(t) | Arg::OutWords(t) => Some(t),
             _ => None,
         }
+    }
+
+    /// The `uint64_t seed, uint32_t stream, uint32_t step` parameters of a kernel that draws
+    /// from Philox, in that order.
+    pub fn philox(draw: PhiloxDraw) -> [Arg<'static>; 3] {
+        [
+            Arg::U64(draw.seed),
+            Arg::U32(draw.stream),
+            Arg::U32(draw.step),
+        ]
     }
 }
 

@@ -17,6 +17,6 @@ pub use elementwise::{
     add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
 };
 pub use pool::PoolCfg;
-pub use random::{normal, philox_words};
+pub use random::{normal, philox_words, PhiloxDraw};
 pub use reduce::{mean, sum};
 pub use softmax_xent::softmax_cross_entropy;

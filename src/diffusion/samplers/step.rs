@@ -4,7 +4,7 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{launch, with_partials, Arg, LaunchGeometry};
-use crate::rng;
+use crate::ops::PhiloxDraw;
 use crate::tensor::Tensor;
 
 /// Which drift constant the Dale-Langevin step uses (SPEC section 4).
@@ -69,31 +69,12 @@ impl StepCoefficients {
     }
 }
 
-/// The Philox counter of a step's normals: element `i` draws (seed, stream, step, i).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StepNoise {
-    pub seed: u64,
-    pub stream: u32,
-    pub step: u32,
-}
-
-impl StepNoise {
-    /// The sampler's stream (SPEC 5) at global step `step`.
-    pub fn sampler(seed: u64, step: u32) -> Self {
-        Self {
-            seed,
-            stream: rng::stream::SAMPLER,
-            step,
-        }
-    }
-
-    /// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).
-    fn scaled_normal(self, coef: f32, i: usize) -> f32 {
-        if coef != 0.0 {
-            coef * rng::normal(self.seed, self.stream, self.step, i as u64)
-        } else {
-            0.0
-        }
+/// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).
+fn scaled_normal(draw: PhiloxDraw, coef: f32, i: usize) -> f32 {
+    if coef != 0.0 {
+        coef * draw.normal(i as u64)
+    } else {
+        0.0
     }
 }
 
@@ -101,28 +82,20 @@ fn check_step_inputs(x: &Tensor, score: &Tensor, op: &'static str) -> Result<()>
     x.check_same_shape(score, op)
 }
 
-fn noise_args(noise: StepNoise) -> [Arg<'static>; 3] {
-    [
-        Arg::U64(noise.seed),
-        Arg::U32(noise.stream),
-        Arg::U32(noise.step),
-    ]
-}
-
 /// The Dale-Langevin step (or any log-space step), `x` updated in place; never changes a sign.
-pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: StepNoise) -> Result<()> {
+pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: PhiloxDraw) -> Result<()> {
     check_step_inputs(x, h, "dale_step")?;
     let n = x.numel();
     match x.device().clone() {
         Device::Cpu => {
             let hs = h.host()?;
             for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = noise.scaled_normal(c.noise, i);
+                let z = scaled_normal(noise, c.noise, i);
                 *xi *= (c.drift + c.score * hs[i] + z).exp();
             }
         }
         dev => {
-            let [seed, stream, step] = noise_args(noise);
+            let [seed, stream, step] = Arg::philox(noise);
             launch(
                 &dev,
                 "gbm_dale_step_f32",
@@ -174,7 +147,7 @@ pub fn sign_agnostic_step(
     x: &mut Tensor,
     h: &Tensor,
     c: StepCoefficients,
-    noise: StepNoise,
+    noise: PhiloxDraw,
     flips: &mut FlipCounter,
 ) -> Result<()> {
     check_step_inputs(x, h, "sign_agnostic_step")?;
@@ -191,7 +164,7 @@ pub fn sign_agnostic_step(
             let hs = h.host()?;
             let mut changed = 0u32;
             for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = noise.scaled_normal(c.noise, i);
+                let z = scaled_normal(noise, c.noise, i);
                 let old = *xi;
                 let updated = old * (1.0 + c.drift + c.score * hs[i] + z);
                 *xi = updated;
@@ -202,7 +175,7 @@ pub fn sign_agnostic_step(
             *slot = f32::from_bits(slot.to_bits().wrapping_add(changed));
         }
         dev => {
-            let [seed, stream, step] = noise_args(noise);
+            let [seed, stream, step] = Arg::philox(noise);
             launch(
                 &dev,
                 "gbm_sign_agnostic_step_f32",
@@ -231,7 +204,7 @@ pub fn additive_langevin_step(
     x: &mut Tensor,
     s: &Tensor,
     alpha: f32,
-    noise: StepNoise,
+    noise: PhiloxDraw,
 ) -> Result<()> {
     check_step_inputs(x, s, "additive_langevin_step")?;
     let half_alpha = 0.5 * alpha;
@@ -241,11 +214,11 @@ pub fn additive_langevin_step(
         Device::Cpu => {
             let ss = s.host()?;
             for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                *xi += half_alpha * ss[i] + noise.scaled_normal(noise_coef, i);
+                *xi += half_alpha * ss[i] + scaled_normal(noise, noise_coef, i);
             }
         }
         dev => {
-            let [seed, stream, step] = noise_args(noise);
+            let [seed, stream, step] = Arg::philox(noise);
             launch(
                 &dev,
                 "additive_langevin_step_f32",
