@@ -2,14 +2,11 @@
 //! `sigma_1 > ... > sigma_L`, noising `x + sigma_i z`, and annealed Langevin sampling. It shares
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
-use super::forward::batch_layout;
 use super::samplers::additive_langevin_step;
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
-use crate::ops::PhiloxDraw;
+use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -129,15 +126,14 @@ pub fn draw_level_indices(batch: usize, levels: &NoiseLevels, seed: u64, step: u
         .collect()
 }
 
-/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal of `draw` for `i`.
-/// Returns `(x_noisy, z)`.
+/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal of `draw` for `i`
+/// ([`ops::additive_forward`]). Returns `(x_noisy, z)`.
 pub fn additive_forward(
     x0: &Tensor,
     indices: &[usize],
     levels: &NoiseLevels,
     draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, indices.len(), "additive_forward")?;
     let sigma = indices
         .iter()
         .map(|&i| {
@@ -146,43 +142,7 @@ pub fn additive_forward(
                 .map(|_| levels.sigma(i))
         })
         .collect::<Result<Vec<f32>>>()?;
-    let dev = x0.device();
-    let mut xn = Tensor::uninit(x0.shape(), dev)?;
-    let mut z = Tensor::uninit(x0.shape(), dev)?;
-    let n = x0.numel();
-    match dev {
-        Device::Cpu => {
-            let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = draw.normal(i as u64);
-            }
-            for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
-                *o = xs[i] + sigma[i / per_sample] * zs[i];
-            }
-        }
-        _ => {
-            let sigma_t = Tensor::from_vec(sigma, &[indices.len()], dev)?;
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                dev,
-                "additive_forward_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&sigma_t),
-                    Arg::Out(&mut xn),
-                    Arg::Out(&mut z),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok((xn, z))
+    ops::additive_forward(x0, &sigma, draw)
 }
 
 /// A noised training batch of the additive baseline: what [`super::loss::dsm_loss`] needs.

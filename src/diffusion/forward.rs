@@ -1,10 +1,8 @@
 //! The GBM forward process in closed form (SPEC section 2): `x_k = x_0 * exp(m_k + s_k z)`, with
 //! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
 use super::schedule::Schedule;
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
-use crate::ops::PhiloxDraw;
+use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -57,59 +55,19 @@ pub(crate) fn batch_layout(
 }
 
 /// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal of
-/// `draw` for `i`. Returns `(x_k, z)`.
+/// `draw` for `i` ([`ops::gbm_forward`]). Returns `(x_k, z)`.
 pub fn gbm_forward(
     x0: &Tensor,
     levels: &[usize],
     schedule: &Schedule,
     draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, levels.len(), "gbm_forward")?;
     for &k in levels {
         schedule.check_level(k, "gbm_forward")?;
     }
     let m: Vec<f32> = levels.iter().map(|&k| schedule.m(k)).collect();
     let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
-    let dev = x0.device();
-    let mut x_k = Tensor::uninit(x0.shape(), dev)?;
-    let mut z = Tensor::uninit(x0.shape(), dev)?;
-    let n = x0.numel();
-    match dev {
-        Device::Cpu => {
-            let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = draw.normal(i as u64);
-            }
-            for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
-                let b = i / per_sample;
-                *o = xs[i] * (m[b] + s[b] * zs[i]).exp();
-            }
-        }
-        _ => {
-            let m_t = Tensor::from_vec(m, &[levels.len()], dev)?;
-            let s_t = Tensor::from_vec(s, &[levels.len()], dev)?;
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                dev,
-                "gbm_forward_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&m_t),
-                    Arg::In(&s_t),
-                    Arg::Out(&mut x_k),
-                    Arg::Out(&mut z),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok((x_k, z))
+    ops::gbm_forward(x0, &m, &s, draw)
 }
 
 /// One training batch: levels from Philox stream LEVELS, noise from stream FORWARD_NOISE, both

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod conv_precision;
 mod cpu_gemm;
 mod elementwise;
+mod gbm;
 pub(crate) mod launch;
 pub mod norm;
 pub mod pool;
@@ -15,6 +16,10 @@ pub use conv::Conv2dCfg;
 pub use conv_precision::ConvPrecision;
 pub use elementwise::{
     add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
+};
+pub use gbm::{
+    additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,
+    FlipCounter,
 };
 pub use pool::PoolCfg;
 pub use random::{normal, philox_words, PhiloxDraw};

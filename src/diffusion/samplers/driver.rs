@@ -1,10 +1,10 @@
 //! The reverse-time sampler loop (SPEC section 4): Algorithm 1 (plain Euler-Maruyama), ADLS
 //! (annealed Dale-Langevin) and ASAMS (annealed sign-agnostic), for any [`ScoreSource`].
-use super::step::{dale_step, sign_agnostic_step, DaleVariant, FlipCounter, StepCoefficients};
+use super::step::{dale_step, sign_agnostic_step, DaleVariant, StepCoefficients};
 use crate::diffusion::schedule::Schedule;
 use crate::diffusion::score::ScoreSource;
 use crate::error::{Error, Result};
-use crate::ops::PhiloxDraw;
+use crate::ops::{FlipCounter, PhiloxDraw};
 use crate::tensor::Tensor;
 
 /// Which step the sampler takes.
