@@ -1,7 +1,7 @@
 //! The GBM forward process in closed form (SPEC section 2): `x_k = x_0 * exp(m_k + s_k z)`, with
 //! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
 use super::schedule::Schedule;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
@@ -28,30 +28,6 @@ pub fn draw_levels(batch: usize, schedule: &Schedule, seed: u64, step: u32) -> V
             1 + ((bits * choices) >> 32) as usize
         })
         .collect()
-}
-
-/// Samples in `x` (its leading dimension) and elements per sample; fails on a scalar or
-/// on a level list of the wrong length.
-pub(crate) fn batch_layout(
-    x: &Tensor,
-    per_sample_values: usize,
-    op: &'static str,
-) -> Result<(usize, usize)> {
-    let batch = *x
-        .shape()
-        .first()
-        .ok_or_else(|| Error::shape(op, "a batch needs a leading dimension; got a scalar"))?;
-    if batch != per_sample_values {
-        return Err(Error::shape(
-            op,
-            format!(
-                "{per_sample_values} levels for a batch of {batch} ({:?})",
-                x.shape()
-            ),
-        ));
-    }
-    let per_sample = x.numel().checked_div(batch).unwrap_or(1);
-    Ok((batch, per_sample))
 }
 
 /// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal of

@@ -6,6 +6,7 @@ mod cpu_gemm;
 mod elementwise;
 mod gbm;
 pub(crate) mod launch;
+mod loss;
 pub mod norm;
 pub mod pool;
 mod random;
@@ -21,6 +22,7 @@ pub use gbm::{
     additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,
     FlipCounter,
 };
+pub use loss::{dsm_loss, mdsm_loss, LossAndGrad};
 pub use pool::PoolCfg;
 pub use random::{normal, philox_words, PhiloxDraw};
 pub use reduce::{mean, sum};
