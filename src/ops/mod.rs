@@ -8,6 +8,7 @@ mod gbm;
 pub(crate) mod launch;
 mod loss;
 pub mod norm;
+mod optim;
 pub mod pool;
 mod random;
 mod reduce;
@@ -23,6 +24,7 @@ pub use gbm::{
     FlipCounter,
 };
 pub use loss::{dsm_loss, mdsm_loss, LossAndGrad};
+pub use optim::{adamw_step, egd_step, ema_update, global_norm, scale_in_place, AdamWCoefficients};
 pub use pool::PoolCfg;
 pub use random::{normal, philox_words, PhiloxDraw};
 pub use reduce::{mean, sum};
