@@ -1,11 +1,14 @@
 //! Kernel-level operations, below the autograd tape: each runs the Rust reference on `cpu` and
-//! the kernel of the same name (`{op}_f32`) on `emu` and `cuda`. One module per kernel family.
+//! the kernel of the same name (`{op}_f32`) on `emu` and `cuda`. One module per kernel family;
+//! the launch itself ([`launch`]) is private to this layer, so every kernel in kernels/*.cu is
+//! launched from here and nowhere else. The functions take kernel-level arguments (tensors, f32
+//! coefficients, flags, a [`PhiloxDraw`]); the layers above compute them.
 pub mod conv;
 pub mod conv_precision;
 mod cpu_gemm;
 mod elementwise;
 mod gbm;
-pub(crate) mod launch;
+mod launch;
 mod loss;
 pub mod norm;
 mod optim;

@@ -1,8 +1,8 @@
 //! Deterministic reductions: a fixed number of blocks each sum a grid-stride share, then one
 //! block sums the partials, so the same input always gives the same bits.
+use super::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// The sum of all elements, as a one-element tensor on the same device.
