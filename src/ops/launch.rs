@@ -3,8 +3,9 @@
 //! not only a GPU); the device layer then checks the arguments against the kernel's signature.
 //!
 //! Everything here is visible inside ops/ only, so no code above ops/ can launch a kernel: each
-//! kernel of kernels/*.cu is launched by the ops module of its family. Also the launch geometry
-//! the kernels that reduce as they go share (DESIGN.md section 3).
+//! kernel of kernels/*.cu is launched by the ops module of its family (DESIGN.md section 3). Also
+//! the launch geometry shared by the kernels that reduce as they go, whose fixed number of
+//! partial sums makes the loss and the norm deterministic (SPEC sections 3 and 7).
 use super::random::PhiloxDraw;
 use crate::device::launch::{self, KernelArg};
 use crate::device::Device;

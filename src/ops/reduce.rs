@@ -1,5 +1,6 @@
-//! Deterministic reductions: a fixed number of blocks each sum a grid-stride share, then one
-//! block sums the partials, so the same input always gives the same bits.
+//! Deterministic reductions (kernels/elementwise.cu, `sum_partial_f32`): a fixed number of blocks
+//! each sum a grid-stride share, then one block sums the partials, so the same input always gives
+//! the same bits (the fixed-order sums SPEC sections 3 and 7 ask of the loss and the norm).
 use super::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
