@@ -2,7 +2,7 @@
 // noising (multiplicative and additive), the fused sampler steps (Dale-Langevin in log space,
 // sign-agnostic in ambient space, additive annealed Langevin). Every step draws its normal in
 // registers from Philox (SPEC section 5) and updates x in place. One thread per element with a
-// grid-stride loop; the geometry is chosen in src/diffusion/geometry.rs.
+// grid-stride loop; the geometry is chosen in src/ops/launch.rs.
 #include "common.cuh"
 
 // x_k = x_0 * exp(m[b] + s[b] * z), z = N(seed, stream, step, i), b = i / per_sample (SPEC 2).

@@ -2,7 +2,7 @@
 // per element, the loss term and the gradient w.r.t. the network output; each block writes the sum
 // of its grid-stride share to partial[blockIdx.x]; a second, one-block pass (sum_partial_f32)
 // adds the partials in a fixed order, so the loss is deterministic. The geometry (a fixed number
-// of blocks for a given n) is chosen in src/diffusion/geometry.rs.
+// of blocks for a given n) is chosen in src/ops/launch.rs.
 #include "common.cuh"
 
 // M-DSM (SPEC 3). Element i belongs to sample b = i / per_sample at level k_b, with s_b = s_{k_b}.

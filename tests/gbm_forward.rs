@@ -6,6 +6,7 @@ use common::*;
 use dalemeetslangevin::diffusion::additive::{additive_forward, NoiseLevels};
 use dalemeetslangevin::diffusion::forward::{draw_levels, gbm_forward, noise_batch};
 use dalemeetslangevin::diffusion::{Drift, Schedule, SigmaShape};
+use dalemeetslangevin::ops::PhiloxDraw;
 use dalemeetslangevin::{rng, Device, Tensor};
 use rand::Rng;
 
@@ -26,8 +27,10 @@ fn forward_kernels_match_reference() {
             let seed = rng.random::<u64>();
             let run = |d: &Device| {
                 let x = Tensor::from_slice(&x0, &[batch, per], d).unwrap();
-                let (xk, z) = gbm_forward(&x, &levels, &sched, seed, 1, 7).unwrap();
-                let (xa, za) = additive_forward(&x, &idx, &levels_add, seed, 1, 7).unwrap();
+                let (xk, z) =
+                    gbm_forward(&x, &levels, &sched, PhiloxDraw::new(seed, 1, 7)).unwrap();
+                let (xa, za) =
+                    additive_forward(&x, &idx, &levels_add, PhiloxDraw::new(seed, 1, 7)).unwrap();
                 [xk, z, xa, za].map(|t| t.to_vec().unwrap())
             };
             let (want, got) = (run(&Device::Cpu), run(&dev));
@@ -51,7 +54,13 @@ fn forward_draws_have_the_log_normal_law() {
     let levels = [1usize, 5, 12, 19];
     let x0: Vec<f32> = (0..batch).flat_map(|b| vec![0.5 + b as f32; per]).collect();
     let x = Tensor::from_vec(x0.clone(), &[batch, per], &Device::Cpu).unwrap();
-    let (xk, z) = gbm_forward(&x, &levels, &sched, 99, rng::stream::FORWARD_NOISE, 3).unwrap();
+    let (xk, z) = gbm_forward(
+        &x,
+        &levels,
+        &sched,
+        PhiloxDraw::new(99, rng::stream::FORWARD_NOISE, 3),
+    )
+    .unwrap();
     let (xk, z) = (xk.to_vec().unwrap(), z.to_vec().unwrap());
     for (b, &k) in levels.iter().enumerate() {
         let d: Vec<f64> = (b * per..(b + 1) * per)
@@ -102,8 +111,8 @@ fn training_levels_are_uniform_on_one_to_n_minus_one() {
 fn mismatched_levels_are_errors() {
     let sched = schedule();
     let x = Tensor::zeros(&[3, 4], &Device::Cpu).unwrap();
-    assert!(gbm_forward(&x, &[1, 2], &sched, 0, 1, 0).is_err());
-    assert!(gbm_forward(&x, &[1, 2, 20], &sched, 0, 1, 0).is_err());
+    assert!(gbm_forward(&x, &[1, 2], &sched, PhiloxDraw::new(0, 1, 0)).is_err());
+    assert!(gbm_forward(&x, &[1, 2, 20], &sched, PhiloxDraw::new(0, 1, 0)).is_err());
     let scalar = Tensor::scalar(1.0, &Device::Cpu).unwrap();
-    assert!(gbm_forward(&scalar, &[], &sched, 0, 1, 0).is_err());
+    assert!(gbm_forward(&scalar, &[], &sched, PhiloxDraw::new(0, 1, 0)).is_err());
 }

@@ -7,6 +7,7 @@ use dalemeetslangevin::diffusion::analytic::{Component, LogNormalMixture};
 use dalemeetslangevin::diffusion::forward::gbm_forward;
 use dalemeetslangevin::diffusion::loss::{dsm_loss, mdsm_loss, LossWeighting};
 use dalemeetslangevin::diffusion::{Parameterisation, Schedule};
+use dalemeetslangevin::ops::PhiloxDraw;
 use dalemeetslangevin::{rng, Device, Tensor};
 use rand::rngs::StdRng;
 
@@ -226,8 +227,13 @@ fn mdsm_minus_mesm_is_constant_in_theta() {
     for &k in &[30usize, 70] {
         let x0 = mixture.sample_data(n, 3, rng::stream::TEST, k as u32);
         let x0 = Tensor::from_vec(x0, &[n, 1], &d).unwrap();
-        let (xk, z) =
-            gbm_forward(&x0, &vec![k; n], &sched, 11, rng::stream::FORWARD_NOISE, 0).unwrap();
+        let (xk, z) = gbm_forward(
+            &x0,
+            &vec![k; n],
+            &sched,
+            PhiloxDraw::new(11, rng::stream::FORWARD_NOISE, 0),
+        )
+        .unwrap();
         let s_level = Tensor::from_vec(vec![sched.s(k); n], &[n], &d).unwrap();
         let (m, s) = (sched.m(k) as f64, sched.s(k) as f64);
         let xs = xk.to_vec().unwrap();

@@ -14,7 +14,7 @@ use dalemeetslangevin::diffusion::analytic::{
 };
 use dalemeetslangevin::diffusion::samplers::{
     additive_langevin_step, class_average_init, class_means, dale_step, sample, sign_agnostic_step,
-    DaleVariant, FlipCounter, LogNormalInit, SamplerConfig, StepCoefficients, StepKind, StepNoise,
+    DaleVariant, FlipCounter, LogNormalInit, PhiloxDraw, SamplerConfig, StepCoefficients, StepKind,
 };
 use dalemeetslangevin::diffusion::{GaussianScoreSource, Schedule, SigmaShape};
 use dalemeetslangevin::{Device, Result, Tensor};
@@ -48,7 +48,7 @@ fn step_kernels_match_reference() {
                 score: 0.3,
                 noise: 0.4,
             };
-            let noise = StepNoise::sampler(rng.random(), rng.random());
+            let noise = PhiloxDraw::sampler(rng.random(), rng.random());
             let run = |d: &Device| {
                 let ht = Tensor::from_slice(&h, &[n], d).unwrap();
                 let mut a = Tensor::from_slice(&x, &[n], d).unwrap();
@@ -82,7 +82,7 @@ fn dale_step_never_changes_a_sign() {
         for step in 0..20 {
             let h = Tensor::from_vec(random_vec(&mut rng, n, -8.0, 8.0), &[n], &dev).unwrap();
             let c = StepCoefficients::dale(1.2, 0.72, 0.05, 1.0, DaleVariant::Derived);
-            dale_step(&mut x, &h, c, StepNoise::sampler(1, step)).unwrap();
+            dale_step(&mut x, &h, c, PhiloxDraw::sampler(1, step)).unwrap();
         }
         let x1 = x.to_vec().unwrap();
         for (i, (&a, &b)) in x0.iter().zip(&x1).enumerate() {
@@ -115,7 +115,7 @@ fn flip_counter_matches_a_host_count() {
                 score: 0.5,
                 noise: 0.6,
             };
-            sign_agnostic_step(&mut x, &ht, c, StepNoise::sampler(9, step), &mut flips).unwrap();
+            sign_agnostic_step(&mut x, &ht, c, PhiloxDraw::sampler(9, step), &mut flips).unwrap();
             let after = x.to_vec().unwrap();
             want += before
                 .iter()
@@ -134,7 +134,7 @@ fn flip_counter_matches_a_host_count() {
             score: 0.0,
             noise: 0.0,
         };
-        sign_agnostic_step(&mut x, &ht, zero, StepNoise::sampler(9, 5), &mut flips).unwrap();
+        sign_agnostic_step(&mut x, &ht, zero, PhiloxDraw::sampler(9, 5), &mut flips).unwrap();
         assert_eq!(
             flips.drain().unwrap(),
             nonzero_before,

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use dalemeetslangevin::ops::PhiloxDraw;
 use dalemeetslangevin::{ops, rng, Device};
 
 #[test]
@@ -14,8 +15,9 @@ fn philox_words_are_bit_identical_across_backends() {
             (0xDEAD_BEEF_0042, 3, 1),
         ] {
             let n = 1031;
-            let want = ops::philox_words(n, seed, stream, step, &Device::Cpu).unwrap();
-            let got = ops::philox_words(n, seed, stream, step, &dev).unwrap();
+            let want =
+                ops::philox_words(n, PhiloxDraw::new(seed, stream, step), &Device::Cpu).unwrap();
+            let got = ops::philox_words(n, PhiloxDraw::new(seed, stream, step), &dev).unwrap();
             assert_eq!(got, want, "philox words on {dev} for seed {seed}");
         }
     }
@@ -25,7 +27,7 @@ fn philox_words_are_bit_identical_across_backends() {
 fn philox_kernel_reproduces_known_answer() {
     // Counter (0,0,0,0), key (0,0): the first Random123 known-answer vector, through the kernel.
     for dev in kernel_devices("philox-kat") {
-        let words = ops::philox_words(1, 0, 0, 0, &dev).unwrap();
+        let words = ops::philox_words(1, PhiloxDraw::new(0, 0, 0), &dev).unwrap();
         assert_eq!(
             words,
             vec![0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
@@ -38,11 +40,11 @@ fn philox_kernel_reproduces_known_answer() {
 fn normals_agree_across_backends() {
     for dev in kernel_devices("normal") {
         let shape = [3, 5, 67];
-        let want = ops::normal(&shape, 42, 1, 9, &Device::Cpu)
+        let want = ops::normal(&shape, PhiloxDraw::new(42, 1, 9), &Device::Cpu)
             .unwrap()
             .to_vec()
             .unwrap();
-        let got = ops::normal(&shape, 42, 1, 9, &dev)
+        let got = ops::normal(&shape, PhiloxDraw::new(42, 1, 9), &dev)
             .unwrap()
             .to_vec()
             .unwrap();

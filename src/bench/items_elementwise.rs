@@ -84,7 +84,7 @@ fn prepare(kernel: Kernel, n: usize, device: &Device) -> Result<Run> {
             Kernel::Sum => ops::sum(x),
             Kernel::PhiloxNormals => {
                 draw = draw.wrapping_add(1);
-                ops::normal(&[n], 3, 0, draw, &device)
+                ops::normal(&[n], ops::PhiloxDraw::new(3, 0, draw), &device)
             }
         }
         .map(drop)

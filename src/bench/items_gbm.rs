@@ -4,7 +4,7 @@ use super::rotation::{normal, positive, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::device::Device;
 use crate::diffusion::loss::{mdsm_loss, LossWeighting};
-use crate::diffusion::samplers::{dale_step, DaleVariant, StepCoefficients, StepNoise};
+use crate::diffusion::samplers::{dale_step, DaleVariant, PhiloxDraw, StepCoefficients};
 use crate::diffusion::Parameterisation;
 use crate::error::Result;
 use crate::rng;
@@ -71,7 +71,7 @@ fn dale(images: usize, device: &Device) -> Result<Run> {
     Ok(Box::new(move || {
         let (x, h) = inputs.next_set();
         step = step.wrapping_add(1);
-        dale_step(x, h, coefficients, StepNoise::sampler(0, step))
+        dale_step(x, h, coefficients, PhiloxDraw::sampler(0, step))
     }))
 }
 

@@ -7,7 +7,7 @@ use super::rotation::{positive, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::autograd::{ParamStore, Tape};
 use crate::device::Device;
-use crate::diffusion::samplers::{dale_step, StepNoise};
+use crate::diffusion::samplers::{dale_step, PhiloxDraw};
 use crate::error::Result;
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
 use crate::ops::{self, ConvPrecision};
@@ -63,6 +63,6 @@ fn prepare(
         let input = tape.constant(ops::copy(x)?);
         let h = net.forward(&mut tape, &input, &levels)?;
         step = step.wrapping_add(1);
-        dale_step(x, h.value(), coefficients, StepNoise::sampler(0, step))
+        dale_step(x, h.value(), coefficients, PhiloxDraw::sampler(0, step))
     }))
 }

@@ -45,7 +45,7 @@ impl<T> Rotation<T> {
 
 /// Standard normals, draw `draw` of the benchmark stream.
 pub fn normal(shape: &[usize], draw: u32, device: &Device) -> Result<Tensor> {
-    ops::normal(shape, 0, BENCH_STREAM, draw, device)
+    ops::normal(shape, ops::PhiloxDraw::new(0, BENCH_STREAM, draw), device)
 }
 
 /// Uniform in [0.5, 1.5): a positive GBM state.

@@ -2,14 +2,11 @@
 //! `sigma_1 > ... > sigma_L`, noising `x + sigma_i z`, and annealed Langevin sampling. It shares
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
-use super::forward::batch_layout;
-use super::geometry;
-use super::samplers::{additive_langevin_step, StepNoise};
+use super::samplers::additive_langevin_step;
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
+use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -129,17 +126,14 @@ pub fn draw_level_indices(batch: usize, levels: &NoiseLevels, seed: u64, step: u
         .collect()
 }
 
-/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal (seed, `stream`, step, i).
-/// Returns `(x_noisy, z)`.
+/// `x_0 + sigma_{i_b} z` per sample `b`, `z` element `i` the normal of `draw` for `i`
+/// ([`ops::additive_forward`]). Returns `(x_noisy, z)`.
 pub fn additive_forward(
     x0: &Tensor,
     indices: &[usize],
     levels: &NoiseLevels,
-    seed: u64,
-    stream: u32,
-    step: u32,
+    draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, indices.len(), "additive_forward")?;
     let sigma = indices
         .iter()
         .map(|&i| {
@@ -148,42 +142,7 @@ pub fn additive_forward(
                 .map(|_| levels.sigma(i))
         })
         .collect::<Result<Vec<f32>>>()?;
-    let dev = x0.device();
-    let mut xn = Tensor::uninit(x0.shape(), dev)?;
-    let mut z = Tensor::uninit(x0.shape(), dev)?;
-    let n = x0.numel();
-    match dev {
-        Device::Cpu => {
-            let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = rng::normal(seed, stream, step, i as u64);
-            }
-            for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
-                *o = xs[i] + sigma[i / per_sample] * zs[i];
-            }
-        }
-        _ => {
-            let sigma_t = Tensor::from_vec(sigma, &[indices.len()], dev)?;
-            launch(
-                dev,
-                "additive_forward_f32",
-                geometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&sigma_t),
-                    Arg::Out(&mut xn),
-                    Arg::Out(&mut z),
-                    Arg::U64(seed),
-                    Arg::U32(stream),
-                    Arg::U32(step),
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok((xn, z))
+    ops::additive_forward(x0, &sigma, draw)
 }
 
 /// A noised training batch of the additive baseline: what [`super::loss::dsm_loss`] needs.
@@ -204,7 +163,12 @@ pub fn noise_additive_batch(
 ) -> Result<AdditiveNoisedBatch> {
     let batch = x0.shape().first().copied().unwrap_or(0);
     let indices = draw_level_indices(batch, levels, seed, step);
-    let (x_noisy, z) = additive_forward(x0, &indices, levels, seed, stream::FORWARD_NOISE, step)?;
+    let (x_noisy, z) = additive_forward(
+        x0,
+        &indices,
+        levels,
+        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
+    )?;
     let sigma: Vec<f32> = indices.iter().map(|&i| levels.sigma(i)).collect();
     let sigma_level = Tensor::from_vec(sigma, &[batch], x0.device())?;
     Ok(AdditiveNoisedBatch {
@@ -260,7 +224,7 @@ pub fn annealed_langevin(
         let alpha = (config.eps as f64 * sigma * sigma / (sigma_last * sigma_last)) as f32;
         for _ in 0..config.steps_per_level {
             let s = score.s(&x, i)?;
-            additive_langevin_step(&mut x, &s, alpha, StepNoise::sampler(config.seed, step))?;
+            additive_langevin_step(&mut x, &s, alpha, PhiloxDraw::sampler(config.seed, step))?;
             step += 1;
         }
         if let Some(report) = progress.as_mut() {

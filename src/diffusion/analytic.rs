@@ -3,7 +3,7 @@
 //! losses without training: a sampler run with the exact score from the exact terminal law must
 //! return the data law.
 use super::samplers::{
-    dale_step, sample, SamplerConfig, SamplerStats, StepCoefficients, StepNoise,
+    dale_step, sample, PhiloxDraw, SamplerConfig, SamplerStats, StepCoefficients,
 };
 use super::schedule::Schedule;
 use super::score::ScoreSource;
@@ -344,7 +344,7 @@ pub fn mirrored_langevin(
             .map(|v| mixture.h(v as f64, 0.0, 0.0) as f32)
             .collect();
         let h = Tensor::from_vec(h, &[n_chains], device)?;
-        dale_step(&mut x, &h, c, StepNoise::sampler(seed, step as u32))?;
+        dale_step(&mut x, &h, c, PhiloxDraw::sampler(seed, step as u32))?;
     }
     Ok(x)
 }

@@ -1,10 +1,8 @@
 //! The GBM forward process in closed form (SPEC section 2): `x_k = x_0 * exp(m_k + s_k z)`, with
 //! levels drawn uniformly in `{1..N-1}` (SPEC section 3), all randomness from Philox.
-use super::geometry;
 use super::schedule::Schedule;
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
+use crate::error::Result;
+use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -32,85 +30,20 @@ pub fn draw_levels(batch: usize, schedule: &Schedule, seed: u64, step: u32) -> V
         .collect()
 }
 
-/// Samples in `x` (its leading dimension) and elements per sample; fails on a scalar or
-/// on a level list of the wrong length.
-pub(crate) fn batch_layout(
-    x: &Tensor,
-    per_sample_values: usize,
-    op: &'static str,
-) -> Result<(usize, usize)> {
-    let batch = *x
-        .shape()
-        .first()
-        .ok_or_else(|| Error::shape(op, "a batch needs a leading dimension; got a scalar"))?;
-    if batch != per_sample_values {
-        return Err(Error::shape(
-            op,
-            format!(
-                "{per_sample_values} levels for a batch of {batch} ({:?})",
-                x.shape()
-            ),
-        ));
-    }
-    let per_sample = x.numel().checked_div(batch).unwrap_or(1);
-    Ok((batch, per_sample))
-}
-
-/// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal
-/// (seed, `stream`, step, i). Returns `(x_k, z)`.
+/// `x_k = x_0 * exp(m_{k_b} + s_{k_b} z)` per sample `b`, with `z` element `i` the normal of
+/// `draw` for `i` ([`ops::gbm_forward`]). Returns `(x_k, z)`.
 pub fn gbm_forward(
     x0: &Tensor,
     levels: &[usize],
     schedule: &Schedule,
-    seed: u64,
-    stream: u32,
-    step: u32,
+    draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, levels.len(), "gbm_forward")?;
     for &k in levels {
         schedule.check_level(k, "gbm_forward")?;
     }
     let m: Vec<f32> = levels.iter().map(|&k| schedule.m(k)).collect();
     let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
-    let dev = x0.device();
-    let mut x_k = Tensor::uninit(x0.shape(), dev)?;
-    let mut z = Tensor::uninit(x0.shape(), dev)?;
-    let n = x0.numel();
-    match dev {
-        Device::Cpu => {
-            let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = rng::normal(seed, stream, step, i as u64);
-            }
-            for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
-                let b = i / per_sample;
-                *o = xs[i] * (m[b] + s[b] * zs[i]).exp();
-            }
-        }
-        _ => {
-            let m_t = Tensor::from_vec(m, &[levels.len()], dev)?;
-            let s_t = Tensor::from_vec(s, &[levels.len()], dev)?;
-            launch(
-                dev,
-                "gbm_forward_f32",
-                geometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&m_t),
-                    Arg::In(&s_t),
-                    Arg::Out(&mut x_k),
-                    Arg::Out(&mut z),
-                    Arg::U64(seed),
-                    Arg::U32(stream),
-                    Arg::U32(step),
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok((x_k, z))
+    ops::gbm_forward(x0, &m, &s, draw)
 }
 
 /// One training batch: levels from Philox stream LEVELS, noise from stream FORWARD_NOISE, both
@@ -118,7 +51,12 @@ pub fn gbm_forward(
 pub fn noise_batch(x0: &Tensor, schedule: &Schedule, seed: u64, step: u32) -> Result<NoisedBatch> {
     let batch = x0.shape().first().copied().unwrap_or(0);
     let levels = draw_levels(batch, schedule, seed, step);
-    let (x_k, z) = gbm_forward(x0, &levels, schedule, seed, stream::FORWARD_NOISE, step)?;
+    let (x_k, z) = gbm_forward(
+        x0,
+        &levels,
+        schedule,
+        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
+    )?;
     let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
     let s_level = Tensor::from_vec(s, &[batch], x0.device())?;
     Ok(NoisedBatch {

@@ -10,7 +10,6 @@
 pub mod additive;
 pub mod analytic;
 pub mod forward;
-mod geometry;
 pub mod loss;
 pub mod samplers;
 pub mod schedule;

@@ -1,8 +1,8 @@
-//! The arithmetic of the forward convolution: exact fp32 (the default), or tf32 operands with
-//! fp32 accumulation, the form NVIDIA tensor cores run (kernels/conv.cu,
-//! `conv2d_forward_tf32_f32`). tf32 keeps fp32's 8-bit exponent and 10 of its 23 mantissa bits,
-//! so each product carries a relative error up to 2^-11 per operand; DESIGN.md section 5 tests
-//! it at ~3e-4 relative against fp32.
+//! The arithmetic of the forward convolution of the score network (SPEC section 9): exact fp32
+//! (the default), or tf32 operands with fp32 accumulation, the form NVIDIA tensor cores run
+//! (kernels/conv.cu, `conv2d_forward_tf32_f32`). tf32 keeps fp32's 8-bit exponent and 10 of its
+//! 23 mantissa bits, so each product carries a relative error up to 2^-11 per operand; DESIGN.md
+//! section 5 tests it at ~3e-4 relative against fp32.
 //!
 //! Chosen per network and carried by each convolution's [`Conv2dCfg`](super::Conv2dCfg): `dml
 //! train --precision` stores it in the checkpoint, so a resumed run keeps its arithmetic (SPEC

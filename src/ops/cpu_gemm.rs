@@ -1,5 +1,6 @@
 //! A safe face for `matrixmultiply::sgemm`, the CPU backend's matrix product, and the batch
-//! parallelism the CPU layers share.
+//! parallelism the CPU layers share; it launches no kernel (on `emu`/`cuda` the convolutions of
+//! SPEC section 9 run kernels/conv.cu instead).
 
 /// A matrix view: `data[r * row_stride + c * col_stride]` for `r < rows`, `c < cols`.
 #[derive(Clone, Copy)]

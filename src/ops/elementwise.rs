@@ -1,6 +1,7 @@
-//! Element-wise operations (kernels/elementwise.cu). Each kernel takes its tensor operands, the
-//! output, any scalars, and the element count last; [`map_unary`] and [`map_binary`] hold that
-//! convention and the CPU reference loop once.
+//! Element-wise operations (kernels/elementwise.cu): fill, copy, affine maps, exp, log, sums and
+//! products of tensors, and the ELU of the score network (SPEC section 9) with its backward. Each
+//! kernel takes its tensor operands, the output, any scalars, and the element count last;
+//! [`map_unary`] and [`map_binary`] hold that convention and the CPU reference loop once.
 use crate::device::Device;
 use crate::error::Result;
 use crate::ops::launch::{launch, Arg, LaunchGeometry};

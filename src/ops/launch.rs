@@ -1,15 +1,32 @@
 //! Tensors as kernel arguments: the one place ops/ reaches the device layer's checked
 //! [`crate::device::launch::launch`]. A tensor must live on the launching device (the same GPU,
 //! not only a GPU); the device layer then checks the arguments against the kernel's signature.
+//!
+//! Everything here is visible inside ops/ only, so no code above ops/ can launch a kernel: each
+//! kernel of kernels/*.cu is launched by the ops module of its family (DESIGN.md section 3). Also
+//! the launch geometry shared by the kernels that reduce as they go, whose fixed number of
+//! partial sums makes the loss and the norm deterministic (SPEC sections 3 and 7).
+use super::random::PhiloxDraw;
 use crate::device::launch::{self, KernelArg};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-pub use crate::device::launch::LaunchGeometry;
+pub(super) use crate::device::launch::LaunchGeometry;
+
+/// Blocks of the first pass of a deterministic reduction (a sum, a fused loss, a flip count, a
+/// sum of squares): fixed for a given size, so the order of the partial sums, and hence the bits
+/// of the result, is fixed too.
+pub(super) const PARTIAL_BLOCKS: u32 = 256;
+
+/// Kernels that also reduce over their elements: at most [`PARTIAL_BLOCKS`] blocks of 256
+/// threads, grid-stride, each block writing one partial.
+pub(super) fn with_partials(n: usize) -> LaunchGeometry {
+    LaunchGeometry::reduction(n, PARTIAL_BLOCKS)
+}
 
 /// A kernel argument, by the parameter type it is passed as.
-pub enum Arg<'a> {
+pub(super) enum Arg<'a> {
     /// `const float*`.
     In(&'a Tensor),
     /// `float*`.
@@ -30,10 +47,20 @@ impl Arg<'_> {
             _ => None,
         }
     }
+
+    /// The `uint64_t seed, uint32_t stream, uint32_t step` parameters of a kernel that draws
+    /// from Philox, in that order.
+    pub(super) fn philox(draw: PhiloxDraw) -> [Arg<'static>; 3] {
+        [
+            Arg::U64(draw.seed),
+            Arg::U32(draw.stream),
+            Arg::U32(draw.step),
+        ]
+    }
 }
 
 /// Launches `kernel` on `device` with `args` (see the module doc).
-pub fn launch(
+pub(super) fn launch(
     device: &Device,
     kernel: &str,
     geometry: LaunchGeometry,

@@ -1,11 +1,17 @@
 //! Kernel-level operations, below the autograd tape: each runs the Rust reference on `cpu` and
-//! the kernel of the same name (`{op}_f32`) on `emu` and `cuda`. One module per kernel family.
+//! the kernel of the same name (`{op}_f32`) on `emu` and `cuda`. One module per kernel family;
+//! the launch itself ([`launch`]) is private to this layer, so every kernel in kernels/*.cu is
+//! launched from here and nowhere else. The functions take kernel-level arguments (tensors, f32
+//! coefficients, flags, a [`PhiloxDraw`]); the layers above compute them.
 pub mod conv;
 pub mod conv_precision;
 mod cpu_gemm;
 mod elementwise;
-pub(crate) mod launch;
+mod gbm;
+mod launch;
+mod loss;
 pub mod norm;
+mod optim;
 pub mod pool;
 mod random;
 mod reduce;
@@ -16,7 +22,13 @@ pub use conv_precision::ConvPrecision;
 pub use elementwise::{
     add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
 };
+pub use gbm::{
+    additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,
+    FlipCounter,
+};
+pub use loss::{dsm_loss, mdsm_loss, LossAndGrad};
+pub use optim::{adamw_step, egd_step, ema_update, global_norm, scale_in_place, AdamWCoefficients};
 pub use pool::PoolCfg;
-pub use random::{normal, philox_words};
+pub use random::{normal, philox_words, PhiloxDraw};
 pub use reduce::{mean, sum};
 pub use softmax_xent::softmax_cross_entropy;

@@ -1,12 +1,10 @@
-//! Deterministic reductions: a fixed number of blocks each sum a grid-stride share, then one
-//! block sums the partials, so the same input always gives the same bits.
+//! Deterministic reductions (kernels/elementwise.cu, `sum_partial_f32`): a fixed number of blocks
+//! each sum a grid-stride share, then one block sums the partials, so the same input always gives
+//! the same bits (the fixed-order sums SPEC sections 3 and 7 ask of the loss and the norm).
+use super::launch::{launch, with_partials, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
-
-/// Partial sums per block in the first pass.
-const REDUCTION_BLOCKS: u32 = 256;
 
 /// The sum of all elements, as a one-element tensor on the same device.
 pub fn sum(x: &Tensor) -> Result<Tensor> {
@@ -17,7 +15,7 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
             Tensor::scalar(s as f32, x.device())
         }
         dev => {
-            let g = LaunchGeometry::reduction(n, REDUCTION_BLOCKS);
+            let g = with_partials(n);
             let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
             launch(
                 dev,

@@ -1,11 +1,13 @@
-//! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019), the additive optimiser.
+//! AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019), the additive optimiser:
+//! its state (moments, step count), warm-up and bias corrections; the element update is
+//! [`ops::adamw_step`].
 use std::collections::BTreeMap;
 
 use super::{check_pair, ParamGrad, Warmup};
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::{self, AdamWCoefficients};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,7 +73,7 @@ impl AdamW {
     pub fn step(&mut self, params: &mut [ParamGrad<'_>], grad_scale: f32) -> Result<()> {
         let c = self.config;
         let t = (self.step + 1) as i32;
-        let hyper = Hyper {
+        let coefficients = AdamWCoefficients {
             lr: c.schedule.lr(self.step),
             beta1: c.beta1,
             beta2: c.beta2,
@@ -84,7 +86,13 @@ impl AdamW {
         for p in params.iter_mut() {
             check_pair(p.name, p.param, p.grad)?;
             let moments = self.moments_for(p.name, p.param)?;
-            adamw_update(p.param, p.grad, moments, &hyper)?;
+            ops::adamw_step(
+                p.param,
+                p.grad,
+                &mut moments.m,
+                &mut moments.v,
+                &coefficients,
+            )?;
         }
         self.step += 1;
         Ok(())
@@ -134,55 +142,5 @@ impl AdamW {
         self.step = step;
         self.moments = moments;
         Ok(())
-    }
-}
-
-/// The scalars of one AdamW update (kernels/optim.cu `adamw_step_f32`).
-struct Hyper {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    bias1: f32,
-    bias2: f32,
-    grad_scale: f32,
-}
-
-fn adamw_update(param: &mut Tensor, grad: &Tensor, mo: &mut Moments, h: &Hyper) -> Result<()> {
-    let n = param.numel();
-    match param.device().clone() {
-        Device::Cpu => {
-            let (m, v) = (mo.m.host_mut()?, mo.v.host_mut()?);
-            let g = grad.host()?;
-            for (i, p) in param.host_mut()?.iter_mut().enumerate() {
-                let gi = g[i] * h.grad_scale;
-                m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * gi;
-                v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * gi * gi;
-                let decayed = *p * (1.0 - h.lr * h.weight_decay);
-                *p = decayed - h.lr * (m[i] / h.bias1) / ((v[i] / h.bias2).sqrt() + h.eps);
-            }
-            Ok(())
-        }
-        dev => launch(
-            &dev,
-            "adamw_step_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [
-                Arg::Out(param),
-                Arg::In(grad),
-                Arg::Out(&mut mo.m),
-                Arg::Out(&mut mo.v),
-                Arg::F32(h.lr),
-                Arg::F32(h.beta1),
-                Arg::F32(h.beta2),
-                Arg::F32(h.eps),
-                Arg::F32(h.weight_decay),
-                Arg::F32(h.bias1),
-                Arg::F32(h.bias2),
-                Arg::F32(h.grad_scale),
-                Arg::U64(n as u64),
-            ],
-        ),
     }
 }

@@ -1,58 +1,10 @@
-//! Global-norm gradient clipping: one norm over all gradients, every gradient scaled by the same
-//! factor. The norm is a deterministic reduction (the pattern of `crate::ops::sum`): a fixed
-//! number of partial sums per tensor, all in one buffer, summed by one block in a fixed order.
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+//! Global-norm gradient clipping: one norm over all gradients ([`global_norm`], a deterministic
+//! reduction), every gradient scaled by the same factor ([`scale_in_place`]). Both kernels are in
+//! [`crate::ops`]; the policy (when and by how much to clip) is here.
+use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Partial sums per tensor in the first pass.
-const REDUCTION_BLOCKS: u32 = 256;
-
-/// `sqrt(sum over all gradients of g^2)`. All tensors must be on one device.
-pub fn global_norm(grads: &[&Tensor]) -> Result<f32> {
-    let Some(first) = grads.first() else {
-        return Ok(0.0);
-    };
-    let device = first.device().clone();
-    if let Some(other) = grads.iter().find(|g| !g.device().same(&device)) {
-        return Err(Error::DeviceMismatch {
-            op: "global_norm",
-            a: device.to_string(),
-            b: other.device().to_string(),
-        });
-    }
-    if device.is_cpu() {
-        let mut total = 0f64;
-        for g in grads {
-            total += g.host()?.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
-        }
-        return Ok(total.sqrt() as f32);
-    }
-    let geometries: Vec<LaunchGeometry> = grads
-        .iter()
-        .map(|g| LaunchGeometry::reduction(g.numel(), REDUCTION_BLOCKS))
-        .collect();
-    let n_partials: usize = geometries.iter().map(|g| g.grid[0] as usize).sum();
-    let mut partial = Tensor::uninit(&[n_partials], &device)?;
-    let mut offset = 0u64;
-    for (g, geometry) in grads.iter().zip(&geometries) {
-        launch(
-            &device,
-            "sum_squares_partial_f32",
-            *geometry,
-            &mut [
-                Arg::In(g),
-                Arg::Out(&mut partial),
-                Arg::U64(offset),
-                Arg::U64(g.numel() as u64),
-            ],
-        )?;
-        offset += geometry.grid[0] as u64;
-    }
-    let total = crate::ops::sum(&partial)?.item()?;
-    Ok(total.sqrt())
-}
+pub use crate::ops::{global_norm, scale_in_place};
 
 /// The factor that brings a gradient of norm `norm` down to at most `max_norm`: 1 when it is
 /// already within, `max_norm / norm` otherwise. A non-finite norm gives 1: the caller checks the
@@ -80,21 +32,4 @@ pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f32) -> Result<f32> {
         }
     }
     Ok(norm)
-}
-
-/// `x <- alpha * x`.
-pub fn scale_in_place(x: &mut Tensor, alpha: f32) -> Result<()> {
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            x.host_mut()?.iter_mut().for_each(|v| *v *= alpha);
-            Ok(())
-        }
-        dev => launch(
-            &dev,
-            "scale_in_place_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [Arg::Out(x), Arg::F32(alpha), Arg::U64(n as u64)],
-        ),
-    }
 }

@@ -5,12 +5,13 @@
 //! A weight that is exactly zero cannot move multiplicatively. Such entries take one additive
 //! step `theta <- -eta * grad` (plain SGD), after which their sign is fixed like any other; or
 //! start them away from zero with [`signed_log_normal_init`]. Magnitudes stay within the normal
-//! f32 range, so a weight never underflows to zero (which would reopen the additive rule).
+//! f32 range, so a weight never underflows to zero (which would reopen the additive rule). The
+//! element update is [`ops::egd_step`].
 use super::{check_pair, ParamGrad, Warmup};
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -41,7 +42,7 @@ impl Egd {
         let lr = self.current_lr();
         for p in params.iter_mut() {
             check_pair(p.name, p.param, p.grad)?;
-            egd_update(p.param, p.grad, lr, grad_scale)?;
+            ops::egd_step(p.param, p.grad, lr, grad_scale)?;
         }
         self.step += 1;
         Ok(())
@@ -55,42 +56,6 @@ impl Egd {
         self.step = ckpt.meta_parse(STEP_KEY)?;
         Ok(())
     }
-}
-
-fn egd_update(param: &mut Tensor, grad: &Tensor, lr: f32, grad_scale: f32) -> Result<()> {
-    let n = param.numel();
-    match param.device().clone() {
-        Device::Cpu => {
-            for (p, &g) in param.host_mut()?.iter_mut().zip(grad.host()?) {
-                *p = egd_element(*p, g * grad_scale, lr);
-            }
-            Ok(())
-        }
-        dev => launch(
-            &dev,
-            "egd_step_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [
-                Arg::Out(param),
-                Arg::In(grad),
-                Arg::F32(lr),
-                Arg::F32(grad_scale),
-                Arg::U64(n as u64),
-            ],
-        ),
-    }
-}
-
-/// The reference of `egd_step_f32`: the multiplicative step, its magnitude kept within the normal
-/// f32 range (an underflow to zero would let the zero rule flip the sign on the next step), and
-/// the additive step for an exact zero.
-fn egd_element(p: f32, g: f32, lr: f32) -> f32 {
-    if p == 0.0 {
-        return -lr * g;
-    }
-    let step = if p > 0.0 { -lr * g } else { lr * g };
-    let magnitude = (p.abs() * step.exp()).clamp(f32::MIN_POSITIVE, f32::MAX);
-    magnitude.copysign(p)
 }
 
 /// Weights for EGD that are never zero: magnitude `exp(log_mean + log_std * z)`, sign `+` or `-`

@@ -1,12 +1,11 @@
 //! Exponential moving average of the weights: `ema <- decay * ema + (1 - decay) * w`, the weights
-//! that are sampled from (as in NCSN v2).
+//! that are sampled from (as in NCSN v2). The element update is [`ops::ema_update`].
 use std::collections::BTreeMap;
 
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 pub struct Ema {
@@ -34,7 +33,7 @@ impl Ema {
                 Some(ema) => {
                     ema.check_same_shape(w, "ema update")
                         .map_err(|e| Error::invalid(format!("EMA of '{name}': {e}")))?;
-                    ema_update(ema, w, self.decay)?;
+                    ops::ema_update(ema, w, self.decay)?;
                 }
                 None => {
                     self.weights.insert(name.to_string(), ops::copy(w)?);
@@ -66,28 +65,5 @@ impl Ema {
         }
         self.weights = weights;
         Ok(())
-    }
-}
-
-fn ema_update(ema: &mut Tensor, w: &Tensor, decay: f32) -> Result<()> {
-    let n = ema.numel();
-    match ema.device().clone() {
-        Device::Cpu => {
-            for (e, &x) in ema.host_mut()?.iter_mut().zip(w.host()?) {
-                *e = decay * *e + (1.0 - decay) * x;
-            }
-            Ok(())
-        }
-        dev => launch(
-            &dev,
-            "ema_update_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [
-                Arg::Out(ema),
-                Arg::In(w),
-                Arg::F32(decay),
-                Arg::U64(n as u64),
-            ],
-        ),
     }
 }

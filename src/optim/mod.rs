@@ -1,6 +1,7 @@
-//! Optimisers (SPEC section 7, issue 5) and what goes with them: AdamW, exponentiated gradient
-//! descent, the EMA of the weights, global-norm gradient clipping and the learning-rate warm-up.
-//! Kernels in kernels/optim.cu; on `cpu` the Rust references below run instead.
+//! Optimisers (SPEC section 7) and what goes with them: AdamW, exponentiated gradient descent,
+//! the EMA of the weights, global-norm gradient clipping and the learning-rate warm-up. Their
+//! state, schedules and checkpointing live here; the element updates (kernels/optim.cu, with the
+//! Rust references for `cpu`) are in [`crate::ops`].
 //!
 //! Parameters and gradients are matched by name ([`ParamGrad`]): the names key the optimiser
 //! state, so it can be written to a checkpoint and read back for an exact resume.

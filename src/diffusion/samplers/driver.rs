@@ -1,11 +1,10 @@
 //! The reverse-time sampler loop (SPEC section 4): Algorithm 1 (plain Euler-Maruyama), ADLS
 //! (annealed Dale-Langevin) and ASAMS (annealed sign-agnostic), for any [`ScoreSource`].
-use super::step::{
-    dale_step, sign_agnostic_step, DaleVariant, FlipCounter, StepCoefficients, StepNoise,
-};
+use super::step::{dale_step, sign_agnostic_step, DaleVariant, StepCoefficients};
 use crate::diffusion::schedule::Schedule;
 use crate::diffusion::score::ScoreSource;
 use crate::error::{Error, Result};
+use crate::ops::{FlipCounter, PhiloxDraw};
 use crate::tensor::Tensor;
 
 /// Which step the sampler takes.
@@ -185,7 +184,7 @@ pub fn sample(
         |x: &mut Tensor, k: usize, kappa: f32, count: usize, stats: &mut SamplerStats| {
             for _ in 0..count {
                 let h = score.h(x, k)?;
-                let noise = StepNoise::sampler(config.seed, stats.steps as u32);
+                let noise = PhiloxDraw::sampler(config.seed, stats.steps as u32);
                 let (sigma, mu) = (schedule.sigma(k), schedule.mu(k));
                 match config.step {
                     StepKind::DaleLangevin(variant) => {

@@ -4,6 +4,7 @@ use crate::device::Device;
 use crate::diffusion::forward::gbm_forward;
 use crate::diffusion::schedule::Schedule;
 use crate::error::{Error, Result};
+use crate::ops::PhiloxDraw;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -219,6 +220,11 @@ pub fn class_average_init(
     shape.extend_from_slice(rest);
     let x0 = Tensor::from_vec(gathered, &shape, means.device())?;
     let levels = vec![schedule.terminal_level(); classes.len()];
-    let (x, _) = gbm_forward(&x0, &levels, schedule, seed, stream::SAMPLER_INIT, 0)?;
+    let (x, _) = gbm_forward(
+        &x0,
+        &levels,
+        schedule,
+        PhiloxDraw::new(seed, stream::SAMPLER_INIT, 0),
+    )?;
     Ok(x)
 }

@@ -10,6 +10,7 @@ pub use driver::{
 };
 pub use init::{class_average_init, class_means, LogNormalInit};
 pub use step::{
-    additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant, FlipCounter,
-    StepCoefficients, StepNoise,
+    additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant, StepCoefficients,
 };
+
+pub use crate::ops::{FlipCounter, PhiloxDraw};

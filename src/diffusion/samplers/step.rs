@@ -1,11 +1,9 @@
-//! One fused sampler step per kernel (SPEC section 4): read `x` and the score, draw the normal in
-//! registers from Philox, update `x` in place. The coefficients are folded on the host so that
-//! the kernels stay generic (the mirrored Langevin iteration of SPEC 6 reuses the Dale kernel).
-use crate::device::Device;
-use crate::diffusion::geometry;
-use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg};
-use crate::rng;
+//! The sampler steps (SPEC section 4): their coefficients, folded on the host from the schedule
+//! so that the kernels stay generic (the mirrored Langevin iteration of SPEC 6 reuses the Dale
+//! kernel), and the steps themselves, each one fused kernel in [`crate::ops`] that reads `x` and
+//! the score, draws the normal in registers from Philox and updates `x` in place.
+use crate::error::Result;
+use crate::ops::{self, FlipCounter, PhiloxDraw};
 use crate::tensor::Tensor;
 
 /// Which drift constant the Dale-Langevin step uses (SPEC section 4).
@@ -70,199 +68,33 @@ impl StepCoefficients {
     }
 }
 
-/// The Philox counter of a step's normals: element `i` draws (seed, stream, step, i).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StepNoise {
-    pub seed: u64,
-    pub stream: u32,
-    pub step: u32,
-}
-
-impl StepNoise {
-    /// The sampler's stream (SPEC 5) at global step `step`.
-    pub fn sampler(seed: u64, step: u32) -> Self {
-        Self {
-            seed,
-            stream: rng::stream::SAMPLER,
-            step,
-        }
-    }
-
-    /// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).
-    fn scaled_normal(self, coef: f32, i: usize) -> f32 {
-        if coef != 0.0 {
-            coef * rng::normal(self.seed, self.stream, self.step, i as u64)
-        } else {
-            0.0
-        }
-    }
-}
-
-fn check_step_inputs(x: &Tensor, score: &Tensor, op: &'static str) -> Result<()> {
-    x.check_same_shape(score, op)
-}
-
-fn noise_args(noise: StepNoise) -> [Arg<'static>; 3] {
-    [
-        Arg::U64(noise.seed),
-        Arg::U32(noise.stream),
-        Arg::U32(noise.step),
-    ]
-}
-
-/// The Dale-Langevin step (or any log-space step), `x` updated in place; never changes a sign.
-pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: StepNoise) -> Result<()> {
-    check_step_inputs(x, h, "dale_step")?;
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let hs = h.host()?;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = noise.scaled_normal(c.noise, i);
-                *xi *= (c.drift + c.score * hs[i] + z).exp();
-            }
-        }
-        dev => {
-            let [seed, stream, step] = noise_args(noise);
-            launch(
-                &dev,
-                "gbm_dale_step_f32",
-                geometry::elementwise(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(h),
-                    Arg::F32(c.drift),
-                    Arg::F32(c.score),
-                    Arg::F32(c.noise),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok(())
-}
-
-/// A device-side count of entries that changed sign or hit zero (SPEC 4 and 10), accumulated by
-/// [`sign_agnostic_step`] without a host round trip; [`FlipCounter::drain`] reads and resets it.
-/// A u32 held in f32 storage: drain at least every 2^32 flips (once per level is plenty).
-pub struct FlipCounter {
-    count: Tensor,
-}
-
-impl FlipCounter {
-    pub fn new(device: &Device) -> Result<Self> {
-        Ok(Self {
-            count: Tensor::zeros(&[1], device)?,
-        })
-    }
-
-    /// The flips since the last drain.
-    pub fn drain(&mut self) -> Result<u64> {
-        let bits = self.count.item()?.to_bits();
-        if bits != 0 {
-            self.count = Tensor::zeros(&[1], self.count.device())?;
-        }
-        Ok(bits as u64)
-    }
+/// The Dale-Langevin step (or any log-space step), `x` updated in place; never changes a sign
+/// ([`ops::gbm_dale_step`]).
+pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: PhiloxDraw) -> Result<()> {
+    ops::gbm_dale_step(x, h, c.drift, c.score, c.noise, noise)
 }
 
 /// The sign-agnostic step, `x` updated in place; entries that were non-zero and changed sign or
-/// became zero are added to `flips`.
+/// became zero are added to `flips` ([`ops::gbm_sign_agnostic_step`]).
 pub fn sign_agnostic_step(
     x: &mut Tensor,
     h: &Tensor,
     c: StepCoefficients,
-    noise: StepNoise,
+    noise: PhiloxDraw,
     flips: &mut FlipCounter,
 ) -> Result<()> {
-    check_step_inputs(x, h, "sign_agnostic_step")?;
-    if !flips.count.device().same(x.device()) {
-        return Err(Error::DeviceMismatch {
-            op: "sign_agnostic_step",
-            a: x.device().to_string(),
-            b: flips.count.device().to_string(),
-        });
-    }
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let hs = h.host()?;
-            let mut changed = 0u32;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = noise.scaled_normal(c.noise, i);
-                let old = *xi;
-                let updated = old * (1.0 + c.drift + c.score * hs[i] + z);
-                *xi = updated;
-                changed +=
-                    (old != 0.0 && (updated == 0.0 || (updated < 0.0) != (old < 0.0))) as u32;
-            }
-            let slot = &mut flips.count.host_mut()?[0];
-            *slot = f32::from_bits(slot.to_bits().wrapping_add(changed));
-        }
-        dev => {
-            let [seed, stream, step] = noise_args(noise);
-            launch(
-                &dev,
-                "gbm_sign_agnostic_step_f32",
-                geometry::with_partials(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(h),
-                    Arg::OutWords(&mut flips.count),
-                    Arg::F32(c.drift),
-                    Arg::F32(c.score),
-                    Arg::F32(c.noise),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok(())
+    ops::gbm_sign_agnostic_step(x, h, flips, c.drift, c.score, c.noise, noise)
 }
 
 /// The additive baseline's annealed Langevin step `x <- x + alpha/2 s + sqrt(alpha) z`
-/// (SPEC 8), `x` updated in place.
+/// (SPEC 8), `x` updated in place ([`ops::additive_langevin_step`]).
 pub fn additive_langevin_step(
     x: &mut Tensor,
     s: &Tensor,
     alpha: f32,
-    noise: StepNoise,
+    noise: PhiloxDraw,
 ) -> Result<()> {
-    check_step_inputs(x, s, "additive_langevin_step")?;
     let half_alpha = 0.5 * alpha;
     let noise_coef = alpha.sqrt();
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let ss = s.host()?;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                *xi += half_alpha * ss[i] + noise.scaled_normal(noise_coef, i);
-            }
-        }
-        dev => {
-            let [seed, stream, step] = noise_args(noise);
-            launch(
-                &dev,
-                "additive_langevin_step_f32",
-                geometry::elementwise(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(s),
-                    Arg::F32(half_alpha),
-                    Arg::F32(noise_coef),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok(())
+    ops::additive_langevin_step(x, s, half_alpha, noise_coef, noise)
 }

@@ -1,0 +1,310 @@
+//! The diffusions' element-wise kernels (kernels/gbm.cu): closed-form forward noising, GBM
+//! (SPEC section 2) and additive (SPEC section 8), and the fused sampler steps of SPEC section 4
+//! (Dale-Langevin in log space, sign-agnostic in ambient space with its [`FlipCounter`]) and
+//! SPEC section 8 (additive annealed Langevin). Every kernel draws its normals in registers from
+//! Philox ([`PhiloxDraw`], SPEC section 5) and, for the steps, updates `x` in place.
+//!
+//! The arguments are the kernels' own: per-sample constants and step coefficients folded on the
+//! host by the caller (diffusion/ computes them from the schedule and the noise levels).
+use super::launch::{launch, with_partials, Arg, LaunchGeometry};
+use super::random::PhiloxDraw;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Samples in `x` (its leading dimension) and elements per sample; fails on a scalar or on a
+/// per-sample list of the wrong length.
+pub(super) fn batch_layout(
+    x: &Tensor,
+    per_sample_values: usize,
+    op: &'static str,
+) -> Result<(usize, usize)> {
+    let batch = *x
+        .shape()
+        .first()
+        .ok_or_else(|| Error::shape(op, "a batch needs a leading dimension; got a scalar"))?;
+    if batch != per_sample_values {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{per_sample_values} levels for a batch of {batch} ({:?})",
+                x.shape()
+            ),
+        ));
+    }
+    let per_sample = x.numel().checked_div(batch).unwrap_or(1);
+    Ok((batch, per_sample))
+}
+
+/// `x_k = x_0 * exp(m_b + s_b z)` per sample `b` (SPEC section 2), with `z` element `i` the
+/// normal of `draw` for `i`; `m` and `s` hold one value per sample. Returns `(x_k, z)`.
+pub fn gbm_forward(
+    x0: &Tensor,
+    m: &[f32],
+    s: &[f32],
+    draw: PhiloxDraw,
+) -> Result<(Tensor, Tensor)> {
+    let (_, per_sample) = batch_layout(x0, m.len(), "gbm_forward")?;
+    batch_layout(x0, s.len(), "gbm_forward")?;
+    let dev = x0.device();
+    let mut x_k = Tensor::uninit(x0.shape(), dev)?;
+    let mut z = Tensor::uninit(x0.shape(), dev)?;
+    let n = x0.numel();
+    match dev {
+        Device::Cpu => {
+            let xs = x0.host()?;
+            let zs = z.host_mut()?;
+            for (i, zi) in zs.iter_mut().enumerate() {
+                *zi = draw.normal(i as u64);
+            }
+            for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
+                let b = i / per_sample;
+                *o = xs[i] * (m[b] + s[b] * zs[i]).exp();
+            }
+        }
+        _ => {
+            let m_t = Tensor::from_vec(m.to_vec(), &[m.len()], dev)?;
+            let s_t = Tensor::from_vec(s.to_vec(), &[s.len()], dev)?;
+            let [seed, stream, step] = Arg::philox(draw);
+            launch(
+                dev,
+                "gbm_forward_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::In(x0),
+                    Arg::In(&m_t),
+                    Arg::In(&s_t),
+                    Arg::Out(&mut x_k),
+                    Arg::Out(&mut z),
+                    seed,
+                    stream,
+                    step,
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok((x_k, z))
+}
+
+/// `x_0 + sigma_b z` per sample `b` (SPEC section 8), `z` element `i` the normal of `draw` for
+/// `i`; `sigma` holds one value per sample. Returns `(x_noisy, z)`.
+pub fn additive_forward(x0: &Tensor, sigma: &[f32], draw: PhiloxDraw) -> Result<(Tensor, Tensor)> {
+    let (_, per_sample) = batch_layout(x0, sigma.len(), "additive_forward")?;
+    let dev = x0.device();
+    let mut xn = Tensor::uninit(x0.shape(), dev)?;
+    let mut z = Tensor::uninit(x0.shape(), dev)?;
+    let n = x0.numel();
+    match dev {
+        Device::Cpu => {
+            let xs = x0.host()?;
+            let zs = z.host_mut()?;
+            for (i, zi) in zs.iter_mut().enumerate() {
+                *zi = draw.normal(i as u64);
+            }
+            for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
+                *o = xs[i] + sigma[i / per_sample] * zs[i];
+            }
+        }
+        _ => {
+            let sigma_t = Tensor::from_vec(sigma.to_vec(), &[sigma.len()], dev)?;
+            let [seed, stream, step] = Arg::philox(draw);
+            launch(
+                dev,
+                "additive_forward_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::In(x0),
+                    Arg::In(&sigma_t),
+                    Arg::Out(&mut xn),
+                    Arg::Out(&mut z),
+                    seed,
+                    stream,
+                    step,
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok((xn, z))
+}
+
+/// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).
+fn scaled_normal(draw: PhiloxDraw, coef: f32, i: usize) -> f32 {
+    if coef != 0.0 {
+        coef * draw.normal(i as u64)
+    } else {
+        0.0
+    }
+}
+
+/// The Dale-Langevin step, or any log-space step (SPEC section 4):
+/// `x <- x * exp(drift + score_coef * h + noise_coef * z)`, `x` updated in place; never changes
+/// a sign.
+pub fn gbm_dale_step(
+    x: &mut Tensor,
+    h: &Tensor,
+    drift: f32,
+    score_coef: f32,
+    noise_coef: f32,
+    draw: PhiloxDraw,
+) -> Result<()> {
+    x.check_same_shape(h, "dale_step")?;
+    let n = x.numel();
+    match x.device().clone() {
+        Device::Cpu => {
+            let hs = h.host()?;
+            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
+                let z = scaled_normal(draw, noise_coef, i);
+                *xi *= (drift + score_coef * hs[i] + z).exp();
+            }
+        }
+        dev => {
+            let [seed, stream, step] = Arg::philox(draw);
+            launch(
+                &dev,
+                "gbm_dale_step_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::Out(x),
+                    Arg::In(h),
+                    Arg::F32(drift),
+                    Arg::F32(score_coef),
+                    Arg::F32(noise_coef),
+                    seed,
+                    stream,
+                    step,
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok(())
+}
+
+/// A device-side count of entries that changed sign or hit zero (SPEC sections 4 and 10),
+/// accumulated by [`gbm_sign_agnostic_step`] without a host round trip; [`FlipCounter::drain`]
+/// reads and resets it. A u32 held in f32 storage: drain at least every 2^32 flips (once per
+/// level is plenty).
+pub struct FlipCounter {
+    count: Tensor,
+}
+
+impl FlipCounter {
+    pub fn new(device: &Device) -> Result<Self> {
+        Ok(Self {
+            count: Tensor::zeros(&[1], device)?,
+        })
+    }
+
+    /// The flips since the last drain.
+    pub fn drain(&mut self) -> Result<u64> {
+        let bits = self.count.item()?.to_bits();
+        if bits != 0 {
+            self.count = Tensor::zeros(&[1], self.count.device())?;
+        }
+        Ok(bits as u64)
+    }
+}
+
+/// The sign-agnostic step (SPEC section 4):
+/// `x <- x * (1 + drift + score_coef * h + noise_coef * z)`, `x` updated in place; entries that
+/// were non-zero and changed sign or became zero are added to `flips`.
+pub fn gbm_sign_agnostic_step(
+    x: &mut Tensor,
+    h: &Tensor,
+    flips: &mut FlipCounter,
+    drift: f32,
+    score_coef: f32,
+    noise_coef: f32,
+    draw: PhiloxDraw,
+) -> Result<()> {
+    x.check_same_shape(h, "sign_agnostic_step")?;
+    if !flips.count.device().same(x.device()) {
+        return Err(Error::DeviceMismatch {
+            op: "sign_agnostic_step",
+            a: x.device().to_string(),
+            b: flips.count.device().to_string(),
+        });
+    }
+    let n = x.numel();
+    match x.device().clone() {
+        Device::Cpu => {
+            let hs = h.host()?;
+            let mut changed = 0u32;
+            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
+                let z = scaled_normal(draw, noise_coef, i);
+                let old = *xi;
+                let updated = old * (1.0 + drift + score_coef * hs[i] + z);
+                *xi = updated;
+                changed +=
+                    (old != 0.0 && (updated == 0.0 || (updated < 0.0) != (old < 0.0))) as u32;
+            }
+            let slot = &mut flips.count.host_mut()?[0];
+            *slot = f32::from_bits(slot.to_bits().wrapping_add(changed));
+        }
+        dev => {
+            let [seed, stream, step] = Arg::philox(draw);
+            launch(
+                &dev,
+                "gbm_sign_agnostic_step_f32",
+                with_partials(n),
+                &mut [
+                    Arg::Out(x),
+                    Arg::In(h),
+                    Arg::OutWords(&mut flips.count),
+                    Arg::F32(drift),
+                    Arg::F32(score_coef),
+                    Arg::F32(noise_coef),
+                    seed,
+                    stream,
+                    step,
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok(())
+}
+
+/// The additive baseline's annealed Langevin step (SPEC section 8),
+/// `x <- x + half_alpha * score + noise_coef * z`, `x` updated in place.
+pub fn additive_langevin_step(
+    x: &mut Tensor,
+    score: &Tensor,
+    half_alpha: f32,
+    noise_coef: f32,
+    draw: PhiloxDraw,
+) -> Result<()> {
+    x.check_same_shape(score, "additive_langevin_step")?;
+    let n = x.numel();
+    match x.device().clone() {
+        Device::Cpu => {
+            let ss = score.host()?;
+            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
+                *xi += half_alpha * ss[i] + scaled_normal(draw, noise_coef, i);
+            }
+        }
+        dev => {
+            let [seed, stream, step] = Arg::philox(draw);
+            launch(
+                &dev,
+                "additive_langevin_step_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::Out(x),
+                    Arg::In(score),
+                    Arg::F32(half_alpha),
+                    Arg::F32(noise_coef),
+                    seed,
+                    stream,
+                    step,
+                    Arg::U64(n as u64),
+                ],
+            )?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The fused denoising score-matching losses (kernels/loss.cu): M-DSM for the GBM diffusion
+//! (SPEC section 3) and DSM for the additive baseline (SPEC section 8). Each computes the scalar
+//! loss and its gradient w.r.t. the network output in one kernel launch, each block writing the
+//! sum of its grid-stride share; the partials are then summed in a fixed order by
+//! [`super::sum`], so the loss is deterministic.
+use super::gbm::batch_layout;
+use super::launch::{launch, with_partials, Arg};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A loss value and its gradient w.r.t. the network output.
+pub struct LossAndGrad {
+    /// The scalar loss, a one-element tensor on the output's device (read it with `item()`).
+    pub loss: Tensor,
+    /// `d loss / d output`, the output's shape.
+    pub grad: Tensor,
+}
+
+/// Checks the per-sample vector `[B]` against the batch and returns (batch, elements per sample).
+fn per_sample_inputs(
+    output: &Tensor,
+    per_sample: &Tensor,
+    op: &'static str,
+) -> Result<(usize, usize)> {
+    if per_sample.shape().len() != 1 {
+        return Err(Error::shape(
+            op,
+            format!(
+                "per-sample levels must be a vector [B]; got {:?}",
+                per_sample.shape()
+            ),
+        ));
+    }
+    if !per_sample.device().same(output.device()) {
+        return Err(Error::DeviceMismatch {
+            op,
+            a: output.device().to_string(),
+            b: per_sample.device().to_string(),
+        });
+    }
+    let (batch, n_per) = batch_layout(output, per_sample.numel(), op)?;
+    if batch == 0 {
+        return Err(Error::shape(op, "empty batch"));
+    }
+    Ok((batch, n_per))
+}
+
+/// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2`, `target = -(1 + z/s_b)` (SPEC
+/// section 3), and its gradient w.r.t. `output`. `output`, `x_k` and `z` share a shape
+/// `[B, ...]`; `s_level` is `[B]`, each sample's `s_k`. The weight `w_b` is `s_b^2` when
+/// `weight_s_squared`, else 1; `h = x_k * output` when `stein` (the network outputs the Stein
+/// score), else `h = output`.
+pub fn mdsm_loss(
+    output: &Tensor,
+    x_k: &Tensor,
+    z: &Tensor,
+    s_level: &Tensor,
+    weight_s_squared: bool,
+    stein: bool,
+) -> Result<LossAndGrad> {
+    output.check_same_shape(x_k, "mdsm_loss (output vs x_k)")?;
+    output.check_same_shape(z, "mdsm_loss (output vs z)")?;
+    let (batch, per_sample) = per_sample_inputs(output, s_level, "mdsm_loss")?;
+    let inv_batch = 1.0 / batch as f32;
+    let dev = output.device();
+    let mut grad = Tensor::uninit(output.shape(), dev)?;
+    let loss = match dev {
+        Device::Cpu => {
+            let (out, xk, zs, s) = (output.host()?, x_k.host()?, z.host()?, s_level.host()?);
+            let mut total = 0.0f64;
+            for (i, g) in grad.host_mut()?.iter_mut().enumerate() {
+                let s_b = s[i / per_sample];
+                let w = if weight_s_squared { s_b * s_b } else { 1.0 };
+                let target = -(1.0 + zs[i] / s_b);
+                let h = if stein { xk[i] * out[i] } else { out[i] };
+                let r = h - target;
+                total += 0.5 * w as f64 * (r as f64) * (r as f64);
+                let gi = w * r * inv_batch;
+                *g = if stein { gi * xk[i] } else { gi };
+            }
+            Tensor::scalar((total / batch as f64) as f32, dev)?
+        }
+        _ => {
+            let n = output.numel();
+            let g = with_partials(n);
+            let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
+            launch(
+                dev,
+                "mdsm_loss_f32",
+                g,
+                &mut [
+                    Arg::In(output),
+                    Arg::In(x_k),
+                    Arg::In(z),
+                    Arg::In(s_level),
+                    Arg::Out(&mut grad),
+                    Arg::Out(&mut partial),
+                    Arg::I32(weight_s_squared as i32),
+                    Arg::I32(stein as i32),
+                    Arg::F32(inv_batch),
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?;
+            super::sum(&partial)?
+        }
+    };
+    Ok(LossAndGrad { loss, grad })
+}
+
+/// The additive DSM loss `(1/B) sum_b sigma_b^2/2 ||s + z/sigma_b||^2` (SPEC section 8) and its
+/// gradient w.r.t. `output` (the Stein score at `x_0 + sigma_b z`). `sigma_level` is `[B]`.
+pub fn dsm_loss(output: &Tensor, z: &Tensor, sigma_level: &Tensor) -> Result<LossAndGrad> {
+    output.check_same_shape(z, "dsm_loss (output vs z)")?;
+    let (batch, per_sample) = per_sample_inputs(output, sigma_level, "dsm_loss")?;
+    let inv_batch = 1.0 / batch as f32;
+    let dev = output.device();
+    let mut grad = Tensor::uninit(output.shape(), dev)?;
+    let loss = match dev {
+        Device::Cpu => {
+            let (out, zs, sig) = (output.host()?, z.host()?, sigma_level.host()?);
+            let mut total = 0.0f64;
+            for (i, g) in grad.host_mut()?.iter_mut().enumerate() {
+                let sigma = sig[i / per_sample];
+                let r = out[i] + zs[i] / sigma;
+                total += 0.5 * (sigma * sigma) as f64 * (r as f64) * (r as f64);
+                *g = sigma * sigma * r * inv_batch;
+            }
+            Tensor::scalar((total / batch as f64) as f32, dev)?
+        }
+        _ => {
+            let n = output.numel();
+            let g = with_partials(n);
+            let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
+            launch(
+                dev,
+                "dsm_loss_f32",
+                g,
+                &mut [
+                    Arg::In(output),
+                    Arg::In(z),
+                    Arg::In(sigma_level),
+                    Arg::Out(&mut grad),
+                    Arg::Out(&mut partial),
+                    Arg::F32(inv_batch),
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ],
+            )?;
+            super::sum(&partial)?
+        }
+    };
+    Ok(LossAndGrad { loss, grad })
+}

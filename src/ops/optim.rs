@@ -1,0 +1,200 @@
+//! The optimisers' element updates (kernels/optim.cu), SPEC section 7: AdamW, exponentiated
+//! gradient descent and the EMA of the weights, each reading its gradient times `grad_scale` so
+//! that clipping costs no extra pass; and the two pieces of global-norm gradient clipping, the
+//! norm (per-tensor sums of squares into one buffer of partials, summed in a fixed order) and the
+//! in-place scaling. The scalars (learning rate after warm-up, bias corrections, clip factor) are
+//! computed by the optimisers in optim/.
+use super::launch::{launch, with_partials, Arg, LaunchGeometry};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The scalars of one AdamW update (`adamw_step_f32`): `bias1 = 1 - beta1^t` and
+/// `bias2 = 1 - beta2^t` for update number `t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWCoefficients {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias1: f32,
+    pub bias2: f32,
+    pub grad_scale: f32,
+}
+
+/// One AdamW update of `param` with its moments `m` and `v`, all updated in place, in the order
+/// PyTorch applies it: decoupled weight decay, the moments, then the bias-corrected step.
+pub fn adamw_step(
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    h: &AdamWCoefficients,
+) -> Result<()> {
+    param.check_same_shape(grad, "adamw_step (param vs grad)")?;
+    param.check_same_shape(m, "adamw_step (param vs m)")?;
+    param.check_same_shape(v, "adamw_step (param vs v)")?;
+    let n = param.numel();
+    match param.device().clone() {
+        Device::Cpu => {
+            let (m, v) = (m.host_mut()?, v.host_mut()?);
+            let g = grad.host()?;
+            for (i, p) in param.host_mut()?.iter_mut().enumerate() {
+                let gi = g[i] * h.grad_scale;
+                m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * gi;
+                v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * gi * gi;
+                let decayed = *p * (1.0 - h.lr * h.weight_decay);
+                *p = decayed - h.lr * (m[i] / h.bias1) / ((v[i] / h.bias2).sqrt() + h.eps);
+            }
+            Ok(())
+        }
+        dev => launch(
+            &dev,
+            "adamw_step_f32",
+            LaunchGeometry::elementwise(n),
+            &mut [
+                Arg::Out(param),
+                Arg::In(grad),
+                Arg::Out(m),
+                Arg::Out(v),
+                Arg::F32(h.lr),
+                Arg::F32(h.beta1),
+                Arg::F32(h.beta2),
+                Arg::F32(h.eps),
+                Arg::F32(h.weight_decay),
+                Arg::F32(h.bias1),
+                Arg::F32(h.bias2),
+                Arg::F32(h.grad_scale),
+                Arg::U64(n as u64),
+            ],
+        ),
+    }
+}
+
+/// One exponentiated-gradient update (SPEC section 7) of `param` in place, with rate `lr` and
+/// gradient `grad * grad_scale`: `theta <- theta * exp(-lr * g * sign(theta))`, the magnitude
+/// kept within the normal f32 range; an exact zero takes the additive step `-lr * g`.
+pub fn egd_step(param: &mut Tensor, grad: &Tensor, lr: f32, grad_scale: f32) -> Result<()> {
+    param.check_same_shape(grad, "egd_step")?;
+    let n = param.numel();
+    match param.device().clone() {
+        Device::Cpu => {
+            for (p, &g) in param.host_mut()?.iter_mut().zip(grad.host()?) {
+                *p = egd_element(*p, g * grad_scale, lr);
+            }
+            Ok(())
+        }
+        dev => launch(
+            &dev,
+            "egd_step_f32",
+            LaunchGeometry::elementwise(n),
+            &mut [
+                Arg::Out(param),
+                Arg::In(grad),
+                Arg::F32(lr),
+                Arg::F32(grad_scale),
+                Arg::U64(n as u64),
+            ],
+        ),
+    }
+}
+
+/// The reference of `egd_step_f32`: the multiplicative step, its magnitude kept within the normal
+/// f32 range (an underflow to zero would let the zero rule flip the sign on the next step), and
+/// the additive step for an exact zero.
+fn egd_element(p: f32, g: f32, lr: f32) -> f32 {
+    if p == 0.0 {
+        return -lr * g;
+    }
+    let step = if p > 0.0 { -lr * g } else { lr * g };
+    let magnitude = (p.abs() * step.exp()).clamp(f32::MIN_POSITIVE, f32::MAX);
+    magnitude.copysign(p)
+}
+
+/// `ema <- decay * ema + (1 - decay) * w`, in place.
+pub fn ema_update(ema: &mut Tensor, w: &Tensor, decay: f32) -> Result<()> {
+    ema.check_same_shape(w, "ema_update")?;
+    let n = ema.numel();
+    match ema.device().clone() {
+        Device::Cpu => {
+            for (e, &x) in ema.host_mut()?.iter_mut().zip(w.host()?) {
+                *e = decay * *e + (1.0 - decay) * x;
+            }
+            Ok(())
+        }
+        dev => launch(
+            &dev,
+            "ema_update_f32",
+            LaunchGeometry::elementwise(n),
+            &mut [
+                Arg::Out(ema),
+                Arg::In(w),
+                Arg::F32(decay),
+                Arg::U64(n as u64),
+            ],
+        ),
+    }
+}
+
+/// `sqrt(sum over all tensors of x^2)`, deterministic: a fixed number of partial sums of squares
+/// per tensor (`sum_squares_partial_f32`), all in one buffer, summed in a fixed order. All
+/// tensors must be on one device; no tensors give 0.
+pub fn global_norm(tensors: &[&Tensor]) -> Result<f32> {
+    let Some(first) = tensors.first() else {
+        return Ok(0.0);
+    };
+    let device = first.device().clone();
+    if let Some(other) = tensors.iter().find(|t| !t.device().same(&device)) {
+        return Err(Error::DeviceMismatch {
+            op: "global_norm",
+            a: device.to_string(),
+            b: other.device().to_string(),
+        });
+    }
+    if device.is_cpu() {
+        let mut total = 0f64;
+        for t in tensors {
+            total += t.host()?.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
+        }
+        return Ok(total.sqrt() as f32);
+    }
+    let geometries: Vec<LaunchGeometry> =
+        tensors.iter().map(|t| with_partials(t.numel())).collect();
+    let n_partials: usize = geometries.iter().map(|g| g.grid[0] as usize).sum();
+    let mut partial = Tensor::uninit(&[n_partials], &device)?;
+    let mut offset = 0u64;
+    for (t, geometry) in tensors.iter().zip(&geometries) {
+        launch(
+            &device,
+            "sum_squares_partial_f32",
+            *geometry,
+            &mut [
+                Arg::In(t),
+                Arg::Out(&mut partial),
+                Arg::U64(offset),
+                Arg::U64(t.numel() as u64),
+            ],
+        )?;
+        offset += geometry.grid[0] as u64;
+    }
+    let total = super::sum(&partial)?.item()?;
+    Ok(total.sqrt())
+}
+
+/// `x <- alpha * x`.
+pub fn scale_in_place(x: &mut Tensor, alpha: f32) -> Result<()> {
+    let n = x.numel();
+    match x.device().clone() {
+        Device::Cpu => {
+            x.host_mut()?.iter_mut().for_each(|v| *v *= alpha);
+            Ok(())
+        }
+        dev => launch(
+            &dev,
+            "scale_in_place_f32",
+            LaunchGeometry::elementwise(n),
+            &mut [Arg::Out(x), Arg::F32(alpha), Arg::U64(n as u64)],
+        ),
+    }
+}
