@@ -11,23 +11,18 @@ use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 use crate::train::{Objective, ScoreModel};
 
-/// How `x_{N-1}` is drawn (SPEC 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InitKind {
-    /// `exp(mu_hat + sigma_hat z)` per channel, fitted on the training set (GBM only).
-    LogNormal,
-    /// Each class's mean training image pushed through the forward process; sample `i` gets
-    /// class `i mod n_classes`, so a grid's columns line up by class.
-    ClassAverage,
-    /// The middle of the pixel range plus Gaussian noise of the largest `sigma` (additive only).
-    Noise,
+crate::named::value_names! {
+    /// How `x_{N-1}` is drawn (SPEC 4).
+    pub enum InitKind {
+        /// `exp(mu_hat + sigma_hat z)` per channel, fitted on the training set (GBM only).
+        LogNormal = "lognormal" => "exp(mu + sigma z) per channel, fitted on the training set (gbm)",
+        /// Each class's mean training image pushed through the forward process; sample `i` gets
+        /// class `i mod n_classes`, so a grid's columns line up by class.
+        ClassAverage = "class-average" => "each class's mean training image pushed through the forward process",
+        /// The middle of the pixel range plus Gaussian noise of the largest `sigma` (additive only).
+        Noise = "noise" => "the middle of the pixel range plus noise of the largest sigma (additive)",
+    }
 }
-
-crate::named::value_names!(InitKind {
-    LogNormal = "lognormal" => "exp(mu + sigma z) per channel, fitted on the training set (gbm)",
-    ClassAverage = "class-average" => "each class's mean training image pushed through the forward process",
-    Noise = "noise" => "the middle of the pixel range plus noise of the largest sigma (additive)",
-});
 
 impl InitKind {
     /// The natural start of a diffusion: log-normal for GBM, noise for the additive baseline.

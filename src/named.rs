@@ -6,19 +6,45 @@
 //! change, or old checkpoints stop loading.
 use crate::error::{Error, Result};
 
-/// The name table of a fieldless enum declared beside it:
+/// A fieldless enum declared together with its name table, so that each value is written once:
 ///
 /// ```ignore
-/// value_names!(SigmaShape {
-///     Constant = "constant" => "sigma_max at every level",
-///     Geometric = "geometric" | "geo" => "sigma_min (sigma_max / sigma_min)^t",
-/// });
+/// value_names! {
+///     /// The shape of a noise-scale curve.
+///     #[derive(Default)]
+///     pub enum SigmaShape {
+///         /// `sigma_max` throughout.
+///         #[default]
+///         Constant = "constant" => "sigma_max at every level",
+///         Geometric = "geometric" | "geo" => "sigma_min (sigma_max / sigma_min)^t",
+///     }
+/// }
 /// ```
 ///
-/// The first string is the name written everywhere; names after `|` are aliases, accepted by the
-/// command line and by `parse` but never written; the last string is the value's `--help` line.
+/// The enum always derives `Clone, Copy, Debug, PartialEq, Eq`; its other attributes (its doc
+/// comment, further derives) and each variant's attributes (doc comment, `#[default]`) pass
+/// through. The first string is the name written everywhere; names after `|` are aliases,
+/// accepted by the command line and by `parse` but never written; the last string is the value's
+/// `--help` line.
 macro_rules! value_names {
-    ($ty:ident { $($variant:ident = $name:literal $(| $alias:literal)* => $help:literal),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $ty:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident = $name:literal $(| $alias:literal)* => $help:literal
+            ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        $vis enum $ty {
+            $(
+                $(#[$vmeta])*
+                $variant
+            ),+
+        }
+
         impl $ty {
             /// Every value, in the order `--help` lists them.
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
@@ -74,20 +100,21 @@ pub fn parse<T: clap::ValueEnum>(name: &str, what: &str) -> Result<T> {
 mod tests {
     use clap::ValueEnum;
 
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum Fruit {
-        Apple,
-        BloodOrange,
+    value_names! {
+        /// A test enum.
+        #[derive(Default, Hash)]
+        enum Fruit {
+            #[default]
+            Apple = "apple" => "a pome",
+            /// Declared with an alias.
+            BloodOrange = "blood_orange" | "blood-orange" => "a citrus",
+        }
     }
-
-    value_names!(Fruit {
-        Apple = "apple" => "a pome",
-        BloodOrange = "blood_orange" | "blood-orange" => "a citrus",
-    });
 
     #[test]
     fn names_aliases_help_and_errors_come_from_one_table() {
         assert_eq!(Fruit::ALL, [Fruit::Apple, Fruit::BloodOrange]);
+        assert_eq!(Fruit::default(), Fruit::Apple);
         assert_eq!(Fruit::BloodOrange.name(), "blood_orange");
         assert_eq!(Fruit::BloodOrange.to_string(), "blood_orange");
         for &f in Fruit::ALL {

@@ -2,15 +2,13 @@
 //! forward without gradients at level k = N/2 for the whole batch, then the Dale-Langevin update
 //! (SPEC 4) of the batch in place.
 use super::items_gbm::dale_coefficients;
-use super::network_trace::{NetworkTrace, IMAGE};
+use super::network_trace::{fresh_network, network_items, NetworkStep, NetworkTrace, IMAGE};
 use super::rotation::{positive, Rotation};
 use super::{BenchConfig, Item, Run};
-use crate::autograd::{ParamStore, Tape};
-use crate::device::Device;
+use crate::autograd::Tape;
 use crate::diffusion::samplers::{dale_step, PhiloxDraw};
 use crate::error::Result;
-use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
-use crate::ops::{self, ConvPrecision};
+use crate::ops;
 use crate::tensor::Tensor;
 
 pub(super) const KEY_ROOTS: &[&str] = &["sampler_step"];
@@ -18,9 +16,12 @@ pub(super) const KEY_ROOTS: &[&str] = &["sampler_step"];
 pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
     let batch = cfg.sampler_batch;
     let [c, h, w] = IMAGE;
-    traces
-        .iter()
-        .map(|trace| {
+    network_items(
+        cfg,
+        traces,
+        "sampler_step",
+        batch,
+        |trace| {
             // Parameters without the embeddings, one embedding row per sample and norm layer,
             // and x read and written; only convolution FLOPs.
             let bytes = 4.0
@@ -28,30 +29,15 @@ pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
                     + batch * trace.embedding_row_width
                     + 2 * batch * c * h * w) as f64;
             let flops = batch as f64 * trace.conv_flops_per_image();
-            let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
-            let precision = cfg.precision;
-            Item::new(
-                format!("sampler_step/{preset}/{c}x{h}x{w}/b{batch}"),
-                bytes,
-                flops,
-                move || prepare(preset, n_levels, batch, precision, &device),
-            )
-            .with_memory()
-        })
-        .collect()
+            (bytes, flops)
+        },
+        prepare,
+    )
 }
 
-fn prepare(
-    preset: Preset,
-    n_levels: usize,
-    batch: usize,
-    precision: ConvPrecision,
-    device: &Device,
-) -> Result<Run> {
-    let [c, h, _] = IMAGE;
-    let config = NcsnConfig::new(preset, c, h, n_levels)?.with_precision(precision);
-    let mut store = ParamStore::new(device, 0);
-    let net = Ncsn::new(&mut store, &config)?;
+fn prepare(spec: &NetworkStep) -> Result<Run> {
+    let (config, store, net) = fresh_network(spec)?;
+    let (n_levels, batch, device) = (spec.n_levels, spec.batch, &spec.device);
     let level = Tensor::from_vec(vec![(n_levels / 2) as f32; batch], &[batch], device)?;
     let mut states = Rotation::with_copies(2, |i| positive(&config.input_shape(batch), i, device))?;
     let coefficients = dale_coefficients();

@@ -3,17 +3,14 @@
 //! for the constant schedule), network forward, M-DSM loss with w_k = 1 (SPEC 3), backward, AdamW
 //! (lr 1e-4). Gradients are dropped after the update (PyTorch's zero_grad).
 use super::items_gbm::SIGMA;
-use super::network_trace::{NetworkTrace, IMAGE};
+use super::network_trace::{fresh_network, network_items, NetworkStep, NetworkTrace, IMAGE};
 use super::rotation::{positive, Rotation};
 use super::{BenchConfig, Item, Run};
-use crate::autograd::{ParamStore, Tape};
-use crate::device::Device;
+use crate::autograd::Tape;
 use crate::diffusion::forward::noise_batch;
 use crate::diffusion::loss::{mdsm_loss, LossWeighting};
 use crate::diffusion::{Parameterisation, Schedule};
 use crate::error::Result;
-use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
-use crate::ops::ConvPrecision;
 use crate::optim::{pair_with_store, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
 
@@ -24,38 +21,26 @@ const LEARNING_RATE: f32 = 1e-4;
 pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
     let batch = cfg.batch;
     let [c, h, w] = IMAGE;
-    traces
-        .iter()
-        .map(|trace| {
+    network_items(
+        cfg,
+        traces,
+        "train_step",
+        batch,
+        |trace| {
             // Every parameter read in the forward, its gradient written, AdamW reading p, g, m, v
             // and writing p, m, v; x_0 read. Forward, backward-data and backward-weight FLOPs.
             let bytes = 4.0 * (8 * trace.params() + batch * c * h * w) as f64;
             let flops = 3.0 * batch as f64 * trace.conv_flops_per_image();
-            let (preset, n_levels, device) = (trace.preset, trace.n_levels, cfg.device.clone());
-            let precision = cfg.precision;
-            Item::new(
-                format!("train_step/{preset}/{c}x{h}x{w}/b{batch}"),
-                bytes,
-                flops,
-                move || prepare(preset, n_levels, batch, precision, &device),
-            )
-            .with_memory()
-        })
-        .collect()
+            (bytes, flops)
+        },
+        prepare,
+    )
 }
 
 /// A fresh network and optimiser, and the step that trains them.
-fn prepare(
-    preset: Preset,
-    n_levels: usize,
-    batch: usize,
-    precision: ConvPrecision,
-    device: &Device,
-) -> Result<Run> {
-    let [c, h, _] = IMAGE;
-    let config = NcsnConfig::new(preset, c, h, n_levels)?.with_precision(precision);
-    let mut store = ParamStore::new(device, 0);
-    let net = Ncsn::new(&mut store, &config)?;
+fn prepare(spec: &NetworkStep) -> Result<Run> {
+    let (config, mut store, net) = fresh_network(spec)?;
+    let (n_levels, batch, device) = (spec.n_levels, spec.batch, &spec.device);
     let schedule = Schedule::constant(n_levels, SIGMA as f64)?;
     let mut optimizer = AdamW::new(AdamWConfig::new(LEARNING_RATE));
     let mut data = Rotation::with_copies(2, |i| positive(&config.input_shape(batch), i, device))?;

@@ -1,14 +1,67 @@
 //! The shapes of the score network's layers and the constants of BENCH.md's "Network constants"
 //! table, found by recording one forward pass (as reference/bench_torch.py hooks its modules),
 //! never written down by hand.
+use super::{BenchConfig, Item, Run};
 use crate::autograd::{ParamStore, RecordedLayer, Tape};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::ops::ConvPrecision;
 use crate::tensor::Tensor;
 
 /// BENCH.md's image: 1x28x28.
 pub const IMAGE: [usize; 3] = [1, 28, 28];
+
+/// What a whole-network item's step is made from.
+pub(super) struct NetworkStep {
+    pub preset: Preset,
+    pub n_levels: usize,
+    pub batch: usize,
+    pub precision: ConvPrecision,
+    pub device: Device,
+}
+
+/// One item per traced network, keyed `{root}/{preset}/{c}x{h}x{w}/b{batch}` (BENCH.md), its
+/// bytes and FLOPs from `cost`, its step made by `prepare`; each reports its memory.
+pub(super) fn network_items(
+    cfg: &BenchConfig,
+    traces: &[&NetworkTrace],
+    root: &str,
+    batch: usize,
+    cost: impl Fn(&NetworkTrace) -> (f64, f64),
+    prepare: fn(&NetworkStep) -> Result<Run>,
+) -> Vec<Item> {
+    let [c, h, w] = IMAGE;
+    traces
+        .iter()
+        .map(|trace| {
+            let (bytes, flops) = cost(trace);
+            let step = NetworkStep {
+                preset: trace.preset,
+                n_levels: trace.n_levels,
+                batch,
+                precision: cfg.precision,
+                device: cfg.device.clone(),
+            };
+            Item::new(
+                format!("{root}/{}/{c}x{h}x{w}/b{batch}", step.preset),
+                bytes,
+                flops,
+                move || prepare(&step),
+            )
+            .with_memory()
+        })
+        .collect()
+}
+
+/// A fresh score network for BENCH.md's image: its config, its parameters (seed 0) and itself.
+pub(super) fn fresh_network(step: &NetworkStep) -> Result<(NcsnConfig, ParamStore, Ncsn)> {
+    let [c, h, _] = IMAGE;
+    let config = NcsnConfig::new(step.preset, c, h, step.n_levels)?.with_precision(step.precision);
+    let mut store = ParamStore::new(&step.device, 0);
+    let net = Ncsn::new(&mut store, &config)?;
+    Ok((config, store, net))
+}
 
 /// One stride-1 "same" convolution as BENCH.md keys it: `{cin}x{h}x{w}->{cout}/k{k}d{d}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -52,23 +52,16 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// What `--device` names: a backend, or the choice of one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    Auto,
-    Cpu,
-    Cuda,
-    Emu,
-    EmuReverse,
+crate::named::value_names! {
+    /// What `--device` names: a backend, or the choice of one.
+    pub enum DeviceChoice {
+        Auto = "auto" => "cuda when a GPU and compiled kernels are present, else cpu",
+        Cpu = "cpu" => "native Rust, the reference semantics",
+        Cuda = "cuda" => "the CUDA kernels on the first GPU",
+        Emu = "emu" => "the CUDA kernels run by the CPU emulator (debugging)",
+        EmuReverse = "emu-reverse" => "the emulator resuming threads in reverse order (exposes races)",
+    }
 }
-
-crate::named::value_names!(DeviceChoice {
-    Auto = "auto" => "cuda when a GPU and compiled kernels are present, else cpu",
-    Cpu = "cpu" => "native Rust, the reference semantics",
-    Cuda = "cuda" => "the CUDA kernels on the first GPU",
-    Emu = "emu" => "the CUDA kernels run by the CPU emulator (debugging)",
-    EmuReverse = "emu-reverse" => "the emulator resuming threads in reverse order (exposes races)",
-});
 
 impl DeviceChoice {
     /// The device, or the error explaining why a GPU cannot be used.

@@ -8,22 +8,19 @@ use crate::tensor::Tensor;
 
 pub use crate::ops::LossAndGrad;
 
-/// The per-level weight `w_k` of the M-DSM loss (SPEC section 3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LossWeighting {
-    /// `w_k = 1` (paper 001 Eq. 33/38): levels with small `s_k` dominate, their target
-    /// `-(1 + z/s_k)` being O(1/s_k).
-    Unit,
-    /// `w_k = s_k^2` (the NCSN choice): every level contributes O(1). The default until a
-    /// measurement says otherwise.
-    #[default]
-    SkSquared,
+crate::named::value_names! {
+    /// The per-level weight `w_k` of the M-DSM loss (SPEC section 3).
+    #[derive(Default)]
+    pub enum LossWeighting {
+        /// `w_k = 1` (paper 001 Eq. 33/38): levels with small `s_k` dominate, their target
+        /// `-(1 + z/s_k)` being O(1/s_k).
+        Unit = "unit" | "1" => "w_k = 1 (paper 001 Eq. 33): levels with small s_k dominate",
+        /// `w_k = s_k^2` (the NCSN choice): every level contributes O(1). The default until a
+        /// measurement says otherwise.
+        #[default]
+        SkSquared = "sk2" | "s_k^2" => "w_k = s_k^2 (as NCSN): every level contributes O(1)",
+    }
 }
-
-crate::named::value_names!(LossWeighting {
-    Unit = "unit" | "1" => "w_k = 1 (paper 001 Eq. 33): levels with small s_k dominate",
-    SkSquared = "sk2" | "s_k^2" => "w_k = s_k^2 (as NCSN): every level contributes O(1)",
-});
 
 impl LossWeighting {
     /// The weighting called `name`, as checkpoints store it.

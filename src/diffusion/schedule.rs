@@ -5,36 +5,30 @@ use std::f64::consts::FRAC_PI_2;
 
 use crate::error::{Error, Result};
 
-/// The shape of a noise-scale curve between `sigma_min` and `sigma_max`.
-///
-/// For the GBM schedule the argument is forward time `t in [0, 1]` (noise grows with `t`);
-/// the additive baseline (SPEC section 8) reads the same curves from its noisiest level down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SigmaShape {
-    /// `sigma_max` throughout (`sigma_min` is ignored).
-    Constant,
-    /// `sigma_min * (sigma_max / sigma_min)^u`.
-    Geometric,
-    /// A logistic S-curve `sigma_min + (sigma_max - sigma_min) * r(u)`, `r` the logistic of
-    /// `SIGMOID_STEEPNESS * (u - 1/2)` rescaled to run exactly from 0 to 1. Paper 004 gives a
-    /// literal sigmoid sequence whose end points miss its own `sigma_1 = 1`; we keep its shape
-    /// (flat at both ends) and pin the end points.
-    Sigmoid,
-    /// `sigma_min + (sigma_max - sigma_min) * sin(u * pi/2)`: read from the noisy end this is
-    /// paper 004's `sigma_0 * cos(k/L * pi/2)`, with the end points pinned instead of its `alpha`.
-    Cosine,
+crate::named::value_names! {
+    /// The shape of a noise-scale curve between `sigma_min` and `sigma_max`.
+    ///
+    /// For the GBM schedule the argument is forward time `t in [0, 1]` (noise grows with `t`);
+    /// the additive baseline (SPEC section 8) reads the same curves from its noisiest level down.
+    pub enum SigmaShape {
+        /// `sigma_max` throughout (`sigma_min` is ignored).
+        Constant = "constant" => "sigma_max at every level (sigma_min ignored)",
+        /// `sigma_min * (sigma_max / sigma_min)^u`.
+        Geometric = "geometric" => "evenly spaced in log sigma from sigma_min to sigma_max",
+        /// A logistic S-curve `sigma_min + (sigma_max - sigma_min) * r(u)`, `r` the logistic of
+        /// `SIGMOID_STEEPNESS * (u - 1/2)` rescaled to run exactly from 0 to 1. Paper 004 gives a
+        /// literal sigmoid sequence whose end points miss its own `sigma_1 = 1`; we keep its shape
+        /// (flat at both ends) and pin the end points.
+        Sigmoid = "sigmoid" => "a logistic S-curve from sigma_min to sigma_max, flat at both ends",
+        /// `sigma_min + (sigma_max - sigma_min) * sin(u * pi/2)`: read from the noisy end this is
+        /// paper 004's `sigma_0 * cos(k/L * pi/2)`, with the end points pinned instead of its `alpha`.
+        Cosine = "cosine" => "sigma_min + (sigma_max - sigma_min) sin(t pi/2), t in [0, 1]",
+    }
 }
 
 /// Steepness of the [`SigmaShape::Sigmoid`] curve in units of the whole range (paper 004 uses
 /// about one level per unit over ten levels).
 const SIGMOID_STEEPNESS: f64 = 10.0;
-
-crate::named::value_names!(SigmaShape {
-    Constant = "constant" => "sigma_max at every level (sigma_min ignored)",
-    Geometric = "geometric" => "evenly spaced in log sigma from sigma_min to sigma_max",
-    Sigmoid = "sigmoid" => "a logistic S-curve from sigma_min to sigma_max, flat at both ends",
-    Cosine = "cosine" => "sigma_min + (sigma_max - sigma_min) sin(t pi/2), t in [0, 1]",
-});
 
 impl SigmaShape {
     /// The shape called `name`, as checkpoints store it.

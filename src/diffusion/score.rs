@@ -18,20 +18,17 @@ pub trait GaussianScoreSource {
     fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor>;
 }
 
-/// What a score network's output means (SPEC section 3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Parameterisation {
-    /// The network outputs `h` directly.
-    #[default]
-    H,
-    /// The network outputs the Stein score `s`; `h = x * s` (paper 001 Eq. 19, literal form).
-    Stein,
+crate::named::value_names! {
+    /// What a score network's output means (SPEC section 3).
+    #[derive(Default)]
+    pub enum Parameterisation {
+        /// The network outputs `h` directly.
+        #[default]
+        H = "h" => "the network outputs the Hyvarinen score h",
+        /// The network outputs the Stein score `s`; `h = x * s` (paper 001 Eq. 19, literal form).
+        Stein = "stein" => "the network outputs the Stein score s; h = x s",
+    }
 }
-
-crate::named::value_names!(Parameterisation {
-    H = "h" => "the network outputs the Hyvarinen score h",
-    Stein = "stein" => "the network outputs the Stein score s; h = x s",
-});
 
 impl Parameterisation {
     /// The parameterisation called `name`, as checkpoints store it.

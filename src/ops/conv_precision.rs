@@ -10,21 +10,18 @@
 //! every convolution is bit-for-bit the fp32 one. The backward passes are always fp32.
 use crate::error::Result;
 
-/// How the forward convolution multiplies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ConvPrecision {
-    /// fp32 operands and accumulation.
-    #[default]
-    Fp32,
-    /// Operands rounded to tf32 ([`round_to_tf32`]), fp32 accumulation. On cpu the operands are
-    /// rounded and the fp32 convolution runs: the reference the tensor-core kernel is tested against.
-    Tf32,
+crate::named::value_names! {
+    /// How the forward convolution multiplies.
+    #[derive(Default, Hash)]
+    pub enum ConvPrecision {
+        /// fp32 operands and accumulation.
+        #[default]
+        Fp32 = "fp32" => "fp32 operands and accumulation (exact, the default)",
+        /// Operands rounded to tf32 ([`round_to_tf32`]), fp32 accumulation. On cpu the operands are
+        /// rounded and the fp32 convolution runs: the reference the tensor-core kernel is tested against.
+        Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores on cuda",
+    }
 }
-
-crate::named::value_names!(ConvPrecision {
-    Fp32 = "fp32" => "fp32 operands and accumulation (exact, the default)",
-    Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores on cuda",
-});
 
 impl ConvPrecision {
     /// The precision called `name`, as checkpoints store it.

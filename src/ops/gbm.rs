@@ -44,56 +44,48 @@ pub fn gbm_forward(
     s: &[f32],
     draw: PhiloxDraw,
 ) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, m.len(), "gbm_forward")?;
-    batch_layout(x0, s.len(), "gbm_forward")?;
-    let dev = x0.device();
-    let mut x_k = Tensor::uninit(x0.shape(), dev)?;
-    let mut z = Tensor::uninit(x0.shape(), dev)?;
-    let n = x0.numel();
-    match dev {
-        Device::Cpu => {
-            let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = draw.normal(i as u64);
-            }
-            for (i, o) in x_k.host_mut()?.iter_mut().enumerate() {
-                let b = i / per_sample;
-                *o = xs[i] * (m[b] + s[b] * zs[i]).exp();
-            }
-        }
-        _ => {
-            let m_t = Tensor::from_vec(m.to_vec(), &[m.len()], dev)?;
-            let s_t = Tensor::from_vec(s.to_vec(), &[s.len()], dev)?;
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                dev,
-                "gbm_forward_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&m_t),
-                    Arg::In(&s_t),
-                    Arg::Out(&mut x_k),
-                    Arg::Out(&mut z),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok((x_k, z))
+    noise_per_sample(
+        x0,
+        &[m, s],
+        draw,
+        "gbm_forward",
+        "gbm_forward_f32",
+        |x, b, z| x * (m[b] + s[b] * z).exp(),
+    )
 }
 
 /// `x_0 + sigma_b z` per sample `b` (SPEC section 8), `z` element `i` the normal of `draw` for
 /// `i`; `sigma` holds one value per sample. Returns `(x_noisy, z)`.
 pub fn additive_forward(x0: &Tensor, sigma: &[f32], draw: PhiloxDraw) -> Result<(Tensor, Tensor)> {
-    let (_, per_sample) = batch_layout(x0, sigma.len(), "additive_forward")?;
+    noise_per_sample(
+        x0,
+        &[sigma],
+        draw,
+        "additive_forward",
+        "additive_forward_f32",
+        |x, b, z| x + sigma[b] * z,
+    )
+}
+
+/// The closed-form forward noising both diffusions share: `z` element `i` the normal of `draw`
+/// for `i`, and element `i` of sample `b` of the result `cpu(x_0[i], b, z[i])`. `coefs` are the
+/// per-sample values (one per sample each, checked in order); on a GPU `kernel` computes the same
+/// from `x_0`, one `[B]` tensor per entry of `coefs`, the two outputs, the Philox stream, the
+/// elements per sample and the count. Returns `(result, z)`.
+fn noise_per_sample(
+    x0: &Tensor,
+    coefs: &[&[f32]],
+    draw: PhiloxDraw,
+    op: &'static str,
+    kernel: &'static str,
+    cpu: impl Fn(f32, usize, f32) -> f32,
+) -> Result<(Tensor, Tensor)> {
+    let mut per_sample = 0;
+    for c in coefs {
+        per_sample = batch_layout(x0, c.len(), op)?.1;
+    }
     let dev = x0.device();
-    let mut xn = Tensor::uninit(x0.shape(), dev)?;
+    let mut out = Tensor::uninit(x0.shape(), dev)?;
     let mut z = Tensor::uninit(x0.shape(), dev)?;
     let n = x0.numel();
     match dev {
@@ -103,32 +95,24 @@ pub fn additive_forward(x0: &Tensor, sigma: &[f32], draw: PhiloxDraw) -> Result<
             for (i, zi) in zs.iter_mut().enumerate() {
                 *zi = draw.normal(i as u64);
             }
-            for (i, o) in xn.host_mut()?.iter_mut().enumerate() {
-                *o = xs[i] + sigma[i / per_sample] * zs[i];
+            for (i, o) in out.host_mut()?.iter_mut().enumerate() {
+                *o = cpu(xs[i], i / per_sample, zs[i]);
             }
         }
         _ => {
-            let sigma_t = Tensor::from_vec(sigma.to_vec(), &[sigma.len()], dev)?;
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                dev,
-                "additive_forward_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::In(x0),
-                    Arg::In(&sigma_t),
-                    Arg::Out(&mut xn),
-                    Arg::Out(&mut z),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?
+            let coef_t = coefs
+                .iter()
+                .map(|c| Tensor::from_vec(c.to_vec(), &[c.len()], dev))
+                .collect::<Result<Vec<_>>>()?;
+            let mut args = vec![Arg::In(x0)];
+            args.extend(coef_t.iter().map(Arg::In));
+            args.extend([Arg::Out(&mut out), Arg::Out(&mut z)]);
+            args.extend(Arg::philox(draw));
+            args.extend([Arg::U64(per_sample as u64), Arg::U64(n as u64)]);
+            launch(dev, kernel, LaunchGeometry::elementwise(n), &mut args)?
         }
     }
-    Ok((xn, z))
+    Ok((out, z))
 }
 
 /// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).

@@ -46,6 +46,35 @@ fn per_sample_inputs(
     Ok((batch, n_per))
 }
 
+/// The GPU side of both losses: `kernel` takes `output`, the `inputs`, the gradient, one partial
+/// sum per block, the loss's own `int` `flags`, `1/B`, the elements per sample and the count; the
+/// partials are then summed in a fixed order, so the loss is deterministic.
+fn launch_loss(
+    output: &Tensor,
+    kernel: &'static str,
+    inputs: &[&Tensor],
+    grad: &mut Tensor,
+    flags: &[i32],
+    inv_batch: f32,
+    per_sample: usize,
+) -> Result<Tensor> {
+    let dev = output.device();
+    let n = output.numel();
+    let g = with_partials(n);
+    let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
+    let mut args = vec![Arg::In(output)];
+    args.extend(inputs.iter().map(|t| Arg::In(t)));
+    args.extend([Arg::Out(grad), Arg::Out(&mut partial)]);
+    args.extend(flags.iter().map(|&f| Arg::I32(f)));
+    args.extend([
+        Arg::F32(inv_batch),
+        Arg::U64(per_sample as u64),
+        Arg::U64(n as u64),
+    ]);
+    launch(dev, kernel, g, &mut args)?;
+    super::sum(&partial)
+}
+
 /// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2`, `target = -(1 + z/s_b)` (SPEC
 /// section 3), and its gradient w.r.t. `output`. `output`, `x_k` and `z` share a shape
 /// `[B, ...]`; `s_level` is `[B]`, each sample's `s_k`. The weight `w_b` is `s_b^2` when
@@ -81,30 +110,15 @@ pub fn mdsm_loss(
             }
             Tensor::scalar((total / batch as f64) as f32, dev)?
         }
-        _ => {
-            let n = output.numel();
-            let g = with_partials(n);
-            let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
-            launch(
-                dev,
-                "mdsm_loss_f32",
-                g,
-                &mut [
-                    Arg::In(output),
-                    Arg::In(x_k),
-                    Arg::In(z),
-                    Arg::In(s_level),
-                    Arg::Out(&mut grad),
-                    Arg::Out(&mut partial),
-                    Arg::I32(weight_s_squared as i32),
-                    Arg::I32(stein as i32),
-                    Arg::F32(inv_batch),
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?;
-            super::sum(&partial)?
-        }
+        _ => launch_loss(
+            output,
+            "mdsm_loss_f32",
+            &[x_k, z, s_level],
+            &mut grad,
+            &[weight_s_squared as i32, stein as i32],
+            inv_batch,
+            per_sample,
+        )?,
     };
     Ok(LossAndGrad { loss, grad })
 }
@@ -129,27 +143,15 @@ pub fn dsm_loss(output: &Tensor, z: &Tensor, sigma_level: &Tensor) -> Result<Los
             }
             Tensor::scalar((total / batch as f64) as f32, dev)?
         }
-        _ => {
-            let n = output.numel();
-            let g = with_partials(n);
-            let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
-            launch(
-                dev,
-                "dsm_loss_f32",
-                g,
-                &mut [
-                    Arg::In(output),
-                    Arg::In(z),
-                    Arg::In(sigma_level),
-                    Arg::Out(&mut grad),
-                    Arg::Out(&mut partial),
-                    Arg::F32(inv_batch),
-                    Arg::U64(per_sample as u64),
-                    Arg::U64(n as u64),
-                ],
-            )?;
-            super::sum(&partial)?
-        }
+        _ => launch_loss(
+            output,
+            "dsm_loss_f32",
+            &[z, sigma_level],
+            &mut grad,
+            &[],
+            inv_batch,
+            per_sample,
+        )?,
     };
     Ok(LossAndGrad { loss, grad })
 }

@@ -2,19 +2,15 @@
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
-/// The optimiser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OptimizerKind {
-    /// AdamW with warm-up and global-norm clipping.
-    AdamW,
-    /// Exponentiated gradient descent (SPEC 7): sign-preserving, Dale's law.
-    Egd,
+crate::named::value_names! {
+    /// The optimiser.
+    pub enum OptimizerKind {
+        /// AdamW with warm-up and global-norm clipping.
+        AdamW = "adamw" => "AdamW with warm-up and gradient clipping",
+        /// Exponentiated gradient descent (SPEC 7): sign-preserving, Dale's law.
+        Egd = "egd" => "exponentiated gradient descent: weights never change sign (SPEC section 7)",
+    }
 }
-
-crate::named::value_names!(OptimizerKind {
-    AdamW = "adamw" => "AdamW with warm-up and gradient clipping",
-    Egd = "egd" => "exponentiated gradient descent: weights never change sign (SPEC section 7)",
-});
 
 impl OptimizerKind {
     /// The optimiser called `name`, as checkpoints store it.

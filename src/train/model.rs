@@ -177,19 +177,15 @@ impl ModelSpec {
     }
 }
 
-/// Which weights of a checkpoint to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Weights {
-    /// The exponential moving average (what one samples from).
-    Ema,
-    /// The optimiser's current weights.
-    Raw,
+crate::named::value_names! {
+    /// Which weights of a checkpoint to use.
+    pub enum Weights {
+        /// The exponential moving average (what one samples from).
+        Ema = "ema" => "the exponential moving average of the weights",
+        /// The optimiser's current weights.
+        Raw = "raw" => "the optimiser's current weights",
+    }
 }
-
-crate::named::value_names!(Weights {
-    Ema = "ema" => "the exponential moving average of the weights",
-    Raw = "raw" => "the optimiser's current weights",
-});
 
 impl Weights {
     fn prefix(self) -> &'static str {

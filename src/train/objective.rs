@@ -11,19 +11,16 @@ use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Which diffusion a model is trained for, without its settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Diffusion {
-    /// Geometric Brownian motion (SPEC sections 2-3).
-    Gbm,
-    /// The additive Gaussian baseline (SPEC section 8).
-    Additive,
+crate::named::value_names! {
+    /// Which diffusion a model is trained for, without its settings.
+    #[derive(Hash)]
+    pub enum Diffusion {
+        /// Geometric Brownian motion (SPEC sections 2-3).
+        Gbm = "gbm" => "geometric Brownian motion: multiplicative noise, positive pixels (SPEC sections 2-3)",
+        /// The additive Gaussian baseline (SPEC section 8).
+        Additive = "additive" => "the Gaussian baseline x + sigma z (SPEC section 8)",
+    }
 }
-
-crate::named::value_names!(Diffusion {
-    Gbm = "gbm" => "geometric Brownian motion: multiplicative noise, positive pixels (SPEC sections 2-3)",
-    Additive = "additive" => "the Gaussian baseline x + sigma z (SPEC section 8)",
-});
 
 /// The noise levels a diffusion trains with when `dml train` is not told otherwise.
 #[derive(Clone, Copy, Debug, PartialEq)]

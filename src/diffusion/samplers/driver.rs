@@ -34,22 +34,18 @@ pub struct SamplerConfig {
     pub seed: u64,
 }
 
-/// The GBM samplers by name (SPEC section 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SamplerKind {
-    /// Annealed Dale-Langevin: log-space steps, signs preserved.
-    Adls,
-    /// Annealed sign-agnostic: ambient steps; sign changes are counted.
-    Asams,
-    /// Algorithm 1: Dale-Langevin Euler-Maruyama with `L = 1`, `chi = 1`.
-    Em,
+crate::named::value_names! {
+    /// The GBM samplers by name (SPEC section 4).
+    #[derive(Hash)]
+    pub enum SamplerKind {
+        /// Annealed Dale-Langevin: log-space steps, signs preserved.
+        Adls = "adls" => "annealed Dale-Langevin: log-space steps, signs preserved",
+        /// Annealed sign-agnostic: ambient steps; sign changes are counted.
+        Asams = "asams" => "annealed sign-agnostic: ambient steps, sign changes counted",
+        /// Algorithm 1: Dale-Langevin Euler-Maruyama with `L = 1`, `chi = 1`.
+        Em = "em" => "Algorithm 1: Dale-Langevin Euler-Maruyama (L = 1, chi = 1)",
+    }
 }
-
-crate::named::value_names!(SamplerKind {
-    Adls = "adls" => "annealed Dale-Langevin: log-space steps, signs preserved",
-    Asams = "asams" => "annealed sign-agnostic: ambient steps, sign changes counted",
-    Em = "em" => "Algorithm 1: Dale-Langevin Euler-Maruyama (L = 1, chi = 1)",
-});
 
 impl SamplerKind {
     /// The sampler's configuration. `em` fixes `inner_steps` = 1 and `chi` = 1 and ignores the

@@ -6,22 +6,19 @@ use crate::error::Result;
 use crate::ops::{self, FlipCounter, PhiloxDraw};
 use crate::tensor::Tensor;
 
-/// Which drift constant the Dale-Langevin step uses (SPEC section 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum DaleVariant {
-    /// `-delta_s (mu_k - 3 sigma_k^2/2)`: the reverse SDE in log space, as derived and as in the
-    /// papers' main text.
-    #[default]
-    Derived,
-    /// `-delta_s (mu_k - sigma_k^2/2)`: the supplement's Algorithm 2 (file 000), which drops the
-    /// `+1` of `grad_y log p_Y = 1 + h`. Offered for comparison only.
-    Supplement,
+crate::named::value_names! {
+    /// Which drift constant the Dale-Langevin step uses (SPEC section 4).
+    #[derive(Default)]
+    pub enum DaleVariant {
+        /// `-delta_s (mu_k - 3 sigma_k^2/2)`: the reverse SDE in log space, as derived and as in the
+        /// papers' main text.
+        #[default]
+        Derived = "derived" => "drift -delta_s (mu_k - 3 sigma_k^2/2): the reverse SDE as derived (SPEC section 4)",
+        /// `-delta_s (mu_k - sigma_k^2/2)`: the supplement's Algorithm 2 (file 000), which drops the
+        /// `+1` of `grad_y log p_Y = 1 + h`. Offered for comparison only.
+        Supplement = "supplement" => "drift -delta_s (mu_k - sigma_k^2/2): the supplement's Algorithm 2, for comparison",
+    }
 }
-
-crate::named::value_names!(DaleVariant {
-    Derived = "derived" => "drift -delta_s (mu_k - 3 sigma_k^2/2): the reverse SDE as derived (SPEC section 4)",
-    Supplement = "supplement" => "drift -delta_s (mu_k - sigma_k^2/2): the supplement's Algorithm 2, for comparison",
-});
 
 /// `x <- x * F(drift + score * h + noise * z)` with `F = exp` (log-space steps) or
 /// `F(v) = 1 + v` (the ambient sign-agnostic step).

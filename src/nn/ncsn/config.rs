@@ -3,17 +3,19 @@
 use crate::error::{Error, Result};
 use crate::ops::ConvPrecision;
 
-/// Named widths and topologies (NETWORK.md section 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Preset {
-    /// Four stages, f = 8, for CPU runs and tests (golden files `ncsn_tiny_28`, `ncsn_tiny_32`).
-    Tiny,
-    /// ncsn's published widths: four stages, f = 64 at 28x28 and 128 at 32x32.
-    Paper,
-    /// The five-stage network (paper 001 App. D.1, "NCSNDeeper"), the paper's widths.
-    Deep,
-    /// Five stages, f = 4 (golden file `ncsn_tiny_deep_28`).
-    TinyDeep,
+crate::named::value_names! {
+    /// Named widths and topologies (NETWORK.md section 1).
+    #[derive(Hash)]
+    pub enum Preset {
+        /// Four stages, f = 8, for CPU runs and tests (golden files `ncsn_tiny_28`, `ncsn_tiny_32`).
+        Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
+        /// ncsn's published widths: four stages, f = 64 at 28x28 and 128 at 32x32.
+        Paper = "paper" => "four stages, the published widths (f = 64 at 28x28, 128 at 32x32)",
+        /// The five-stage network (paper 001 App. D.1, "NCSNDeeper"), the paper's widths.
+        Deep = "deep" => "five stages (paper 001's NCSNDeeper), the published widths",
+        /// Five stages, f = 4 (golden file `ncsn_tiny_deep_28`).
+        TinyDeep = "tiny_deep" | "tiny-deep" => "five stages, f = 4: tests",
+    }
 }
 
 /// Four encoder stages (ncsn's `CondRefineNetDilated`) or five (`CondRefineNetDeeperDilated`).
@@ -22,13 +24,6 @@ pub enum Topology {
     Standard,
     Deeper,
 }
-
-crate::named::value_names!(Preset {
-    Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
-    Paper = "paper" => "four stages, the published widths (f = 64 at 28x28, 128 at 32x32)",
-    Deep = "deep" => "five stages (paper 001's NCSNDeeper), the published widths",
-    TinyDeep = "tiny_deep" | "tiny-deep" => "five stages, f = 4: tests",
-});
 
 impl Preset {
     /// The preset called `name` (as [`Preset::name`] writes it; `tiny-deep` for `tiny_deep`).
