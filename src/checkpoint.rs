@@ -74,6 +74,14 @@ impl Checkpoint {
             .ok_or_else(|| self.error(format!("no metadata entry '{key}'")))
     }
 
+    /// All metadata as key/value pairs, in key order (what the `from_describe` readers take).
+    pub fn metadata_pairs(&self) -> Vec<(String, String)> {
+        self.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The metadata value of `key` parsed as `T`.
     pub fn meta_parse<T: FromStr>(&self, key: &str) -> Result<T>
     where

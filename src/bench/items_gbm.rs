@@ -53,17 +53,22 @@ pub(super) fn items(cfg: &BenchConfig) -> Vec<Item> {
 /// The element-wise items work on images of 28x28 (BENCH.md `--elementwise-batch`).
 pub(super) const IMAGE_ELEMENTS: usize = 28 * 28;
 
-fn image_batch(images: usize) -> [usize; 4] {
-    [images, 1, 28, 28]
+/// Input sets of `images` images each (two of them read per element, hence the bytes), rotated
+/// through more memory than the caches hold; `make(shape, i)` builds set `i`.
+fn image_inputs<T>(
+    images: usize,
+    mut make: impl FnMut(&[usize], u32) -> Result<T>,
+) -> Result<Rotation<T>> {
+    let shape = [images, 1, 28, 28];
+    let bytes = 8.0 * (images * IMAGE_ELEMENTS) as f64;
+    Rotation::exceeding_cache(bytes, |i| make(&shape, i))
 }
 
 fn dale(images: usize, device: &Device) -> Result<Run> {
-    let shape = image_batch(images);
-    let bytes = 8.0 * (images * IMAGE_ELEMENTS) as f64;
-    let mut inputs = Rotation::exceeding_cache(bytes, |i| {
+    let mut inputs = image_inputs(images, |shape, i| {
         Ok((
-            positive(&shape, 2 * i, device)?,
-            normal(&shape, 2 * i + 1, device)?,
+            positive(shape, 2 * i, device)?,
+            normal(shape, 2 * i + 1, device)?,
         ))
     })?;
     let coefficients = dale_coefficients();
@@ -89,14 +94,12 @@ fn random_s_levels(images: usize, draw: u32, device: &Device) -> Result<Tensor> 
 }
 
 fn mdsm(images: usize, device: &Device) -> Result<Run> {
-    let shape = image_batch(images);
-    let bytes = 8.0 * (images * IMAGE_ELEMENTS) as f64;
-    let mut inputs = Rotation::exceeding_cache(bytes, |i| {
+    let mut inputs = image_inputs(images, |shape, i| {
         Ok((
-            normal(&shape, 3 * i, device)?,
+            normal(shape, 3 * i, device)?,
             // x_k: read only by the Stein parameterisation, not by this one.
-            positive(&shape, 3 * i + 1, device)?,
-            normal(&shape, 3 * i + 2, device)?,
+            positive(shape, 3 * i + 1, device)?,
+            normal(shape, 3 * i + 2, device)?,
             random_s_levels(images, i, device)?,
         ))
     })?;

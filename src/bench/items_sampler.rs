@@ -14,25 +14,26 @@ use crate::tensor::Tensor;
 pub(super) const KEY_ROOTS: &[&str] = &["sampler_step"];
 
 pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
-    let batch = cfg.sampler_batch;
-    let [c, h, w] = IMAGE;
     network_items(
         cfg,
         traces,
         "sampler_step",
-        batch,
-        |trace| {
-            // Parameters without the embeddings, one embedding row per sample and norm layer,
-            // and x read and written; only convolution FLOPs.
-            let bytes = 4.0
-                * (trace.params_without_embeddings
-                    + batch * trace.embedding_row_width
-                    + 2 * batch * c * h * w) as f64;
-            let flops = batch as f64 * trace.conv_flops_per_image();
-            (bytes, flops)
-        },
+        cfg.sampler_batch,
+        cost,
         prepare,
     )
+}
+
+/// Parameters without the embeddings, one embedding row per sample and norm layer, and x read
+/// and written; only convolution FLOPs.
+fn cost(trace: &NetworkTrace, batch: usize) -> (f64, f64) {
+    let [c, h, w] = IMAGE;
+    let bytes = 4.0
+        * (trace.params_without_embeddings
+            + batch * trace.embedding_row_width
+            + 2 * batch * c * h * w) as f64;
+    let flops = batch as f64 * trace.conv_flops_per_image();
+    (bytes, flops)
 }
 
 fn prepare(spec: &NetworkStep) -> Result<Run> {

@@ -19,22 +19,16 @@ pub(super) const KEY_ROOTS: &[&str] = &["train_step"];
 const LEARNING_RATE: f32 = 1e-4;
 
 pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
-    let batch = cfg.batch;
+    network_items(cfg, traces, "train_step", cfg.batch, cost, prepare)
+}
+
+/// Every parameter read in the forward, its gradient written, AdamW reading p, g, m, v and
+/// writing p, m, v; x_0 read. Forward, backward-data and backward-weight FLOPs.
+fn cost(trace: &NetworkTrace, batch: usize) -> (f64, f64) {
     let [c, h, w] = IMAGE;
-    network_items(
-        cfg,
-        traces,
-        "train_step",
-        batch,
-        |trace| {
-            // Every parameter read in the forward, its gradient written, AdamW reading p, g, m, v
-            // and writing p, m, v; x_0 read. Forward, backward-data and backward-weight FLOPs.
-            let bytes = 4.0 * (8 * trace.params() + batch * c * h * w) as f64;
-            let flops = 3.0 * batch as f64 * trace.conv_flops_per_image();
-            (bytes, flops)
-        },
-        prepare,
-    )
+    let bytes = 4.0 * (8 * trace.params() + batch * c * h * w) as f64;
+    let flops = 3.0 * batch as f64 * trace.conv_flops_per_image();
+    (bytes, flops)
 }
 
 /// A fresh network and optimiser, and the step that trains them.

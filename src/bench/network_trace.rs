@@ -28,14 +28,14 @@ pub(super) fn network_items(
     traces: &[&NetworkTrace],
     root: &str,
     batch: usize,
-    cost: impl Fn(&NetworkTrace) -> (f64, f64),
+    cost: fn(&NetworkTrace, usize) -> (f64, f64),
     prepare: fn(&NetworkStep) -> Result<Run>,
 ) -> Vec<Item> {
     let [c, h, w] = IMAGE;
     traces
         .iter()
         .map(|trace| {
-            let (bytes, flops) = cost(trace);
+            let (bytes, flops) = cost(trace, batch);
             let step = NetworkStep {
                 preset: trace.preset,
                 n_levels: trace.n_levels,

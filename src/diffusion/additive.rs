@@ -6,6 +6,7 @@ use super::samplers::additive_langevin_step;
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
 use crate::error::{Error, Result};
+use crate::metadata::MetadataReader;
 use crate::ops::{self, PhiloxDraw};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
@@ -90,28 +91,12 @@ impl NoiseLevels {
     }
 
     pub fn from_describe(pairs: &[(String, String)]) -> Result<Self> {
-        let get = |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Error::invalid(format!("additive metadata lacks '{key}'")))
-        };
-        let number = |key: &str| -> Result<f64> {
-            let v = get(key)?;
-            v.parse().map_err(|_| {
-                Error::invalid(format!("additive metadata '{key}' = '{v}' is not a number"))
-            })
-        };
-        let levels = get("additive.levels")?;
-        let n = levels.parse().map_err(|_| {
-            Error::invalid(format!("additive metadata 'additive.levels' = '{levels}'"))
-        })?;
+        let meta = MetadataReader::new("additive", pairs);
         Self::new(
-            SigmaShape::parse(get("additive.shape")?)?,
-            n,
-            number("additive.sigma_max")?,
-            number("additive.sigma_min")?,
+            SigmaShape::parse(meta.text("additive.shape")?)?,
+            meta.parse("additive.levels", "a count")?,
+            meta.parse("additive.sigma_max", "a number")?,
+            meta.parse("additive.sigma_min", "a number")?,
         )
     }
 }

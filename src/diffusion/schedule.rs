@@ -4,6 +4,7 @@
 use std::f64::consts::FRAC_PI_2;
 
 use crate::error::{Error, Result};
+use crate::metadata::MetadataReader;
 
 crate::named::value_names! {
     /// The shape of a noise-scale curve between `sigma_min` and `sigma_max`.
@@ -258,31 +259,13 @@ impl Schedule {
     }
 
     pub fn from_describe(pairs: &[(String, String)]) -> Result<Self> {
-        let get = |key: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Error::invalid(format!("schedule metadata lacks '{key}'")))
-        };
-        let float = |key: &str| -> Result<f64> {
-            let v = get(key)?;
-            v.parse().map_err(|_| {
-                Error::invalid(format!("schedule metadata '{key}' = '{v}' is not a number"))
-            })
-        };
-        let levels = get("schedule.levels")?;
-        let n_levels = levels.parse().map_err(|_| {
-            Error::invalid(format!(
-                "schedule metadata 'schedule.levels' = '{levels}' is not a count"
-            ))
-        })?;
+        let meta = MetadataReader::new("schedule", pairs);
         Self::with_drift(
-            SigmaShape::parse(get("schedule.shape")?)?,
-            n_levels,
-            float("schedule.sigma_min")?,
-            float("schedule.sigma_max")?,
-            Drift::parse(get("schedule.drift")?)?,
+            SigmaShape::parse(meta.text("schedule.shape")?)?,
+            meta.parse("schedule.levels", "a count")?,
+            meta.parse("schedule.sigma_min", "a number")?,
+            meta.parse("schedule.sigma_max", "a number")?,
+            Drift::parse(meta.text("schedule.drift")?)?,
         )
     }
 }

@@ -77,14 +77,9 @@ impl CondInstanceNormPp {
         Ok(Self { embed, channels })
     }
 
-    /// `levels` is the constant [N] tensor of level indices (integer values).
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-    ) -> Result<Var<'p>> {
+    /// `k` is the constant [N] tensor of level indices (integer values, SPEC section 9).
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
         let embed = tape.param(&self.embed)?;
-        tape.cond_instance_norm_pp(x, levels, &embed)
+        tape.cond_instance_norm_pp(x, k, &embed)
     }
 }

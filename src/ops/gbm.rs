@@ -135,37 +135,14 @@ pub fn gbm_dale_step(
     noise_coef: f32,
     draw: PhiloxDraw,
 ) -> Result<()> {
-    x.check_same_shape(h, "dale_step")?;
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let hs = h.host()?;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = scaled_normal(draw, noise_coef, i);
-                *xi *= (drift + score_coef * hs[i] + z).exp();
-            }
-        }
-        dev => {
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                &dev,
-                "gbm_dale_step_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(h),
-                    Arg::F32(drift),
-                    Arg::F32(score_coef),
-                    Arg::F32(noise_coef),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok(())
+    let step = FusedStep {
+        op: "dale_step",
+        kernel: "gbm_dale_step_f32",
+        coefs: &[drift, score_coef],
+        noise_coef,
+        draw,
+    };
+    step.apply(x, h, None, |x, h, z| x * (drift + score_coef * h + z).exp())
 }
 
 /// A device-side count of entries that changed sign or hit zero (SPEC sections 4 and 10),
@@ -191,6 +168,13 @@ impl FlipCounter {
         }
         Ok(bits as u64)
     }
+
+    /// Adds `changed` on the host (the CPU path of [`gbm_sign_agnostic_step`]).
+    fn add(&mut self, changed: u32) -> Result<()> {
+        let slot = &mut self.count.host_mut()?[0];
+        *slot = f32::from_bits(slot.to_bits().wrapping_add(changed));
+        Ok(())
+    }
 }
 
 /// The sign-agnostic step (SPEC section 4):
@@ -205,7 +189,6 @@ pub fn gbm_sign_agnostic_step(
     noise_coef: f32,
     draw: PhiloxDraw,
 ) -> Result<()> {
-    x.check_same_shape(h, "sign_agnostic_step")?;
     if !flips.count.device().same(x.device()) {
         return Err(Error::DeviceMismatch {
             op: "sign_agnostic_step",
@@ -213,44 +196,16 @@ pub fn gbm_sign_agnostic_step(
             b: flips.count.device().to_string(),
         });
     }
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let hs = h.host()?;
-            let mut changed = 0u32;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                let z = scaled_normal(draw, noise_coef, i);
-                let old = *xi;
-                let updated = old * (1.0 + drift + score_coef * hs[i] + z);
-                *xi = updated;
-                changed +=
-                    (old != 0.0 && (updated == 0.0 || (updated < 0.0) != (old < 0.0))) as u32;
-            }
-            let slot = &mut flips.count.host_mut()?[0];
-            *slot = f32::from_bits(slot.to_bits().wrapping_add(changed));
-        }
-        dev => {
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                &dev,
-                "gbm_sign_agnostic_step_f32",
-                with_partials(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(h),
-                    Arg::OutWords(&mut flips.count),
-                    Arg::F32(drift),
-                    Arg::F32(score_coef),
-                    Arg::F32(noise_coef),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
-    }
-    Ok(())
+    let step = FusedStep {
+        op: "sign_agnostic_step",
+        kernel: "gbm_sign_agnostic_step_f32",
+        coefs: &[drift, score_coef],
+        noise_coef,
+        draw,
+    };
+    step.apply(x, h, Some(flips), |x, h, z| {
+        x * (1.0 + drift + score_coef * h + z)
+    })
 }
 
 /// The additive baseline's annealed Langevin step (SPEC section 8),
@@ -262,33 +217,66 @@ pub fn additive_langevin_step(
     noise_coef: f32,
     draw: PhiloxDraw,
 ) -> Result<()> {
-    x.check_same_shape(score, "additive_langevin_step")?;
-    let n = x.numel();
-    match x.device().clone() {
-        Device::Cpu => {
-            let ss = score.host()?;
-            for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                *xi += half_alpha * ss[i] + scaled_normal(draw, noise_coef, i);
+    let step = FusedStep {
+        op: "additive_langevin_step",
+        kernel: "additive_langevin_step_f32",
+        coefs: &[half_alpha],
+        noise_coef,
+        draw,
+    };
+    step.apply(x, score, None, |x, s, z| x + (half_alpha * s + z))
+}
+
+/// What the three fused sampler steps share: `x` updated in place from itself, the network's
+/// output `h` and a scaled Philox normal. The kernel takes `(x, h, [flips], coefs.., noise_coef,
+/// seed, stream, step, n)`; the CPU path computes the same per element.
+struct FusedStep<'a> {
+    op: &'static str,
+    kernel: &'static str,
+    coefs: &'a [f32],
+    noise_coef: f32,
+    draw: PhiloxDraw,
+}
+
+impl FusedStep<'_> {
+    /// Runs the step; on the CPU element `i` becomes `update(x_i, h_i, noise_coef * z_i)`, and
+    /// `flips`, when given, counts the non-zero entries that changed sign or became zero.
+    fn apply(
+        &self,
+        x: &mut Tensor,
+        h: &Tensor,
+        flips: Option<&mut FlipCounter>,
+        update: impl Fn(f32, f32, f32) -> f32,
+    ) -> Result<()> {
+        x.check_same_shape(h, self.op)?;
+        let n = x.numel();
+        match x.device().clone() {
+            Device::Cpu => {
+                let hs = h.host()?;
+                let mut changed = 0u32;
+                for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
+                    let old = *xi;
+                    *xi = update(old, hs[i], scaled_normal(self.draw, self.noise_coef, i));
+                    changed += (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
+                }
+                if let Some(flips) = flips {
+                    flips.add(changed)?;
+                }
+            }
+            dev => {
+                let geometry = match flips {
+                    Some(_) => with_partials(n),
+                    None => LaunchGeometry::elementwise(n),
+                };
+                let mut args = vec![Arg::Out(x), Arg::In(h)];
+                args.extend(flips.map(|f| Arg::OutWords(&mut f.count)));
+                args.extend(self.coefs.iter().map(|&c| Arg::F32(c)));
+                args.push(Arg::F32(self.noise_coef));
+                args.extend(Arg::philox(self.draw));
+                args.push(Arg::U64(n as u64));
+                launch(&dev, self.kernel, geometry, &mut args)?
             }
         }
-        dev => {
-            let [seed, stream, step] = Arg::philox(draw);
-            launch(
-                &dev,
-                "additive_langevin_step_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::Out(x),
-                    Arg::In(score),
-                    Arg::F32(half_alpha),
-                    Arg::F32(noise_coef),
-                    seed,
-                    stream,
-                    step,
-                    Arg::U64(n as u64),
-                ],
-            )?
-        }
+        Ok(())
     }
-    Ok(())
 }

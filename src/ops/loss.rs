@@ -46,33 +46,53 @@ fn per_sample_inputs(
     Ok((batch, n_per))
 }
 
-/// The GPU side of both losses: `kernel` takes `output`, the `inputs`, the gradient, one partial
-/// sum per block, the loss's own `int` `flags`, `1/B`, the elements per sample and the count; the
-/// partials are then summed in a fixed order, so the loss is deterministic.
-fn launch_loss(
-    output: &Tensor,
+/// What both losses share: the per-sample vector checked against the batch, the gradient
+/// allocated, and the dispatch. On the CPU `cpu(grad, per_sample, inv_batch)` fills the gradient
+/// and returns the batch's summed loss; on a GPU `kernel` takes `output`, the `inputs`, the
+/// gradient, one partial sum per block, the loss's own `int` `flags`, `1/B`, the elements per
+/// sample and the count, and the partials are summed in a fixed order (deterministic).
+struct FusedLoss<'a> {
+    op: &'static str,
     kernel: &'static str,
-    inputs: &[&Tensor],
-    grad: &mut Tensor,
-    flags: &[i32],
-    inv_batch: f32,
-    per_sample: usize,
-) -> Result<Tensor> {
-    let dev = output.device();
-    let n = output.numel();
-    let g = with_partials(n);
-    let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
-    let mut args = vec![Arg::In(output)];
-    args.extend(inputs.iter().map(|t| Arg::In(t)));
-    args.extend([Arg::Out(grad), Arg::Out(&mut partial)]);
-    args.extend(flags.iter().map(|&f| Arg::I32(f)));
-    args.extend([
-        Arg::F32(inv_batch),
-        Arg::U64(per_sample as u64),
-        Arg::U64(n as u64),
-    ]);
-    launch(dev, kernel, g, &mut args)?;
-    super::sum(&partial)
+    inputs: &'a [&'a Tensor],
+    flags: &'a [i32],
+}
+
+impl FusedLoss<'_> {
+    fn run(
+        &self,
+        output: &Tensor,
+        per_sample_values: &Tensor,
+        cpu: impl FnOnce(&mut [f32], usize, f32) -> Result<f64>,
+    ) -> Result<LossAndGrad> {
+        let (batch, per_sample) = per_sample_inputs(output, per_sample_values, self.op)?;
+        let inv_batch = 1.0 / batch as f32;
+        let dev = output.device();
+        let mut grad = Tensor::uninit(output.shape(), dev)?;
+        let loss = match dev {
+            Device::Cpu => {
+                let total = cpu(grad.host_mut()?, per_sample, inv_batch)?;
+                Tensor::scalar((total / batch as f64) as f32, dev)?
+            }
+            _ => {
+                let n = output.numel();
+                let g = with_partials(n);
+                let mut partial = Tensor::uninit(&[g.grid[0] as usize], dev)?;
+                let mut args = vec![Arg::In(output)];
+                args.extend(self.inputs.iter().map(|t| Arg::In(t)));
+                args.extend([Arg::Out(&mut grad), Arg::Out(&mut partial)]);
+                args.extend(self.flags.iter().map(|&f| Arg::I32(f)));
+                args.extend([
+                    Arg::F32(inv_batch),
+                    Arg::U64(per_sample as u64),
+                    Arg::U64(n as u64),
+                ]);
+                launch(dev, self.kernel, g, &mut args)?;
+                super::sum(&partial)?
+            }
+        };
+        Ok(LossAndGrad { loss, grad })
+    }
 }
 
 /// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2`, `target = -(1 + z/s_b)` (SPEC
@@ -90,68 +110,48 @@ pub fn mdsm_loss(
 ) -> Result<LossAndGrad> {
     output.check_same_shape(x_k, "mdsm_loss (output vs x_k)")?;
     output.check_same_shape(z, "mdsm_loss (output vs z)")?;
-    let (batch, per_sample) = per_sample_inputs(output, s_level, "mdsm_loss")?;
-    let inv_batch = 1.0 / batch as f32;
-    let dev = output.device();
-    let mut grad = Tensor::uninit(output.shape(), dev)?;
-    let loss = match dev {
-        Device::Cpu => {
-            let (out, xk, zs, s) = (output.host()?, x_k.host()?, z.host()?, s_level.host()?);
-            let mut total = 0.0f64;
-            for (i, g) in grad.host_mut()?.iter_mut().enumerate() {
-                let s_b = s[i / per_sample];
-                let w = if weight_s_squared { s_b * s_b } else { 1.0 };
-                let target = -(1.0 + zs[i] / s_b);
-                let h = if stein { xk[i] * out[i] } else { out[i] };
-                let r = h - target;
-                total += 0.5 * w as f64 * (r as f64) * (r as f64);
-                let gi = w * r * inv_batch;
-                *g = if stein { gi * xk[i] } else { gi };
-            }
-            Tensor::scalar((total / batch as f64) as f32, dev)?
-        }
-        _ => launch_loss(
-            output,
-            "mdsm_loss_f32",
-            &[x_k, z, s_level],
-            &mut grad,
-            &[weight_s_squared as i32, stein as i32],
-            inv_batch,
-            per_sample,
-        )?,
+    let loss = FusedLoss {
+        op: "mdsm_loss",
+        kernel: "mdsm_loss_f32",
+        inputs: &[x_k, z, s_level],
+        flags: &[weight_s_squared as i32, stein as i32],
     };
-    Ok(LossAndGrad { loss, grad })
+    loss.run(output, s_level, |grad, per_sample, inv_batch| {
+        let (out, xk, zs, s) = (output.host()?, x_k.host()?, z.host()?, s_level.host()?);
+        let mut total = 0.0f64;
+        for (i, g) in grad.iter_mut().enumerate() {
+            let s_b = s[i / per_sample];
+            let w = if weight_s_squared { s_b * s_b } else { 1.0 };
+            let target = -(1.0 + zs[i] / s_b);
+            let h = if stein { xk[i] * out[i] } else { out[i] };
+            let r = h - target;
+            total += 0.5 * w as f64 * (r as f64) * (r as f64);
+            let gi = w * r * inv_batch;
+            *g = if stein { gi * xk[i] } else { gi };
+        }
+        Ok(total)
+    })
 }
 
 /// The additive DSM loss `(1/B) sum_b sigma_b^2/2 ||s + z/sigma_b||^2` (SPEC section 8) and its
 /// gradient w.r.t. `output` (the Stein score at `x_0 + sigma_b z`). `sigma_level` is `[B]`.
 pub fn dsm_loss(output: &Tensor, z: &Tensor, sigma_level: &Tensor) -> Result<LossAndGrad> {
     output.check_same_shape(z, "dsm_loss (output vs z)")?;
-    let (batch, per_sample) = per_sample_inputs(output, sigma_level, "dsm_loss")?;
-    let inv_batch = 1.0 / batch as f32;
-    let dev = output.device();
-    let mut grad = Tensor::uninit(output.shape(), dev)?;
-    let loss = match dev {
-        Device::Cpu => {
-            let (out, zs, sig) = (output.host()?, z.host()?, sigma_level.host()?);
-            let mut total = 0.0f64;
-            for (i, g) in grad.host_mut()?.iter_mut().enumerate() {
-                let sigma = sig[i / per_sample];
-                let r = out[i] + zs[i] / sigma;
-                total += 0.5 * (sigma * sigma) as f64 * (r as f64) * (r as f64);
-                *g = sigma * sigma * r * inv_batch;
-            }
-            Tensor::scalar((total / batch as f64) as f32, dev)?
-        }
-        _ => launch_loss(
-            output,
-            "dsm_loss_f32",
-            &[z, sigma_level],
-            &mut grad,
-            &[],
-            inv_batch,
-            per_sample,
-        )?,
+    let loss = FusedLoss {
+        op: "dsm_loss",
+        kernel: "dsm_loss_f32",
+        inputs: &[z, sigma_level],
+        flags: &[],
     };
-    Ok(LossAndGrad { loss, grad })
+    loss.run(output, sigma_level, |grad, per_sample, inv_batch| {
+        let (out, zs, sig) = (output.host()?, z.host()?, sigma_level.host()?);
+        let mut total = 0.0f64;
+        for (i, g) in grad.iter_mut().enumerate() {
+            let sigma = sig[i / per_sample];
+            let r = out[i] + zs[i] / sigma;
+            total += 0.5 * (sigma * sigma) as f64 * (r as f64) * (r as f64);
+            *g = sigma * sigma * r * inv_batch;
+        }
+        Ok(total)
+    })
 }

@@ -49,7 +49,10 @@ impl NormDims {
     }
 }
 
-fn check(x_shape: &[usize], levels: &Tensor, embed: &Tensor, op: &'static str) -> Result<NormDims> {
+/// The dimensions of `x`, checked against the levels and the embedding, all on one device.
+fn check(x: &Tensor, levels: &Tensor, embed: &Tensor, op: &'static str) -> Result<NormDims> {
+    check_devices(&[x, levels, embed], op)?;
+    let x_shape = x.shape();
     let &[batch, channels, h, w] = x_shape else {
         return Err(Error::shape(op, format!("input {x_shape:?} is not NCHW")));
     };
@@ -103,9 +106,7 @@ pub fn cond_instance_norm_pp(
     levels: &Tensor,
     embed: &Tensor,
 ) -> Result<(Tensor, CinPpSaved)> {
-    let op = "cond_instance_norm_pp";
-    let d = check(x.shape(), levels, embed, op)?;
-    check_devices(&[x, levels, embed], op)?;
+    let d = check(x, levels, embed, "cond_instance_norm_pp")?;
     let mut y = Tensor::uninit(x.shape(), x.device())?;
     let mut stats = Tensor::uninit(&[3, d.planes()], x.device())?;
     match x.device() {
@@ -152,9 +153,9 @@ pub fn cond_instance_norm_pp_backward(
     saved: &CinPpSaved,
 ) -> Result<(Tensor, Tensor)> {
     let op = "cond_instance_norm_pp_backward";
-    let d = check(x.shape(), levels, embed, op)?;
+    let d = check(x, levels, embed, op)?;
     dy.check_same_shape(x, op)?;
-    check_devices(&[x, levels, embed, &saved.stats], op)?;
+    check_devices(&[x, &saved.stats], op)?;
     if saved.stats.shape() != [3, d.planes()] {
         return Err(Error::shape(
             op,
@@ -184,27 +185,11 @@ pub fn cond_instance_norm_pp_backward(
             let width = 3 * d.channels;
             let mut sums = Tensor::uninit(&[2, d.planes()], dev)?;
             let mut dembed_sample = Tensor::uninit(&[d.batch, width], dev)?;
-            let mut args = vec![
-                Arg::In(x),
-                Arg::In(dy),
-                Arg::In(levels),
-                Arg::In(embed),
-                Arg::In(&saved.stats),
-                Arg::Out(&mut sums),
-                Arg::Out(&mut dembed_sample),
-            ];
-            args.extend(d.args());
+            let ins = [x, dy, levels, embed, &saved.stats];
+            let own = [Arg::Out(&mut sums), Arg::Out(&mut dembed_sample)];
+            let mut args = backward_args(ins, own, &d);
             launch(dev, "cin_pp_backward_sums_f32", d.per_plane(), &mut args)?;
-            let mut args = vec![
-                Arg::In(x),
-                Arg::In(dy),
-                Arg::In(levels),
-                Arg::In(embed),
-                Arg::In(&saved.stats),
-                Arg::In(&sums),
-                Arg::Out(&mut dx),
-            ];
-            args.extend(d.args());
+            let mut args = backward_args(ins, [Arg::In(&sums), Arg::Out(&mut dx)], &d);
             launch(dev, "cin_pp_backward_input_f32", d.per_plane(), &mut args)?;
             launch(
                 dev,
@@ -222,6 +207,15 @@ pub fn cond_instance_norm_pp_backward(
         }
     }
     Ok((dx, dembed))
+}
+
+/// The argument list both per-plane backward kernels take: `(x, dy, levels, embed, stats)`, the
+/// two arguments of each kernel's own, then the dimensions.
+fn backward_args<'a>(ins: [&'a Tensor; 5], own: [Arg<'a>; 2], d: &NormDims) -> Vec<Arg<'a>> {
+    let mut args: Vec<Arg<'a>> = ins.into_iter().map(Arg::In).collect();
+    args.extend(own);
+    args.extend(d.args());
+    args
 }
 
 /// The cpu reference, f64 accumulation.

@@ -76,28 +76,10 @@ pub fn adamw_step(
 /// gradient `grad * grad_scale`: `theta <- theta * exp(-lr * g * sign(theta))`, the magnitude
 /// kept within the normal f32 range; an exact zero takes the additive step `-lr * g`.
 pub fn egd_step(param: &mut Tensor, grad: &Tensor, lr: f32, grad_scale: f32) -> Result<()> {
-    param.check_same_shape(grad, "egd_step")?;
-    let n = param.numel();
-    match param.device().clone() {
-        Device::Cpu => {
-            for (p, &g) in param.host_mut()?.iter_mut().zip(grad.host()?) {
-                *p = egd_element(*p, g * grad_scale, lr);
-            }
-            Ok(())
-        }
-        dev => launch(
-            &dev,
-            "egd_step_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [
-                Arg::Out(param),
-                Arg::In(grad),
-                Arg::F32(lr),
-                Arg::F32(grad_scale),
-                Arg::U64(n as u64),
-            ],
-        ),
-    }
+    let op = ("egd_step", "egd_step_f32");
+    update_in_place(param, grad, op, &[lr, grad_scale], |p, g| {
+        egd_element(p, g * grad_scale, lr)
+    })
 }
 
 /// The reference of `egd_step_f32`: the multiplicative step, its magnitude kept within the normal
@@ -114,26 +96,34 @@ fn egd_element(p: f32, g: f32, lr: f32) -> f32 {
 
 /// `ema <- decay * ema + (1 - decay) * w`, in place.
 pub fn ema_update(ema: &mut Tensor, w: &Tensor, decay: f32) -> Result<()> {
-    ema.check_same_shape(w, "ema_update")?;
-    let n = ema.numel();
-    match ema.device().clone() {
+    let op = ("ema_update", "ema_update_f32");
+    update_in_place(ema, w, op, &[decay], |e, x| decay * e + (1.0 - decay) * x)
+}
+
+/// `target[i] <- f(target[i], source[i])` on the CPU; on a GPU the kernel `op.1` does the same
+/// from `(target, source, scalars.., n)`.
+fn update_in_place(
+    target: &mut Tensor,
+    source: &Tensor,
+    (op, kernel): (&'static str, &'static str),
+    scalars: &[f32],
+    f: impl Fn(f32, f32) -> f32,
+) -> Result<()> {
+    target.check_same_shape(source, op)?;
+    let n = target.numel();
+    match target.device().clone() {
         Device::Cpu => {
-            for (e, &x) in ema.host_mut()?.iter_mut().zip(w.host()?) {
-                *e = decay * *e + (1.0 - decay) * x;
+            for (t, &x) in target.host_mut()?.iter_mut().zip(source.host()?) {
+                *t = f(*t, x);
             }
             Ok(())
         }
-        dev => launch(
-            &dev,
-            "ema_update_f32",
-            LaunchGeometry::elementwise(n),
-            &mut [
-                Arg::Out(ema),
-                Arg::In(w),
-                Arg::F32(decay),
-                Arg::U64(n as u64),
-            ],
-        ),
+        dev => {
+            let mut args = vec![Arg::Out(target), Arg::In(source)];
+            args.extend(scalars.iter().map(|&c| Arg::F32(c)));
+            args.push(Arg::U64(n as u64));
+            launch(&dev, kernel, LaunchGeometry::elementwise(n), &mut args)
+        }
     }
 }
 

@@ -43,13 +43,7 @@ pub fn pair_by_name<'a>(
     }
     params
         .iter_mut()
-        .map(|(name, param)| {
-            let grad = grads
-                .get(name)
-                .ok_or_else(|| Error::invalid(format!("parameter '{name}' has no gradient")))?;
-            check_pair(name, param, grad)?;
-            Ok(ParamGrad { name, param, grad })
-        })
+        .map(|(name, param)| pair(name, param, grads.get(name)))
         .collect()
 }
 
@@ -62,14 +56,19 @@ pub fn pair_with_store<'a>(
 ) -> Result<Vec<ParamGrad<'a>>> {
     store
         .iter_mut()
-        .map(|(name, param)| {
-            let grad = grads
-                .param(name)
-                .ok_or_else(|| Error::invalid(format!("no gradient reached parameter '{name}'")))?;
-            check_pair(name, param, grad)?;
-            Ok(ParamGrad { name, param, grad })
-        })
+        .map(|(name, param)| pair(name, param, grads.param(name)))
         .collect()
+}
+
+/// `param` with its gradient; a missing gradient or a shape mismatch is an error naming it.
+fn pair<'a>(
+    name: &'a str,
+    param: &'a mut Tensor,
+    grad: Option<&'a Tensor>,
+) -> Result<ParamGrad<'a>> {
+    let grad = grad.ok_or_else(|| Error::invalid(format!("parameter '{name}' has no gradient")))?;
+    check_pair(name, param, grad)?;
+    Ok(ParamGrad { name, param, grad })
 }
 
 fn check_pair(name: &str, param: &Tensor, grad: &Tensor) -> Result<()> {

@@ -153,11 +153,7 @@ impl ModelSpec {
             ckpt.meta_parse("data.range.lo")?,
             ckpt.meta_parse("data.range.hi")?,
         )?;
-        let pairs: Vec<(String, String)> = ckpt
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let pairs = ckpt.metadata_pairs();
         let lognormal = match objective {
             Objective::Gbm { .. } => Some(LogNormalInit::from_describe(&pairs)?),
             Objective::Additive { .. } => None,

@@ -257,11 +257,7 @@ impl Objective {
 
     /// Reads back what [`Objective::export_to`] wrote.
     pub fn import_from(ckpt: &Checkpoint) -> Result<Self> {
-        let pairs: Vec<(String, String)> = ckpt
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let pairs = ckpt.metadata_pairs();
         match Diffusion::parse(ckpt.meta("diffusion")?)? {
             Diffusion::Gbm => Ok(Self::Gbm {
                 schedule: Schedule::from_describe(&pairs)?,

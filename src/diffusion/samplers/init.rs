@@ -4,6 +4,7 @@ use crate::device::Device;
 use crate::diffusion::forward::gbm_forward;
 use crate::diffusion::schedule::Schedule;
 use crate::error::{Error, Result};
+use crate::metadata::MetadataReader;
 use crate::ops::PhiloxDraw;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
@@ -120,22 +121,8 @@ impl LogNormalInit {
     }
 
     pub fn from_describe(pairs: &[(String, String)]) -> Result<Self> {
-        let list = |key: &str| -> Result<Vec<f32>> {
-            let text = pairs
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .ok_or_else(|| Error::invalid(format!("initialisation metadata lacks '{key}'")))?;
-            text.split(',')
-                .map(|v| {
-                    v.trim().parse::<f32>().map_err(|_| {
-                        Error::invalid(format!(
-                            "initialisation metadata '{key}': '{v}' is not a number"
-                        ))
-                    })
-                })
-                .collect()
-        };
+        let meta = MetadataReader::new("initialisation", pairs);
+        let list = |key| meta.list::<f32>(key, "a number");
         let (mu, sigma) = (list("init.lognormal.mu")?, list("init.lognormal.sigma")?);
         if mu.len() != sigma.len() || sigma.iter().any(|&s| s.is_nan() || s < 0.0) {
             return Err(Error::invalid(

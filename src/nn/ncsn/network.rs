@@ -91,21 +91,16 @@ impl Ncsn {
     }
 
     /// `x` [B, C, H, W] in the data range the caller trains on (the network applies ncsn's
-    /// `2 x - 1` itself), `levels` [B] holding integer level indices in [0, N) (a constant).
+    /// `2 x - 1` itself), `k` [B] holding integer level indices in [0, N) (a constant).
     /// Returns the score [B, C, H, W].
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-    ) -> Result<Var<'p>> {
-        self.check_inputs(x, levels)?;
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
+        self.check_inputs(x, k)?;
         let h = tape.affine(x, 2.0, -1.0)?;
         let mut h = self.begin_conv.forward(tape, &h)?;
         let mut layers = Vec::with_capacity(self.stages.len());
         for blocks in &self.stages {
             for block in blocks {
-                h = block.forward(tape, &h, levels)?;
+                h = block.forward(tape, &h, k)?;
             }
             layers.push(h.clone());
         }
@@ -113,15 +108,14 @@ impl Ncsn {
         // output, at that stage's resolution.
         let mut refined: Option<Var<'p>> = None;
         for (refine, skip) in self.refines.iter().zip(layers.iter().rev()) {
-            let size = (skip.shape()[2], skip.shape()[3]);
             let xs = match refined.take() {
                 Some(prev) => vec![skip.clone(), prev],
                 None => vec![skip.clone()],
             };
-            refined = Some(refine.forward(tape, &xs, levels, size)?);
+            refined = Some(refine.forward(tape, &xs, k)?);
         }
         let refined = refined.ok_or_else(|| Error::invalid("network without refine blocks"))?;
-        let h = self.normalizer.forward(tape, &refined, levels)?;
+        let h = self.normalizer.forward(tape, &refined, k)?;
         let h = tape.elu(&h)?;
         self.end_conv.forward(tape, &h)
     }

@@ -64,19 +64,12 @@ impl ResidualConvUnits {
         Ok(Self { blocks })
     }
 
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-    ) -> Result<Var<'p>> {
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
         let mut x = x.clone();
         for stages in &self.blocks {
             let residual = x.clone();
             for (norm, conv) in stages {
-                let h = norm.forward(tape, &x, levels)?;
-                let h = tape.elu(&h)?;
-                x = conv.forward(tape, &h)?;
+                x = norm_then_conv(tape, (norm, conv), &x, k, |t, h| t.elu(h))?;
             }
             x = tape.add(&x, &residual)?;
         }
@@ -119,25 +112,18 @@ impl MultiResolutionFusion {
         Ok(Self { convs, norms })
     }
 
-    /// `size` = (height, width) of the result; resizing to the input's own size is skipped (the
-    /// align_corners resize is then exactly the identity, NETWORK.md section 2).
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        xs: &[Var<'p>],
-        levels: &Var<'p>,
-        size: (usize, usize),
-    ) -> Result<Var<'p>> {
-        if xs.len() != self.convs.len() {
-            return Err(Error::invalid(format!(
-                "multi-resolution fusion built for {} inputs, given {}",
-                self.convs.len(),
-                xs.len()
-            )));
-        }
+    /// The result has the first input's height and width (ncsn's `output_shape`); resizing to an
+    /// input's own size is skipped (the align_corners resize is then exactly the identity,
+    /// NETWORK.md section 2).
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, xs: &[Var<'p>], k: &Var<'p>) -> Result<Var<'p>> {
+        check_input_count("multi-resolution fusion", self.convs.len(), xs.len())?;
+        let first = xs
+            .first()
+            .ok_or_else(|| Error::invalid("multi-resolution fusion of no inputs"))?;
+        let size = (first.shape()[2], first.shape()[3]);
         let mut total: Option<Var<'p>> = None;
         for ((x, conv), norm) in xs.iter().zip(&self.convs).zip(&self.norms) {
-            let h = norm.forward(tape, x, levels)?;
+            let h = norm.forward(tape, x, k)?;
             let h = conv.forward(tape, &h)?;
             let h = if (h.shape()[2], h.shape()[3]) == size {
                 h
@@ -191,19 +177,14 @@ impl ChainedResidualPooling {
         Ok(Self { convs, norms })
     }
 
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-    ) -> Result<Var<'p>> {
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
         // The residual carries elu(x), and each stage feeds on the previous stage's path.
         let mut x = tape.elu(x)?;
         let mut path = x.clone();
-        for (norm, conv) in self.norms.iter().zip(&self.convs) {
-            let h = norm.forward(tape, &path, levels)?;
-            let h = tape.avg_pool2d(&h, PoolCfg::CRP_5X5)?;
-            path = conv.forward(tape, &h)?;
+        for stage in self.norms.iter().zip(&self.convs) {
+            path = norm_then_conv(tape, stage, &path, k, |t, h| {
+                t.avg_pool2d(h, PoolCfg::CRP_5X5)
+            })?;
             x = tape.add(&path, &x)?;
         }
         Ok(x)
@@ -293,31 +274,43 @@ impl RefineBlock {
         })
     }
 
-    /// `xs`: the skip input first (it sets the output `size`), then the previous block's output.
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        xs: &[Var<'p>],
-        levels: &Var<'p>,
-        size: (usize, usize),
-    ) -> Result<Var<'p>> {
-        if xs.len() != self.adapt_convs.len() {
-            return Err(Error::invalid(format!(
-                "refine block built for {} inputs, given {}",
-                self.adapt_convs.len(),
-                xs.len()
-            )));
-        }
+    /// `xs`: the skip input first (it sets the output's height and width), then the previous
+    /// block's output.
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, xs: &[Var<'p>], k: &Var<'p>) -> Result<Var<'p>> {
+        check_input_count("refine block", self.adapt_convs.len(), xs.len())?;
         let hs = xs
             .iter()
             .zip(&self.adapt_convs)
-            .map(|(x, adapt)| adapt.forward(tape, x, levels))
+            .map(|(x, adapt)| adapt.forward(tape, x, k))
             .collect::<Result<Vec<_>>>()?;
         let h = match &self.msf {
-            Some(msf) => msf.forward(tape, &hs, levels, size)?,
+            Some(msf) => msf.forward(tape, &hs, k)?,
             None => hs[0].clone(),
         };
-        let h = self.crp.forward(tape, &h, levels)?;
-        self.output_convs.forward(tape, &h, levels)
+        let h = self.crp.forward(tape, &h, k)?;
+        self.output_convs.forward(tape, &h, k)
     }
+}
+
+/// `conv(between(norm(x, k)))`: the stage that residual conv units (`between` = ELU) and chained
+/// residual pooling (`between` = 5x5 average pooling) repeat.
+fn norm_then_conv<'p>(
+    tape: &mut Tape<'p>,
+    (norm, conv): (&CondInstanceNormPp, &Conv2d),
+    x: &Var<'p>,
+    k: &Var<'p>,
+    between: impl Fn(&mut Tape<'p>, &Var<'p>) -> Result<Var<'p>>,
+) -> Result<Var<'p>> {
+    let h = norm.forward(tape, x, k)?;
+    let h = between(tape, &h)?;
+    conv.forward(tape, &h)
+}
+
+fn check_input_count(block: &str, built_for: usize, given: usize) -> Result<()> {
+    if built_for != given {
+        return Err(Error::invalid(format!(
+            "{block} built for {built_for} inputs, given {given}"
+        )));
+    }
+    Ok(())
 }

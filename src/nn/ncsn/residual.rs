@@ -124,16 +124,11 @@ impl ConditionalResidualBlock {
         })
     }
 
-    pub fn forward<'p>(
-        &self,
-        tape: &mut Tape<'p>,
-        x: &Var<'p>,
-        levels: &Var<'p>,
-    ) -> Result<Var<'p>> {
-        let h = self.normalize1.forward(tape, x, levels)?;
+    pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
+        let h = self.normalize1.forward(tape, x, k)?;
         let h = tape.elu(&h)?;
         let h = self.conv1.forward(tape, &h)?;
-        let h = self.normalize2.forward(tape, &h, levels)?;
+        let h = self.normalize2.forward(tape, &h, k)?;
         let h = tape.elu(&h)?;
         let h = self.conv2.forward(tape, &h)?;
         let skip = match &self.shortcut {
