@@ -2,52 +2,15 @@
 //! kill -9, sample, evaluate; and every kind of bad input answered by a clear error, never a panic.
 mod common;
 
+use common::cli::{fails, fake_idx_dir, ok, s};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::data::{Dataset, Split};
 use dalemeetslangevin::train::read_losses;
-
-fn dml(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dml"))
-        .arg("--device")
-        .arg("cpu")
-        .args(args)
-        .output()
-        .expect("the dml binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dml(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "dml {args:?} failed:\n{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
-}
-
-/// Runs a command that must fail and returns its error message.
-fn fails(args: &[&str]) -> String {
-    let out = dml(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "dml {args:?} succeeded, expected an error"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "dml {args:?} panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("error:"),
-        "dml {args:?}: no error line:\n{stderr}"
-    );
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn fashion_installed() -> bool {
     let found = Dataset::load("fashion-mnist", Split::Test).is_ok();
@@ -257,26 +220,6 @@ fn kill_minus_nine_loses_nothing_before_the_last_checkpoint() {
         read_losses(&straight.join("loss.csv")).unwrap(),
     );
     assert_eq!(a, b, "the loss log after kill and resume differs");
-}
-
-/// A directory with Fashion-MNIST-style IDX files of `n` images of `side` x `side`, the images
-/// file cut to `keep` bytes when given.
-fn fake_idx_dir(name: &str, n: u32, side: u32, keep: Option<usize>) -> PathBuf {
-    let dir = common::tempdir(name);
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n, side, side] {
-        images.extend(d.to_be_bytes());
-    }
-    images.extend((0..n * side * side).map(|i| (i % 251) as u8));
-    if let Some(k) = keep {
-        images.truncate(k);
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend(n.to_be_bytes());
-    labels.extend((0..n).map(|i| (i % 10) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-    dir
 }
 
 #[test]

@@ -78,4 +78,5 @@ pub fn tempdir(test: &str) -> std::path::PathBuf {
     dir
 }
 
+pub mod cli;
 pub mod gradcheck;

@@ -1,0 +1,65 @@
+//! Running the `dml` binary from a test: its output, success or a clear error (never a panic),
+//! and small fake datasets to point it at.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `dml --device cpu ARGS`, run to completion.
+pub fn dml(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dml"))
+        .arg("--device")
+        .arg("cpu")
+        .args(args)
+        .output()
+        .expect("the dml binary runs")
+}
+
+/// Runs a command that must succeed and returns its stdout and stderr.
+pub fn ok(args: &[&str]) -> String {
+    let out = dml(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dml {args:?} failed:\n{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+/// Runs a command that must fail and returns its error message.
+pub fn fails(args: &[&str]) -> String {
+    let out = dml(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "dml {args:?} succeeded, expected an error"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "dml {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("error:"),
+        "dml {args:?}: no error line:\n{stderr}"
+    );
+    stderr
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A directory with Fashion-MNIST-style IDX files of `n` images of `side` x `side`, the images
+/// file cut to `keep` bytes when given.
+pub fn fake_idx_dir(name: &str, n: u32, side: u32, keep: Option<usize>) -> PathBuf {
+    let dir = super::tempdir(name);
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, side, side] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * side * side).map(|i| (i % 251) as u8));
+    if let Some(k) = keep {
+        images.truncate(k);
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(n.to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    dir
+}
