@@ -1,9 +1,7 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = dalemeetslangevin::cli::Cli::parse();
+    let cli = dalemeetslangevin::cli::parse();
     match dalemeetslangevin::cli::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

@@ -110,3 +110,14 @@ fn additive_levels_decrease_from_sigma_max_to_sigma_min() {
         assert!(l.sigmas().windows(2).all(|w| w[1] < w[0]), "{shape:?}");
     }
 }
+
+#[test]
+fn a_schedule_beyond_the_f32_range_is_refused_naming_sigma_max() {
+    let err = Schedule::new(SigmaShape::Constant, 1000, 100.0, 100.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--sigma-max"), "{err}");
+    // The paper's sigma = 0.8 and a wide geometric schedule are well inside.
+    Schedule::new(SigmaShape::Constant, 1000, 0.8, 0.8).unwrap();
+    Schedule::new(SigmaShape::Geometric, 1000, 0.01, 5.0).unwrap();
+}

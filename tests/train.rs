@@ -15,8 +15,8 @@ use dalemeetslangevin::generate::{generate, GenerateOptions, InitKind};
 use dalemeetslangevin::nn::ncsn::Preset;
 use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::train::{
-    self, checkpoint_path, read_losses, ModelSpec, Objective, OptimizerKind, RunEnd, ScoreModel,
-    TrainConfig, Trainer, Weights,
+    self, checkpoint_path, read_losses, ModelSpec, Objective, OptimizerKind, ResumeChanges, RunEnd,
+    RunLock, ScoreModel, TrainConfig, Trainer, Weights,
 };
 use dalemeetslangevin::Device;
 
@@ -66,8 +66,17 @@ fn assert_same_checkpoint(a: &Checkpoint, b: &Checkpoint) {
     }
 }
 
+/// A resume that only sets the total step count.
+fn steps(n: u64) -> ResumeChanges {
+    ResumeChanges {
+        steps: Some(n),
+        ..ResumeChanges::default()
+    }
+}
+
 fn run_to_end(t: &mut Trainer, data: &Dataset, dir: &Path) -> train::RunSummary {
-    train::run(t, data, dir, &AtomicBool::new(false), &mut |_| {}).unwrap()
+    let lock = RunLock::acquire(dir).unwrap();
+    train::run(t, data, &lock, &AtomicBool::new(false), &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -91,7 +100,7 @@ fn resume_reproduces_the_uninterrupted_run() {
         let mut first = trainer(&data, objective, 4, opt);
         run_to_end(&mut first, &data, &dir);
         let ckpt = checkpoint_path(&dir);
-        let mut resumed = Trainer::resume(&ckpt, &data, &Device::Cpu, Some(6), None).unwrap();
+        let mut resumed = Trainer::resume(&ckpt, &data, &Device::Cpu, &steps(6)).unwrap();
         assert_eq!(resumed.steps_done(), 4);
         let summary = run_to_end(&mut resumed, &data, &dir);
         assert_eq!((summary.end, summary.steps_run), (RunEnd::Finished, 2));
@@ -112,7 +121,8 @@ fn a_requested_stop_writes_a_checkpoint_of_every_step_taken() {
     let dir = common::tempdir("stop");
     let mut t = trainer(&data, gbm(10), 50, OptimizerKind::AdamW);
     let stop = AtomicBool::new(false);
-    let summary = train::run(&mut t, &data, &dir, &stop, &mut |r| {
+    let lock = RunLock::acquire(&dir).unwrap();
+    let summary = train::run(&mut t, &data, &lock, &stop, &mut |r| {
         if r.step == 2 {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -158,10 +168,15 @@ fn resuming_on_other_data_is_an_error() {
     let mut t = trainer(&data, gbm(10), 1, OptimizerKind::AdamW);
     run_to_end(&mut t, &data, &dir);
     let other = Dataset::load("shapes", Split::Train).unwrap().truncated(32);
-    let err = Trainer::resume(&checkpoint_path(&dir), &other, &Device::Cpu, None, None)
-        .err()
-        .expect("resume on other data must fail")
-        .to_string();
+    let err = Trainer::resume(
+        &checkpoint_path(&dir),
+        &other,
+        &Device::Cpu,
+        &ResumeChanges::default(),
+    )
+    .err()
+    .expect("resume on other data must fail")
+    .to_string();
     assert!(err.contains("trained on"), "{err}");
 }
 
@@ -262,14 +277,16 @@ fn the_convolution_precision_is_stored_and_reloaded() {
         "the loaded network does not run in the stored precision"
     );
 
-    let resumed = Trainer::resume(&path, &data, &Device::Cpu, Some(2), None).unwrap();
+    let resumed = Trainer::resume(&path, &data, &Device::Cpu, &steps(2)).unwrap();
     assert_eq!(resumed.model.spec.net.precision, ConvPrecision::Tf32);
     Trainer::resume(
         &path,
         &data,
         &Device::Cpu,
-        Some(2),
-        Some(ConvPrecision::Tf32),
+        &ResumeChanges {
+            precision: Some(ConvPrecision::Tf32),
+            ..steps(2)
+        },
     )
     .unwrap();
 
@@ -298,8 +315,10 @@ fn resuming_with_another_precision_is_refused() {
         &path,
         &data,
         &Device::Cpu,
-        Some(2),
-        Some(ConvPrecision::Tf32),
+        &ResumeChanges {
+            precision: Some(ConvPrecision::Tf32),
+            ..steps(2)
+        },
     )
     .err()
     .expect("resuming an fp32 run in tf32 must fail")

@@ -1,18 +1,20 @@
 //! `dml demo`: the README's first command. Trains the tiny preset for a few minutes on the CPU
 //! (Fashion-MNIST when installed, the built-in shapes otherwise), samples, writes the images.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::sample::{self, SampleArgs, SamplerArgs};
 use super::train::{self, TrainArgs};
+use super::train_resume::resume_changes;
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::Device;
 use crate::diffusion::loss::LossWeighting;
 use crate::diffusion::samplers::{DaleVariant, SamplerKind};
 use crate::diffusion::Parameterisation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
 use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};
@@ -35,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 64)]
     pub count: usize,
     /// Output directory (checkpoint, loss log, samples.png). An existing demo run there is
-    /// continued, not restarted.
+    /// continued, not restarted; a directory holding another kind of run is refused.
     #[arg(long, default_value = "demo-out")]
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -58,10 +60,13 @@ fn default_data() -> String {
     }
 }
 
-pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
+/// Trains, then samples; returns the exit code (128 + signal when a signal stopped training,
+/// and then nothing is sampled).
+pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
     let data = args.data.clone().unwrap_or_else(default_data);
+    let continuing = checkpoint_path(&args.out).exists();
     let train_args = TrainArgs {
-        data,
+        data: Some(data),
         max_images: None,
         preset: Preset::Tiny,
         diffusion: Diffusion::Gbm,
@@ -85,9 +90,18 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
         precision: args.precision,
         checkpoint_every: 250,
         out: Some(args.out.clone()),
-        resume: checkpoint_path(&args.out).exists(),
+        resume: continuing,
+        // Every setting is the demo's own: continuing a run that differs in any of them is
+        // refused (it is not a demo run).
+        given: DEMO_SETTINGS.iter().map(|s| s.to_string()).collect(),
     };
-    train::run(device, &train_args)?;
+    if continuing {
+        check_demo_run(&train_args, &args.out)?;
+    }
+    let code = train::run(device, &train_args)?;
+    if code != 0 {
+        return Ok(code);
+    }
     let sample_args = SampleArgs {
         checkpoint: args.out.clone(),
         sampling: SamplerArgs {
@@ -117,5 +131,38 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<()> {
         sample_args.out.display(),
         crate::train::loss_log_path(&args.out).display()
     );
-    Ok(())
+    Ok(0)
+}
+
+/// The options the demo sets that identify a run (see `train_resume`).
+const DEMO_SETTINGS: &[&str] = &[
+    "preset",
+    "diffusion",
+    "levels",
+    "weighting",
+    "parameterisation",
+    "range_lo",
+    "range_hi",
+    "batch",
+    "optimizer",
+    "weight_decay",
+    "clip",
+    "ema",
+    "seed",
+];
+
+/// An existing run in `dir` is continued only when it is a demo run with these settings.
+fn check_demo_run(train_args: &TrainArgs, dir: &Path) -> Result<()> {
+    let ckpt = Checkpoint::load(checkpoint_path(dir))?;
+    resume_changes(train_args, &ckpt).map(drop).map_err(|e| {
+        Error::file(
+            dir,
+            format!(
+                "holds a run that is not this demo's, which `dml demo` will not continue or \
+                 overwrite; choose another --out (or continue it with `dml train --resume \
+                 --out {}`).\n{e}",
+                dir.display()
+            ),
+        )
+    })
 }

@@ -5,10 +5,13 @@ mod eval;
 mod info;
 mod progress;
 mod sample;
+mod stop;
 mod train;
 mod train_classifier;
+mod train_resume;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::device::{CudaDevice, Device, EmuSchedule};
 use crate::error::Result;
@@ -76,15 +79,38 @@ impl DeviceChoice {
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Parses the process's arguments (clap exits with its usage message on bad ones), noting which
+/// training options were given on the command line: a resumed run refuses those that conflict
+/// with it, and must tell them apart from defaults.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(args), Some(("train", sub))) = (&mut cli.command, matches.subcommand()) {
+        args.given = given_on_command_line(sub);
+    }
+    cli
+}
+
+fn given_on_command_line(matches: &ArgMatches) -> Vec<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// Runs the command; returns the process's exit code: 0, or 128 + the signal that stopped a
+/// training run (see [`stop`]).
+pub fn run(cli: Cli) -> Result<u8> {
     let device = || cli.device.open();
     match cli.command {
-        Command::Demo(args) => demo::run(&device()?, &args),
-        Command::Train(args) => train::run(&device()?, &args),
+        Command::Demo(args) => return demo::run(&device()?, &args),
+        Command::Train(args) => return train::run(&device()?, &args),
         Command::Sample(args) => sample::run(&device()?, &args),
         Command::TrainClassifier(args) => train_classifier::run(&device()?, &args),
         Command::Eval(args) => eval::run(&device()?, &args),
         Command::Info => info::run(cli.device),
         Command::Bench(args) => bench::run(&device()?, &args),
-    }
+    }?;
+    Ok(0)
 }

@@ -1,12 +1,13 @@
 //! `dml train`: train a score network, with checkpoints, exact resume, a progress bar and a CSV
 //! loss log.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::progress::Progress;
+use super::stop;
+use super::train_resume::resume_changes;
+use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
 use crate::diffusion::loss::LossWeighting;
@@ -15,19 +16,21 @@ use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
 use crate::train::{
-    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd,
+    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd, RunLock,
     TrainConfig, Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
+const DEFAULT_DATA: &str = "fashion-mnist";
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Training data: shapes (built in), fashion-mnist, mnist, kmnist, cifar10 (looked for in
-    /// $DML_DATA_DIR, /usr/share/datasets, ./data), or a directory of IDX / CIFAR-10 files.
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: String,
-    /// Use only the first N training images (quick experiments).
+    /// $DML_DATA_DIR, /usr/share/datasets, ./data), or a directory of IDX / CIFAR-10 files
+    /// [default: fashion-mnist; on --resume, the run's own].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Use only the first N training images (quick experiments) [on --resume, the run's own].
     #[arg(long)]
     pub max_images: Option<usize>,
     /// Network size (reference/NETWORK.md section 1).
@@ -97,18 +100,34 @@ pub struct TrainArgs {
     /// [default: runs/<data>-<preset>-<diffusion>].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint (its settings are kept; --steps may raise
-    /// the total). Gives the same weights as an uninterrupted run.
+    /// Continue the run in --out from its checkpoint. Its settings are kept: an option that
+    /// contradicts them is an error. --steps, --checkpoint-every, --lr and --warmup may change
+    /// (the same --lr and --warmup give the same weights as an uninterrupted run).
     #[arg(long)]
     pub resume: bool,
+    /// The options given on the command line (clap ids), so that a resumed run can tell them
+    /// from defaults; filled by [`super::parse`].
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 impl TrainArgs {
+    /// Whether the option with clap id `flag` was given on the command line.
+    pub fn was_given(&self, flag: &str) -> bool {
+        self.given.iter().any(|g| g == flag)
+    }
+
+    /// `--data`, or the default for a new run.
+    fn data_name(&self) -> &str {
+        self.data.as_deref().unwrap_or(DEFAULT_DATA)
+    }
+
     pub fn out_dir(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {
-            let data = Path::new(&self.data)
+            let name = self.data_name();
+            let data = Path::new(name)
                 .file_name()
-                .map_or(self.data.clone(), |n| n.to_string_lossy().into_owned());
+                .map_or(name.to_string(), |n| n.to_string_lossy().into_owned());
             PathBuf::from("runs").join(format!("{data}-{}-{}", self.preset, self.diffusion))
         })
     }
@@ -163,41 +182,96 @@ pub fn load_data(name: &str, split: Split, max_images: Option<usize>) -> Result<
     })
 }
 
-/// Builds or resumes the trainer `args` describe.
-pub fn trainer(args: &TrainArgs, data: &Dataset, device: &Device) -> Result<Trainer> {
-    let dir = args.out_dir();
-    let ckpt = checkpoint_path(&dir);
-    if args.resume {
-        if !ckpt.exists() {
-            return Err(Error::file(
-                &ckpt,
-                "no checkpoint to resume from (train without --resume first)",
-            ));
-        }
-        return Trainer::resume(&ckpt, data, device, args.steps, args.precision);
-    }
-    if ckpt.exists() {
-        return Err(Error::file(
-            &ckpt,
-            "a run already exists here: pass --resume to continue it, or choose another --out",
-        ));
-    }
-    let objective = args.objective_settings().objective()?;
-    let range = PixelRange::new(args.range_lo, args.range_hi)?;
-    let spec = ModelSpec::for_dataset(args.preset, data, objective, range)?
-        .with_precision(args.precision.unwrap_or_default());
-    Trainer::new(args.config()?, spec, data, device)
+/// A run ready to train: the lock of its directory (taken before its checkpoint is read), the
+/// trainer `args` describe (new or resumed) and its training data.
+struct Start {
+    lock: RunLock,
+    trainer: Trainer,
+    data: Dataset,
 }
 
-pub fn run(device: &Device, args: &TrainArgs) -> Result<()> {
-    let data = load_data(&args.data, Split::Train, args.max_images)?;
-    let mut trainer = trainer(args, &data, device)?;
+/// Resumes the run in `args`' directory, on its own data unless `--data` says otherwise.
+fn resume(args: &TrainArgs, device: &Device) -> Result<Start> {
     let dir = args.out_dir();
+    let path = checkpoint_path(&dir);
+    if !path.exists() {
+        return Err(Error::file(
+            &path,
+            "no checkpoint to resume from (train without --resume first)",
+        ));
+    }
+    let lock = RunLock::acquire(&dir)?;
+    let ckpt = Checkpoint::load(&path)?;
+    let changes = resume_changes(args, &ckpt)?;
+    let data_name = match &args.data {
+        Some(name) => name.clone(),
+        None => ckpt.meta("data.name")?.to_string(),
+    };
+    let run_images: usize = ckpt.meta_parse("train.examples")?;
+    let data = load_data(
+        &data_name,
+        Split::Train,
+        args.max_images.or(Some(run_images)),
+    )?;
+    let trainer = Trainer::resume_from(&ckpt, &path, &data, device, &changes)?;
+    Ok(Start {
+        lock,
+        trainer,
+        data,
+    })
+}
+
+/// A new run in `args`' directory; everything is checked before the directory is made.
+fn start_new(args: &TrainArgs, device: &Device) -> Result<Start> {
+    let dir = args.out_dir();
+    let exists = || {
+        checkpoint_path(&dir).exists().then(|| {
+            Error::file(
+                checkpoint_path(&dir),
+                "a run already exists here: pass --resume to continue it, or choose another \
+                 --out",
+            )
+        })
+    };
+    if let Some(e) = exists() {
+        return Err(e);
+    }
+    let config = args.config()?;
+    let objective = args.objective_settings().objective()?;
+    let range = PixelRange::new(args.range_lo, args.range_hi)?;
+    let data = load_data(args.data_name(), Split::Train, args.max_images)?;
+    let spec = ModelSpec::for_dataset(args.preset, &data, objective, range)?
+        .with_precision(args.precision.unwrap_or_default());
+    let lock = RunLock::acquire(&dir)?;
+    // Another run may have started here while this one was checking.
+    if let Some(e) = exists() {
+        return Err(e);
+    }
+    let trainer = Trainer::new(config, spec, &data, device)?;
+    Ok(Start {
+        lock,
+        trainer,
+        data,
+    })
+}
+
+/// Trains as `args` say; returns the exit code: 0 when the run finished, 128 + the signal when
+/// one stopped it (after writing its checkpoint).
+pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
+    let Start {
+        lock,
+        mut trainer,
+        data,
+    } = if args.resume {
+        resume(args, device)?
+    } else {
+        start_new(args, device)?
+    };
+    let dir = lock.dir().to_path_buf();
     print_header(&trainer, &data, device, &dir);
-    let stop = Arc::new(AtomicBool::new(false));
-    install_stop_handler(&stop);
+    stop::install();
     let mut progress = Progress::new("train", trainer.config.steps, trainer.steps_done());
-    let summary = train::run(&mut trainer, &data, &dir, &stop, &mut |r| {
+    let summary = train::run(&mut trainer, &data, &lock, stop::flag(), &mut |r| {
         progress.update(r.step, || format!("loss {:.4}", r.loss))
     });
     progress.finish();
@@ -216,7 +290,7 @@ pub fn run(device: &Device, args: &TrainArgs) -> Result<()> {
         ),
     }
     eprintln!("loss log: {}", train::loss_log_path(&dir).display());
-    Ok(())
+    Ok(stop::exit_code().unwrap_or(0))
 }
 
 fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) {
@@ -244,21 +318,4 @@ fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) 
         c.seed,
         dir.display()
     );
-}
-
-/// Ctrl-C asks the loop to stop after the current step and write a checkpoint; a second Ctrl-C
-/// is not caught twice (the handler only sets the flag), so a stuck run can still be killed.
-fn install_stop_handler(stop: &Arc<AtomicBool>) {
-    let flag = Arc::clone(stop);
-    let installed = ctrlc::set_handler(move || {
-        if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step; writing a checkpoint (Ctrl-C again to abort)");
-    });
-    if let Err(e) = installed {
-        eprintln!(
-            "warning: cannot catch Ctrl-C ({e}); a kill loses the steps since the last checkpoint"
-        );
-    }
 }

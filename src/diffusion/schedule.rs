@@ -70,6 +70,26 @@ pub(crate) fn validate_sigma_range(sigma_min: f64, sigma_max: f64, what: &str) -
     Ok(())
 }
 
+/// Noised pixels `x_0 exp(m_k + s_k z)` (SPEC section 2) must stay within f32: a normal `z`
+/// reaches 8 in about one draw in 10^15, so `|m_k| + 8 s_k` is held below 80 (f32 overflows past
+/// e^88.7). A larger schedule would turn training into NaN at once, read as divergence.
+fn check_f32_range(m: &[f32], s: &[f32], sigma_max: f64) -> Result<()> {
+    const LOG_BOUND: f32 = 80.0;
+    let reach = m
+        .iter()
+        .zip(s)
+        .map(|(m_k, s_k)| m_k.abs() + 8.0 * s_k)
+        .fold(0.0f32, f32::max);
+    if reach > LOG_BOUND {
+        return Err(Error::invalid(format!(
+            "schedule: with sigma_max {sigma_max} the noised pixels x_0 exp(m_k + s_k z) reach \
+             e^{reach:.0} at 8 standard deviations, beyond the f32 range (e^{LOG_BOUND} at most); \
+             lower --sigma-max"
+        )));
+    }
+    Ok(())
+}
+
 /// The drift `mu(t)` of `dX = mu X dt + sigma X dW` (SPEC section 2).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Drift {
@@ -188,6 +208,7 @@ impl Schedule {
         if !m_acc.is_finite() || !var_acc.is_finite() {
             return Err(Error::invalid("schedule: m_k or s_k overflowed"));
         }
+        check_f32_range(&m, &s, sigma_max)?;
         Ok(Self {
             shape,
             drift,

@@ -1,5 +1,5 @@
 //! The loss log: one CSV row per step (`step,loss,grad_norm,lr,seconds`), for plotting.
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,9 @@ pub struct LossLog {
 impl LossLog {
     /// Opens the log of a run that has taken `steps_done` steps. A fresh run (0) starts a new
     /// file; a resumed run keeps the rows up to its checkpoint and drops later ones, which the
-    /// run is about to redo (they were written after the checkpoint it resumes from).
+    /// run is about to redo (they were written after the checkpoint it resumes from). The kept
+    /// rows are written to a temporary file that replaces the log by an atomic rename, so a run
+    /// killed at any moment leaves either the old log or the trimmed one, never an empty one.
     pub fn open(path: &Path, steps_done: u64) -> Result<Self> {
         let io = |what: &str, e: std::io::Error| Error::Io {
             context: format!("{what} loss log {}", path.display()),
@@ -32,13 +34,18 @@ impl LossLog {
                     .map(str::to_string),
             );
         }
-        let mut out = BufWriter::new(File::create(path).map_err(|e| io("creating", e))?);
-        for line in &kept {
-            writeln!(out, "{line}").map_err(|e| io("writing", e))?;
-        }
+        let temp = temp_path(path);
+        let mut rows = kept.join("\n");
+        rows.push('\n');
+        fs::write(&temp, rows).map_err(|e| io("writing", e))?;
+        fs::rename(&temp, path).map_err(|e| io("replacing", e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io("opening", e))?;
         Ok(Self {
             path: path.to_path_buf(),
-            out,
+            out: BufWriter::new(file),
         })
     }
 
@@ -62,6 +69,14 @@ impl LossLog {
             source: e,
         }
     }
+}
+
+/// `.loss.csv.tmp` beside the log: the same file system, so the rename is atomic.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_else(|| "loss.csv".as_ref()));
+    name.push(".tmp");
+    path.with_file_name(name)
 }
 
 fn row_step(line: &str) -> Option<u64> {

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::divergence::DivergenceGuard;
 use super::loss_log::LossLog;
+use super::run_lock::RunLock;
 use super::trainer::{StepReport, Trainer};
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
@@ -37,38 +40,54 @@ pub struct RunSummary {
 }
 
 /// Trains until the configured step count or until `stop` is set, checkpointing every
-/// `checkpoint_every` steps and at the end. `on_step` sees every step (progress display).
+/// `checkpoint_every` steps and at the end. A periodic checkpoint is taken at a calm step and
+/// written once the next step's loss shows no divergence (see [`DivergenceGuard`]), so a
+/// diverged run never replaces the last good checkpoint.
+/// The run works in the directory of `lock` (taken before the trainer was built); a diverging
+/// run stops with an error before its step is saved. `on_step` sees every step (progress display).
 pub fn run(
     trainer: &mut Trainer,
     data: &Dataset,
-    dir: &Path,
+    lock: &RunLock,
     stop: &AtomicBool,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<RunSummary> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        context: format!("creating run directory {}", dir.display()),
-        source: e,
-    })?;
+    let dir = lock.dir();
     let ckpt = checkpoint_path(dir);
     let mut log = LossLog::open(&loss_log_path(dir), trainer.steps_done())?;
+    let mut guard = DivergenceGuard::new();
     let start = Instant::now();
     let first = trainer.steps_done();
     let mut saved_at = first;
+    let mut save_due = false;
+    // A checkpoint is written one step late: the loss of step n+1 is the first that shows how
+    // step n's update went, so a checkpoint of step n waits here until that loss is judged.
+    let mut pending: Option<(u64, Checkpoint)> = None;
     let mut end = RunEnd::Finished;
     while !trainer.finished() {
         if stop.load(Ordering::Relaxed) {
             end = RunEnd::Stopped;
             break;
         }
-        let report = trainer
-            .step(data)
-            .map_err(|e| lost_since(e, saved_at, &ckpt))?;
+        let report = match trainer.step(data) {
+            Ok(report) => report,
+            Err(e) => return Err(stopped_by(e, &mut log, saved_at, &ckpt)),
+        };
         log.append(&report, start.elapsed().as_secs_f64())?;
         on_step(&report);
-        if report.step % trainer.config.checkpoint_every == 0 {
-            trainer.save(&ckpt)?;
+        if let Err(e) = guard.check(report.step, report.loss) {
+            return Err(stopped_by(e, &mut log, saved_at, &ckpt));
+        }
+        let calm = guard.is_calm(report.loss);
+        if let Some((step, checkpoint)) = pending.take_if(|_| calm) {
+            checkpoint.save(&ckpt)?;
             log.flush()?;
-            saved_at = report.step;
+            saved_at = step;
+        }
+        save_due |= report.step % trainer.config.checkpoint_every == 0;
+        if save_due && calm {
+            pending = Some((report.step, trainer.checkpoint()?));
+            save_due = false;
         }
     }
     if saved_at != trainer.steps_done() || !ckpt.exists() {
@@ -83,8 +102,12 @@ pub fn run(
     })
 }
 
-/// A failed step's error, with where the run can be picked up again.
-fn lost_since(e: Error, saved_at: u64, ckpt: &Path) -> Error {
+/// The error that ends a run early, with where it can be picked up again; the loss log keeps the
+/// rows up to the failure, so a divergence can be read in it.
+fn stopped_by(e: Error, log: &mut LossLog, saved_at: u64, ckpt: &Path) -> Error {
+    if let Err(flush) = log.flush() {
+        eprintln!("warning: {flush}");
+    }
     let resume = if ckpt.exists() {
         format!("the checkpoint {} holds step {saved_at}", ckpt.display())
     } else {

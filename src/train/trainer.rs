@@ -69,6 +69,30 @@ impl Optimizer {
     }
 }
 
+/// The settings a resumed run may change; the rest are the checkpoint's. Changing the learning
+/// rate or its warm-up makes the run differ from an uninterrupted one from then on; the step
+/// count and checkpoint interval do not change any result.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResumeChanges {
+    /// The run's new total step count.
+    pub steps: Option<u64>,
+    pub checkpoint_every: Option<u64>,
+    pub lr: Option<f32>,
+    pub warmup_steps: Option<u64>,
+    /// Must equal the run's own (checked by [`Trainer::resume_from`]).
+    pub precision: Option<ConvPrecision>,
+}
+
+impl ResumeChanges {
+    fn apply(&self, mut config: TrainConfig) -> TrainConfig {
+        config.steps = self.steps.unwrap_or(config.steps);
+        config.checkpoint_every = self.checkpoint_every.unwrap_or(config.checkpoint_every);
+        config.lr = self.lr.unwrap_or(config.lr);
+        config.warmup_steps = self.warmup_steps.unwrap_or(config.warmup_steps);
+        config
+    }
+}
+
 /// What one step measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
@@ -115,20 +139,30 @@ impl Trainer {
     }
 
     /// The run a checkpoint file holds, continued on `device` over `data` (which must be the
-    /// training set it was made with). `steps`, when given, replaces the run's total step count.
-    /// The run keeps the convolution precision it was trained with (another precision would
-    /// break exact resume, SPEC section 5): a `precision` that differs from it is an error.
+    /// training set it was made with), with `changes` applied.
     pub fn resume(
         path: &Path,
         data: &Dataset,
         device: &Device,
-        steps: Option<u64>,
-        precision: Option<ConvPrecision>,
+        changes: &ResumeChanges,
     ) -> Result<Self> {
-        let ckpt = Checkpoint::load(path)?;
+        Self::resume_from(&Checkpoint::load(path)?, path, data, device, changes)
+    }
+
+    /// [`Trainer::resume`] from a checkpoint already read from `path` (named in errors).
+    /// The run keeps the convolution precision it was trained with (another precision would
+    /// break exact resume, SPEC section 5): a precision in `changes` that differs from it is an
+    /// error.
+    pub fn resume_from(
+        ckpt: &Checkpoint,
+        path: &Path,
+        data: &Dataset,
+        device: &Device,
+        changes: &ResumeChanges,
+    ) -> Result<Self> {
         let in_file = |e: Error| Error::file(path, e.to_string());
-        let spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
-        if let Some(wanted) = precision.filter(|&p| p != spec.net.precision) {
+        let spec = ModelSpec::import_from(ckpt).map_err(in_file)?;
+        if let Some(wanted) = changes.precision.filter(|&p| p != spec.net.precision) {
             return Err(Error::file(
                 path,
                 format!(
@@ -139,10 +173,7 @@ impl Trainer {
                 ),
             ));
         }
-        let mut config = TrainConfig::import_from(&ckpt).map_err(in_file)?;
-        if let Some(steps) = steps {
-            config.steps = steps;
-        }
+        let config = changes.apply(TrainConfig::import_from(ckpt).map_err(in_file)?);
         let train_len: usize = ckpt.meta_parse("train.examples")?;
         if spec.dataset != data.name || train_len != data.n {
             return Err(Error::file(
@@ -156,13 +187,13 @@ impl Trainer {
         let mut trainer = Self::new(config, spec, data, device)?;
         trainer
             .model
-            .read_weights(&ckpt, PARAM_PREFIX, device)
+            .read_weights(ckpt, PARAM_PREFIX, device)
             .map_err(in_file)?;
         trainer
             .optimizer
-            .import_from(&ckpt, device)
+            .import_from(ckpt, device)
             .map_err(in_file)?;
-        trainer.ema.import_from(&ckpt, device).map_err(in_file)?;
+        trainer.ema.import_from(ckpt, device).map_err(in_file)?;
         trainer.step = ckpt.meta_parse("train.step")?;
         Ok(trainer)
     }
@@ -198,7 +229,8 @@ impl Trainer {
         if !(loss.is_finite() && grad_norm.is_finite()) {
             return Err(Error::invalid(format!(
                 "training diverged at step {step}: loss {loss}, gradient norm {grad_norm} \
-                 (lower --lr, or resume from the last checkpoint with other settings)"
+                 (lower --lr, or check the noise schedule; resume from the last checkpoint with other \
+                 settings)"
             )));
         }
         let scale = self
