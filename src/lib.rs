@@ -21,6 +21,7 @@ pub mod named;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod regular_file;
 pub mod rng;
 pub mod sample_file;
 pub mod tensor;

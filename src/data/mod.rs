@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use batch::{epoch_permutation, Batch, Batcher};
-pub use idx::{read_idx, read_maybe_gzip, IdxArray};
+pub use idx::{read_idx, IdxArray};
 pub use range::PixelRange;
 pub use shapes::CLASS_NAMES as SHAPE_CLASS_NAMES;
 pub use stats::LogStats;
