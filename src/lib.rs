@@ -8,6 +8,7 @@
 pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
+pub mod checksum;
 pub mod cli;
 pub mod data;
 pub mod device;
