@@ -190,19 +190,19 @@ fn classifier_for(
     test: &Dataset,
     device: &Device,
 ) -> Result<Classifier> {
-    let (shape, range) = (model.spec.image_shape(), model.spec.range);
+    let range = model.spec.range;
     if let Some(path) = &args.classifier {
         let classifier = Classifier::load(path, device)?;
         classifier
             .spec
-            .check_matches(&train.name, shape, range)
+            .check_matches(train, range)
             .map_err(|e| Error::file(path, e.to_string()))?;
         return Ok(classifier);
     }
-    let cached = cached_classifier_path(&train.name, shape, range, args.classifier_steps);
+    let cached = cached_classifier_path(train, range, args.classifier_steps);
     if cached.is_file() {
         match Classifier::load(&cached, device) {
-            Ok(c) if c.spec.check_matches(&train.name, shape, range).is_ok() => {
+            Ok(c) if c.spec.check_matches(train, range).is_ok() => {
                 eprintln!("using the cached classifier {}", cached.display());
                 return Ok(c);
             }

@@ -24,28 +24,15 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-/// The cached classifier for `dataset` with images `[C, H, W]` in `range`, trained for `steps`:
-/// `classifier-<dataset>-<C>x<H>x<W>-<lo>-<hi>-<steps>steps.safetensors` in [`cache_dir`].
-pub fn cached_classifier_path(
-    dataset: &str,
-    image_shape: [usize; 3],
-    range: PixelRange,
-    steps: u64,
-) -> PathBuf {
-    let name: String = dataset
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let [c, h, w] = image_shape;
+/// The cached classifier for `data` (by its [`Dataset::fingerprint`], so the same content under
+/// any path shares it and other content never does) with images in `range`, trained for `steps`:
+/// `classifier-<fingerprint>-<lo>-<hi>-<steps>steps.safetensors` in [`cache_dir`].
+pub fn cached_classifier_path(data: &Dataset, range: PixelRange, steps: u64) -> PathBuf {
     cache_dir().join(format!(
-        "classifier-{name}-{c}x{h}x{w}-{}-{}-{steps}steps.safetensors",
-        range.lo, range.hi
+        "classifier-{}-{}-{}-{steps}steps.safetensors",
+        data.fingerprint(),
+        range.lo,
+        range.hi
     ))
 }
 
@@ -79,10 +66,17 @@ pub struct TrainClassifierArgs {
 
 pub fn run(device: &Device, args: &TrainClassifierArgs) -> Result<()> {
     let range = PixelRange::new(args.range_lo, args.range_hi)?;
-    let mut train = Dataset::load(&args.data, Split::Train)?;
-    if let Some(n) = args.max_images {
-        train = train.truncated(n);
-    }
+    let full = Dataset::load(&args.data, Split::Train)?;
+    // The classifier is for the whole training split, also when it sees only its first images.
+    let spec = ClassifierSpec::for_dataset(&full, range);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| cached_classifier_path(&full, range, args.steps));
+    let train = match args.max_images {
+        Some(n) => full.truncated(n),
+        None => full,
+    };
     let test = Dataset::load(&args.data, Split::Test)?;
     let training = ClassifierTraining {
         steps: args.steps,
@@ -90,10 +84,6 @@ pub fn run(device: &Device, args: &TrainClassifierArgs) -> Result<()> {
         lr: args.lr,
         seed: args.seed,
     };
-    let spec = ClassifierSpec::for_dataset(&train, range);
-    let out = args.out.clone().unwrap_or_else(|| {
-        cached_classifier_path(&spec.dataset, spec.image_shape, range, args.steps)
-    });
     train_and_save(spec, &train, &test, training, device, &out)?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! [`Error::File`] naming the file and what was expected and found.
 mod batch;
 mod cifar;
+mod fingerprint;
 mod idx;
 mod range;
 mod shapes;
