@@ -501,3 +501,60 @@ fn the_cached_classifier_is_keyed_by_the_data_content() {
     write_idx_dataset(&data, 20, 0x55);
     assert!(eval(data_s), "other data behind the same path trains anew");
 }
+
+/// Settings that cannot train a classifier are refused before any data is loaded or any step
+/// run; so is a cache directory that cannot be written.
+#[test]
+fn classifier_settings_that_cannot_work_are_refused_before_training() {
+    let dir = common::tempdir("classifier-flags");
+    let cache = dir.join("cache");
+    let refused = |args: &[&str], cache: &Path, wanted: &str| {
+        let out = dml(args, cache);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("error:") && err.contains(wanted),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            !err.contains("training the evaluation classifier"),
+            "{args:?}: {err}"
+        );
+    };
+    for (flag, value) in [
+        ("--steps", "0"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--lr", "NaN"),
+        ("--lr", "inf"),
+    ] {
+        let arg = format!("{flag}={value}");
+        refused(
+            &["train-classifier", "--data", "shapes", &arg],
+            &cache,
+            flag,
+        );
+    }
+    let nowhere = dir.join("nowhere");
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            nowhere.to_str().unwrap(),
+            "--classifier-steps",
+            "0",
+        ],
+        &cache,
+        "--classifier-steps",
+    );
+    // XDG_CACHE_HOME names a file, so the cache directory below it cannot be made.
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    refused(
+        &["train-classifier", "--data", "shapes", "--steps", "1"],
+        &file,
+        file.to_str().unwrap(),
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

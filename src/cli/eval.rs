@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
-use super::train_classifier::{cached_classifier_path, train_and_save};
+use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -80,6 +80,7 @@ struct SampleSet {
 }
 
 pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
+    check_steps("--classifier-steps", args.classifier_steps)?;
     let path = resolve_checkpoint(&args.checkpoint);
     if !path.is_file() {
         return Err(Error::file(

@@ -8,7 +8,7 @@ use clap::Args;
 use super::progress::Progress;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{Classifier, ClassifierSpec, ClassifierTraining};
 
 /// Where classifiers are cached when no path is given: `$XDG_CACHE_HOME/dml`, else
@@ -34,6 +34,26 @@ pub fn cached_classifier_path(data: &Dataset, range: PixelRange, steps: u64) -> 
         range.lo,
         range.hi
     ))
+}
+
+/// An error naming `flag` unless `steps` is at least 1: no steps would cache an untrained
+/// classifier that every later evaluation would use.
+pub fn check_steps(flag: &str, steps: u64) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::invalid(format!(
+            "{flag} must be at least 1 (0 would save an untrained classifier)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_lr(lr: f32) -> Result<()> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(Error::invalid(format!(
+            "--lr must be a finite number above 0, got {lr}"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -65,6 +85,8 @@ pub struct TrainClassifierArgs {
 }
 
 pub fn run(device: &Device, args: &TrainClassifierArgs) -> Result<()> {
+    check_steps("--steps", args.steps)?;
+    check_lr(args.lr)?;
     let range = PixelRange::new(args.range_lo, args.range_hi)?;
     let full = Dataset::load(&args.data, Split::Train)?;
     // The classifier is for the whole training split, also when it sees only its first images.
@@ -98,6 +120,7 @@ pub fn train_and_save(
     device: &Device,
     out: &Path,
 ) -> Result<Classifier> {
+    check_writable_dir(out)?;
     eprintln!(
         "training the evaluation classifier on '{}' ({} images, {} steps of {}) on {device}",
         train.name, train.n, training.steps, training.batch
@@ -117,13 +140,24 @@ pub fn train_and_save(
         training.steps,
         start.elapsed().as_secs_f64()
     );
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::Io {
-            context: format!("creating {}", dir.display()),
-            source: e,
-        })?;
-    }
     classifier.save(out)?;
     println!("wrote {}", out.display());
     Ok(classifier)
+}
+
+/// Creates the directory `out` goes in and writes a probe file there, so that a cache or output
+/// directory that cannot take the classifier fails before the training, not after it.
+fn check_writable_dir(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let io = |e| Error::Io {
+        context: format!("cannot write the classifier into {}", dir.display()),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(format!(".dml-write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(io)?;
+    std::fs::remove_file(&probe).map_err(io)
 }
