@@ -261,12 +261,16 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
         return Err(Error::file(
             path,
             format!(
-                "header of {header_len} bytes is over the limit of 100 MiB (corrupt, or not a \
-                 checkpoint?)"
+                "header of {header_len} bytes is over the limit of {} MiB (corrupt, or not a \
+                 checkpoint?)",
+                MAX_HEADER_BYTES >> 20
             ),
         ));
     }
-    if header_len > len - 8 {
+    // The length is the one it had when opened; the file may have changed since, so the
+    // arithmetic saturates instead of trusting that 8 bytes were there then.
+    let rest = len.saturating_sub(8);
+    if header_len > rest {
         return Err(Error::file(
             path,
             format!("truncated: header of {header_len} bytes, but the file has {len} bytes"),
@@ -274,7 +278,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     bytes.extend_from_slice(&prefix);
-    file.take(len - 8)
+    file.take(rest)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     Ok(bytes)
