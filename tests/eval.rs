@@ -500,6 +500,7 @@ fn the_cached_classifier_is_keyed_by_the_data_content() {
     assert!(!eval(&format!("{data_s}/")), "same data, other spelling");
     write_idx_dataset(&data, 20, 0x55);
     assert!(eval(data_s), "other data behind the same path trains anew");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Settings that cannot train a classifier are refused before any data is loaded or any step

@@ -188,6 +188,7 @@ fn resume_identifies_the_data_by_content_not_by_name() {
         .expect("resume on replaced data must fail")
         .to_string();
     assert!(err.contains("trained on"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
