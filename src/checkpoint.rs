@@ -6,15 +6,22 @@
 //! checkpoint or the new one, never a mixture.
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::checksum;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::regular_file;
 use crate::tensor::Tensor;
+
+/// The largest safetensors JSON header accepted: 100 MiB. Ours hold a line per tensor and short
+/// metadata (kilobytes); the limit stops a corrupt or hostile length field from making a load
+/// read and parse gigabytes.
+const MAX_HEADER_BYTES: u64 = 100 << 20;
 
 /// A tensor held on the host: its shape and its data in row-major order.
 pub type HostTensor = (Vec<usize>, Vec<f32>);
@@ -57,6 +64,15 @@ impl Checkpoint {
         if found != shape {
             return Err(self.error(format!(
                 "tensor '{name}' has shape {found:?}, expected {shape:?}"
+            )));
+        }
+        // Weights, EMA and optimiser state are all finite in a sound run; a NaN or infinity
+        // would silently turn every sample or step that uses it into NaN.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(self.error(format!(
+                "tensor '{name}' holds {} at index {i} (a diverged run or a damaged file); \
+                 it cannot be used",
+                data[i]
             )));
         }
         Tensor::from_slice(data, shape, device)
@@ -118,16 +134,25 @@ impl Checkpoint {
         Ok(staged)
     }
 
-    /// Reads a checkpoint; a missing, truncated or corrupt file is an error naming it.
+    /// Reads a checkpoint; a missing, truncated or corrupt file, or a tensor whose checksum does
+    /// not match, is an error naming it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let bytes = read_bounded(path)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| {
             Error::file(
                 path,
                 format!("not a valid safetensors checkpoint (corrupt or truncated?): {e}"),
             )
         })?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::file(path, format!("unreadable header: {e}")))?;
+        let (checksums, metadata): (BTreeMap<String, String>, _) = header
+            .metadata()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| k.starts_with(checksum::KEY_PREFIX));
         let mut tensors = BTreeMap::new();
         for (name, view) in st.iter() {
             if view.dtype() != Dtype::F32 {
@@ -136,6 +161,10 @@ impl Checkpoint {
                     format!("tensor '{name}' has dtype {:?}, expected F32", view.dtype()),
                 ));
             }
+            // Checkpoints written before checksums existed have none: they load unverified.
+            if let Some(stored) = checksums.get(&checksum::key(name)) {
+                verify_checksum(path, name, view.data(), stored)?;
+            }
             let data = view
                 .data()
                 .chunks_exact(4)
@@ -143,13 +172,6 @@ impl Checkpoint {
                 .collect();
             tensors.insert(name.to_string(), (view.shape().to_vec(), data));
         }
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::file(path, format!("unreadable header: {e}")))?;
-        let metadata = header
-            .metadata()
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
         Ok(Self {
             tensors,
             metadata,
@@ -172,7 +194,10 @@ impl Checkpoint {
                 .map_err(|e| Error::file(target, format!("tensor '{name}': {e}")))?;
             views.push((name.as_str(), view));
         }
-        let metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        let mut metadata: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        for (name, raw) in &bytes {
+            metadata.insert(checksum::key(name), checksum::of(raw));
+        }
         safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::file(target, format!("cannot serialise checkpoint: {e}")))
     }
@@ -218,6 +243,59 @@ impl Drop for StagedCheckpoint {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// The bytes of the safetensors file `path`, which must be a regular file whose header length
+/// is within [`MAX_HEADER_BYTES`] and within the file, checked before the rest is read.
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let (mut file, len) = regular_file::open(path)?;
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix).map_err(|_| {
+        Error::file(
+            path,
+            format!("truncated: {len} bytes, too short for a safetensors header"),
+        )
+    })?;
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > MAX_HEADER_BYTES {
+        return Err(Error::file(
+            path,
+            format!(
+                "header of {header_len} bytes is over the limit of {} MiB (corrupt, or not a \
+                 checkpoint?)",
+                MAX_HEADER_BYTES >> 20
+            ),
+        ));
+    }
+    // The length is the one it had when opened; the file may have changed since, so the
+    // arithmetic saturates instead of trusting that 8 bytes were there then.
+    let rest = len.saturating_sub(8);
+    if header_len > rest {
+        return Err(Error::file(
+            path,
+            format!("truncated: header of {header_len} bytes, but the file has {len} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    bytes.extend_from_slice(&prefix);
+    file.take(rest)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    Ok(bytes)
+}
+
+fn verify_checksum(path: &Path, tensor: &str, data: &[u8], stored: &str) -> Result<()> {
+    let computed = checksum::of(data);
+    if computed != stored {
+        return Err(Error::file(
+            path,
+            format!(
+                "tensor '{tensor}' fails its checksum (stored {stored}, computed {computed}): \
+                 the file is damaged"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -8,6 +8,7 @@
 pub mod autograd;
 pub mod bench;
 pub mod checkpoint;
+pub mod checksum;
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -21,6 +22,7 @@ pub mod named;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod regular_file;
 pub mod rng;
 pub mod sample_file;
 pub mod tensor;

@@ -1,9 +1,13 @@
 //! Checkpoints: round trip, atomic replacement, and clear errors for damaged files.
 mod common;
 
+use std::path::Path;
+
+use common::cli::{fails, ok, s};
 use common::*;
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::{Device, Tensor};
+use rand::Rng;
 
 fn sample_checkpoint(rng: &mut rand::rngs::StdRng, step: u64) -> Checkpoint {
     let mut c = Checkpoint::new();
@@ -128,5 +132,172 @@ fn missing_tensors_and_wrong_shapes_are_errors_naming_the_file() {
     assert!(err.contains(&name) && err.contains("schedule"), "{err}");
     let err = c.meta_parse::<u64>("preset").unwrap_err().to_string();
     assert!(err.contains("preset"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The byte range of each tensor's data in a safetensors file.
+fn tensor_data_ranges(bytes: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
+    let (header_len, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let start = 8 + header_len;
+    header
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (a, b) = info.data_offsets;
+            (name, start + a..start + b)
+        })
+        .collect()
+}
+
+#[test]
+fn a_flipped_bit_in_any_tensor_is_an_error_naming_file_and_tensor() {
+    let mut rng = test_rng("ckpt_bitflip");
+    let dir = tempdir("ckpt_bitflip");
+    let path = dir.join("model.safetensors");
+    sample_checkpoint(&mut rng, 3).save(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let name = path.display().to_string();
+    for (tensor, range) in tensor_data_ranges(&good) {
+        let mut bad = good.clone();
+        let byte = rng.random_range(range);
+        bad[byte] ^= 1 << rng.random_range(0..8);
+        std::fs::write(&path, &bad).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&name) && err.contains(&format!("'{tensor}'")) && err.contains("checksum"),
+            "bit flipped at byte {byte}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Checkpoints written before checksums existed carry none; they load unverified.
+#[test]
+fn checkpoints_without_checksums_still_load() {
+    let dir = tempdir("ckpt_no_checksums");
+    let path = dir.join("old.safetensors");
+    let data: Vec<u8> = [1.5f32, -2.0, 0.25]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &data).unwrap();
+    let meta = std::collections::HashMap::from([("step".to_string(), "9".to_string())]);
+    let bytes = safetensors::serialize([("w", view)], Some(meta)).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let c = Checkpoint::load(&path).unwrap();
+    assert_eq!(c.tensors["w"], (vec![3], vec![1.5, -2.0, 0.25]));
+    assert_eq!(c.meta("step").unwrap(), "9");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn non_finite_tensor_values_are_refused_naming_the_tensor() {
+    let dir = tempdir("ckpt_non_finite");
+    let path = dir.join("model.safetensors");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut c = Checkpoint::new();
+        let t = Tensor::from_vec(vec![1.0, bad, 2.0], &[3], &Device::Cpu).unwrap();
+        c.put_tensor("param/conv.weight", &t).unwrap();
+        c.save(&path).unwrap();
+        let err = Checkpoint::load(&path)
+            .unwrap()
+            .tensor("param/conv.weight", &[3], &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("'param/conv.weight'")
+                && err.contains("index 1"),
+            "{bad}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A trained model with one NaN weight: sampling refuses it, naming the tensor.
+#[test]
+fn sampling_refuses_a_checkpoint_with_a_nan_weight() {
+    let dir = tempdir("ckpt_nan_sample");
+    let run = dir.join("run");
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--levels",
+        "10",
+        "--batch",
+        "4",
+        "--out",
+        s(&run),
+    ]);
+    let path = run.join("checkpoint.safetensors");
+    let mut c = Checkpoint::load(&path).unwrap();
+    let name = c
+        .tensors
+        .keys()
+        .find(|k| k.starts_with("ema/"))
+        .unwrap()
+        .clone();
+    c.tensors.get_mut(&name).unwrap().1[0] = f32::NAN;
+    c.save(&path).unwrap();
+    let err = fails(&[
+        "sample",
+        "--checkpoint",
+        s(&path),
+        "--count",
+        "1",
+        "--out",
+        s(&dir.join("x.png")),
+    ]);
+    assert!(err.contains(&format!("'{name}'")), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Devices, FIFOs and directories are refused at once (reading /dev/zero would never end, a FIFO
+/// would block forever); so is a header length beyond the limit.
+#[test]
+fn non_regular_files_and_oversized_headers_are_refused() {
+    let dir = tempdir("ckpt_non_regular");
+    let fifo = dir.join("fifo.safetensors");
+    make_fifo(&fifo);
+    let reading = fifo.clone();
+    let err = finishes_within("loading a FIFO", 10, move || {
+        Checkpoint::load(&reading).unwrap_err().to_string()
+    });
+    assert!(
+        err.contains("fifo.safetensors") && err.contains("not a regular file"),
+        "{err}"
+    );
+    for special in [
+        dir.as_path(),
+        Path::new("/dev/zero"),
+        Path::new("/dev/null"),
+    ] {
+        let err = Checkpoint::load(special).unwrap_err().to_string();
+        assert!(
+            err.contains(&special.display().to_string()) && err.contains("not a regular file"),
+            "{err}"
+        );
+    }
+    let err = fails(&["sample", "--checkpoint", "/dev/zero"]);
+    assert!(
+        err.contains("/dev/zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+
+    let huge = dir.join("huge-header.safetensors");
+    let mut bytes = (200u64 << 20).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}      ");
+    std::fs::write(&huge, bytes).unwrap();
+    let err = Checkpoint::load(&huge).unwrap_err().to_string();
+    assert!(
+        err.contains("huge-header.safetensors") && err.contains("100 MiB"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -138,6 +138,40 @@ fn damaged_idx_files_are_errors_naming_file_expected_and_found() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Header sizes whose product overflows, or exceeds what the file holds by far: errors naming
+/// the file, never a panic or a huge allocation.
+#[test]
+fn idx_headers_with_overflowing_or_oversized_dimensions_are_errors() {
+    let dir = tempdir("idx_huge_dims");
+    let images_path = dir.join("train-images-idx3-ubyte");
+    let labels_path = dir.join("train-labels-idx1-ubyte");
+    let cases: [[u32; 3]; 4] = [
+        [4, 1 << 31, 1 << 31],
+        [u32::MAX, u32::MAX, u32::MAX],
+        [1 << 20, 1 << 20, 1 << 20],
+        [2, 1 << 16, 1 << 16],
+    ];
+    for dims in cases {
+        for gz in [false, true] {
+            let labels = idx_bytes(8, &[dims[0]], &[1, 2, 3]);
+            let images = idx_bytes(8, &dims, &[7; 64]);
+            let (images, labels) = if gz {
+                (gzip(&images), gzip(&labels))
+            } else {
+                (images, labels)
+            };
+            std::fs::write(&images_path, images).unwrap();
+            std::fs::write(&labels_path, labels).unwrap();
+            let err = load_error(&dir);
+            assert!(
+                err.contains("train-images-idx3-ubyte") || err.contains("train-labels-idx1-ubyte"),
+                "{dims:?} (gzip {gz}): {err}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn unknown_names_and_missing_directories_are_errors() {
     let err = Dataset::load("/nonexistent/mnist-copy", Split::Train)
@@ -229,6 +263,34 @@ fn cifar10_batches_load_and_are_validated() {
         "{err}"
     );
     std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A batch file that is a FIFO (or a directory) is refused at once; reading it would block
+/// forever.
+#[test]
+fn non_regular_cifar_batches_are_refused() {
+    let mut rng = test_rng("cifar_fifo");
+    let dir = tempdir("cifar_fifo");
+    write_cifar(&mut rng, &dir.join("data_batch_1.bin"), 2);
+    make_fifo(&dir.join("data_batch_2.bin"));
+    let root = dir.clone();
+    let err = finishes_within("loading a CIFAR-10 dir with a FIFO", 10, move || {
+        Dataset::load_dir(&root, Split::Train)
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(
+        err.contains("data_batch_2.bin") && err.contains("not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("data_batch_2.bin")).unwrap();
+    std::fs::create_dir(dir.join("data_batch_2.bin")).unwrap();
+    let err = load_error(&dir);
+    assert!(
+        err.contains("data_batch_2.bin") && err.contains("not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

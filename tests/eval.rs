@@ -112,26 +112,33 @@ fn a_classifier_for_other_data_is_an_error() {
         0,
     )
     .unwrap();
+    let fashion = Dataset {
+        name: "fashion-mnist".into(),
+        ..shapes(Split::Test)
+    };
+    classifier
+        .spec
+        .check_matches(&fashion, range())
+        .expect("the same content under another name is the same data");
+    let mut other = shapes(Split::Test);
+    other.images[0] ^= 1;
     let err = classifier
         .spec
-        .check_matches("fashion-mnist", [1, 28, 28], range())
+        .check_matches(&other, range())
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("'shapes'") && err.contains("fashion-mnist"),
-        "{err}"
-    );
+    assert!(err.contains("'shapes'") && err.contains("content"), "{err}");
     assert!(classifier
         .spec
-        .check_matches("shapes", [3, 32, 32], range())
+        .check_matches(&shapes(Split::Train), range())
         .is_err());
     assert!(classifier
         .spec
-        .check_matches("shapes", [1, 28, 28], PixelRange::new(1.0, 3.0).unwrap())
+        .check_matches(&shapes(Split::Test), PixelRange::new(1.0, 3.0).unwrap())
         .is_err());
     classifier
         .spec
-        .check_matches("shapes", [1, 28, 28], range())
+        .check_matches(&shapes(Split::Test), range())
         .unwrap();
 
     let colour = Dataset {
@@ -345,7 +352,10 @@ fn dml_eval_end_to_end() {
         "trained on first use"
     );
     assert!(run.join("neighbours.png").is_file());
-    let cached = cache.join("dml/classifier-shapes-1x28x28-1-2-5steps.safetensors");
+    let cached = cache.join(format!(
+        "dml/classifier-{}-1-2-5steps.safetensors",
+        shapes(Split::Train).fingerprint()
+    ));
     assert!(cached.is_file());
 
     // Samples written by `dml sample --tensors`, and the cached classifier.
@@ -428,4 +438,124 @@ fn dml_eval_end_to_end() {
         "{}",
         stderr(&foreign)
     );
+}
+
+/// A directory of Fashion-MNIST-style IDX files, train and test splits of `n` 28x28 images whose
+/// pixels depend on `variant`.
+fn write_idx_dataset(dir: &Path, n: u32, variant: u8) {
+    std::fs::create_dir_all(dir).unwrap();
+    for prefix in ["train", "t10k"] {
+        let mut images = vec![0, 0, 8, 3];
+        [n, 28, 28]
+            .iter()
+            .for_each(|d| images.extend(d.to_be_bytes()));
+        images.extend((0..n * 784).map(|i| (i % 253) as u8 ^ variant));
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend(n.to_be_bytes());
+        labels.extend((0..n).map(|i| (i % 10) as u8));
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// The cached classifier belongs to the data's content: another spelling of the same
+/// directory reuses it, other data behind the same path never does.
+#[test]
+fn the_cached_classifier_is_keyed_by_the_data_content() {
+    let dir = common::tempdir("eval-data-identity");
+    let (data, run, cache) = (dir.join("data"), dir.join("run"), dir.join("cache"));
+    write_idx_dataset(&data, 20, 0);
+    let (data_s, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let train = dml(
+        &[
+            "train", "--data", data_s, "--preset", "tiny", "--steps", "1", "--levels", "10",
+            "--batch", "4", "--out", run_s,
+        ],
+        &cache,
+    );
+    assert!(train.status.success());
+    let eval = |data: &str| {
+        let out = dml(
+            &[
+                "eval",
+                "--checkpoint",
+                run_s,
+                "--count",
+                "2",
+                "--batch",
+                "2",
+                "--classifier-steps",
+                "1",
+                "--max-reference",
+                "10",
+                "--data",
+                data,
+            ],
+            &cache,
+        );
+        assert!(out.status.success());
+        stdout(&out).contains("classifier: test accuracy")
+    };
+    assert!(eval(data_s), "first use trains");
+    assert!(!eval(&format!("{data_s}/")), "same data, other spelling");
+    write_idx_dataset(&data, 20, 0x55);
+    assert!(eval(data_s), "other data behind the same path trains anew");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Settings that cannot train a classifier are refused before any data is loaded or any step
+/// run; so is a cache directory that cannot be written.
+#[test]
+fn classifier_settings_that_cannot_work_are_refused_before_training() {
+    let dir = common::tempdir("classifier-flags");
+    let cache = dir.join("cache");
+    let refused = |args: &[&str], cache: &Path, wanted: &str| {
+        let out = dml(args, cache);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("error:") && err.contains(wanted),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            !err.contains("training the evaluation classifier"),
+            "{args:?}: {err}"
+        );
+    };
+    for (flag, value) in [
+        ("--steps", "0"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--lr", "NaN"),
+        ("--lr", "inf"),
+    ] {
+        let arg = format!("{flag}={value}");
+        refused(
+            &["train-classifier", "--data", "shapes", &arg],
+            &cache,
+            flag,
+        );
+    }
+    let nowhere = dir.join("nowhere");
+    refused(
+        &[
+            "eval",
+            "--checkpoint",
+            nowhere.to_str().unwrap(),
+            "--classifier-steps",
+            "0",
+        ],
+        &cache,
+        "--classifier-steps",
+    );
+    // XDG_CACHE_HOME names a file, so the cache directory below it cannot be made.
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    refused(
+        &["train-classifier", "--data", "shapes", "--steps", "1"],
+        &file,
+        file.to_str().unwrap(),
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -180,6 +180,32 @@ fn resuming_on_other_data_is_an_error() {
     assert!(err.contains("trained on"), "{err}");
 }
 
+/// The data a run resumes on is identified by its content: the same images under another
+/// spelling of the path resume, other images behind the same name and count do not.
+#[test]
+fn resume_identifies_the_data_by_content_not_by_name() {
+    let data = shapes();
+    let dir = common::tempdir("data-identity");
+    let mut t = trainer(&data, gbm(10), 1, OptimizerKind::AdamW);
+    run_to_end(&mut t, &data, &dir);
+    let ckpt = checkpoint_path(&dir);
+
+    let respelled = Dataset {
+        name: format!("./{}/", data.name),
+        ..data.clone()
+    };
+    Trainer::resume(&ckpt, &respelled, &Device::Cpu, None, None).unwrap();
+
+    let mut replaced = data.clone();
+    replaced.images.iter_mut().for_each(|p| *p = 255 - *p);
+    let err = Trainer::resume(&ckpt, &replaced, &Device::Cpu, None, None)
+        .err()
+        .expect("resume on replaced data must fail")
+        .to_string();
+    assert!(err.contains("trained on"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn a_checkpoint_samples_with_every_sampler_and_init() {
     let data = shapes();

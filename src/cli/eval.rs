@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
-use super::train_classifier::{cached_classifier_path, train_and_save};
+use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -80,6 +80,7 @@ struct SampleSet {
 }
 
 pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
+    check_steps("--classifier-steps", args.classifier_steps)?;
     let path = resolve_checkpoint(&args.checkpoint);
     if !path.is_file() {
         return Err(Error::file(
@@ -190,19 +191,19 @@ fn classifier_for(
     test: &Dataset,
     device: &Device,
 ) -> Result<Classifier> {
-    let (shape, range) = (model.spec.image_shape(), model.spec.range);
+    let range = model.spec.range;
     if let Some(path) = &args.classifier {
         let classifier = Classifier::load(path, device)?;
         classifier
             .spec
-            .check_matches(&train.name, shape, range)
+            .check_matches(train, range)
             .map_err(|e| Error::file(path, e.to_string()))?;
         return Ok(classifier);
     }
-    let cached = cached_classifier_path(&train.name, shape, range, args.classifier_steps);
+    let cached = cached_classifier_path(train, range, args.classifier_steps);
     if cached.is_file() {
         match Classifier::load(&cached, device) {
-            Ok(c) if c.spec.check_matches(&train.name, shape, range).is_ok() => {
+            Ok(c) if c.spec.check_matches(train, range).is_ok() => {
                 eprintln!("using the cached classifier {}", cached.display());
                 return Ok(c);
             }

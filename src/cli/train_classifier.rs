@@ -8,7 +8,7 @@ use clap::Args;
 use super::progress::Progress;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{Classifier, ClassifierSpec, ClassifierTraining};
 
 /// Where classifiers are cached when no path is given: `$XDG_CACHE_HOME/dml`, else
@@ -24,29 +24,36 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-/// The cached classifier for `dataset` with images `[C, H, W]` in `range`, trained for `steps`:
-/// `classifier-<dataset>-<C>x<H>x<W>-<lo>-<hi>-<steps>steps.safetensors` in [`cache_dir`].
-pub fn cached_classifier_path(
-    dataset: &str,
-    image_shape: [usize; 3],
-    range: PixelRange,
-    steps: u64,
-) -> PathBuf {
-    let name: String = dataset
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let [c, h, w] = image_shape;
+/// The cached classifier for `data` (by its [`Dataset::fingerprint`], so the same content under
+/// any path shares it and other content never does) with images in `range`, trained for `steps`:
+/// `classifier-<fingerprint>-<lo>-<hi>-<steps>steps.safetensors` in [`cache_dir`].
+pub fn cached_classifier_path(data: &Dataset, range: PixelRange, steps: u64) -> PathBuf {
     cache_dir().join(format!(
-        "classifier-{name}-{c}x{h}x{w}-{}-{}-{steps}steps.safetensors",
-        range.lo, range.hi
+        "classifier-{}-{}-{}-{steps}steps.safetensors",
+        data.fingerprint(),
+        range.lo,
+        range.hi
     ))
+}
+
+/// An error naming `flag` unless `steps` is at least 1: no steps would cache an untrained
+/// classifier that every later evaluation would use.
+pub fn check_steps(flag: &str, steps: u64) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::invalid(format!(
+            "{flag} must be at least 1 (0 would save an untrained classifier)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_lr(lr: f32) -> Result<()> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(Error::invalid(format!(
+            "--lr must be a finite number above 0, got {lr}"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -78,11 +85,20 @@ pub struct TrainClassifierArgs {
 }
 
 pub fn run(device: &Device, args: &TrainClassifierArgs) -> Result<()> {
+    check_steps("--steps", args.steps)?;
+    check_lr(args.lr)?;
     let range = PixelRange::new(args.range_lo, args.range_hi)?;
-    let mut train = Dataset::load(&args.data, Split::Train)?;
-    if let Some(n) = args.max_images {
-        train = train.truncated(n);
-    }
+    let full = Dataset::load(&args.data, Split::Train)?;
+    // The classifier is for the whole training split, also when it sees only its first images.
+    let spec = ClassifierSpec::for_dataset(&full, range);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| cached_classifier_path(&full, range, args.steps));
+    let train = match args.max_images {
+        Some(n) => full.truncated(n),
+        None => full,
+    };
     let test = Dataset::load(&args.data, Split::Test)?;
     let training = ClassifierTraining {
         steps: args.steps,
@@ -90,10 +106,6 @@ pub fn run(device: &Device, args: &TrainClassifierArgs) -> Result<()> {
         lr: args.lr,
         seed: args.seed,
     };
-    let spec = ClassifierSpec::for_dataset(&train, range);
-    let out = args.out.clone().unwrap_or_else(|| {
-        cached_classifier_path(&spec.dataset, spec.image_shape, range, args.steps)
-    });
     train_and_save(spec, &train, &test, training, device, &out)?;
     Ok(())
 }
@@ -108,6 +120,7 @@ pub fn train_and_save(
     device: &Device,
     out: &Path,
 ) -> Result<Classifier> {
+    check_writable_dir(out)?;
     eprintln!(
         "training the evaluation classifier on '{}' ({} images, {} steps of {}) on {device}",
         train.name, train.n, training.steps, training.batch
@@ -127,13 +140,24 @@ pub fn train_and_save(
         training.steps,
         start.elapsed().as_secs_f64()
     );
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::Io {
-            context: format!("creating {}", dir.display()),
-            source: e,
-        })?;
-    }
     classifier.save(out)?;
     println!("wrote {}", out.display());
     Ok(classifier)
+}
+
+/// Creates the directory `out` goes in and writes a probe file there, so that a cache or output
+/// directory that cannot take the classifier fails before the training, not after it.
+fn check_writable_dir(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let io = |e| Error::Io {
+        context: format!("cannot write the classifier into {}", dir.display()),
+        source: e,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(format!(".dml-write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(io)?;
+    std::fs::remove_file(&probe).map_err(io)
 }

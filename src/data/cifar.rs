@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Split;
 use crate::error::{Error, Result};
+use crate::regular_file;
 
 pub const CHANNELS: usize = 3;
 pub const SIDE: usize = 32;
@@ -43,8 +44,7 @@ pub fn split_files(dir: &Path, split: Split) -> Vec<PathBuf> {
 pub fn read_split(files: &[PathBuf]) -> Result<(Vec<u8>, Vec<u8>)> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for path in files {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::file(path, format!("cannot read CIFAR-10 batch: {e}")))?;
+        let bytes = regular_file::read(path)?;
         if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
             return Err(Error::file(
                 path,

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::regular_file;
 
 /// The type code of unsigned bytes, the only type these datasets use.
 const UNSIGNED_BYTE: u8 = 0x08;
@@ -18,24 +19,38 @@ pub struct IdxArray {
 
 /// Reads `path` (gzipped or not), which must hold an unsigned-byte array of `ndim` dimensions.
 pub fn read_idx(path: &Path, ndim: u8) -> Result<IdxArray> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx(&bytes, ndim).map_err(|message| Error::file(path, message))
+    let raw = regular_file::read(path)?;
+    let bytes = if raw.starts_with(&GZIP_MAGIC) {
+        gunzip(&raw, ndim)
+            .map_err(|e| Error::file(path, format!("corrupt or truncated gzip data: {e}")))?
+    } else {
+        raw
+    };
+    parse_idx(bytes, ndim).map_err(|message| Error::file(path, message))
 }
 
-/// The file's bytes, decompressed when they start with the gzip magic.
-pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok(raw);
-    }
+/// The decompressed header and data, no more than one byte beyond what the header declares: a
+/// small file that inflates without end (a "gzip bomb") is stopped there, and the one extra
+/// byte is enough for [`parse_idx`] to report trailing data.
+fn gunzip(raw: &[u8], ndim: u8) -> std::io::Result<Vec<u8>> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw);
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&raw[..])
-        .read_to_end(&mut out)
-        .map_err(|e| Error::file(path, format!("corrupt or truncated gzip data: {e}")))?;
+    (&mut decoder)
+        .take(header_len(ndim) as u64)
+        .read_to_end(&mut out)?;
+    // A header that does not parse gets no data: parse_idx then reports what is wrong with it.
+    let limit = parse_header(&out, ndim).map_or(0, |(_, len)| len.saturating_add(1));
+    decoder.take(limit as u64).read_to_end(&mut out)?;
     Ok(out)
 }
 
-fn parse_idx(bytes: &[u8], ndim: u8) -> std::result::Result<IdxArray, String> {
+fn header_len(ndim: u8) -> usize {
+    4 + 4 * ndim as usize
+}
+
+/// The sizes the header declares and the data length they make, checked: every size positive
+/// and their product within `usize`, so no later product of them overflows.
+fn parse_header(bytes: &[u8], ndim: u8) -> std::result::Result<(Vec<usize>, usize), String> {
     let expected_magic = [0, 0, UNSIGNED_BYTE, ndim];
     if bytes.len() < 4 || bytes[..4] != expected_magic {
         return Err(format!(
@@ -44,7 +59,7 @@ fn parse_idx(bytes: &[u8], ndim: u8) -> std::result::Result<IdxArray, String> {
             hex(&bytes[..bytes.len().min(4)])
         ));
     }
-    let header_len = 4 + 4 * ndim as usize;
+    let header_len = header_len(ndim);
     if bytes.len() < header_len {
         return Err(format!(
             "truncated header: expected {header_len} bytes, found {}",
@@ -55,22 +70,37 @@ fn parse_idx(bytes: &[u8], ndim: u8) -> std::result::Result<IdxArray, String> {
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let expected = dims.iter().product::<usize>();
-    let found = bytes.len() - header_len;
-    if found != expected {
-        let what = if found < expected {
+    if dims.contains(&0) {
+        return Err(format!(
+            "header declares sizes {dims:?}: every size must be positive"
+        ));
+    }
+    let len = dims
+        .iter()
+        .try_fold(1usize, |len, &d| len.checked_mul(d))
+        .ok_or_else(|| {
+            format!("header declares sizes {dims:?}, whose product overflows (corrupt header?)")
+        })?;
+    Ok((dims, len))
+}
+
+/// The array in `bytes` (the header is drained off, so the data is not copied).
+fn parse_idx(mut bytes: Vec<u8>, ndim: u8) -> std::result::Result<IdxArray, String> {
+    let (dims, expected) = parse_header(&bytes, ndim)?;
+    bytes.drain(..header_len(ndim));
+    let data = bytes;
+    if data.len() != expected {
+        let what = if data.len() < expected {
             "truncated"
         } else {
             "trailing data"
         };
         return Err(format!(
-            "{what}: header declares sizes {dims:?} = {expected} bytes of data, found {found}"
+            "{what}: header declares sizes {dims:?} = {expected} bytes of data, found {}",
+            data.len()
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    Ok(IdxArray { dims, data })
 }
 
 fn hex(b: &[u8]) -> String {

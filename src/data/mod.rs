@@ -6,6 +6,7 @@
 //! [`Error::File`] naming the file and what was expected and found.
 mod batch;
 mod cifar;
+mod fingerprint;
 mod idx;
 mod range;
 mod shapes;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub use batch::{epoch_permutation, Batch, Batcher};
-pub use idx::{read_idx, read_maybe_gzip, IdxArray};
+pub use idx::{read_idx, IdxArray};
 pub use range::PixelRange;
 pub use shapes::CLASS_NAMES as SHAPE_CLASS_NAMES;
 pub use stats::LogStats;

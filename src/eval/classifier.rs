@@ -20,14 +20,19 @@ use crate::tensor::Tensor;
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "dml-classifier-1";
 const PARAM_PREFIX: &str = "param/";
+/// The training data's [`Dataset::fingerprint`]; absent in classifiers saved before it was.
+const FINGERPRINT_KEY: &str = "data.fingerprint";
 /// Images per forward pass when computing features (bounds the activation memory).
 const INFERENCE_BATCH: usize = 256;
 
 /// What a classifier was made for, and its size: everything but the weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassifierSpec {
-    /// The dataset's name (or path) as [`Dataset::load`] takes it.
+    /// The dataset's name (or path) as [`Dataset::load`] takes it, for messages.
     pub dataset: String,
+    /// The dataset's [`Dataset::fingerprint`], what identifies it; `None` in classifiers saved
+    /// before fingerprints were stored, which are matched by `dataset` instead.
+    pub fingerprint: Option<String>,
     /// `[C, H, W]` of one image.
     pub image_shape: [usize; 3],
     pub n_classes: usize,
@@ -44,6 +49,7 @@ impl ClassifierSpec {
     pub fn for_dataset(data: &Dataset, range: PixelRange) -> Self {
         Self {
             dataset: data.name.clone(),
+            fingerprint: Some(data.fingerprint()),
             image_shape: [data.channels, data.height, data.width],
             n_classes: data.n_classes,
             range,
@@ -73,19 +79,25 @@ impl ClassifierSpec {
         Ok(())
     }
 
-    /// An error unless this classifier was made for `dataset` with images of `image_shape` in
-    /// `range`: its features mean nothing for other data.
-    pub fn check_matches(
-        &self,
-        dataset: &str,
-        image_shape: [usize; 3],
-        range: PixelRange,
-    ) -> Result<()> {
-        if self.dataset != dataset || self.image_shape != image_shape || self.range != range {
+    /// An error unless this classifier was made for `data` (the same content, however its path
+    /// is spelled) in `range`: its features mean nothing for other data.
+    pub fn check_matches(&self, data: &Dataset, range: PixelRange) -> Result<()> {
+        let fingerprint = data.fingerprint();
+        let same_data = match &self.fingerprint {
+            Some(trained_on) => *trained_on == fingerprint,
+            None => self.dataset == data.name,
+        };
+        let shape = [data.channels, data.height, data.width];
+        if !same_data || self.image_shape != shape || self.range != range {
             return Err(Error::invalid(format!(
-                "the classifier was trained on '{}' ({:?} images in [{}]), but the data is '{}' \
-                 ({:?} images in [{}]); train one for this data with `dml train-classifier`",
-                self.dataset, self.image_shape, self.range, dataset, image_shape, range
+                "the classifier was trained on '{}' (content {}, {:?} images in [{}]), but the \
+                 data is '{}' (content {fingerprint}, {shape:?} images in [{range}]); train one \
+                 for this data with `dml train-classifier`",
+                self.dataset,
+                self.fingerprint.as_deref().unwrap_or("not recorded"),
+                self.image_shape,
+                self.range,
+                data.name,
             )));
         }
         Ok(())
@@ -95,6 +107,9 @@ impl ClassifierSpec {
         let [c, h, w] = self.image_shape;
         ckpt.put_meta(FORMAT_KEY, FORMAT);
         ckpt.put_meta("data.name", &self.dataset);
+        if let Some(fingerprint) = &self.fingerprint {
+            ckpt.put_meta(FINGERPRINT_KEY, fingerprint);
+        }
         ckpt.put_meta("data.channels", c);
         ckpt.put_meta("data.height", h);
         ckpt.put_meta("data.width", w);
@@ -123,6 +138,7 @@ impl ClassifierSpec {
         };
         let spec = Self {
             dataset: ckpt.meta("data.name")?.to_string(),
+            fingerprint: ckpt.metadata.get(FINGERPRINT_KEY).cloned(),
             image_shape: [
                 ckpt.meta_parse("data.channels")?,
                 ckpt.meta_parse("data.height")?,

@@ -20,6 +20,8 @@ const CLASS_MEANS: &str = "data/class_means";
 /// The network's convolution precision; absent in checkpoints written before it was stored,
 /// which were trained in fp32.
 const CONV_PRECISION_KEY: &str = "net.conv_precision";
+/// The training set's [`Dataset::fingerprint`]; absent in checkpoints written before it was.
+const FINGERPRINT_KEY: &str = "data.fingerprint";
 /// Written into every checkpoint, so a foreign safetensors file is recognised as such.
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "dml-score-model-1";
@@ -32,6 +34,9 @@ pub struct ModelSpec {
     pub range: PixelRange,
     /// The training set's name (or path), for messages and evaluation defaults.
     pub dataset: String,
+    /// The training set's [`Dataset::fingerprint`], what identifies it on resume; `None` in
+    /// checkpoints saved before it was stored.
+    pub fingerprint: Option<String>,
     pub n_classes: usize,
     /// The log-normal initialisation of `x_{N-1}` (GBM only).
     pub lognormal: Option<LogNormalInit>,
@@ -81,6 +86,7 @@ impl ModelSpec {
             objective,
             range,
             dataset: data.name.clone(),
+            fingerprint: Some(data.fingerprint()),
             n_classes: data.n_classes,
             lognormal,
             class_means: data.class_means(range)?,
@@ -111,6 +117,9 @@ impl ModelSpec {
         ckpt.put_meta("net.levels", self.net.n_levels);
         ckpt.put_meta(CONV_PRECISION_KEY, self.net.precision.name());
         ckpt.put_meta("data.name", &self.dataset);
+        if let Some(fingerprint) = &self.fingerprint {
+            ckpt.put_meta(FINGERPRINT_KEY, fingerprint);
+        }
         ckpt.put_meta("data.classes", self.n_classes);
         ckpt.put_meta("data.range.lo", format!("{:?}", self.range.lo));
         ckpt.put_meta("data.range.hi", format!("{:?}", self.range.hi));
@@ -166,6 +175,7 @@ impl ModelSpec {
             objective,
             range,
             dataset: ckpt.meta("data.name")?.to_string(),
+            fingerprint: ckpt.metadata.get(FINGERPRINT_KEY).cloned(),
             n_classes,
             lognormal,
             class_means,

@@ -175,12 +175,23 @@ impl Trainer {
         }
         let config = changes.apply(TrainConfig::import_from(ckpt).map_err(in_file)?);
         let train_len: usize = ckpt.meta_parse("train.examples")?;
-        if spec.dataset != data.name || train_len != data.n {
+        let same_data = match &spec.fingerprint {
+            Some(trained_on) => *trained_on == data.fingerprint(),
+            // Checkpoints saved before fingerprints were stored: the name is all there is.
+            None => spec.dataset == data.name,
+        };
+        if !same_data || train_len != data.n {
             return Err(Error::file(
                 path,
                 format!(
-                    "checkpoint was trained on '{}' ({} images), not '{}' ({} images)",
-                    spec.dataset, train_len, data.name, data.n
+                    "checkpoint was trained on '{}' ({} images, content {}), not '{}' ({} images, \
+                     content {})",
+                    spec.dataset,
+                    train_len,
+                    spec.fingerprint.as_deref().unwrap_or("not recorded"),
+                    data.name,
+                    data.n,
+                    data.fingerprint()
                 ),
             ));
         }

@@ -80,3 +80,27 @@ pub fn tempdir(test: &str) -> std::path::PathBuf {
 
 pub mod cli;
 pub mod gradcheck;
+
+/// `f()`, run on its own thread; a panic naming `what` when it has not returned within `secs`
+/// (a read that blocks forever, on a FIFO say, then fails the test instead of hanging it).
+pub fn finishes_within<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: still running after {secs} s"))
+}
+
+/// A FIFO at `path` (made with mkfifo(1)): opening it for reading blocks until a writer comes.
+pub fn make_fifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
