@@ -194,11 +194,11 @@ fn resume_identifies_the_data_by_content_not_by_name() {
         name: format!("./{}/", data.name),
         ..data.clone()
     };
-    Trainer::resume(&ckpt, &respelled, &Device::Cpu, None, None).unwrap();
+    Trainer::resume(&ckpt, &respelled, &Device::Cpu, &ResumeChanges::default()).unwrap();
 
     let mut replaced = data.clone();
     replaced.images.iter_mut().for_each(|p| *p = 255 - *p);
-    let err = Trainer::resume(&ckpt, &replaced, &Device::Cpu, None, None)
+    let err = Trainer::resume(&ckpt, &replaced, &Device::Cpu, &ResumeChanges::default())
         .err()
         .expect("resume on replaced data must fail")
         .to_string();
