@@ -251,3 +251,25 @@ fn demo_refuses_a_directory_holding_another_run() {
     );
     assert!(!dir.join("samples.png").exists());
 }
+
+#[test]
+fn a_few_images_or_a_single_class_can_train() {
+    // The first 3 built-in pictures hold 3 of its 5 classes; the missing ones take the mean of
+    // all images as their class-average start.
+    let dir = fresh_dir("faults-few");
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--max-images",
+        "3",
+        "--levels",
+        "10",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        s(&dir),
+    ]);
+}

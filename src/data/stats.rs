@@ -12,7 +12,9 @@ pub struct LogStats {
 
 impl Dataset {
     /// `[n_classes, C, H, W]` in the pixel range: the mean image of each class. A class with no
-    /// images is an error.
+    /// images (a single-class set, or the first few images of one) takes the mean of all
+    /// images, so that the class-average start still has a picture for every class; only an
+    /// empty dataset is an error.
     pub fn class_means(&self, range: PixelRange) -> Result<Vec<f32>> {
         let d = self.image_len();
         let table = range.table();
@@ -26,17 +28,26 @@ impl Dataset {
                 *s += table[b as usize] as f64;
             }
         }
-        if let Some(c) = counts.iter().position(|&k| k == 0) {
+        if self.n == 0 {
             return Err(Error::invalid(format!(
-                "dataset '{}' has no image of class {c}: no class mean",
+                "dataset '{}' has no images: no class means",
                 self.name
             )));
         }
-        Ok(sums
-            .chunks(d)
-            .zip(&counts)
-            .flat_map(|(s, &k)| s.iter().map(move |v| (v / k as f64) as f32))
-            .collect())
+        let mut overall = vec![0f64; d];
+        for class in sums.chunks(d) {
+            overall.iter_mut().zip(class).for_each(|(o, v)| *o += v);
+        }
+        let mut means = Vec::with_capacity(sums.len());
+        for (class, &k) in sums.chunks(d).zip(&counts) {
+            let (total, count) = if k == 0 {
+                (&overall, self.n)
+            } else {
+                (&class.to_vec(), k)
+            };
+            means.extend(total.iter().map(|v| (v / count as f64) as f32));
+        }
+        Ok(means)
     }
 
     /// Per channel: mean and (population) variance of `log x`, `x` in the pixel range.
