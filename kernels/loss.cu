@@ -5,22 +5,28 @@
 // of blocks for a given n) is chosen in src/ops/launch.rs.
 #include "common.cuh"
 
-// M-DSM (SPEC 3). Element i belongs to sample b = i / per_sample at level k_b, with s_b = s_{k_b}.
-//   target = -(1 + z / s_b)
+// M-DSM (SPEC 3). Element i belongs to sample b = i / per_sample, noised at level k_b with
+// s_b = s_{k_b}; t_b is the s of the level the loss is taken at: s_b itself for the exact target,
+// s_{k_b + 1} for the released code's offset (SPEC 3.1).
+//   target = -(1 + z / s_b)               (t_b == s_b)
+//          = -(1 + z s_b / t_b^2)         (otherwise)
 //   h      = out             (stein == 0: the network outputs h)
 //          = x_k * out       (stein == 1: the network outputs the Stein score)
-//   loss  += w_b / 2 * (h - target)^2 * inv_batch,  w_b = 1 or s_b^2 (weight_sk2)
+//   loss  += w_b / 2 * (h - target)^2 * inv_batch,  w_b = t_b^weight_power (0, 2 or 4)
 //   grad   = w_b * (h - target) * inv_batch * (stein ? x_k : 1)
 extern "C" __global__ void mdsm_loss_f32(const float* __restrict__ out, const float* __restrict__ xk,
                                          const float* __restrict__ z, const float* __restrict__ s_level,
-                                         float* __restrict__ grad, float* __restrict__ partial, int weight_sk2,
-                                         int stein, float inv_batch, uint64_t per_sample, uint64_t n) {
+                                         const float* __restrict__ t_level, float* __restrict__ grad,
+                                         float* __restrict__ partial, int weight_power, int stein,
+                                         float inv_batch, uint64_t per_sample, uint64_t n) {
     __shared__ float scratch[32];
     float acc = 0.0f;
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
         const float s = s_level[i / per_sample];
-        const float w = weight_sk2 ? s * s : 1.0f;
-        const float target = -(1.0f + z[i] / s);
+        const float t = t_level[i / per_sample];
+        const float t2 = t * t;
+        const float w = weight_power == 4 ? t2 * t2 : weight_power == 2 ? t2 : 1.0f;
+        const float target = t == s ? -(1.0f + z[i] / s) : -(1.0f + z[i] * s / t2);
         const float h = stein ? xk[i] * out[i] : out[i];
         const float r = h - target;
         acc += 0.5f * w * r * r;

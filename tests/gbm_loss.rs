@@ -5,17 +5,20 @@ mod common;
 use common::*;
 use dalemeetslangevin::diffusion::analytic::{Component, LogNormalMixture};
 use dalemeetslangevin::diffusion::forward::gbm_forward;
-use dalemeetslangevin::diffusion::loss::{dsm_loss, mdsm_loss, LossWeighting};
+use dalemeetslangevin::diffusion::loss::{dsm_loss, mdsm_loss, mdsm_loss_at, LossWeighting};
 use dalemeetslangevin::diffusion::{Parameterisation, Schedule};
 use dalemeetslangevin::ops::PhiloxDraw;
 use dalemeetslangevin::{rng, Device, Tensor};
 use rand::rngs::StdRng;
+use rand::Rng;
 
-const COMBOS: [(LossWeighting, Parameterisation); 4] = [
+const COMBOS: [(LossWeighting, Parameterisation); 6] = [
     (LossWeighting::Unit, Parameterisation::H),
     (LossWeighting::Unit, Parameterisation::Stein),
     (LossWeighting::SkSquared, Parameterisation::H),
     (LossWeighting::SkSquared, Parameterisation::Stein),
+    (LossWeighting::SkFourth, Parameterisation::H),
+    (LossWeighting::SkFourth, Parameterisation::Stein),
 ];
 
 /// Random M-DSM inputs: output, x_k, z (shape [batch, per]) and s per sample.
@@ -73,6 +76,126 @@ fn mdsm_kernel_matches_reference() {
                 );
             }
         }
+    }
+}
+
+/// [`mdsm`] taken at the level whose `s` is `t` per sample (SPEC 3.1).
+fn mdsm_at(
+    d: &Device,
+    v: &[Vec<f32>; 4],
+    t_level: &[f32],
+    (batch, per): (usize, usize),
+    w: LossWeighting,
+    p: Parameterisation,
+) -> (f32, Vec<f32>) {
+    let t = |x: &[f32], shape: &[usize]| Tensor::from_slice(x, shape, d).unwrap();
+    let (s, tl) = (t(&v[3], &[batch]), t(t_level, &[batch]));
+    let r = mdsm_loss_at(
+        &t(&v[0], &[batch, per]),
+        &t(&v[1], &[batch, per]),
+        &t(&v[2], &[batch, per]),
+        (&s, &tl),
+        w,
+        p,
+    )
+    .unwrap();
+    (r.loss.item().unwrap(), r.grad.to_vec().unwrap())
+}
+
+#[test]
+fn mdsm_kernel_at_another_level_matches_reference() {
+    let mut rng = test_rng("mdsm_kernel_at");
+    for dev in kernel_devices("mdsm_loss_at") {
+        for &(batch, per) in &[(1usize, 1usize), (2, 31), (5, 257)] {
+            let v = inputs(&mut rng, batch, per);
+            // t_b = s_{k+1} > s_b; one sample keeps t_b = s_b (the exact branch).
+            let mut t_level: Vec<f32> = v[3]
+                .iter()
+                .map(|&s| s * rng.random_range(1.01f32..1.5))
+                .collect();
+            t_level[0] = v[3][0];
+            for (w, p) in COMBOS {
+                let shape = (batch, per);
+                let (lw, gw) = mdsm_at(&Device::Cpu, &v, &t_level, shape, w, p);
+                let (lg, gg) = mdsm_at(&dev, &v, &t_level, shape, w, p);
+                let what = format!("mdsm_at {w:?} {p:?} {batch}x{per} on {dev}");
+                assert_close(&format!("{what} grad"), &gg, &gw, 1e-5, 1e-6);
+                assert!(
+                    (lg - lw).abs() <= 1e-4 * lw.abs() + 1e-6,
+                    "{what} loss {lg} vs {lw}"
+                );
+            }
+        }
+    }
+}
+
+/// The released code's `new_loss` (SPEC 3.1), in f64: per pixel
+/// `kd sigma^2 x_k s + log(x_k/x_0) - mu kd + 1.5 sigma^2 kd` with `kd = k'/N`, squared, summed
+/// over pixels, averaged over the batch.
+fn released_loss(
+    (score, x_k, x_0): (&[f32], &[f32], &[f32]),
+    k_loss: &[usize],
+    n: usize,
+    sigma: f64,
+) -> f64 {
+    let per = score.len() / k_loss.len();
+    let mu = 0.5 * sigma * sigma;
+    let total: f64 = (0..score.len())
+        .map(|i| {
+            let kd = k_loss[i / per] as f64 / n as f64;
+            let (s, xk, x0) = (score[i] as f64, x_k[i] as f64, x_0[i] as f64);
+            let r =
+                kd * sigma * sigma * xk * s + (xk / x0).ln() - mu * kd + 1.5 * sigma * sigma * kd;
+            r * r
+        })
+        .sum();
+    total / k_loss.len() as f64
+}
+
+#[test]
+fn released_code_loss_is_twice_the_engine_loss_with_sk4_and_stein() {
+    let mut rng = test_rng("released_loss");
+    let (n, sigma) = (1000usize, 0.8f64);
+    let schedule = Schedule::constant(n, sigma).unwrap();
+    let (batch, per) = (6usize, 40usize);
+    let levels: Vec<usize> = (0..batch).map(|_| rng.random_range(1..n)).collect();
+    let z = random_vec(&mut rng, batch * per, -2.5, 2.5);
+    let x_0 = random_vec(&mut rng, batch * per, 1.0, 2.0);
+    let score = random_vec(&mut rng, batch * per, -3.0, 3.0);
+    let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
+    let x_k: Vec<f32> = (0..batch * per)
+        .map(|i| x_0[i] * (s[i / per] * z[i]).exp())
+        .collect();
+    let t = |x: &[f32], shape: &[usize]| Tensor::from_slice(x, shape, &Device::Cpu).unwrap();
+    let (score_t, x_k_t, z_t) = (
+        t(&score, &[batch, per]),
+        t(&x_k, &[batch, per]),
+        t(&z, &[batch, per]),
+    );
+    // The loss at the noised level, then with the loop's k + 1 offset.
+    for offset in [0usize, 1] {
+        let k_loss: Vec<usize> = levels.iter().map(|&k| k + offset).collect();
+        let t_level: Vec<f32> = match offset {
+            0 => s.clone(),
+            _ => levels.iter().map(|&k| schedule.s_next(k)).collect(),
+        };
+        let engine = mdsm_loss_at(
+            &score_t,
+            &x_k_t,
+            &z_t,
+            (&t(&s, &[batch]), &t(&t_level, &[batch])),
+            LossWeighting::SkFourth,
+            Parameterisation::Stein,
+        )
+        .unwrap()
+        .loss
+        .item()
+        .unwrap() as f64;
+        let released = released_loss((&score, &x_k, &x_0), &k_loss, n, sigma);
+        assert!(
+            (2.0 * engine - released).abs() <= 1e-4 * released.abs(),
+            "offset {offset}: engine 2 x {engine} vs released {released}"
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::data::{Dataset, PixelRange, Split};
 use dalemeetslangevin::diffusion::additive::AnnealedLangevinConfig;
 use dalemeetslangevin::diffusion::additive::NoiseLevels;
-use dalemeetslangevin::diffusion::loss::LossWeighting;
+use dalemeetslangevin::diffusion::loss::{LossTarget, LossWeighting};
 use dalemeetslangevin::diffusion::samplers::SamplerConfig;
 use dalemeetslangevin::diffusion::{Parameterisation, Schedule, SigmaShape};
 use dalemeetslangevin::generate::{generate, GenerateOptions, InitKind};
@@ -29,6 +29,7 @@ fn gbm(levels: usize) -> Objective {
         schedule: Schedule::new(SigmaShape::Constant, levels, 0.8, 0.8).unwrap(),
         weighting: LossWeighting::SkSquared,
         parameterisation: Parameterisation::H,
+        target: LossTarget::Exact,
     }
 }
 

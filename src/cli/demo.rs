@@ -11,7 +11,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::Device;
-use crate::diffusion::loss::LossWeighting;
+use crate::diffusion::loss::{LossTarget, LossWeighting};
 use crate::diffusion::samplers::{DaleVariant, SamplerKind};
 use crate::diffusion::Parameterisation;
 use crate::error::{Error, Result};
@@ -76,6 +76,8 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
         sigma_max: None,
         weighting: LossWeighting::SkSquared,
         parameterisation: Parameterisation::H,
+        target: LossTarget::Exact,
+        recipe: None,
         range_lo: 1.0,
         range_hi: 2.0,
         batch: 32,

@@ -10,14 +10,14 @@ use super::train_resume::resume_changes;
 use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
-use crate::diffusion::loss::LossWeighting;
+use crate::diffusion::loss::{LossTarget, LossWeighting};
 use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
 use crate::train::{
-    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, RunEnd, RunLock,
-    TrainConfig, Trainer,
+    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, Recipe, RunEnd,
+    RunLock, TrainConfig, Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
@@ -57,6 +57,13 @@ pub struct TrainArgs {
     /// What the network outputs (gbm; SPEC section 3).
     #[arg(long, value_enum, default_value_t = Parameterisation::H)]
     pub parameterisation: Parameterisation,
+    /// The level the loss is taken at (gbm; SPEC section 3.1).
+    #[arg(long, value_enum, default_value_t = LossTarget::Exact)]
+    pub target: LossTarget,
+    /// A named set of defaults (options given on the command line win; documented in
+    /// src/train/recipe.rs with where each number comes from).
+    #[arg(long, value_enum)]
+    pub recipe: Option<Recipe>,
     /// Pixels are mapped to [lo, hi] (SPEC 1; must be positive for gbm).
     #[arg(long, default_value_t = 1.0)]
     pub range_lo: f32,
@@ -142,7 +149,38 @@ impl TrainArgs {
             sigma_max: self.sigma_max,
             weighting: self.weighting,
             parameterisation: self.parameterisation,
+            target: self.target,
         }
+    }
+
+    /// These options with `--recipe`'s defaults filled in where no option was given.
+    pub fn with_recipe(&self) -> TrainArgs {
+        let mut args = self.clone();
+        let Some(recipe) = self.recipe else {
+            return args;
+        };
+        let r = recipe.settings();
+        let unless_given = |flag: &str| !self.was_given(flag);
+        fill(&mut args.weighting, r.weighting, unless_given("weighting"));
+        fill(
+            &mut args.parameterisation,
+            r.parameterisation,
+            unless_given("parameterisation"),
+        );
+        fill(&mut args.batch, r.batch, unless_given("batch"));
+        fill(&mut args.lr, r.lr, unless_given("lr"));
+        fill(&mut args.warmup, r.warmup, unless_given("warmup"));
+        fill(&mut args.clip, r.clip, unless_given("clip"));
+        fill(
+            &mut args.weight_decay,
+            r.weight_decay,
+            unless_given("weight_decay"),
+        );
+        fill(&mut args.ema, r.ema, unless_given("ema"));
+        if unless_given("steps") {
+            args.steps = r.steps.or(args.steps);
+        }
+        args
     }
 
     fn config(&self) -> Result<TrainConfig> {
@@ -180,6 +218,13 @@ pub fn load_data(name: &str, split: Split, max_images: Option<usize>) -> Result<
         Some(n) => data.truncated(n),
         None => data,
     })
+}
+
+/// `*option = value` when the recipe has a value and the option was not given.
+fn fill<T>(option: &mut T, value: Option<T>, not_given: bool) {
+    if let (Some(v), true) = (value, not_given) {
+        *option = v;
+    }
 }
 
 /// A run ready to train: the lock of its directory (taken before its checkpoint is read), the
@@ -258,6 +303,7 @@ fn start_new(args: &TrainArgs, device: &Device) -> Result<Start> {
 /// Trains as `args` say; returns the exit code: 0 when the run finished, 128 + the signal when
 /// one stopped it (after writing its checkpoint).
 pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
+    let args = &args.with_recipe();
     let Start {
         lock,
         mut trainer,

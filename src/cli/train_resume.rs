@@ -11,11 +11,16 @@ use super::train::TrainArgs;
 
 /// The changes `args` asks of the run in `ckpt`, or the error listing every conflicting option.
 pub fn resume_changes(args: &TrainArgs, ckpt: &Checkpoint) -> Result<ResumeChanges> {
-    let conflicts: Vec<String> = settings(args)
+    let mut conflicts: Vec<String> = settings(args)
         .into_iter()
         .filter(|s| args.was_given(s.flag))
         .filter_map(|s| s.conflict(ckpt))
         .collect();
+    if let Some(recipe) = args.recipe.filter(|_| args.was_given("recipe")) {
+        conflicts.push(format!(
+            "--recipe {recipe}: a recipe sets a new run's defaults; a resumed run keeps its own"
+        ));
+    }
     if !conflicts.is_empty() {
         return Err(Error::invalid(format!(
             "--resume continues the run with its own settings, and these options contradict \
@@ -132,6 +137,7 @@ fn settings(args: &TrainArgs) -> Vec<Setting> {
             &["parameterisation"],
             Name(args.parameterisation.name().into()),
         ),
+        setting("target", &["loss.target"], Name(args.target.name().into())),
         setting("range_lo", &["data.range.lo"], F32(args.range_lo)),
         setting("range_hi", &["data.range.hi"], F32(args.range_hi)),
         setting("batch", &["train.batch"], count(Some(args.batch))),

@@ -19,6 +19,29 @@ crate::named::value_names! {
         /// measurement says otherwise.
         #[default]
         SkSquared = "sk2" | "s_k^2" => "w_k = s_k^2 (as NCSN): every level contributes O(1)",
+        /// `w_k = s_k^4`: the released code's weighting (SPEC 3.1), which squares the residual
+        /// `s_k^2 (h - target)`.
+        SkFourth = "sk4" | "s_k^4" => "w_k = s_k^4 (the paper's released code, SPEC 3.1)",
+    }
+}
+
+crate::named::value_names! {
+    /// The level the M-DSM loss is taken at, for a sample noised at level `k` (SPEC 3.1).
+    #[derive(Default)]
+    pub enum LossTarget {
+        /// The exact M-DSM target `-(1 + z/s_k)` at the level the sample was noised at.
+        #[default]
+        Exact = "exact" => "the exact target -(1 + z/s_k) at the noised level (SPEC 3)",
+        /// The released code's offset: noised at `k`, the loss is taken with `s_{k+1}` (target
+        /// `-(1 + z s_k / s_{k+1}^2)`, weight from `s_{k+1}`), for reproducing its runs.
+        ReleasedOffset = "released-offset" => "the released code's k+1 offset (SPEC 3.1; biased at small k)",
+    }
+}
+
+impl LossTarget {
+    /// The target called `name`, as checkpoints store it.
+    pub fn parse(name: &str) -> Result<Self> {
+        crate::named::parse(name, "loss target")
     }
 }
 
@@ -41,9 +64,34 @@ pub fn mdsm_loss(
     weighting: LossWeighting,
     parameterisation: Parameterisation,
 ) -> Result<LossAndGrad> {
-    let weight_s_squared = weighting == LossWeighting::SkSquared;
+    mdsm_loss_at(
+        output,
+        x_k,
+        z,
+        (s_level, s_level),
+        weighting,
+        parameterisation,
+    )
+}
+
+/// [`mdsm_loss`] taken at another level than the noised one (SPEC 3.1): `t_level` holds, per
+/// sample, the `s` of that level (see [`LossTarget`]); with `t_level` equal to `s_level` this is
+/// [`mdsm_loss`].
+pub fn mdsm_loss_at(
+    output: &Tensor,
+    x_k: &Tensor,
+    z: &Tensor,
+    (s_level, t_level): (&Tensor, &Tensor),
+    weighting: LossWeighting,
+    parameterisation: Parameterisation,
+) -> Result<LossAndGrad> {
+    let weight_power = match weighting {
+        LossWeighting::Unit => 0,
+        LossWeighting::SkSquared => 2,
+        LossWeighting::SkFourth => 4,
+    };
     let stein = parameterisation == Parameterisation::Stein;
-    ops::mdsm_loss(output, x_k, z, s_level, weight_s_squared, stein)
+    ops::mdsm_loss(output, x_k, z, (s_level, t_level), weight_power, stein)
 }
 
 /// The additive DSM loss `(1/B) sum_b sigma_b^2/2 ||s + z/sigma_b||^2` (SPEC 8) and its gradient

@@ -248,6 +248,14 @@ impl Schedule {
     pub fn s(&self, k: usize) -> f32 {
         self.s[k]
     }
+    /// `s_{k+1} = sqrt(s_k^2 + sigma_k^2 delta)`, defined for every level `k`, `N - 1`
+    /// included (the released code's loss offset, SPEC 3.1).
+    pub fn s_next(&self, k: usize) -> f32 {
+        let delta = 1.0 / self.n_levels() as f64;
+        let (s_k, sigma_k) = (self.s[k] as f64, self.sigma[k] as f64);
+        (s_k * s_k + sigma_k * sigma_k * delta).sqrt() as f32
+    }
+
     /// The last level `N - 1`, where sampling starts.
     pub fn terminal_level(&self) -> usize {
         self.n_levels() - 1

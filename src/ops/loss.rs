@@ -95,34 +95,51 @@ impl FusedLoss<'_> {
     }
 }
 
-/// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2`, `target = -(1 + z/s_b)` (SPEC
-/// section 3), and its gradient w.r.t. `output`. `output`, `x_k` and `z` share a shape
-/// `[B, ...]`; `s_level` is `[B]`, each sample's `s_k`. The weight `w_b` is `s_b^2` when
-/// `weight_s_squared`, else 1; `h = x_k * output` when `stein` (the network outputs the Stein
-/// score), else `h = output`.
+/// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2` (SPEC section 3) and its gradient
+/// w.r.t. `output`. `output`, `x_k` and `z` share a shape `[B, ...]`; `s_level` is `[B]`, each
+/// sample's `s_k`, and `t_level` the `s` of the level the loss is taken at: `s_level` itself for
+/// the exact target `-(1 + z/s_b)`, else the target is `-(1 + z s_b / t_b^2)` (the released code's
+/// offset, SPEC 3.1). The weight is `w_b = t_b^weight_power` (0, 2 or 4); `h = x_k * output` when
+/// `stein` (the network outputs the Stein score), else `h = output`.
 pub fn mdsm_loss(
     output: &Tensor,
     x_k: &Tensor,
     z: &Tensor,
-    s_level: &Tensor,
-    weight_s_squared: bool,
+    (s_level, t_level): (&Tensor, &Tensor),
+    weight_power: i32,
     stein: bool,
 ) -> Result<LossAndGrad> {
     output.check_same_shape(x_k, "mdsm_loss (output vs x_k)")?;
     output.check_same_shape(z, "mdsm_loss (output vs z)")?;
+    s_level.check_same_shape(t_level, "mdsm_loss (s_level vs t_level)")?;
+    if ![0, 2, 4].contains(&weight_power) {
+        return Err(Error::invalid(format!(
+            "mdsm_loss: weight power {weight_power} (0, 2 or 4)"
+        )));
+    }
     let loss = FusedLoss {
         op: "mdsm_loss",
         kernel: "mdsm_loss_f32",
-        inputs: &[x_k, z, s_level],
-        flags: &[weight_s_squared as i32, stein as i32],
+        inputs: &[x_k, z, s_level, t_level],
+        flags: &[weight_power, stein as i32],
     };
     loss.run(output, s_level, |grad, per_sample, inv_batch| {
-        let (out, xk, zs, s) = (output.host()?, x_k.host()?, z.host()?, s_level.host()?);
+        let (out, xk, zs) = (output.host()?, x_k.host()?, z.host()?);
+        let (s, t) = (s_level.host()?, t_level.host()?);
         let mut total = 0.0f64;
         for (i, g) in grad.iter_mut().enumerate() {
-            let s_b = s[i / per_sample];
-            let w = if weight_s_squared { s_b * s_b } else { 1.0 };
-            let target = -(1.0 + zs[i] / s_b);
+            let (s_b, t_b) = (s[i / per_sample], t[i / per_sample]);
+            let t2 = t_b * t_b;
+            let w = match weight_power {
+                4 => t2 * t2,
+                2 => t2,
+                _ => 1.0,
+            };
+            let target = if t_b == s_b {
+                -(1.0 + zs[i] / s_b)
+            } else {
+                -(1.0 + zs[i] * s_b / t2)
+            };
             let h = if stein { xk[i] * out[i] } else { out[i] };
             let r = h - target;
             total += 0.5 * w as f64 * (r as f64) * (r as f64);

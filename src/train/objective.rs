@@ -5,11 +5,15 @@ use crate::checkpoint::Checkpoint;
 use crate::data::PixelRange;
 use crate::diffusion::additive::{self, noise_additive_batch, NoiseLevels};
 use crate::diffusion::forward::noise_batch;
-use crate::diffusion::loss::{dsm_loss, mdsm_loss, LossAndGrad, LossWeighting};
+use crate::diffusion::loss::{dsm_loss, mdsm_loss_at, LossAndGrad, LossTarget, LossWeighting};
 use crate::diffusion::schedule::{PAPER_LEVELS, PAPER_SIGMA};
 use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// The loss target (SPEC 3.1); absent in checkpoints written before it was stored, which used
+/// the exact target.
+const TARGET_KEY: &str = "loss.target";
 
 crate::named::value_names! {
     /// Which diffusion a model is trained for, without its settings.
@@ -91,6 +95,8 @@ pub struct ObjectiveSettings {
     pub weighting: LossWeighting,
     /// GBM only: the additive baseline's network always outputs the Stein score.
     pub parameterisation: Parameterisation,
+    /// GBM only: the level the loss is taken at (SPEC 3.1).
+    pub target: LossTarget,
 }
 
 impl ObjectiveSettings {
@@ -104,6 +110,7 @@ impl ObjectiveSettings {
             sigma_max: None,
             weighting: LossWeighting::default(),
             parameterisation: Parameterisation::default(),
+            target: LossTarget::default(),
         }
     }
 
@@ -119,6 +126,7 @@ impl ObjectiveSettings {
                 schedule: Schedule::new(shape, levels, sigma_min, sigma_max)?,
                 weighting: self.weighting,
                 parameterisation: self.parameterisation,
+                target: self.target,
             },
             Diffusion::Additive => Objective::Additive {
                 levels: NoiseLevels::new(shape, levels, sigma_max, sigma_min)?,
@@ -135,6 +143,7 @@ pub enum Objective {
         schedule: Schedule,
         weighting: LossWeighting,
         parameterisation: Parameterisation,
+        target: LossTarget,
     },
     /// The additive baseline: `x_0 + sigma_i z`, the DSM loss on the Stein score.
     Additive { levels: NoiseLevels },
@@ -147,6 +156,9 @@ pub struct NoisedInput {
     z: Tensor,
     /// `s_k` (GBM) or `sigma_i` (additive) per sample, `[B]`.
     per_sample: Tensor,
+    /// GBM with [`LossTarget::ReleasedOffset`]: `s_{k+1}` per sample, the level the loss is
+    /// taken at (SPEC 3.1); `None` when that is the noised level.
+    loss_level: Option<Tensor>,
 }
 
 impl Objective {
@@ -170,13 +182,23 @@ impl Objective {
     /// resumed run draws exactly what an uninterrupted one would (SPEC 5).
     pub fn noise(&self, x0: &Tensor, seed: u64, step: u32) -> Result<NoisedInput> {
         match self {
-            Self::Gbm { schedule, .. } => {
+            Self::Gbm {
+                schedule, target, ..
+            } => {
                 let b = noise_batch(x0, schedule, seed, step)?;
+                let loss_level = match target {
+                    LossTarget::Exact => None,
+                    LossTarget::ReleasedOffset => {
+                        let t: Vec<f32> = b.levels.iter().map(|&k| schedule.s_next(k)).collect();
+                        Some(Tensor::from_vec(t, &[b.levels.len()], x0.device())?)
+                    }
+                };
                 Ok(NoisedInput {
                     x: b.x_k,
                     levels: b.levels,
                     z: b.z,
                     per_sample: b.s_level,
+                    loss_level,
                 })
             }
             Self::Additive { levels } => {
@@ -186,6 +208,7 @@ impl Objective {
                     levels: b.indices,
                     z: b.z,
                     per_sample: b.sigma_level,
+                    loss_level: None,
                 })
             }
         }
@@ -198,14 +221,18 @@ impl Objective {
                 weighting,
                 parameterisation,
                 ..
-            } => mdsm_loss(
-                output,
-                &input.x,
-                &input.z,
-                &input.per_sample,
-                *weighting,
-                *parameterisation,
-            ),
+            } => {
+                let t_level = input.loss_level.as_ref().unwrap_or(&input.per_sample);
+                let levels = (&input.per_sample, t_level);
+                mdsm_loss_at(
+                    output,
+                    &input.x,
+                    &input.z,
+                    levels,
+                    *weighting,
+                    *parameterisation,
+                )
+            }
             Self::Additive { .. } => dsm_loss(output, &input.z, &input.per_sample),
         }
     }
@@ -217,14 +244,16 @@ impl Objective {
                 schedule,
                 weighting,
                 parameterisation,
+                target,
             } => format!(
-                "gbm, {} levels, sigma {} {}..{}, weighting {}, output {}",
+                "gbm, {} levels, sigma {} {}..{}, weighting {}, output {}, target {}",
                 schedule.n_levels(),
                 schedule.shape().name(),
                 schedule.sigma(0),
                 schedule.sigma(schedule.n_levels() - 1),
                 weighting.name(),
-                parameterisation.name()
+                parameterisation.name(),
+                target.name()
             ),
             Self::Additive { levels } => format!(
                 "additive, {} levels, sigma {}..{}",
@@ -243,9 +272,11 @@ impl Objective {
                 schedule,
                 weighting,
                 parameterisation,
+                target,
             } => {
                 ckpt.put_meta("loss.weighting", weighting.name());
                 ckpt.put_meta("parameterisation", parameterisation.name());
+                ckpt.put_meta(TARGET_KEY, target.name());
                 schedule.describe()
             }
             Self::Additive { levels } => levels.describe(),
@@ -263,6 +294,10 @@ impl Objective {
                 schedule: Schedule::from_describe(&pairs)?,
                 weighting: LossWeighting::parse(ckpt.meta("loss.weighting")?)?,
                 parameterisation: Parameterisation::parse(ckpt.meta("parameterisation")?)?,
+                target: match ckpt.metadata.get(TARGET_KEY) {
+                    Some(name) => LossTarget::parse(name)?,
+                    None => LossTarget::Exact,
+                },
             }),
             Diffusion::Additive => Ok(Self::Additive {
                 levels: NoiseLevels::from_describe(&pairs)?,
@@ -295,6 +330,7 @@ mod tests {
                 schedule: Schedule::paper_default(),
                 weighting: LossWeighting::SkSquared,
                 parameterisation: Parameterisation::H,
+                target: LossTarget::Exact,
             }
         );
         let additive = ObjectiveSettings::new(Diffusion::Additive)
@@ -327,6 +363,7 @@ mod tests {
             schedule,
             weighting,
             parameterisation,
+            ..
         } = settings.objective().unwrap()
         else {
             panic!("gbm settings gave another objective");

@@ -1,0 +1,68 @@
+//! `dml train --recipe` and `--target`: a recipe fills the options not given, the options given
+//! win, and the checkpoint records what was used (SPEC 3.1).
+mod common;
+
+use common::cli::{fails, ok, s};
+use dalemeetslangevin::checkpoint::Checkpoint;
+
+fn train(dir: &std::path::Path, extra: &[&str]) -> Checkpoint {
+    let mut args = vec![
+        "train",
+        "--data",
+        "shapes",
+        "--max-images",
+        "64",
+        "--levels",
+        "10",
+        "--steps",
+        "2",
+        "--out",
+        s(dir),
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    Checkpoint::load(dir.join("checkpoint.safetensors")).unwrap()
+}
+
+#[test]
+fn the_released_recipe_fills_what_was_not_given() {
+    let base = common::tempdir("recipe");
+    let ckpt = train(
+        &base.join("released"),
+        &[
+            "--recipe",
+            "released",
+            "--batch",
+            "2",
+            "--target",
+            "released-offset",
+        ],
+    );
+    for (key, value) in [
+        ("loss.weighting", "sk4"),
+        ("parameterisation", "stein"),
+        ("loss.target", "released-offset"),
+        ("train.lr", "0.0001"),
+        ("train.warmup", "0"),
+        ("train.clip", "0.0"),
+        ("train.ema", "0.999"),
+        // Given on the command line: the options win over the recipe.
+        ("train.batch", "2"),
+        ("train.steps", "2"),
+    ] {
+        assert_eq!(ckpt.meta(key).unwrap(), value, "{key}");
+    }
+    let engine = train(&base.join("engine"), &["--batch", "2"]);
+    assert_eq!(engine.meta("loss.target").unwrap(), "exact");
+    assert_eq!(engine.meta("loss.weighting").unwrap(), "sk2");
+    // A recipe is for new runs; a resumed run keeps its own settings.
+    let e = fails(&[
+        "train",
+        "--resume",
+        "--out",
+        s(&base.join("engine")),
+        "--recipe",
+        "released",
+    ]);
+    assert!(e.contains("--recipe released"), "{e}");
+}
