@@ -40,9 +40,22 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What [`Error::Invalid`] puts before its message.
+const INVALID_PREFIX: &str = "invalid argument: ";
+
+/// `msg` without a leading [`INVALID_PREFIX`]: an error's text wrapped in a new error (with a
+/// file or more context) would otherwise read "invalid argument: invalid argument: ...".
+fn without_invalid_prefix(msg: impl Into<String>) -> String {
+    let msg = msg.into();
+    match msg.strip_prefix(INVALID_PREFIX) {
+        Some(rest) => rest.to_string(),
+        None => msg,
+    }
+}
+
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Invalid(msg.into())
+        Error::Invalid(without_invalid_prefix(msg))
     }
     pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape {
@@ -53,7 +66,7 @@ impl Error {
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::File {
             path: path.into(),
-            message: message.into(),
+            message: without_invalid_prefix(message),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::diffusion::additive::{annealed_langevin, AnnealedLangevinConfig};
 use crate::diffusion::samplers::{class_average_init, sample, SamplerConfig, SamplerStats};
 use crate::diffusion::{NetworkGaussianScore, NetworkScore};
 use crate::error::{Error, Result};
+use crate::memory_budget;
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 use crate::train::{Objective, ScoreModel};
@@ -124,6 +125,7 @@ pub fn generate(
     })
 }
 
+/// Refuses options that cannot give finite samples or would not fit in memory, before any work.
 fn validate(model: &ScoreModel, opts: &GenerateOptions) -> Result<()> {
     if opts.count == 0 || opts.batch == 0 {
         return Err(Error::invalid(format!(
@@ -131,26 +133,30 @@ fn validate(model: &ScoreModel, opts: &GenerateOptions) -> Result<()> {
             opts.count, opts.batch
         )));
     }
-    if matches!(model.spec.objective, Objective::Additive { .. }) {
-        if opts.additive.steps_per_level == 0 {
-            return Err(Error::invalid(
-                "sample: --steps-per-level must be at least 1",
-            ));
+    match &model.spec.objective {
+        Objective::Additive { levels } => {
+            opts.additive.validate_for(levels)?;
+            if opts.init == InitKind::LogNormal {
+                return Err(Error::invalid(
+                    "the additive baseline has no log-normal initialisation: use --init noise or class-average",
+                ));
+            }
         }
-        if opts.init == InitKind::LogNormal {
-            return Err(Error::invalid(
-                "the additive baseline has no log-normal initialisation: use --init noise or class-average",
-            ));
-        }
-    } else {
-        opts.sampler.validate()?;
-        if opts.init == InitKind::Noise {
-            return Err(Error::invalid(
-                "--init noise is for the additive baseline: use lognormal or class-average",
-            ));
+        Objective::Gbm { schedule, .. } => {
+            opts.sampler.validate_for(schedule)?;
+            if opts.init == InitKind::Noise {
+                return Err(Error::invalid(
+                    "--init noise is for the additive baseline: use lognormal or class-average",
+                ));
+            }
         }
     }
-    Ok(())
+    let [c, h, w] = model.spec.image_shape();
+    memory_budget::ensure_fits(
+        &Device::Cpu,
+        &format!("sample: --count {} images of {c}x{h}x{w}", opts.count),
+        memory_budget::f32_bytes(&[opts.count, c * h * w]),
+    )
 }
 
 fn image_len(model: &ScoreModel) -> usize {
@@ -160,7 +166,9 @@ fn image_len(model: &ScoreModel) -> usize {
 fn evals_per_batch(model: &ScoreModel, opts: &GenerateOptions) -> u64 {
     match &model.spec.objective {
         Objective::Gbm { schedule, .. } => opts.sampler.total_steps(schedule.n_levels()),
-        Objective::Additive { levels } => (levels.len() * opts.additive.steps_per_level) as u64,
+        Objective::Additive { levels } => {
+            (levels.len() as u64).saturating_mul(opts.additive.steps_per_level as u64)
+        }
     }
 }
 

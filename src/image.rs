@@ -19,6 +19,13 @@ pub struct ImageShape {
     pub width: usize,
 }
 
+/// `CxHxW`, as the messages print an image's size.
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
 impl ImageShape {
     pub fn len(&self) -> usize {
         self.channels * self.height * self.width
@@ -59,7 +66,7 @@ pub fn grid(
         || !images.len().is_multiple_of(shape.len())
     {
         return Err(Error::invalid(format!(
-            "image grid: {} values are not a positive number of {shape:?} images, {per_row} per row",
+            "image grid: {} values are not a positive number of {shape} images, {per_row} per row",
             images.len()
         )));
     }
@@ -116,7 +123,7 @@ pub fn neighbour_grid(
     if d == 0 || k == 0 || !samples.len().is_multiple_of(d) || neighbours.len() != samples.len() * k
     {
         return Err(Error::invalid(format!(
-            "neighbour grid: {} sample values and {} neighbour values are not n and n*{k} (k >= 1) images of {shape:?}",
+            "neighbour grid: {} sample values and {} neighbour values are not n and n*{k} (k >= 1) images of {shape}",
             samples.len(),
             neighbours.len()
         )));

@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod image;
+pub mod memory_budget;
 pub mod metadata;
 pub mod named;
 pub mod nn;

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::bench::{self, BenchConfig, Row, TorchResults};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::memory_budget;
 use crate::ops::ConvPrecision;
 
 #[derive(Args, Debug)]
@@ -128,6 +129,7 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
+    ensure_items_fit(&items, device)?;
     let torch = args.torch_results(device)?;
     let budget = args.budget();
     let load_before = load_average();
@@ -189,6 +191,25 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Refuses, before any timing, items too large for the device: the bytes an item reads and
+/// writes once are a lower bound of what it holds (--batch 100000 or --elementwise-batch
+/// 100000000 would otherwise abort on allocation).
+fn ensure_items_fit(items: &[bench::Item], device: &Device) -> Result<()> {
+    let Some(largest) = items.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes)) else {
+        return Ok(());
+    };
+    let bytes = (largest.bytes.is_finite() && largest.bytes < u64::MAX as f64)
+        .then_some(largest.bytes as u64);
+    memory_budget::ensure_fits(
+        device,
+        &format!(
+            "bench: item {} (see --batch, --sampler-batch, --elementwise-batch)",
+            largest.key
+        ),
+        bytes,
+    )
 }
 
 /// Where PyTorch's results come from, and any key whose counts differ from ours (the ratio then

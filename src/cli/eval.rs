@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::paths::check_outputs;
 use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
 use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
 use crate::data::{Dataset, Split};
@@ -88,20 +89,37 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
             "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
         ));
     }
+    if args.max_reference < 2 {
+        return Err(Error::invalid(format!(
+            "eval: --max-reference {} must be at least 2 (the distances compare distributions)",
+            args.max_reference
+        )));
+    }
     let model = args.sampling.load_model(&path, device)?;
     let data_name = args
         .data
         .clone()
         .unwrap_or_else(|| model.spec.dataset.clone());
-    let train = Dataset::load(&data_name, Split::Train)?;
-    let test = Dataset::load(&data_name, Split::Test)?;
-    let image_shape = model.spec.image_shape();
-    if [train.channels, train.height, train.width] != image_shape {
+    let train = load_dataset(&data_name, Split::Train, args)?;
+    let test = load_dataset(&data_name, Split::Test, args)?;
+    let [c, h, w] = model.spec.image_shape();
+    if [train.channels, train.height, train.width] != [c, h, w] {
         return Err(Error::invalid(format!(
-            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {:?}",
-            train.channels, train.height, train.width, image_shape
+            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {c}x{h}x{w}",
+            train.channels, train.height, train.width
         )));
     }
+    let run_dir = args.run_dir();
+    let png = args
+        .neighbours_png
+        .clone()
+        .unwrap_or_else(|| run_dir.join("neighbours.png"));
+    let csv = args.csv.clone().unwrap_or_else(|| run_dir.join("eval.csv"));
+    let cached = cached_classifier_path(&train, model.spec.range, args.classifier_steps);
+    let mut inputs = vec![path.as_path(), Path::new(&data_name), &cached];
+    inputs.extend(args.samples.as_deref());
+    inputs.extend(args.classifier.as_deref());
+    check_outputs(&[("--neighbours-png", &png), ("--csv", &csv)], &inputs)?;
     let samples = match &args.samples {
         Some(file) => read_samples(file, &model)?,
         None => {
@@ -130,17 +148,25 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
         &options,
     )?;
     print!("{}", report.to_table());
-    let run_dir = args.run_dir();
-    let png = args
-        .neighbours_png
-        .clone()
-        .unwrap_or_else(|| run_dir.join("neighbours.png"));
     write_figure(&png, &report, &samples.images, &train, &model, args.show)?;
     println!("wrote {}", png.display());
-    let csv = args.csv.clone().unwrap_or_else(|| run_dir.join("eval.csv"));
     append_csv(&csv, &report.csv_row(&samples.source))?;
     println!("appended to {}", csv.display());
     Ok(())
+}
+
+/// The dataset `name`; when it came from the checkpoint (a path is kept as `train` was given
+/// it, relative to where `train` ran), the error says how to point at it.
+fn load_dataset(name: &str, split: Split, args: &EvalArgs) -> Result<Dataset> {
+    Dataset::load(name, split).map_err(|e| {
+        if args.data.is_some() {
+            return e;
+        }
+        Error::invalid(format!(
+            "{e}\n  the checkpoint was trained on '{name}'; a relative path is relative to the \
+             directory `dml train` ran in: pass --data with the dataset's name or directory"
+        ))
+    })
 }
 
 fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
@@ -166,6 +192,17 @@ fn read_samples(file: &Path, model: &ScoreModel) -> Result<SampleSet> {
     samples
         .check_fits(model.spec.image_shape(), model.spec.range)
         .map_err(|e| Error::file(file, e.to_string()))?;
+    let non_finite = samples.images.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        return Err(Error::file(
+            file,
+            format!(
+                "{non_finite} of {} sample values are not finite (NaN or infinite): the sampler \
+                 diverged; nothing to evaluate",
+                samples.images.len()
+            ),
+        ));
+    }
     if samples.count() < 2 {
         return Err(Error::file(
             file,

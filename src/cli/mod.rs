@@ -3,6 +3,7 @@ mod bench;
 mod demo;
 mod eval;
 mod info;
+pub mod paths;
 mod progress;
 mod sample;
 mod stop;

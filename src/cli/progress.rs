@@ -1,13 +1,14 @@
 //! Progress display for long runs: an indicatif bar on a terminal; when stderr is not a terminal
-//! (CI logs, pipes), a plain line every few seconds instead.
+//! (CI logs, pipes), a plain line at the first update (so a slow run shows at once that it is
+//! alive) and every few seconds after.
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
     bar: ProgressBar,
-    /// Plain-text mode: when the last line was printed.
-    last_line: Option<Instant>,
+    /// Plain-text mode: when the last line was printed (`None` before the first).
+    plain: Option<Option<Instant>>,
     label: &'static str,
 }
 
@@ -26,21 +27,18 @@ impl Progress {
         bar.set_prefix(label);
         bar.set_position(done);
         bar.reset_eta();
-        let plain = bar.is_hidden();
-        Self {
-            bar,
-            last_line: plain.then(Instant::now),
-            label,
-        }
+        let plain = bar.is_hidden().then_some(None);
+        Self { bar, plain, label }
     }
 
     /// Moves to `pos` and shows `message` (e.g. the current loss).
     pub fn update(&mut self, pos: u64, message: impl FnOnce() -> String) {
         self.bar.set_position(pos);
-        match &mut self.last_line {
+        let due = |last: &Option<Instant>| last.is_none_or(|t| t.elapsed() >= LINE_EVERY);
+        match &mut self.plain {
             None => self.bar.set_message(message()),
-            Some(last) if last.elapsed() >= LINE_EVERY || Some(pos) == self.bar.length() => {
-                *last = Instant::now();
+            Some(last) if due(last) || Some(pos) == self.bar.length() => {
+                *last = Some(Instant::now());
                 let rate = self.bar.per_sec();
                 let eta = self.bar.eta().as_secs();
                 eprintln!(

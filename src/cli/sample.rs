@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::paths::check_outputs;
 use super::progress::Progress;
 use crate::device::Device;
 use crate::diffusion::additive::{self, AnnealedLangevinConfig};
@@ -13,6 +14,7 @@ use crate::diffusion::samplers::{
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
+use crate::memory_budget;
 use crate::ops::ConvPrecision;
 use crate::sample_file::SampleFile;
 use crate::train::{checkpoint_path, ScoreModel, Weights};
@@ -136,8 +138,12 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
 
 pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let path = resolve_checkpoint(&args.checkpoint);
+    let mut outputs = vec![("--out", args.out.as_path())];
+    outputs.extend(args.tensors.as_deref().map(|t| ("--tensors", t)));
+    check_outputs(&outputs, &[&path])?;
     let model = args.sampling.load_model(&path, device)?;
     let opts = args.sampling.generate_options(&model)?;
+    ensure_outputs_fit(&model, args)?;
     print_model(&model, device);
     let generated = sample_with_progress(&model, &opts)?;
     write_outputs(&model, &generated, args)?;
@@ -182,11 +188,48 @@ pub fn sample_with_progress(model: &ScoreModel, opts: &GenerateOptions) -> Resul
     generated
 }
 
+/// Pixels around and between the grid's tiles.
+const GRID_PADDING: usize = 2;
+
+/// Images per row of the grid: `--per-row`, at most `--count` (more columns would only widen
+/// the picture with padding), else about the square root of the count.
+fn per_row(args: &SampleArgs) -> usize {
+    let count = args.sampling.count;
+    args.per_row
+        .unwrap_or_else(|| (count as f64).sqrt().ceil() as usize)
+        .min(count)
+}
+
+/// Refuses a run whose samples and outputs would not fit in memory: the samples twice (drawn and
+/// copied out), three more copies for `--tensors` (the file's own, the tensor, the
+/// serialisation), and the grid's bytes. Runs before the sampling.
+fn ensure_outputs_fit(model: &ScoreModel, args: &SampleArgs) -> Result<()> {
+    if args.per_row == Some(0) {
+        return Err(Error::invalid("sample: --per-row must be at least 1"));
+    }
+    let [c, h, w] = model.spec.image_shape();
+    let count = args.sampling.count;
+    let copies = if args.tensors.is_some() { 5 } else { 2 };
+    let samples = memory_budget::f32_bytes(&[count, c * h * w, copies]);
+    let (columns, rows) = (per_row(args), count.div_ceil(per_row(args).max(1)));
+    let grid_side = |tiles: usize, side: usize| {
+        (tiles as u64)
+            .checked_mul((side + GRID_PADDING) as u64)?
+            .checked_add(GRID_PADDING as u64)
+    };
+    let grid = grid_side(rows, h)
+        .zip(grid_side(columns, w))
+        .and_then(|(height, width)| height.checked_mul(width)?.checked_mul(c as u64));
+    memory_budget::ensure_fits(
+        &Device::Cpu,
+        &format!("sample: --count {count} images of {c}x{h}x{w} and their grid"),
+        samples.zip(grid).and_then(|(a, b)| a.checked_add(b)),
+    )
+}
+
 fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -> Result<()> {
     let [channels, height, width] = model.spec.image_shape();
-    let per_row = args
-        .per_row
-        .unwrap_or_else(|| (args.sampling.count as f64).sqrt().ceil() as usize);
+    let per_row = per_row(args);
     write_grid(
         &args.out,
         &generated.images.to_vec()?,
@@ -196,7 +239,7 @@ fn write_outputs(model: &ScoreModel, generated: &Generated, args: &SampleArgs) -
             width,
         },
         per_row,
-        2,
+        GRID_PADDING,
         model.spec.range,
     )?;
     println!("wrote {}", args.out.display());

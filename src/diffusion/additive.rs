@@ -2,7 +2,7 @@
 //! `sigma_1 > ... > sigma_L`, noising `x + sigma_i z`, and annealed Langevin sampling. It shares
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
-use super::samplers::additive_langevin_step;
+use super::samplers::{additive_langevin_step, MAX_SAMPLER_STEPS};
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
 use crate::error::{Error, Result};
@@ -177,6 +177,30 @@ pub const DEFAULT_STEPS_PER_LEVEL: usize = 100;
 pub const DEFAULT_EPS: f32 = 2e-5;
 
 impl AnnealedLangevinConfig {
+    /// Checks `eps` in (0, [`max_eps`]) and the total steps against [`MAX_SAMPLER_STEPS`].
+    pub fn validate_for(&self, levels: &NoiseLevels) -> Result<()> {
+        let bound = max_eps(levels);
+        if !(self.eps.is_finite() && self.eps > 0.0 && (self.eps as f64) < bound) {
+            return Err(Error::invalid(format!(
+                "annealed Langevin: eps (--eps) {} must be positive and below {bound:.3e} = \
+                 4 sigma_L^2, the smallest noise level's bound; larger steps diverge even with the \
+                 exact score (SPEC section 8)",
+                self.eps
+            )));
+        }
+        let total = (levels.len() as u64).saturating_mul(self.steps_per_level as u64);
+        if self.steps_per_level == 0 || total > MAX_SAMPLER_STEPS {
+            return Err(Error::invalid(format!(
+                "annealed Langevin: {} levels x --steps-per-level {} = {total} steps; between 1 \
+                 and {MAX_SAMPLER_STEPS} per level and in all (the noise stream numbers steps \
+                 with 32 bits)",
+                levels.len(),
+                self.steps_per_level
+            )));
+        }
+        Ok(())
+    }
+
     pub fn paper_default(seed: u64) -> Self {
         Self {
             steps_per_level: DEFAULT_STEPS_PER_LEVEL,
@@ -184,6 +208,15 @@ impl AnnealedLangevinConfig {
             seed,
         }
     }
+}
+
+/// The largest stable `eps` (SPEC section 8): the step `x + alpha_i/2 s(x)` on a target smoothed
+/// by a Gaussian of variance `sigma_i^2` (score curvature at most `1/sigma_i^2`) contracts only
+/// while `alpha_i / (2 sigma_i^2) < 2`; with `alpha_i = eps sigma_i^2 / sigma_L^2` that is
+/// `eps < 4 sigma_L^2` at every level.
+pub fn max_eps(levels: &NoiseLevels) -> f64 {
+    let sigma_last = levels.sigma(levels.len() - 1) as f64;
+    4.0 * sigma_last * sigma_last
 }
 
 /// Runs annealed Langevin from `x` through every level, largest sigma first, and returns the
@@ -196,12 +229,7 @@ pub fn annealed_langevin(
     mut x: Tensor,
     mut progress: Option<&mut dyn FnMut(usize)>,
 ) -> Result<Tensor> {
-    if !(config.eps.is_finite() && config.eps > 0.0) {
-        return Err(Error::invalid(format!(
-            "annealed Langevin: eps {} must be positive",
-            config.eps
-        )));
-    }
+    config.validate_for(levels)?;
     let sigma_last = levels.sigma(levels.len() - 1) as f64;
     let mut step = 0u32;
     for i in 0..levels.len() {
@@ -211,6 +239,13 @@ pub fn annealed_langevin(
             let s = score.s(&x, i)?;
             additive_langevin_step(&mut x, &s, alpha, PhiloxDraw::sampler(config.seed, step))?;
             step += 1;
+        }
+        if !ops::all_finite(&x)? {
+            return Err(Error::invalid(format!(
+                "annealed Langevin: the samples are not finite (NaN or infinite) after noise \
+                 level {i} (sigma {sigma}): the chain diverged; try a smaller --eps, or check the \
+                 checkpoint's weights"
+            )));
         }
         if let Some(report) = progress.as_mut() {
             report(i);

@@ -78,6 +78,25 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// An error when a distance is not finite (a classifier whose weights are NaN, say), so
+    /// that no NaN row reaches a table or a CSV file.
+    fn ensure_finite(&self) -> Result<()> {
+        let values = [
+            ("Frechet distance", self.frechet),
+            ("kernel distance", self.kid),
+            ("Frechet floor", self.floor_frechet),
+            ("kernel distance floor", self.floor_kid),
+            ("nearest-neighbour distance", self.nn_mean),
+            ("test nearest-neighbour distance", self.test_nn_mean),
+        ];
+        match values.iter().find(|(_, v)| !v.is_finite()) {
+            None => Ok(()),
+            Some((name, v)) => Err(Error::invalid(format!(
+                "evaluate: the {name} is {v}: are the classifier's weights finite?"
+            ))),
+        }
+    }
+
     /// A human-readable table, one quantity a line, the reference floor beside the distances.
     pub fn to_table(&self) -> String {
         let flips = self
@@ -185,11 +204,19 @@ pub fn evaluate(
             ),
         ));
     }
-    if train.n == 0 || test.n < 2 || options.neighbours == 0 {
+    let non_finite = samples.images.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        return Err(Error::invalid(format!(
+            "evaluate: {non_finite} of {} sample values are not finite (NaN or infinite); \
+             distances to them mean nothing",
+            samples.images.len()
+        )));
+    }
+    if train.n == 0 || test.n < 2 || options.neighbours == 0 || options.max_reference < 2 {
         return Err(Error::invalid(format!(
             "evaluate: needs training images ('{}' has {}), two or more test images ('{}' has \
-             {}) and at least one neighbour per sample ({} asked)",
-            train.name, train.n, test.name, test.n, options.neighbours
+             {}, {} asked) and at least one neighbour per sample ({} asked)",
+            train.name, train.n, test.name, test.n, options.max_reference, options.neighbours
         )));
     }
     let range = classifier.spec.range;
@@ -226,7 +253,7 @@ pub fn evaluate(
         .map(|n| n[0].distance)
         .collect();
     let kid_reference = KidReference::new(&r)?;
-    Ok(EvalReport {
+    let report = EvalReport {
         n_samples,
         n_reference: reference_idx.len(),
         feature_dim: dim,
@@ -243,7 +270,9 @@ pub fn evaluate(
             / samples.images.len() as f64,
         sampler_sign_changes: samples.sign_changes,
         neighbours,
-    })
+    };
+    report.ensure_finite()?;
+    Ok(report)
 }
 
 /// `count` indices of `0..n`: all in order when `count >= n`, else a fixed random subset.

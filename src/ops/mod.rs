@@ -30,5 +30,5 @@ pub use loss::{dsm_loss, mdsm_loss, LossAndGrad};
 pub use optim::{adamw_step, egd_step, ema_update, global_norm, scale_in_place, AdamWCoefficients};
 pub use pool::PoolCfg;
 pub use random::{normal, philox_words, PhiloxDraw};
-pub use reduce::{mean, sum};
+pub use reduce::{all_finite, mean, sum};
 pub use softmax_xent::softmax_cross_entropy;

@@ -37,6 +37,16 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Whether every element is finite: exactly on the host; on a device from the sum, which is NaN
+/// or infinite when an element is (or when finite values overflow f32, itself a divergence), so
+/// a sampler can check once per level without copying the tensor back.
+pub fn all_finite(x: &Tensor) -> Result<bool> {
+    if x.device().is_host() {
+        return Ok(x.to_vec()?.iter().all(|v| v.is_finite()));
+    }
+    Ok(sum(x)?.item()?.is_finite())
+}
+
 /// The mean of all elements (0 for an empty tensor is not defined: it is NaN, as 0/0).
 pub fn mean(x: &Tensor) -> Result<Tensor> {
     let n = x.numel() as f32;

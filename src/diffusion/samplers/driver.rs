@@ -1,10 +1,12 @@
 //! The reverse-time sampler loop (SPEC section 4): Algorithm 1 (plain Euler-Maruyama), ADLS
 //! (annealed Dale-Langevin) and ASAMS (annealed sign-agnostic), for any [`ScoreSource`].
+use std::time::{Duration, Instant};
+
 use super::step::{dale_step, sign_agnostic_step, DaleVariant, StepCoefficients};
 use crate::diffusion::schedule::Schedule;
 use crate::diffusion::score::ScoreSource;
 use crate::error::{Error, Result};
-use crate::ops::{FlipCounter, PhiloxDraw};
+use crate::ops::{self, FlipCounter, PhiloxDraw};
 use crate::tensor::Tensor;
 
 /// Which step the sampler takes.
@@ -70,6 +72,24 @@ impl SamplerKind {
     }
 }
 
+/// The most steps one run may take: each step draws its noise at Philox step `steps as u32`
+/// (SPEC section 5), so a longer run would repeat its noise.
+pub const MAX_SAMPLER_STEPS: u64 = u32::MAX as u64 + 1;
+
+/// The largest stable `delta_s` for `schedule` (SPEC section 4): in log space a step moves `y`
+/// by `delta_s sigma_k^2 grad log p_k(y)`, and `p_k` is the data law smoothed by a Gaussian of
+/// variance `s_k^2`, whose curvature `-grad^2 log p_k` is at most `1/s_k^2`. The step is a
+/// contraction only while `delta_s sigma_k^2 / s_k^2 < 2` at every level `k >= 1`: the bound is
+/// `2 min_k s_k^2 / sigma_k^2`, `2/N` for a constant schedule.
+pub fn max_delta_s(schedule: &Schedule) -> f64 {
+    (1..schedule.n_levels())
+        .map(|k| {
+            let (s, sigma) = (schedule.s(k) as f64, schedule.sigma(k) as f64);
+            2.0 * s * s / (sigma * sigma)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The paper's sampling constants (SPEC 4): `delta_s = 2e-4`, `chi = 0.995`, `L = 3`.
 pub const PAPER_DELTA_S: f32 = 2e-4;
 pub const PAPER_CHI: f32 = 0.995;
@@ -106,11 +126,13 @@ impl SamplerConfig {
         }
     }
 
+    /// Checks the knobs that need no schedule: `delta_s > 0`, `L >= 1`, `chi` in (0, 1] (a `chi`
+    /// above 1 makes `kappa` grow without bound), `kappa_start >= 0`, all finite.
     pub fn validate(&self) -> Result<()> {
         let positive = |v: f32| v.is_finite() && v > 0.0;
         if !positive(self.delta_s) {
             return Err(Error::invalid(format!(
-                "sampler: delta_s {} must be positive",
+                "sampler: delta_s (--delta-s) {:?} must be positive",
                 self.delta_s
             )));
         }
@@ -119,24 +141,51 @@ impl SamplerConfig {
                 "sampler: at least one inner step per level (L >= 1)",
             ));
         }
-        if !positive(self.chi) {
+        if !(positive(self.chi) && self.chi <= 1.0) {
             return Err(Error::invalid(format!(
-                "sampler: chi {} must be positive",
+                "sampler: chi (--chi) {:?} must be in (0, 1]",
                 self.chi
             )));
         }
         if !(self.kappa_start.is_finite() && self.kappa_start >= 0.0) {
             return Err(Error::invalid(format!(
-                "sampler: kappa_start {} must be non-negative",
+                "sampler: kappa_start (--kappa) {:?} must be finite and non-negative",
                 self.kappa_start
             )));
         }
         Ok(())
     }
 
+    /// [`Self::validate`], and the bounds that depend on the schedule: `delta_s` below
+    /// [`max_delta_s`] and at most [`MAX_SAMPLER_STEPS`] steps in all.
+    pub fn validate_for(&self, schedule: &Schedule) -> Result<()> {
+        self.validate()?;
+        let bound = max_delta_s(schedule);
+        if self.delta_s as f64 >= bound {
+            return Err(Error::invalid(format!(
+                "sampler: delta_s (--delta-s) {:?} must be below {bound:.3e} = 2 min_k s_k^2/sigma_k^2 \
+                 for this schedule of {} levels; larger steps diverge even with the exact score \
+                 (SPEC section 4)",
+                self.delta_s,
+                schedule.n_levels()
+            )));
+        }
+        let total = self.total_steps(schedule.n_levels());
+        if total > MAX_SAMPLER_STEPS {
+            return Err(Error::invalid(format!(
+                "sampler: (levels - 1) x --inner-steps + --terminal-steps = {total} steps; at most \
+                 {MAX_SAMPLER_STEPS} (the noise stream numbers steps with 32 bits)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Steps [`sample`] will take for a schedule of `n_levels` levels.
+    /// Saturating, so that absurd settings reach [`Self::validate_for`]'s error.
     pub fn total_steps(&self, n_levels: usize) -> u64 {
-        ((n_levels - 1) * self.inner_steps + self.terminal_denoise_steps) as u64
+        (n_levels.saturating_sub(1) as u64)
+            .saturating_mul(self.inner_steps as u64)
+            .saturating_add(self.terminal_denoise_steps as u64)
     }
 }
 
@@ -162,56 +211,134 @@ pub struct SamplerStats {
 
 /// Runs the reverse chain from `x` (drawn from the initial law at level `N-1`) down to level 1,
 /// then the terminal denoising steps, and returns the samples and statistics. The global step
-/// counter (0, 1, ...) is the Philox step of each step's noise. `progress` is called once per
-/// level.
+/// counter (0, 1, ...) is the Philox step of each step's noise. `progress` is called after each
+/// level, and within a level at most once per [`PROGRESS_EVERY`]. A start or a level that ends
+/// with a non-finite entry is an error naming it.
 pub fn sample(
     score: &mut dyn ScoreSource,
     schedule: &Schedule,
     config: &SamplerConfig,
     mut x: Tensor,
-    mut progress: Option<&mut dyn FnMut(SamplerProgress)>,
+    progress: Option<&mut dyn FnMut(SamplerProgress)>,
 ) -> Result<(Tensor, SamplerStats)> {
-    config.validate()?;
-    let total_steps = config.total_steps(schedule.n_levels());
-    let mut flips = FlipCounter::new(x.device())?;
-    let mut stats = SamplerStats::default();
+    config.validate_for(schedule)?;
+    ensure_finite(
+        &x,
+        "the initial draw x_{N-1} (are the checkpoint's initialisation parameters finite?)",
+    )?;
+    let mut reporter = Reporter {
+        progress,
+        last: Instant::now(),
+        total_steps: config.total_steps(schedule.n_levels()),
+    };
+    let mut chain = Chain {
+        score,
+        schedule,
+        config,
+        flips: FlipCounter::new(x.device())?,
+        stats: SamplerStats::default(),
+    };
     let mut kappa = config.kappa_start;
-    let mut take_steps =
-        |x: &mut Tensor, k: usize, kappa: f32, count: usize, stats: &mut SamplerStats| {
-            for _ in 0..count {
-                let h = score.h(x, k)?;
-                let noise = PhiloxDraw::sampler(config.seed, stats.steps as u32);
-                let (sigma, mu) = (schedule.sigma(k), schedule.mu(k));
-                match config.step {
-                    StepKind::DaleLangevin(variant) => {
-                        let c = StepCoefficients::dale(sigma, mu, config.delta_s, kappa, variant);
-                        dale_step(x, &h, c, noise)?
-                    }
-                    StepKind::SignAgnostic => {
-                        let c = StepCoefficients::sign_agnostic(sigma, mu, config.delta_s, kappa);
-                        sign_agnostic_step(x, &h, c, noise, &mut flips)?
-                    }
-                }
-                stats.steps += 1;
-            }
-            stats.sign_changes += flips.drain()?;
-            Ok::<(), Error>(())
-        };
     for k in (1..schedule.n_levels()).rev() {
-        take_steps(&mut x, k, kappa, config.inner_steps, &mut stats)?;
-        if let Some(report) = progress.as_mut() {
-            report(SamplerProgress {
-                level: k,
-                kappa,
-                steps_done: stats.steps,
-                total_steps,
-            });
-        }
+        chain.take_steps(&mut x, k, kappa, config.inner_steps, &mut reporter)?;
+        ensure_finite(&x, &format!("level {k} (kappa {kappa:?})"))?;
+        reporter.report(k, kappa, chain.stats.steps);
         kappa *= config.chi;
     }
-    take_steps(&mut x, 1, 0.0, config.terminal_denoise_steps, &mut stats)?;
+    chain.take_steps(&mut x, 1, 0.0, config.terminal_denoise_steps, &mut reporter)?;
+    ensure_finite(&x, "the terminal denoising steps")?;
+    let mut stats = chain.stats;
     let values = x.to_vec()?;
     let nonpositive = values.iter().filter(|&&v| v <= 0.0 || v.is_nan()).count();
     stats.nonpositive_fraction = nonpositive as f64 / values.len().max(1) as f64;
     Ok((x, stats))
+}
+
+/// The longest a caller of [`sample`] waits for news within a level.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// An error saying where the chain went non-finite, so a diverging sampler never hands back
+/// NaN images as samples.
+fn ensure_finite(x: &Tensor, after: &str) -> Result<()> {
+    if ops::all_finite(x)? {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "sampler: the samples are not finite (NaN or infinite) after {after}: the chain diverged; \
+         try a smaller --delta-s or --kappa, or check the checkpoint's weights"
+    )))
+}
+
+/// The caller's progress callback, with the time of the last call.
+struct Reporter<'a> {
+    progress: Option<&'a mut dyn FnMut(SamplerProgress)>,
+    last: Instant,
+    total_steps: u64,
+}
+
+impl Reporter<'_> {
+    fn report(&mut self, level: usize, kappa: f32, steps_done: u64) {
+        self.last = Instant::now();
+        if let Some(report) = self.progress.as_mut() {
+            report(SamplerProgress {
+                level,
+                kappa,
+                steps_done,
+                total_steps: self.total_steps,
+            });
+        }
+    }
+
+    /// [`Self::report`] when the last report is [`PROGRESS_EVERY`] old.
+    fn report_if_due(&mut self, level: usize, kappa: f32, steps_done: u64) {
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.report(level, kappa, steps_done);
+        }
+    }
+}
+
+/// What the steps of one run share: the score, the schedule and knobs, the flip counter and the
+/// statistics so far.
+struct Chain<'a> {
+    score: &'a mut dyn ScoreSource,
+    schedule: &'a Schedule,
+    config: &'a SamplerConfig,
+    flips: FlipCounter,
+    stats: SamplerStats,
+}
+
+impl Chain<'_> {
+    /// `count` steps at level `k` with annealing factor `kappa`.
+    fn take_steps(
+        &mut self,
+        x: &mut Tensor,
+        k: usize,
+        kappa: f32,
+        count: usize,
+        reporter: &mut Reporter<'_>,
+    ) -> Result<()> {
+        let (sigma, mu, delta_s) = (
+            self.schedule.sigma(k),
+            self.schedule.mu(k),
+            self.config.delta_s,
+        );
+        for _ in 0..count {
+            let h = self.score.h(x, k)?;
+            let noise = PhiloxDraw::sampler(self.config.seed, self.stats.steps as u32);
+            match self.config.step {
+                StepKind::DaleLangevin(variant) => {
+                    let c = StepCoefficients::dale(sigma, mu, delta_s, kappa, variant);
+                    dale_step(x, &h, c, noise)?
+                }
+                StepKind::SignAgnostic => {
+                    let c = StepCoefficients::sign_agnostic(sigma, mu, delta_s, kappa);
+                    sign_agnostic_step(x, &h, c, noise, &mut self.flips)?
+                }
+            }
+            self.stats.steps += 1;
+            reporter.report_if_due(k, kappa, self.stats.steps);
+        }
+        self.stats.sign_changes += self.flips.drain()?;
+        Ok(())
+    }
 }

@@ -5,8 +5,8 @@ mod init;
 mod step;
 
 pub use driver::{
-    sample, SamplerConfig, SamplerKind, SamplerProgress, SamplerStats, StepKind, PAPER_CHI,
-    PAPER_DELTA_S, PAPER_INNER_STEPS,
+    max_delta_s, sample, SamplerConfig, SamplerKind, SamplerProgress, SamplerStats, StepKind,
+    MAX_SAMPLER_STEPS, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS, PROGRESS_EVERY,
 };
 pub use init::{class_average_init, class_means, LogNormalInit};
 pub use step::{
