@@ -69,4 +69,15 @@ impl Error {
             message: without_invalid_prefix(message),
         }
     }
+
+    /// This error, naming the file `path` unless its message names it already (errors from
+    /// the checkpoint reader do).
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        let message = self.to_string();
+        if message.contains(&path.display().to_string()) {
+            self
+        } else {
+            Error::file(path, message)
+        }
+    }
 }

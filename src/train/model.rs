@@ -226,7 +226,7 @@ impl ScoreModel {
         device: &Device,
     ) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
-        let in_file = |e: Error| Error::file(path, e.to_string());
+        let in_file = |e: Error| e.in_file(path);
         let mut spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
         if let Some(precision) = precision {
             spec.net.precision = precision;

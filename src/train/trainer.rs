@@ -160,7 +160,7 @@ impl Trainer {
         device: &Device,
         changes: &ResumeChanges,
     ) -> Result<Self> {
-        let in_file = |e: Error| Error::file(path, e.to_string());
+        let in_file = |e: Error| e.in_file(path);
         let spec = ModelSpec::import_from(ckpt).map_err(in_file)?;
         if let Some(wanted) = changes.precision.filter(|&p| p != spec.net.precision) {
             return Err(Error::file(
