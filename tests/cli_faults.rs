@@ -35,14 +35,38 @@ fn quick_run(dir: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
-fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dml"))
+/// A running `dml`, killed when dropped: a failing assertion never leaves a long run behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn spawn(args: &[String]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_dml"))
         .args(["--device", "cpu"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the dml binary runs")
+        .expect("the dml binary runs");
+    Running(child)
 }
 
 fn args_ref(args: &[String]) -> Vec<&str> {
