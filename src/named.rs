@@ -23,13 +23,15 @@ use crate::error::{Error, Result};
 ///
 /// The enum always derives `Clone, Copy, Debug, PartialEq, Eq`; its other attributes (its doc
 /// comment, further derives) and each variant's attributes (doc comment, `#[default]`) pass
-/// through. The first string is the name written everywhere; names after `|` are aliases,
+/// through. `pub enum SigmaShape parsed as "sigma schedule" { .. }` also gives it `parse`
+/// (through [`parse`], errors calling it a "sigma schedule"), for names read back from
+/// checkpoints. The first string is the name written everywhere; names after `|` are aliases,
 /// accepted by the command line and by `parse` but never written; the last string is the value's
 /// `--help` line.
 macro_rules! value_names {
     (
         $(#[$meta:meta])*
-        $vis:vis enum $ty:ident {
+        $vis:vis enum $ty:ident $(parsed as $what:literal)? {
             $(
                 $(#[$vmeta:meta])*
                 $variant:ident = $name:literal $(| $alias:literal)* => $help:literal
@@ -56,6 +58,16 @@ macro_rules! value_names {
                 }
             }
         }
+
+        $(
+            impl $ty {
+                /// The value called `name` (its name or an alias, exactly), as checkpoints
+                /// store it; any other name is an error listing the names.
+                pub fn parse(name: &str) -> $crate::error::Result<Self> {
+                    $crate::named::parse(name, $what)
+                }
+            }
+        )?
 
         impl ::std::fmt::Display for $ty {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {

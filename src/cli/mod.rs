@@ -11,11 +11,14 @@ mod train;
 mod train_classifier;
 mod train_resume;
 
+use std::ffi::OsString;
+
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::device::{CudaDevice, Device, EmuSchedule};
 use crate::error::Result;
+use crate::train::Recipe;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,7 +87,34 @@ impl DeviceChoice {
 /// training options were given on the command line: a resumed run refuses those that conflict
 /// with it, and must tell them apart from defaults.
 pub fn parse() -> Cli {
-    let matches = Cli::command().get_matches();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = parse_from(&argv);
+    match &cli.command {
+        Command::Train(args) => match args.recipe {
+            Some(recipe) => with_recipe(argv, recipe, args.given.clone()),
+            None => cli,
+        },
+        _ => cli,
+    }
+}
+
+/// `argv` parsed again with `recipe`'s options added where `argv` does not give them; the
+/// options given stay those of `argv`.
+fn with_recipe(mut argv: Vec<OsString>, recipe: Recipe, given: Vec<String>) -> Cli {
+    for (flag, value) in recipe.options() {
+        if !given.contains(&flag.replace('-', "_")) {
+            argv.extend([format!("--{flag}").into(), OsString::from(value)]);
+        }
+    }
+    let mut cli = parse_from(&argv);
+    if let Command::Train(args) = &mut cli.command {
+        args.given = given;
+    }
+    cli
+}
+
+fn parse_from(argv: &[OsString]) -> Cli {
+    let matches = Cli::command().get_matches_from(argv);
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let (Command::Train(args), Some(("train", sub))) = (&mut cli.command, matches.subcommand()) {
         args.given = given_on_command_line(sub);

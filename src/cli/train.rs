@@ -153,36 +153,6 @@ impl TrainArgs {
         }
     }
 
-    /// These options with `--recipe`'s defaults filled in where no option was given.
-    pub fn with_recipe(&self) -> TrainArgs {
-        let mut args = self.clone();
-        let Some(recipe) = self.recipe else {
-            return args;
-        };
-        let r = recipe.settings();
-        let unless_given = |flag: &str| !self.was_given(flag);
-        fill(&mut args.weighting, r.weighting, unless_given("weighting"));
-        fill(
-            &mut args.parameterisation,
-            r.parameterisation,
-            unless_given("parameterisation"),
-        );
-        fill(&mut args.batch, r.batch, unless_given("batch"));
-        fill(&mut args.lr, r.lr, unless_given("lr"));
-        fill(&mut args.warmup, r.warmup, unless_given("warmup"));
-        fill(&mut args.clip, r.clip, unless_given("clip"));
-        fill(
-            &mut args.weight_decay,
-            r.weight_decay,
-            unless_given("weight_decay"),
-        );
-        fill(&mut args.ema, r.ema, unless_given("ema"));
-        if unless_given("steps") {
-            args.steps = r.steps.or(args.steps);
-        }
-        args
-    }
-
     fn config(&self) -> Result<TrainConfig> {
         let config = TrainConfig {
             optimizer: self.optimizer,
@@ -218,13 +188,6 @@ pub fn load_data(name: &str, split: Split, max_images: Option<usize>) -> Result<
         Some(n) => data.truncated(n),
         None => data,
     })
-}
-
-/// `*option = value` when the recipe has a value and the option was not given.
-fn fill<T>(option: &mut T, value: Option<T>, not_given: bool) {
-    if let (Some(v), true) = (value, not_given) {
-        *option = v;
-    }
 }
 
 /// A run ready to train: the lock of its directory (taken before its checkpoint is read), the
@@ -303,7 +266,6 @@ fn start_new(args: &TrainArgs, device: &Device) -> Result<Start> {
 /// Trains as `args` say; returns the exit code: 0 when the run finished, 128 + the signal when
 /// one stopped it (after writing its checkpoint).
 pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
-    let args = &args.with_recipe();
     let Start {
         lock,
         mut trainer,

@@ -11,7 +11,7 @@ pub use crate::ops::LossAndGrad;
 crate::named::value_names! {
     /// The per-level weight `w_k` of the M-DSM loss (SPEC section 3).
     #[derive(Default)]
-    pub enum LossWeighting {
+    pub enum LossWeighting parsed as "loss weighting" {
         /// `w_k = 1` (paper 001 Eq. 33/38): levels with small `s_k` dominate, their target
         /// `-(1 + z/s_k)` being O(1/s_k).
         Unit = "unit" | "1" => "w_k = 1 (paper 001 Eq. 33): levels with small s_k dominate",
@@ -28,27 +28,13 @@ crate::named::value_names! {
 crate::named::value_names! {
     /// The level the M-DSM loss is taken at, for a sample noised at level `k` (SPEC 3.1).
     #[derive(Default)]
-    pub enum LossTarget {
+    pub enum LossTarget parsed as "loss target" {
         /// The exact M-DSM target `-(1 + z/s_k)` at the level the sample was noised at.
         #[default]
         Exact = "exact" => "the exact target -(1 + z/s_k) at the noised level (SPEC 3)",
         /// The released code's offset: noised at `k`, the loss is taken with `s_{k+1}` (target
         /// `-(1 + z s_k / s_{k+1}^2)`, weight from `s_{k+1}`), for reproducing its runs.
         ReleasedOffset = "released-offset" => "the released code's k+1 offset (SPEC 3.1; biased at small k)",
-    }
-}
-
-impl LossTarget {
-    /// The target called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "loss target")
-    }
-}
-
-impl LossWeighting {
-    /// The weighting called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "loss weighting")
     }
 }
 

@@ -11,7 +11,7 @@ crate::named::value_names! {
     ///
     /// For the GBM schedule the argument is forward time `t in [0, 1]` (noise grows with `t`);
     /// the additive baseline (SPEC section 8) reads the same curves from its noisiest level down.
-    pub enum SigmaShape {
+    pub enum SigmaShape parsed as "sigma schedule" {
         /// `sigma_max` throughout (`sigma_min` is ignored).
         Constant = "constant" => "sigma_max at every level (sigma_min ignored)",
         /// `sigma_min * (sigma_max / sigma_min)^u`.
@@ -32,11 +32,6 @@ crate::named::value_names! {
 const SIGMOID_STEEPNESS: f64 = 10.0;
 
 impl SigmaShape {
-    /// The shape called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "sigma schedule")
-    }
-
     /// The noise scale at `u in [0, 1]` (0: `sigma_min`, 1: `sigma_max`).
     pub fn value(self, u: f64, sigma_min: f64, sigma_max: f64) -> f64 {
         let span = sigma_max - sigma_min;

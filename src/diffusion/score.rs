@@ -21,7 +21,7 @@ pub trait GaussianScoreSource {
 crate::named::value_names! {
     /// What a score network's output means (SPEC section 3).
     #[derive(Default)]
-    pub enum Parameterisation {
+    pub enum Parameterisation parsed as "parameterisation" {
         /// The network outputs `h` directly.
         #[default]
         H = "h" => "the network outputs the Hyvarinen score h",
@@ -31,11 +31,6 @@ crate::named::value_names! {
 }
 
 impl Parameterisation {
-    /// The parameterisation called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "parameterisation")
-    }
-
     /// `h` from a network output `out` at the point `x`.
     pub fn to_h(self, x: &Tensor, out: Tensor) -> Result<Tensor> {
         match self {

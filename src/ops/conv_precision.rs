@@ -8,25 +8,17 @@
 //! train --precision` stores it in the checkpoint, so a resumed run keeps its arithmetic (SPEC
 //! section 5: a resumed run equals an uninterrupted one). With [`ConvPrecision::Fp32`], the default,
 //! every convolution is bit-for-bit the fp32 one. The backward passes are always fp32.
-use crate::error::Result;
 
 crate::named::value_names! {
     /// How the forward convolution multiplies.
     #[derive(Default, Hash)]
-    pub enum ConvPrecision {
+    pub enum ConvPrecision parsed as "convolution precision" {
         /// fp32 operands and accumulation.
         #[default]
         Fp32 = "fp32" => "fp32 operands and accumulation (exact, the default)",
         /// Operands rounded to tf32 ([`round_to_tf32`]), fp32 accumulation. On cpu the operands are
         /// rounded and the fp32 convolution runs: the reference the tensor-core kernel is tested against.
         Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores on cuda",
-    }
-}
-
-impl ConvPrecision {
-    /// The precision called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "convolution precision")
     }
 }
 

@@ -4,18 +4,11 @@ use crate::error::{Error, Result};
 
 crate::named::value_names! {
     /// The optimiser.
-    pub enum OptimizerKind {
+    pub enum OptimizerKind parsed as "optimiser" {
         /// AdamW with warm-up and global-norm clipping.
         AdamW = "adamw" => "AdamW with warm-up and gradient clipping",
         /// Exponentiated gradient descent (SPEC 7): sign-preserving, Dale's law.
         Egd = "egd" => "exponentiated gradient descent: weights never change sign (SPEC section 7)",
-    }
-}
-
-impl OptimizerKind {
-    /// The optimiser called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "optimiser")
     }
 }
 

@@ -18,7 +18,7 @@ const TARGET_KEY: &str = "loss.target";
 crate::named::value_names! {
     /// Which diffusion a model is trained for, without its settings.
     #[derive(Hash)]
-    pub enum Diffusion {
+    pub enum Diffusion parsed as "diffusion" {
         /// Geometric Brownian motion (SPEC sections 2-3).
         Gbm = "gbm" => "geometric Brownian motion: multiplicative noise, positive pixels (SPEC sections 2-3)",
         /// The additive Gaussian baseline (SPEC section 8).
@@ -36,11 +36,6 @@ pub struct NoiseDefaults {
 }
 
 impl Diffusion {
-    /// The diffusion called `name`, as checkpoints store it.
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "diffusion")
-    }
-
     /// GBM: the paper's constant sigma = 0.8 over N = 1000 levels (SPEC section 2). Additive:
     /// paper 004's geometric sigma from 1 down to 0.01 over 10 levels (SPEC section 8).
     pub fn defaults(self) -> NoiseDefaults {

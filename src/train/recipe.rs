@@ -1,8 +1,5 @@
 //! Named training recipes: a set of defaults for `dml train`, each documented with where its
 //! numbers come from. An option given on the command line always wins over the recipe.
-use crate::diffusion::loss::LossWeighting;
-use crate::diffusion::Parameterisation;
-
 crate::named::value_names! {
     /// A named set of training defaults.
     pub enum Recipe {
@@ -13,23 +10,9 @@ crate::named::value_names! {
     }
 }
 
-/// What a recipe sets; `None` leaves the option's own default.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct RecipeSettings {
-    pub weighting: Option<LossWeighting>,
-    pub parameterisation: Option<Parameterisation>,
-    pub batch: Option<usize>,
-    pub steps: Option<u64>,
-    pub lr: Option<f32>,
-    pub warmup: Option<u64>,
-    /// Gradient clipping threshold, 0 for none.
-    pub clip: Option<f32>,
-    pub weight_decay: Option<f32>,
-    pub ema: Option<f32>,
-}
-
 impl Recipe {
-    /// The defaults this recipe sets. The released code's numbers, from
+    /// The `dml train` options this recipe stands for, as (option, value) without the leading
+    /// `--`; options given on the command line win. The released code's numbers, from
     /// `Madhavaprasath23/Dale-Meets-Langevin`:
     /// - `losses.py` `new_loss`: residual `s_k^2 (x_k s - target)`, squared: weight `s_k^4` with
     ///   the network giving the Stein score `s` (SPEC 3.1);
@@ -42,20 +25,20 @@ impl Recipe {
     ///
     /// The loop's `k + 1` level offset is not part of the recipe; `--target released-offset`
     /// adds it.
-    pub fn settings(self) -> RecipeSettings {
+    pub fn options(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Self::Engine => RecipeSettings::default(),
-            Self::Released => RecipeSettings {
-                weighting: Some(LossWeighting::SkFourth),
-                parameterisation: Some(Parameterisation::Stein),
-                batch: Some(128),
-                steps: Some(300_000),
-                lr: Some(1e-4),
-                warmup: Some(0),
-                clip: Some(0.0),
-                weight_decay: Some(0.0),
-                ema: Some(0.999),
-            },
+            Self::Engine => &[],
+            Self::Released => &[
+                ("weighting", "sk4"),
+                ("parameterisation", "stein"),
+                ("batch", "128"),
+                ("steps", "300000"),
+                ("lr", "0.0001"),
+                ("warmup", "0"),
+                ("clip", "0"),
+                ("weight-decay", "0"),
+                ("ema", "0.999"),
+            ],
         }
     }
 }
@@ -66,12 +49,16 @@ mod tests {
 
     #[test]
     fn the_released_recipe_has_the_released_numbers() {
-        let r = Recipe::Released.settings();
-        assert_eq!(r.weighting, Some(LossWeighting::SkFourth));
-        assert_eq!(r.parameterisation, Some(Parameterisation::Stein));
-        assert_eq!((r.batch, r.steps), (Some(128), Some(300_000)));
-        assert_eq!((r.lr, r.warmup, r.clip), (Some(1e-4), Some(0), Some(0.0)));
-        assert_eq!((r.weight_decay, r.ema), (Some(0.0), Some(0.999)));
-        assert_eq!(Recipe::Engine.settings(), RecipeSettings::default());
+        let options: Vec<String> = Recipe::Released
+            .options()
+            .iter()
+            .map(|(flag, value)| format!("--{flag} {value}"))
+            .collect();
+        assert_eq!(
+            options.join(" "),
+            "--weighting sk4 --parameterisation stein --batch 128 --steps 300000 --lr 0.0001 \
+             --warmup 0 --clip 0 --weight-decay 0 --ema 0.999"
+        );
+        assert!(Recipe::Engine.options().is_empty());
     }
 }

@@ -33,13 +33,10 @@ impl RunLock {
             context: format!("{what} run lock {}", path.display()),
             source: e,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io("opening", e))?;
+        // Opened without truncating: the holder's pid must stay readable to a second run.
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        let mut file = options.open(&path).map_err(|e| io("opening", e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -6,7 +6,7 @@ use crate::ops::ConvPrecision;
 crate::named::value_names! {
     /// Named widths and topologies (NETWORK.md section 1).
     #[derive(Hash)]
-    pub enum Preset {
+    pub enum Preset parsed as "network preset" {
         /// Four stages, f = 8, for CPU runs and tests (golden files `ncsn_tiny_28`, `ncsn_tiny_32`).
         Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
         /// ncsn's published widths: four stages, f = 64 at 28x28 and 128 at 32x32.
@@ -26,11 +26,6 @@ pub enum Topology {
 }
 
 impl Preset {
-    /// The preset called `name` (as [`Preset::name`] writes it; `tiny-deep` for `tiny_deep`).
-    pub fn parse(name: &str) -> Result<Self> {
-        crate::named::parse(name, "network preset")
-    }
-
     pub fn topology(self) -> Topology {
         match self {
             Preset::Tiny | Preset::Paper => Topology::Standard,
