@@ -66,3 +66,38 @@ fn the_released_recipe_fills_what_was_not_given() {
     ]);
     assert!(e.contains("--recipe released"), "{e}");
 }
+
+#[test]
+fn a_sampler_preset_sets_the_released_numbers_and_options_given_win() {
+    let dir = common::tempdir("sampler-preset").join("run");
+    train(&dir, &["--batch", "2"]);
+    let sample = |extra: &[&str]| {
+        let png = dir.join("p.png");
+        let mut args = vec![
+            "sample",
+            "--checkpoint",
+            s(&dir),
+            "--count",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            s(&png),
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let out = sample(&["--sampler-preset", "fashion-asams-class"]);
+    assert!(
+        out.contains(
+            "sampler asams, delta_s 0.00025929438 inner steps 3 chi 0.9995 kappa 1 terminal steps 0, start class-average"
+        ),
+        "{out}"
+    );
+    let out = sample(&["--sampler-preset", "cifar10-adls", "--inner-steps", "1"]);
+    assert!(
+        out.contains("sampler adls, delta_s 0.000114210525 inner steps 1 chi 0.9995")
+            && out.contains("terminal steps 25"),
+        "{out}"
+    );
+}

@@ -107,6 +107,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
     let sample_args = SampleArgs {
         checkpoint: args.out.clone(),
         sampling: SamplerArgs {
+            sampler_preset: None,
             count: args.count,
             batch: args.count.min(64),
             sampler: SamplerKind::Adls,

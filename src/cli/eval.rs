@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::paths::check_outputs;
-use super::sample::{print_model, resolve_checkpoint, sample_with_progress, SamplerArgs};
+use super::sample::{
+    print_model, print_sampler, resolve_checkpoint, sample_with_progress, SamplerArgs,
+};
 use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
 use crate::data::{Dataset, Split};
 use crate::device::Device;
@@ -170,7 +172,9 @@ fn load_dataset(name: &str, split: Split, args: &EvalArgs) -> Result<Dataset> {
 }
 
 fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
-    let generated = sample_with_progress(model, &args.sampling.generate_options(model)?)?;
+    let opts = args.sampling.generate_options(model)?;
+    print_sampler(model, &args.sampling, &opts);
+    let generated = sample_with_progress(model, &opts)?;
     let signs = model.spec.objective.diffusion().requires_positive_pixels();
     Ok(SampleSet {
         images: generated.images.to_vec()?,

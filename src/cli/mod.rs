@@ -17,6 +17,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::device::{CudaDevice, Device, EmuSchedule};
+use crate::diffusion::samplers::SamplerPreset;
 use crate::error::Result;
 use crate::train::Recipe;
 
@@ -88,38 +89,58 @@ impl DeviceChoice {
 /// with it, and must tell them apart from defaults.
 pub fn parse() -> Cli {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let cli = parse_from(&argv);
+    let (cli, given) = parse_from(&argv);
+    let preset = preset_options(&cli);
+    if preset.is_empty() {
+        return cli;
+    }
+    with_preset(argv, preset, given)
+}
+
+/// The options a named set of defaults given on the command line stands for: `train --recipe`,
+/// `sample`/`eval --sampler-preset`.
+fn preset_options(cli: &Cli) -> &'static [(&'static str, &'static str)] {
     match &cli.command {
-        Command::Train(args) => match args.recipe {
-            Some(recipe) => with_recipe(argv, recipe, args.given.clone()),
-            None => cli,
-        },
-        _ => cli,
+        Command::Train(args) => args.recipe.map_or(&[], Recipe::options),
+        Command::Sample(args) => args
+            .sampling
+            .sampler_preset
+            .map_or(&[], SamplerPreset::options),
+        Command::Eval(args) => args
+            .sampling
+            .sampler_preset
+            .map_or(&[], SamplerPreset::options),
+        _ => &[],
     }
 }
 
-/// `argv` parsed again with `recipe`'s options added where `argv` does not give them; the
-/// options given stay those of `argv`.
-fn with_recipe(mut argv: Vec<OsString>, recipe: Recipe, given: Vec<String>) -> Cli {
-    for (flag, value) in recipe.options() {
+/// `argv` parsed again with a preset's `options` added where `argv` does not give them; the
+/// options recorded as given stay those of `argv`.
+fn with_preset(mut argv: Vec<OsString>, options: &[(&str, &str)], given: Vec<String>) -> Cli {
+    for (flag, value) in options {
         if !given.contains(&flag.replace('-', "_")) {
             argv.extend([format!("--{flag}").into(), OsString::from(value)]);
         }
     }
-    let mut cli = parse_from(&argv);
+    let (mut cli, _) = parse_from(&argv);
     if let Command::Train(args) = &mut cli.command {
         args.given = given;
     }
     cli
 }
 
-fn parse_from(argv: &[OsString]) -> Cli {
+/// The command line `argv` parsed (clap exits with its usage message on bad arguments), and
+/// the options of its subcommand that were given on it.
+fn parse_from(argv: &[OsString]) -> (Cli, Vec<String>) {
     let matches = Cli::command().get_matches_from(argv);
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Command::Train(args), Some(("train", sub))) = (&mut cli.command, matches.subcommand()) {
-        args.given = given_on_command_line(sub);
+    let given = matches
+        .subcommand()
+        .map_or_else(Vec::new, |(_, sub)| given_on_command_line(sub));
+    if let Command::Train(args) = &mut cli.command {
+        args.given = given.clone();
     }
-    cli
+    (cli, given)
 }
 
 fn given_on_command_line(matches: &ArgMatches) -> Vec<String> {

@@ -9,7 +9,8 @@ use super::progress::Progress;
 use crate::device::Device;
 use crate::diffusion::additive::{self, AnnealedLangevinConfig};
 use crate::diffusion::samplers::{
-    DaleVariant, SamplerConfig, SamplerKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
+    DaleVariant, SamplerConfig, SamplerKind, SamplerPreset, PAPER_CHI, PAPER_DELTA_S,
+    PAPER_INNER_STEPS,
 };
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
@@ -41,6 +42,10 @@ pub struct SampleArgs {
 /// How many images to draw and with which sampler: shared by `dml sample` and `dml eval`.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerArgs {
+    /// The sampler settings the paper's released code ships for a dataset (options given on
+    /// the command line win; src/diffusion/samplers/preset.rs cites each number).
+    #[arg(long, value_enum)]
+    pub sampler_preset: Option<SamplerPreset>,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub count: usize,
@@ -145,6 +150,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let opts = args.sampling.generate_options(&model)?;
     ensure_outputs_fit(&model, args)?;
     print_model(&model, device);
+    print_sampler(&model, &args.sampling, &opts);
     let generated = sample_with_progress(&model, &opts)?;
     write_outputs(&model, &generated, args)?;
     println!(
@@ -171,6 +177,29 @@ pub fn print_model(model: &ScoreModel, device: &Device) {
         model.spec.net.precision,
         model.spec.objective.summary()
     );
+}
+
+/// One line on the sampler settings in use (a preset's included), as `--help` names them.
+pub fn print_sampler(model: &ScoreModel, args: &SamplerArgs, opts: &GenerateOptions) {
+    let settings = match model.spec.objective.diffusion().requires_positive_pixels() {
+        true => {
+            let c = &opts.sampler;
+            format!(
+                "{}, delta_s {} inner steps {} chi {} kappa {} terminal steps {}",
+                args.sampler,
+                c.delta_s,
+                c.inner_steps,
+                c.chi,
+                c.kappa_start,
+                c.terminal_denoise_steps
+            )
+        }
+        false => format!(
+            "annealed Langevin, {} steps per level, eps {}",
+            opts.additive.steps_per_level, opts.additive.eps
+        ),
+    };
+    eprintln!("sampler {settings}, start {}", opts.init);
 }
 
 /// [`generate`] with a progress bar over network evaluations.

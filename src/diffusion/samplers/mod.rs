@@ -2,6 +2,7 @@
 //! initial draws.
 mod driver;
 mod init;
+mod preset;
 mod step;
 
 pub use driver::{
@@ -9,6 +10,7 @@ pub use driver::{
     MAX_SAMPLER_STEPS, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS, PROGRESS_EVERY,
 };
 pub use init::{class_average_init, class_means, LogNormalInit};
+pub use preset::SamplerPreset;
 pub use step::{
     additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant, StepCoefficients,
 };
