@@ -94,24 +94,19 @@ pub fn parse() -> Cli {
     if preset.is_empty() {
         return cli;
     }
-    with_preset(argv, preset, given)
+    with_preset(argv, &preset, given)
 }
 
 /// The options a named set of defaults given on the command line stands for: `train --recipe`,
 /// `sample`/`eval --sampler-preset`.
-fn preset_options(cli: &Cli) -> &'static [(&'static str, &'static str)] {
-    match &cli.command {
-        Command::Train(args) => args.recipe.map_or(&[], Recipe::options),
-        Command::Sample(args) => args
-            .sampling
-            .sampler_preset
-            .map_or(&[], SamplerPreset::options),
-        Command::Eval(args) => args
-            .sampling
-            .sampler_preset
-            .map_or(&[], SamplerPreset::options),
-        _ => &[],
-    }
+fn preset_options(cli: &Cli) -> Vec<(&'static str, &'static str)> {
+    let preset = match &cli.command {
+        Command::Train(args) => return args.recipe.map_or(vec![], Recipe::options),
+        Command::Sample(args) => args.sampling.sampler_preset,
+        Command::Eval(args) => args.sampling.sampler_preset,
+        _ => None,
+    };
+    preset.map_or(vec![], SamplerPreset::options)
 }
 
 /// `argv` parsed again with a preset's `options` added where `argv` does not give them; the

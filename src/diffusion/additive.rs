@@ -2,6 +2,7 @@
 //! `sigma_1 > ... > sigma_L`, noising `x + sigma_i z`, and annealed Langevin sampling. It shares
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
+use super::forward::{batch_size, forward_noise, per_sample};
 use super::samplers::{additive_langevin_step, MAX_SAMPLER_STEPS};
 use super::schedule::{validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
@@ -146,16 +147,9 @@ pub fn noise_additive_batch(
     seed: u64,
     step: u32,
 ) -> Result<AdditiveNoisedBatch> {
-    let batch = x0.shape().first().copied().unwrap_or(0);
-    let indices = draw_level_indices(batch, levels, seed, step);
-    let (x_noisy, z) = additive_forward(
-        x0,
-        &indices,
-        levels,
-        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
-    )?;
-    let sigma: Vec<f32> = indices.iter().map(|&i| levels.sigma(i)).collect();
-    let sigma_level = Tensor::from_vec(sigma, &[batch], x0.device())?;
+    let indices = draw_level_indices(batch_size(x0), levels, seed, step);
+    let (x_noisy, z) = additive_forward(x0, &indices, levels, forward_noise(seed, step))?;
+    let sigma_level = per_sample(&indices, |i| levels.sigma(i), x0)?;
     Ok(AdditiveNoisedBatch {
         x_noisy,
         z,

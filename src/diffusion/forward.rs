@@ -49,20 +49,33 @@ pub fn gbm_forward(
 /// One training batch: levels from Philox stream LEVELS, noise from stream FORWARD_NOISE, both
 /// keyed by the training step.
 pub fn noise_batch(x0: &Tensor, schedule: &Schedule, seed: u64, step: u32) -> Result<NoisedBatch> {
-    let batch = x0.shape().first().copied().unwrap_or(0);
-    let levels = draw_levels(batch, schedule, seed, step);
-    let (x_k, z) = gbm_forward(
-        x0,
-        &levels,
-        schedule,
-        PhiloxDraw::new(seed, stream::FORWARD_NOISE, step),
-    )?;
-    let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
-    let s_level = Tensor::from_vec(s, &[batch], x0.device())?;
+    let levels = draw_levels(batch_size(x0), schedule, seed, step);
+    let (x_k, z) = gbm_forward(x0, &levels, schedule, forward_noise(seed, step))?;
+    let s_level = per_sample(&levels, |k| schedule.s(k), x0)?;
     Ok(NoisedBatch {
         x_k,
         z,
         levels,
         s_level,
     })
+}
+
+/// The samples in a batch `x0` (its leading dimension; 0 for a scalar).
+pub(crate) fn batch_size(x0: &Tensor) -> usize {
+    x0.shape().first().copied().unwrap_or(0)
+}
+
+/// The forward noise of training step `step`: Philox stream FORWARD_NOISE (SPEC 5).
+pub(crate) fn forward_noise(seed: u64, step: u32) -> PhiloxDraw {
+    PhiloxDraw::new(seed, stream::FORWARD_NOISE, step)
+}
+
+/// `value(level)` for each sample's level, as a `[B]` tensor on `x0`'s device.
+pub(crate) fn per_sample(
+    levels: &[usize],
+    value: impl Fn(usize) -> f32,
+    x0: &Tensor,
+) -> Result<Tensor> {
+    let values: Vec<f32> = levels.iter().map(|&k| value(k)).collect();
+    Tensor::from_vec(values, &[levels.len()], x0.device())
 }

@@ -77,7 +77,7 @@ pub fn mdsm_loss_at(
         LossWeighting::SkFourth => 4,
     };
     let stein = parameterisation == Parameterisation::Stein;
-    ops::mdsm_loss(output, x_k, z, (s_level, t_level), weight_power, stein)
+    ops::mdsm_loss(output, (x_k, z), (s_level, t_level), (weight_power, stein))
 }
 
 /// The additive DSM loss `(1/B) sum_b sigma_b^2/2 ||s + z/sigma_b||^2` (SPEC 8) and its gradient

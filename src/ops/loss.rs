@@ -96,18 +96,17 @@ impl FusedLoss<'_> {
 }
 
 /// The M-DSM loss `(1/B) sum_b w_b 1/2 ||h - target||^2` (SPEC section 3) and its gradient
-/// w.r.t. `output`. `output`, `x_k` and `z` share a shape `[B, ...]`; `s_level` is `[B]`, each
+/// w.r.t. `output`, from the noised batch `(x_k, z)`, the per-sample levels `(s_level, t_level)`
+/// and the loss's form `(weight_power, stein)`. `output`, `x_k` and `z` share a shape `[B, ...]`; `s_level` is `[B]`, each
 /// sample's `s_k`, and `t_level` the `s` of the level the loss is taken at: `s_level` itself for
 /// the exact target `-(1 + z/s_b)`, else the target is `-(1 + z s_b / t_b^2)` (the released code's
 /// offset, SPEC 3.1). The weight is `w_b = t_b^weight_power` (0, 2 or 4); `h = x_k * output` when
 /// `stein` (the network outputs the Stein score), else `h = output`.
 pub fn mdsm_loss(
     output: &Tensor,
-    x_k: &Tensor,
-    z: &Tensor,
+    (x_k, z): (&Tensor, &Tensor),
     (s_level, t_level): (&Tensor, &Tensor),
-    weight_power: i32,
-    stein: bool,
+    (weight_power, stein): (i32, bool),
 ) -> Result<LossAndGrad> {
     output.check_same_shape(x_k, "mdsm_loss (output vs x_k)")?;
     output.check_same_shape(z, "mdsm_loss (output vs z)")?;

@@ -25,10 +25,10 @@ impl Recipe {
     ///
     /// The loop's `k + 1` level offset is not part of the recipe; `--target released-offset`
     /// adds it.
-    pub fn options(self) -> &'static [(&'static str, &'static str)] {
+    pub fn options(self) -> Vec<(&'static str, &'static str)> {
         match self {
-            Self::Engine => &[],
-            Self::Released => &[
+            Self::Engine => vec![],
+            Self::Released => vec![
                 ("weighting", "sk4"),
                 ("parameterisation", "stein"),
                 ("batch", "128"),

@@ -26,75 +26,35 @@ crate::named::value_names! {
 
 impl SamplerPreset {
     /// The options this preset stands for, as (option, value) without the leading `--`.
-    pub fn options(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::FashionAdls => &[
-                ("sampler", "adls"),
-                ("delta-s", "0.0005862727272727274"),
-                ("inner-steps", "1"),
-                ("chi", "0.995"),
-            ],
-            Self::FashionAsams => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.001467799267622069"),
-                ("inner-steps", "3"),
-                ("chi", "0.9995"),
-            ],
-            Self::FashionAsamsClass => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.000259294380"),
-                ("inner-steps", "3"),
-                ("chi", "0.9995"),
-                ("init", "class-average"),
-            ],
-            Self::MnistAdls => &[
-                ("sampler", "adls"),
-                ("delta-s", "0.0006165454545454547"),
-                ("inner-steps", "1"),
-                ("chi", "0.995"),
-            ],
-            Self::MnistAsams => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.000143844988828766"),
-                ("inner-steps", "4"),
-                ("chi", "0.995"),
-            ],
-            Self::KmnistAdls => &[
-                ("sampler", "adls"),
-                ("delta-s", "0.00021131578947368424"),
-                ("inner-steps", "3"),
-                ("chi", "0.995"),
-            ],
-            Self::KmnistAsams => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.00021131578947368424"),
-                ("inner-steps", "3"),
-                ("chi", "1.0"),
-            ],
-            Self::KmnistAsamsClass => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.0003359818286283781"),
-                ("inner-steps", "2"),
-                ("chi", "0.995"),
-                ("init", "class-average"),
-            ],
-            Self::Cifar10Adls => &[
-                ("sampler", "adls"),
-                ("delta-s", "0.00011421052631578947"),
-                ("inner-steps", "6"),
-                ("chi", "0.9995"),
-                ("terminal-steps", "25"),
-            ],
-            Self::Cifar10Asams => &[
-                ("sampler", "asams"),
-                ("delta-s", "0.000143844988828766"),
-                ("inner-steps", "5"),
-                ("chi", "0.9995"),
-                ("terminal-steps", "25"),
-            ],
-        }
+    pub fn options(self) -> Vec<(&'static str, &'static str)> {
+        // (sampler, delta, L, anneal_factor, the start or terminal steps when set)
+        let (sampler, delta_s, inner_steps, chi, extra) = match self {
+            Self::FashionAdls => ("adls", "0.0005862727272727274", "1", "0.995", None),
+            Self::FashionAsams => ("asams", "0.001467799267622069", "3", "0.9995", None),
+            Self::FashionAsamsClass => ("asams", "0.000259294380", "3", "0.9995", CLASS_START),
+            Self::MnistAdls => ("adls", "0.0006165454545454547", "1", "0.995", None),
+            Self::MnistAsams => ("asams", "0.000143844988828766", "4", "0.995", None),
+            Self::KmnistAdls => ("adls", "0.00021131578947368424", "3", "0.995", None),
+            Self::KmnistAsams => ("asams", "0.00021131578947368424", "3", "1.0", None),
+            Self::KmnistAsamsClass => ("asams", "0.0003359818286283781", "2", "0.995", CLASS_START),
+            Self::Cifar10Adls => ("adls", "0.00011421052631578947", "6", "0.9995", TWEEDIE),
+            Self::Cifar10Asams => ("asams", "0.000143844988828766", "5", "0.9995", TWEEDIE),
+        };
+        let mut options = vec![
+            ("sampler", sampler),
+            ("delta-s", delta_s),
+            ("inner-steps", inner_steps),
+            ("chi", chi),
+        ];
+        options.extend(extra);
+        options
     }
 }
+
+/// The released code's `start_from_average`.
+const CLASS_START: Option<(&str, &str)> = Some(("init", "class-average"));
+/// The released CIFAR-10 code's `tweedie_steps = 25`.
+const TWEEDIE: Option<(&str, &str)> = Some(("terminal-steps", "25"));
 
 #[cfg(test)]
 mod tests {
