@@ -297,3 +297,26 @@ fn a_few_images_or_a_single_class_can_train() {
         s(&dir),
     ]);
 }
+
+#[test]
+fn absurd_level_counts_and_batches_are_refused_before_training() {
+    let dir = fresh_dir("faults-sizes");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            "shapes",
+            "--steps",
+            "1",
+            "--out",
+            s(&dir),
+        ];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let e = run(&["--levels", "1000000000000"]);
+    assert!(e.contains("--levels") && e.contains("100000"), "{e}");
+    let e = run(&["--levels", "10", "--batch", "100000000"]);
+    assert!(e.contains("--batch 100000000") && e.contains("GB"), "{e}");
+    assert!(!dir.join("checkpoint.safetensors").exists());
+}

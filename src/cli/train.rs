@@ -276,6 +276,7 @@ pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
         start_new(args, device)?
     };
     let dir = lock.dir().to_path_buf();
+    trainer.check_step_memory()?;
     print_header(&trainer, &data, device, &dir);
     stop::install();
     let mut progress = Progress::new("train", trainer.config.steps, trainer.steps_done());

@@ -4,7 +4,7 @@
 //! its loss is [`super::loss::dsm_loss`].
 use super::forward::{batch_size, forward_noise, per_sample};
 use super::samplers::{additive_langevin_step, MAX_SAMPLER_STEPS};
-use super::schedule::{validate_sigma_range, SigmaShape};
+use super::schedule::{check_level_count, validate_sigma_range, SigmaShape};
 use super::score::GaussianScoreSource;
 use crate::error::{Error, Result};
 use crate::metadata::MetadataReader;
@@ -35,6 +35,7 @@ impl NoiseLevels {
                 "additive noise levels: at least one level is needed",
             ));
         }
+        check_level_count(n_levels, "additive noise levels")?;
         validate_sigma_range(sigma_min, sigma_max, "additive noise levels")?;
         let last = (n_levels - 1).max(1) as f64;
         let sigmas = (0..n_levels)

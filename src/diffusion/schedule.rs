@@ -51,6 +51,21 @@ impl SigmaShape {
 }
 
 /// Checks the end points of a sigma curve: positive, finite, ordered.
+/// The most noise levels a schedule may have. Each level is a row of every conditional norm's
+/// embedding (SPEC 9) and an entry of the schedule's tables, so a count far beyond the paper's
+/// 1000 would exhaust memory before training starts (and 10^12 would never finish building).
+pub const MAX_LEVELS: usize = 100_000;
+
+/// An error unless `n_levels` is at most [`MAX_LEVELS`].
+pub(crate) fn check_level_count(n_levels: usize, what: &str) -> Result<()> {
+    if n_levels > MAX_LEVELS {
+        return Err(Error::invalid(format!(
+            "{what}: {n_levels} levels; at most {MAX_LEVELS} (--levels; the paper uses 1000)"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_sigma_range(sigma_min: f64, sigma_max: f64, what: &str) -> Result<()> {
     if !(sigma_min.is_finite() && sigma_max.is_finite() && sigma_min > 0.0 && sigma_max > 0.0) {
         return Err(Error::invalid(format!(
@@ -185,6 +200,7 @@ impl Schedule {
                 "schedule: {n_levels} levels; at least 2 are needed (level 0 is the data)"
             )));
         }
+        check_level_count(n_levels, "schedule")?;
         validate_sigma_range(sigma_min, sigma_max, "schedule")?;
         let delta = 1.0 / n_levels as f64;
         let (mut sigma, mut mu, mut m, mut s) = (vec![], vec![], vec![], vec![]);
