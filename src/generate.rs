@@ -156,6 +156,13 @@ fn validate(model: &ScoreModel, opts: &GenerateOptions) -> Result<()> {
         &Device::Cpu,
         &format!("sample: --count {} images of {c}x{h}x{w}", opts.count),
         memory_budget::f32_bytes(&[opts.count, c * h * w]),
+    )?;
+    // The network's activations at the sampling batch, on the model's device.
+    let batch = opts.batch.min(opts.count) as u64;
+    memory_budget::ensure_fits(
+        model.store.device(),
+        &format!("sample: --batch {batch}"),
+        model.peak_bytes_per_image(false)?.checked_mul(batch),
     )
 }
 

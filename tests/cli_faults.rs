@@ -319,4 +319,20 @@ fn absurd_level_counts_and_batches_are_refused_before_training() {
     let e = run(&["--levels", "10", "--batch", "100000000"]);
     assert!(e.contains("--batch 100000000") && e.contains("GB"), "{e}");
     assert!(!dir.join("checkpoint.safetensors").exists());
+
+    // Sampling: the network's activations at the batch, estimated before the first step.
+    ok(&args_ref(&quick_run(&dir, &["--steps", "1"])));
+    let png = dir.join("x.png");
+    let e = fails(&[
+        "sample",
+        "--checkpoint",
+        s(&dir),
+        "--count",
+        "1000000",
+        "--batch",
+        "1000000",
+        "--out",
+        s(&png),
+    ]);
+    assert!(e.contains("--batch 1000000") && e.contains("GB"), "{e}");
 }

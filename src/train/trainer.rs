@@ -210,35 +210,18 @@ impl Trainer {
     }
 
     /// An error unless a training step at the configured batch fits in the memory of the
-    /// model's device: the tensors one image's forward and backward pass hold at their peak
-    /// (measured on one image at level 1, nothing of the run changed), times the batch, plus the
-    /// parameters, their gradients and the optimiser and EMA state. A batch beyond memory would
-    /// otherwise abort the process (or wake the OOM killer) at the first step.
+    /// model's device: one image's forward and backward peak times the batch (see
+    /// [`ScoreModel::peak_bytes_per_image`]), plus the parameters, their gradients and the
+    /// optimiser and EMA state. A batch beyond memory would otherwise abort the process (or wake
+    /// the OOM killer) at the first step.
     pub fn check_step_memory(&self) -> Result<()> {
-        let device = self.model.store.device().clone();
-        let spec = &self.model.spec.net;
-        let per_image = {
-            let base = crate::tensor::memory::live_bytes();
-            crate::tensor::memory::reset_peak();
-            let mut tape = Tape::new(&self.model.store);
-            let shape = spec.input_shape(1);
-            let pixels = vec![1.5; shape.iter().product()];
-            let x = tape.constant(Tensor::from_vec(pixels, &shape, &device)?);
-            let levels = tape.constant(Tensor::from_vec(vec![1.0], &[1], &device)?);
-            let out = self.model.net.forward(&mut tape, &x, &levels)?;
-            let grad = Tensor::from_vec(vec![1.0; out.value().numel()], out.shape(), &device)?;
-            drop(tape.backward(&out, grad)?);
-            crate::tensor::memory::peak_bytes().saturating_sub(base) as u64
-        };
+        let per_image = self.model.peak_bytes_per_image(true)?;
         let state = 5 * 4 * self.model.store.num_elements() as u64;
         let bytes = per_image
             .checked_mul(self.config.batch_size as u64)
             .and_then(|b| b.checked_add(state));
-        crate::memory_budget::ensure_fits(
-            &device,
-            &format!("train: --batch {}", self.config.batch_size),
-            bytes,
-        )
+        let what = format!("train: --batch {}", self.config.batch_size);
+        crate::memory_budget::ensure_fits(self.model.store.device(), &what, bytes)
     }
 
     /// Steps taken so far.
