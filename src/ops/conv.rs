@@ -113,15 +113,22 @@ impl ConvDims {
             pad: cfg.padding,
             dil: cfg.dilation,
         };
-        // The kernels index with 32-bit ints.
+        // The kernels index with 32-bit ints; the products are of sizes a user chose, so they
+        // are checked rather than allowed to wrap.
+        let elements = |dims: [usize; 4]| dims.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
         let largest = [
-            batch * c_in * h_in * w_in,
-            batch * c_out * h_out * w_out,
-            c_out * c_in * kh * kw,
+            [batch, c_in, h_in, w_in],
+            [batch, c_out, h_out, w_out],
+            [c_out, c_in, kh, kw],
         ];
-        if largest.iter().any(|&n| n >= i32::MAX as usize) {
+        if largest
+            .into_iter()
+            .any(|dims| elements(dims).is_none_or(|n| n >= i32::MAX as usize))
+        {
             return Err(Error::invalid(format!(
-                "{op}: {d:?} too large for 32-bit indexing"
+                "{op}: input {x_shape:?} with weight {w_shape:?} gives an output of \
+                 {batch}x{c_out}x{h_out}x{w_out}; a tensor of 2^31 elements or more is too large \
+                 for the kernels' 32-bit indexing (use a smaller batch)"
             )));
         }
         Ok(d)
@@ -531,5 +538,26 @@ mod cpu {
         for part in partials.chunks(w_len) {
             dw.iter_mut().zip(part).for_each(|(o, &v)| *o += v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_32_bit_indexing_are_errors_not_wrapped_products() {
+        let cfg = Conv2dCfg::same(3, 1);
+        let err = ConvDims::new(&[1 << 20, 64, 64, 64], &[64, 64, 3, 3], cfg, "conv2d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("32-bit") && err.contains("1048576x64x64x64"),
+            "{err}"
+        );
+        // A product that overflows usize is the same error, not a panic or a wrap.
+        let huge = usize::MAX / 2;
+        assert!(ConvDims::new(&[huge, 4, 4, 4], &[4, 4, 1, 1], cfg, "conv2d").is_err());
+        assert!(ConvDims::new(&[2, 64, 28, 28], &[64, 64, 3, 3], cfg, "conv2d").is_ok());
     }
 }
