@@ -9,31 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{fails, ok, s};
+use common::cli::{args_ref, fails, ok, s, shapes_run};
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::train::read_losses;
-
-/// A quick run on the built-in data: the tiny network, 10 levels, batch 2.
-fn quick_run(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
-        "--data",
-        "shapes",
-        "--max-images",
-        "64",
-        "--levels",
-        "10",
-        "--batch",
-        "2",
-        "--out",
-        s(dir),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
 
 /// A running `dml`, killed when dropped: a failing assertion never leaves a long run behind.
 struct Running(Child);
@@ -67,10 +45,6 @@ fn spawn(args: &[String]) -> Running {
         .spawn()
         .expect("the dml binary runs");
     Running(child)
-}
-
-fn args_ref(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 /// Waits up to a minute for `ready`, failing the test with `what` otherwise.
@@ -113,14 +87,14 @@ fn fresh_dir(name: &str) -> PathBuf {
 #[test]
 fn a_resumed_run_killed_at_once_keeps_its_loss_log() {
     let dir = fresh_dir("faults-log");
-    ok(&args_ref(&quick_run(
+    ok(&args_ref(&shapes_run(
         &dir,
         &["--steps", "6", "--checkpoint-every", "3"],
     )));
     let log = dir.join("loss.csv");
     assert_eq!(read_losses(&log).unwrap().len(), 6);
     let inode = std::fs::metadata(&log).unwrap().ino();
-    let mut child = spawn(&quick_run(
+    let mut child = spawn(&shapes_run(
         &dir,
         &[
             "--resume",
@@ -150,7 +124,7 @@ fn a_resumed_run_killed_at_once_keeps_its_loss_log() {
 #[test]
 fn a_second_run_in_the_same_directory_is_refused() {
     let dir = fresh_dir("faults-lock");
-    let mut first = spawn(&quick_run(
+    let mut first = spawn(&shapes_run(
         &dir,
         &["--steps", "100000", "--checkpoint-every", "100000"],
     ));
@@ -158,7 +132,7 @@ fn a_second_run_in_the_same_directory_is_refused() {
     wait_for("the first run never took its lock", || {
         std::fs::read_to_string(&lock).is_ok_and(|pid| !pid.is_empty())
     });
-    let e = fails(&args_ref(&quick_run(&dir, &["--steps", "2"])));
+    let e = fails(&args_ref(&shapes_run(&dir, &["--steps", "2"])));
     assert!(
         e.contains("another dml process") && e.contains(&first.id().to_string()),
         "{e}"
@@ -166,14 +140,14 @@ fn a_second_run_in_the_same_directory_is_refused() {
     first.kill().unwrap();
     first.wait().unwrap();
     // The lock dies with its process, kill -9 included: the directory is usable again.
-    ok(&args_ref(&quick_run(&dir, &["--steps", "2"])));
+    ok(&args_ref(&shapes_run(&dir, &["--steps", "2"])));
 }
 
 #[test]
 fn sigterm_and_sighup_stop_cleanly_with_the_shell_exit_codes() {
     for (name, code) in [("TERM", 143), ("HUP", 129), ("INT", 130)] {
         let dir = fresh_dir(&format!("faults-sig{name}"));
-        let mut child = spawn(&quick_run(
+        let mut child = spawn(&shapes_run(
             &dir,
             &["--steps", "100000", "--checkpoint-every", "100000"],
         ));
@@ -197,12 +171,12 @@ fn sigterm_and_sighup_stop_cleanly_with_the_shell_exit_codes() {
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let dir = fresh_dir("faults-diverge");
-    ok(&args_ref(&quick_run(
+    ok(&args_ref(&shapes_run(
         &dir,
         &["--steps", "5", "--checkpoint-every", "5"],
     )));
     let good = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
-    let e = fails(&args_ref(&quick_run(
+    let e = fails(&args_ref(&shapes_run(
         &dir,
         &[
             "--resume",
@@ -225,7 +199,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn resume_refuses_contradicting_options_and_continues_on_its_own_data() {
     let dir = fresh_dir("faults-resume");
-    ok(&args_ref(&quick_run(&dir, &["--steps", "2"])));
+    ok(&args_ref(&shapes_run(&dir, &["--steps", "2"])));
     let resume = |extra: &[&str]| {
         let mut a = vec!["train", "--resume", "--out", s(&dir)];
         a.extend_from_slice(extra);
@@ -255,7 +229,7 @@ fn resume_refuses_contradicting_options_and_continues_on_its_own_data() {
 #[test]
 fn demo_refuses_a_directory_holding_another_run() {
     let dir = fresh_dir("faults-demo");
-    ok(&args_ref(&quick_run(&dir, &["--steps", "2"])));
+    ok(&args_ref(&shapes_run(&dir, &["--steps", "2"])));
     let before = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
     let e = fails(&[
         "demo",
@@ -321,7 +295,7 @@ fn absurd_level_counts_and_batches_are_refused_before_training() {
     assert!(!dir.join("checkpoint.safetensors").exists());
 
     // Sampling: the network's activations at the batch, estimated before the first step.
-    ok(&args_ref(&quick_run(&dir, &["--steps", "1"])));
+    ok(&args_ref(&shapes_run(&dir, &["--steps", "1"])));
     let png = dir.join("x.png");
     let e = fails(&[
         "sample",

@@ -2,25 +2,14 @@
 //! win, and the checkpoint records what was used (SPEC 3.1).
 mod common;
 
-use common::cli::{fails, ok, s};
+use common::cli::{args_ref, fails, ok, s, shapes_run};
 use dalemeetslangevin::checkpoint::Checkpoint;
 
 fn train(dir: &std::path::Path, extra: &[&str]) -> Checkpoint {
-    let mut args = vec![
-        "train",
-        "--data",
-        "shapes",
-        "--max-images",
-        "64",
-        "--levels",
-        "10",
-        "--steps",
-        "2",
-        "--out",
-        s(dir),
-    ];
-    args.extend_from_slice(extra);
-    ok(&args);
+    // Batch 2 is given on the command line by the quick run, so it wins over a recipe.
+    let mut more = vec!["--steps", "2"];
+    more.extend_from_slice(extra);
+    ok(&args_ref(&shapes_run(dir, &more)));
     Checkpoint::load(dir.join("checkpoint.safetensors")).unwrap()
 }
 
@@ -29,14 +18,7 @@ fn the_released_recipe_fills_what_was_not_given() {
     let base = common::tempdir("recipe");
     let ckpt = train(
         &base.join("released"),
-        &[
-            "--recipe",
-            "released",
-            "--batch",
-            "2",
-            "--target",
-            "released-offset",
-        ],
+        &["--recipe", "released", "--target", "released-offset"],
     );
     for (key, value) in [
         ("loss.weighting", "sk4"),
@@ -52,7 +34,7 @@ fn the_released_recipe_fills_what_was_not_given() {
     ] {
         assert_eq!(ckpt.meta(key).unwrap(), value, "{key}");
     }
-    let engine = train(&base.join("engine"), &["--batch", "2"]);
+    let engine = train(&base.join("engine"), &[]);
     assert_eq!(engine.meta("loss.target").unwrap(), "exact");
     assert_eq!(engine.meta("loss.weighting").unwrap(), "sk2");
     // A recipe is for new runs; a resumed run keeps its own settings.
@@ -70,7 +52,7 @@ fn the_released_recipe_fills_what_was_not_given() {
 #[test]
 fn a_sampler_preset_sets_the_released_numbers_and_options_given_win() {
     let dir = common::tempdir("sampler-preset").join("run");
-    train(&dir, &["--batch", "2"]);
+    train(&dir, &[]);
     let sample = |extra: &[&str]| {
         let png = dir.join("p.png");
         let mut args = vec![

@@ -2,7 +2,7 @@
 //! kill -9, sample, evaluate; and every kind of bad input answered by a clear error, never a panic.
 mod common;
 
-use common::cli::{fails, fake_idx_dir, ok, s};
+use common::cli::{fails, fake_idx_dir, ok, s, shapes_run};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,26 +146,9 @@ fn kill_minus_nine_loses_nothing_before_the_last_checkpoint() {
     let base = common::tempdir("cli-kill");
     let (killed, straight) = (base.join("killed"), base.join("straight"));
     let args = |dir: &PathBuf| -> Vec<String> {
-        [
-            "--device",
-            "cpu",
-            "train",
-            "--data",
-            "shapes",
-            "--max-images",
-            "64",
-            "--levels",
-            "10",
-            "--batch",
-            "2",
-            "--checkpoint-every",
-            "5",
-            "--out",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .chain([s(dir).to_string()])
-        .collect()
+        let mut args = vec!["--device".to_string(), "cpu".to_string()];
+        args.extend(shapes_run(dir, &["--checkpoint-every", "5"]));
+        args
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
         .args(args(&killed))

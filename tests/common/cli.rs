@@ -63,3 +63,27 @@ pub fn fake_idx_dir(name: &str, n: u32, side: u32, keep: Option<usize>) -> PathB
     std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
     dir
 }
+
+/// `train` arguments for a quick run on the built-in data into `dir`: the tiny network, 10
+/// levels, batch 2, the first 64 images, then `extra`.
+pub fn shapes_run(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let base = [
+        "train",
+        "--data",
+        "shapes",
+        "--max-images",
+        "64",
+        "--levels",
+        "10",
+        "--batch",
+        "2",
+        "--out",
+        s(dir),
+    ];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// Borrowed views of owned arguments, for [`ok`] and [`fails`].
+pub fn args_ref(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
