@@ -389,17 +389,24 @@ fn class_means_and_log_stats_match_direct_computation() {
     write_idx_split(&mut rng, &dir, "train", 50, false);
     let data = Dataset::load_dir(&dir, Split::Train).unwrap();
     let range = PixelRange::new(0.5, 3.0).unwrap();
-    let means = data.class_means(range);
-    let present: Vec<bool> = (0..10).map(|c| data.labels.contains(&c)).collect();
-    if present.iter().all(|&p| p) {
-        let means = means.unwrap();
+    // Random labels leave a class empty now and then; a set folded onto three classes always
+    // does, so both the per-class and the all-images (empty class) means are checked every run.
+    let mut folded = data.clone();
+    folded.labels.iter_mut().for_each(|l| *l %= 3);
+    for set in [&data, &folded] {
+        let means = set.class_means(range).unwrap();
         for c in 0..10u8 {
-            let members: Vec<usize> = (0..data.n).filter(|&i| data.labels[i] == c).collect();
+            let members: Vec<usize> = (0..set.n).filter(|&i| set.labels[i] == c).collect();
+            let members = if members.is_empty() {
+                (0..set.n).collect()
+            } else {
+                members
+            };
             let want: Vec<f32> = (0..20)
                 .map(|p| {
                     members
                         .iter()
-                        .map(|&i| range.to_model(data.image(i)[p]))
+                        .map(|&i| range.to_model(set.image(i)[p]))
                         .sum::<f32>()
                         / members.len() as f32
                 })
@@ -412,8 +419,6 @@ fn class_means_and_log_stats_match_direct_computation() {
                 0.0,
             );
         }
-    } else {
-        assert!(means.unwrap_err().to_string().contains("no image of class"));
     }
     let logs: Vec<f64> = data
         .images
