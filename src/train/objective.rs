@@ -3,12 +3,14 @@
 //! diffusions alike.
 use crate::checkpoint::Checkpoint;
 use crate::data::PixelRange;
+use crate::device::Device;
 use crate::diffusion::additive::{self, noise_additive_batch, NoiseLevels};
 use crate::diffusion::forward::noise_batch;
 use crate::diffusion::loss::{dsm_loss, mdsm_loss_at, LossAndGrad, LossTarget, LossWeighting};
 use crate::diffusion::schedule::{PAPER_LEVELS, PAPER_SIGMA};
 use crate::diffusion::{Parameterisation, Schedule, SigmaShape};
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::tensor::Tensor;
 
 /// The loss target (SPEC 3.1); absent in checkpoints written before it was stored, which used
@@ -181,19 +183,12 @@ impl Objective {
                 schedule, target, ..
             } => {
                 let b = noise_batch(x0, schedule, seed, step)?;
-                let loss_level = match target {
-                    LossTarget::Exact => None,
-                    LossTarget::ReleasedOffset => {
-                        let t: Vec<f32> = b.levels.iter().map(|&k| schedule.s_next(k)).collect();
-                        Some(Tensor::from_vec(t, &[b.levels.len()], x0.device())?)
-                    }
-                };
                 Ok(NoisedInput {
+                    loss_level: loss_level(schedule, *target, &b.levels, x0.device())?,
                     x: b.x_k,
                     levels: b.levels,
                     z: b.z,
                     per_sample: b.s_level,
-                    loss_level,
                 })
             }
             Self::Additive { levels } => {
@@ -207,6 +202,61 @@ impl Objective {
                 })
             }
         }
+    }
+
+    /// A batch noised with levels and standard normals the caller chose (the PyTorch parity
+    /// test feeds its own): `x_k = x_0 exp(m_k + s_k z)` (SPEC 2) or `x_0 + sigma_i z` (SPEC 8),
+    /// computed on the host in f32. Levels must be trainable ones, `1..N-1` for GBM (`s_0 = 0`
+    /// leaves no noise to learn) and `0..L-1` for the additive levels.
+    pub fn noise_given(&self, x0: &Tensor, levels: &[usize], z: &Tensor) -> Result<NoisedInput> {
+        let batch = x0.shape().first().copied().unwrap_or(0);
+        if z.shape() != x0.shape() || levels.len() != batch {
+            return Err(Error::invalid(format!(
+                "noise_given: x_0 {:?}, z {:?} and {} levels do not describe one batch",
+                x0.shape(),
+                z.shape(),
+                levels.len()
+            )));
+        }
+        let lowest = match self {
+            Self::Gbm { .. } => 1,
+            Self::Additive { .. } => 0,
+        };
+        if let Some(&k) = levels.iter().find(|&&k| k < lowest || k >= self.n_levels()) {
+            return Err(Error::invalid(format!(
+                "noise_given: level {k} is outside the trainable levels {lowest}..{}",
+                self.n_levels() - 1
+            )));
+        }
+        let (x0_host, z_host) = (x0.to_vec()?, z.to_vec()?);
+        let per_image = x0_host.len() / batch.max(1);
+        let noised = |shift: &dyn Fn(usize, f32, f32) -> f32| -> Vec<f32> {
+            let pairs = x0_host.iter().zip(&z_host).enumerate();
+            pairs
+                .map(|(i, (&x, &z))| shift(levels[i / per_image], x, z))
+                .collect()
+        };
+        let device = x0.device();
+        let (x, per_sample, loss_level) = match self {
+            Self::Gbm {
+                schedule, target, ..
+            } => {
+                let x = noised(&|k, x, z| x * (schedule.m(k) + schedule.s(k) * z).exp());
+                let s: Vec<f32> = levels.iter().map(|&k| schedule.s(k)).collect();
+                (x, s, loss_level(schedule, *target, levels, device)?)
+            }
+            Self::Additive { levels: sigmas } => {
+                let x = noised(&|i, x, z| x + sigmas.sigma(i) * z);
+                (x, levels.iter().map(|&i| sigmas.sigma(i)).collect(), None)
+            }
+        };
+        Ok(NoisedInput {
+            x: Tensor::from_vec(x, x0.shape(), device)?,
+            levels: levels.to_vec(),
+            z: ops::copy(z)?,
+            per_sample: Tensor::from_vec(per_sample, &[batch], device)?,
+            loss_level,
+        })
     }
 
     /// The loss of the network `output` on `input` and its gradient w.r.t. `output`.
@@ -301,6 +351,23 @@ impl Objective {
     }
 }
 
+/// With [`LossTarget::ReleasedOffset`], `s_{k+1}` of each sample's level: the level the loss is
+/// taken at (SPEC 3.1); `None` for the exact target, which takes it at the noised level.
+fn loss_level(
+    schedule: &Schedule,
+    target: LossTarget,
+    levels: &[usize],
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    match target {
+        LossTarget::Exact => Ok(None),
+        LossTarget::ReleasedOffset => {
+            let t: Vec<f32> = levels.iter().map(|&k| schedule.s_next(k)).collect();
+            Tensor::from_vec(t, &[levels.len()], device).map(Some)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +455,47 @@ mod tests {
             ..ObjectiveSettings::new(Diffusion::Gbm)
         };
         assert!(bad.objective().is_err());
+    }
+
+    #[test]
+    fn noise_given_reproduces_the_drawn_noise_and_rejects_what_is_not_a_batch() {
+        let device = crate::device::Device::Cpu;
+        let x0 = Tensor::from_vec(
+            (0..24).map(|i| 1.0 + i as f32 / 24.0).collect(),
+            &[3, 8],
+            &device,
+        )
+        .unwrap();
+        for diffusion in [Diffusion::Gbm, Diffusion::Additive] {
+            let settings = ObjectiveSettings {
+                levels: Some(5),
+                target: LossTarget::ReleasedOffset,
+                ..ObjectiveSettings::new(diffusion)
+            };
+            let objective = settings.objective().unwrap();
+            let drawn = objective.noise(&x0, 7, 3).unwrap();
+            let given = objective.noise_given(&x0, &drawn.levels, &drawn.z).unwrap();
+            let (a, b) = (drawn.x.to_vec().unwrap(), given.x.to_vec().unwrap());
+            assert!(a
+                .iter()
+                .zip(&b)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs()));
+            let s = |t: &Tensor| t.to_vec().unwrap();
+            assert_eq!(s(&drawn.per_sample), s(&given.per_sample));
+            assert_eq!(
+                drawn.loss_level.map(|t| s(&t)),
+                given.loss_level.map(|t| s(&t))
+            );
+            assert!(objective.noise_given(&x0, &[1, 2], &drawn.z).is_err());
+            assert!(objective.noise_given(&x0, &[1, 2, 5], &drawn.z).is_err());
+        }
+        let gbm = ObjectiveSettings::new(Diffusion::Gbm).objective().unwrap();
+        let z = Tensor::zeros(&[3, 8], &device).unwrap();
+        let Err(err) = gbm.noise_given(&x0, &[1, 0, 2], &z) else {
+            panic!("level 0 was accepted");
+        };
+        assert!(err.to_string().contains("level 0"), "{err}");
+        assert!(gbm.noise_given(&x0, &[1, 2], &z).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::config::{OptimizerKind, TrainConfig};
 use super::model::{ModelSpec, ScoreModel, PARAM_PREFIX};
+use super::objective::NoisedInput;
 use crate::autograd::Tape;
 use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, Dataset};
@@ -233,19 +234,29 @@ impl Trainer {
         self.step >= self.config.steps
     }
 
-    /// One optimiser step on batch number `steps_done()` of `data`.
+    /// One optimiser step on batch number `steps_done()` of `data`, noised with the Philox draws
+    /// of that step (SPEC 5).
     pub fn step(&mut self, data: &Dataset) -> Result<StepReport> {
         let device = self.model.store.device().clone();
         let batch = self.batcher.batch(data, self.step, &device)?;
         let objective = &self.model.spec.objective;
         let input = objective.noise(&batch.images, self.config.seed, self.step as u32)?;
+        self.step_on(&input)
+    }
+
+    /// One optimiser step on a batch noised by the caller with its own levels and normals
+    /// ([`super::objective::Objective::noise_given`]), as the PyTorch parity test feeds it; the
+    /// run's batcher and Philox streams are not used.
+    pub fn step_on(&mut self, input: &NoisedInput) -> Result<StepReport> {
+        let device = self.model.store.device().clone();
+        let objective = &self.model.spec.objective;
         let (loss, grads) = {
             let mut tape = Tape::new(&self.model.store);
             let lv: Vec<f32> = input.levels.iter().map(|&k| k as f32).collect();
             let levels = tape.constant(Tensor::from_vec(lv, &[input.levels.len()], &device)?);
             let x = tape.constant(ops::copy(&input.x)?);
             let out = self.model.net.forward(&mut tape, &x, &levels)?;
-            let lg = objective.loss(out.value(), &input)?;
+            let lg = objective.loss(out.value(), input)?;
             (lg.loss.item()?, tape.backward(&out, lg.grad)?)
         };
         let step = self.step + 1;
