@@ -17,6 +17,11 @@ __device__ __forceinline__ uint64_t global_index_1d() {
 }
 __device__ __forceinline__ uint64_t grid_stride_1d() { return (uint64_t)gridDim.x * blockDim.x; }
 
+// ELU with alpha 1 (SPEC section 9) and its slope at the pre-activation y: 1 for y > 0, exp(y)
+// otherwise. Shared by the element-wise ELU and the norm kernels that apply it fused.
+__device__ __forceinline__ float elu_of(float y) { return y > 0.0f ? y : expm1f(y); }
+__device__ __forceinline__ float elu_slope(float y) { return y > 0.0f ? 1.0f : expf(y); }
+
 // ---- Philox4x32-10 (Salmon et al., SC'11), SPEC section 5 ------------------------------------
 // Keyed by the 64-bit seed; the counter is (element lo, element hi, step, stream). The Rust
 // implementation in src/rng/philox.rs produces the same bits.

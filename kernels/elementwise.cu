@@ -46,8 +46,7 @@ EMU_EXPORT(log_f32)
 // ELU with alpha = 1: x for x > 0, exp(x) - 1 otherwise.
 extern "C" __global__ void elu_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
-        float v = x[i];
-        out[i] = v > 0.0f ? v : expm1f(v);
+        out[i] = elu_of(x[i]);
     }
 }
 EMU_EXPORT(elu_f32)
@@ -56,8 +55,7 @@ EMU_EXPORT(elu_f32)
 extern "C" __global__ void elu_backward_f32(const float* __restrict__ x, const float* __restrict__ dy,
                                             float* __restrict__ dx, uint64_t n) {
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
-        float v = x[i];
-        dx[i] = v > 0.0f ? dy[i] : dy[i] * expf(v);
+        dx[i] = dy[i] * elu_slope(x[i]);
     }
 }
 EMU_EXPORT(elu_backward_f32)

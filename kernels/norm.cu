@@ -7,7 +7,11 @@
 //   y = gamma[k,c] (xhat + alpha[k,c] u_c) + beta[k,c]
 // gamma, alpha, beta are the three column blocks of one embedding table [n_classes, 3C].
 // Saved statistics `stats` [3, N*C]: mu, r, u. One block per (n, c) plane; blockDim.x is a
-// multiple of 32 (NORM_THREADS in src/nn/norm.rs). Reductions run in a fixed order: deterministic.
+// multiple of 32 (NORM_THREADS in src/ops/norm.rs). Reductions run in a fixed order: deterministic.
+// With `elu` set, the forward writes ELU(y) and the backward takes the gradient of ELU(y): the
+// network always follows these norms by an ELU, and the fusion saves a pass over the activations
+// and a launch each way. The backward recomputes y from x and the statistics (it needs only the
+// sign and exp of y), so nothing more is saved than for the plain norm.
 #include "common.cuh"
 
 #define NORM_EPS 1e-5f
@@ -69,8 +73,8 @@ __device__ __forceinline__ void channel_mean_stats(const float* mu, int channels
 // Pass 2 of the forward: u_c, then the normalised, modulated plane.
 extern "C" __global__ void cin_pp_forward_f32(const float* __restrict__ x, const float* __restrict__ levels,
                                               const float* __restrict__ embed, float* __restrict__ stats,
-                                              float* __restrict__ y, int batch, int channels, int hw,
-                                              int n_classes) {
+                                              float* __restrict__ y, int elu, int batch, int channels,
+                                              int hw, int n_classes) {
     __shared__ float scratch[32];
     const int plane = blockIdx.x, n = plane / channels, c = plane % channels;
     const int planes = batch * channels;
@@ -85,7 +89,10 @@ extern "C" __global__ void cin_pp_forward_f32(const float* __restrict__ x, const
     const float* xp = x + (size_t)plane * hw;
     float* yp = y + (size_t)plane * hw;
     const float shift = alpha * u;
-    for (int p = threadIdx.x; p < hw; p += blockDim.x) yp[p] = gamma * ((xp[p] - mu) * r + shift) + beta;
+    for (int p = threadIdx.x; p < hw; p += blockDim.x) {
+        const float v = gamma * ((xp[p] - mu) * r + shift) + beta;
+        yp[p] = elu ? elu_of(v) : v;
+    }
 }
 EMU_EXPORT(cin_pp_forward_f32)
 
@@ -96,25 +103,28 @@ extern "C" __global__ void cin_pp_backward_sums_f32(const float* __restrict__ x,
                                                     const float* __restrict__ levels,
                                                     const float* __restrict__ embed,
                                                     const float* __restrict__ stats, float* __restrict__ sums,
-                                                    float* __restrict__ dembed_sample, int batch, int channels,
-                                                    int hw, int n_classes) {
+                                                    float* __restrict__ dembed_sample, int elu, int batch,
+                                                    int channels, int hw, int n_classes) {
     __shared__ float scratch[32];
     const int plane = blockIdx.x, n = plane / channels, c = plane % channels;
     const int planes = batch * channels;
     const float mu = stats[plane], r = stats[planes + plane], u = stats[2 * planes + plane];
+    const int k = level_row(levels, n, n_classes);
+    const float* e = embed + (size_t)(k < 0 ? 0 : k) * 3 * channels;
+    const float gamma = k < 0 ? NAN : e[c], alpha = e[channels + c], beta = e[2 * channels + c];
+    const float shift = alpha * u;
     const float* xp = x + (size_t)plane * hw;
     const float* gp = dy + (size_t)plane * hw;
     float sg = 0.0f, sgx = 0.0f;
     for (int p = threadIdx.x; p < hw; p += blockDim.x) {
-        sg += gp[p];
-        sgx += gp[p] * (xp[p] - mu) * r;
+        const float xhat = (xp[p] - mu) * r;
+        const float g = elu ? gp[p] * elu_slope(gamma * (xhat + shift) + beta) : gp[p];
+        sg += g;
+        sgx += g * xhat;
     }
     sg = block_sum_all(sg, scratch);
     sgx = block_sum_all(sgx, scratch);
     if (threadIdx.x == 0) {
-        const int k = level_row(levels, n, n_classes);
-        const float* e = embed + (size_t)(k < 0 ? 0 : k) * 3 * channels;
-        const float gamma = k < 0 ? NAN : e[c], alpha = e[channels + c];
         sums[plane] = sg;
         sums[planes + plane] = sgx;
         float* d = dembed_sample + (size_t)n * 3 * channels;
@@ -133,7 +143,7 @@ extern "C" __global__ void cin_pp_backward_input_f32(const float* __restrict__ x
                                                      const float* __restrict__ embed,
                                                      const float* __restrict__ stats,
                                                      const float* __restrict__ sums, float* __restrict__ dx,
-                                                     int batch, int channels, int hw, int n_classes) {
+                                                     int elu, int batch, int channels, int hw, int n_classes) {
     __shared__ float scratch[32];
     const int plane = blockIdx.x, n = plane / channels, c = plane % channels;
     const int planes = batch * channels;
@@ -151,8 +161,9 @@ extern "C" __global__ void cin_pp_backward_input_f32(const float* __restrict__ x
     }
     const float mean_du = block_sum_all(acc_du, scratch) / (float)channels;
     const float sum_duu = block_sum_all(acc_duu, scratch);
-    const float gamma = k < 0 ? NAN : e[c];
-    const float du_c = gamma * e[channels + c] * sg_n[c];
+    const float gamma = k < 0 ? NAN : e[c], alpha = e[channels + c], beta = e[2 * channels + c];
+    const float shift = alpha * u_n[c];
+    const float du_c = gamma * alpha * sg_n[c];
     const float dmu = s * (du_c - mean_du) - s * u_n[c] * sum_duu / (float)(channels - 1);
     const float mu = stats[plane], r = stats[planes + plane];
     const float inv_hw = 1.0f / (float)hw;
@@ -162,7 +173,8 @@ extern "C" __global__ void cin_pp_backward_input_f32(const float* __restrict__ x
     float* dp = dx + (size_t)plane * hw;
     for (int p = threadIdx.x; p < hw; p += blockDim.x) {
         const float xhat = (xp[p] - mu) * r;
-        dp[p] = r * gamma * (gp[p] - mean_g - xhat * mean_gx) + dmu * inv_hw;
+        const float g = elu ? gp[p] * elu_slope(gamma * (xhat + shift) + beta) : gp[p];
+        dp[p] = r * gamma * (g - mean_g - xhat * mean_gx) + dmu * inv_hw;
     }
 }
 EMU_EXPORT(cin_pp_backward_input_f32)

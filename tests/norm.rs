@@ -4,8 +4,10 @@ mod common;
 
 use common::gradcheck::check_gradients;
 use common::*;
-use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::ops::norm::{cond_instance_norm_pp, cond_instance_norm_pp_backward};
+use dalemeetslangevin::ops::norm::{
+    cond_instance_norm_pp, cond_instance_norm_pp_backward, cond_instance_norm_pp_elu,
+};
+use dalemeetslangevin::ops::{elu, elu_backward};
 use dalemeetslangevin::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -29,13 +31,27 @@ fn embed(rng: &mut StdRng, classes: usize, c: usize) -> Vec<f32> {
     random_vec(rng, classes * 3 * c, -1.5, 1.5)
 }
 
+/// The plain norm, or the norm with its ELU fused.
+fn forward_of(elu: bool) -> NormForward {
+    if elu {
+        cond_instance_norm_pp_elu
+    } else {
+        cond_instance_norm_pp
+    }
+}
+
+type NormForward =
+    fn(
+        &Tensor,
+        &Tensor,
+        &Tensor,
+    ) -> dalemeetslangevin::Result<(Tensor, dalemeetslangevin::ops::norm::CinPpSaved)>;
+
 #[test]
 fn cin_pp_kernels_match_cpu_reference() {
     let mut rng = test_rng("cin_pp_kernels");
-    let mut devices = kernel_devices("cin_pp_kernels");
-    devices.push(Device::Emu(EmuSchedule::Reverse));
-    for dev in devices {
-        for &(n, c, h, w, k) in SHAPES {
+    for dev in kernel_devices("cin_pp_kernels") {
+        for (&(n, c, h, w, k), fused) in SHAPES.iter().flat_map(|s| [(s, false), (s, true)]) {
             let shape = [n, c, h, w];
             // A per-channel offset so the channel means differ.
             let x: Vec<f32> = random_vec(&mut rng, n * c * h * w, -1.0, 1.0)
@@ -49,7 +65,7 @@ fn cin_pp_kernels_match_cpu_reference() {
                 let xt = Tensor::from_slice(&x, &shape, d).unwrap();
                 let lt = Tensor::from_slice(&l, &[n], d).unwrap();
                 let et = Tensor::from_slice(&e, &[k, 3 * c], d).unwrap();
-                let (y, saved) = cond_instance_norm_pp(&xt, &lt, &et).unwrap();
+                let (y, saved) = forward_of(fused)(&xt, &lt, &et).unwrap();
                 let dyt = Tensor::from_slice(&dy, &shape, d).unwrap();
                 let (dx, de) = cond_instance_norm_pp_backward(&dyt, &xt, &lt, &et, &saved).unwrap();
                 [y, saved.stats, dx, de].map(|t| t.to_vec().unwrap())
@@ -57,7 +73,10 @@ fn cin_pp_kernels_match_cpu_reference() {
             let (want, got) = (run(&Device::Cpu), run(&dev));
             for (i, name) in ["output", "statistics", "dx", "d embed"].iter().enumerate() {
                 assert_close(
-                    &format!("cin++ {name} {:?} on {dev}", (n, c, h, w, k)),
+                    &format!(
+                        "cin++ (elu fused: {fused}) {name} {:?} on {dev}",
+                        (n, c, h, w, k)
+                    ),
                     &got[i],
                     &want[i],
                     2e-4,
@@ -65,6 +84,36 @@ fn cin_pp_kernels_match_cpu_reference() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn fused_elu_equals_the_norm_then_the_elu() {
+    // On the cpu the fused op does the same f32 operations on each element as the two ops in
+    // sequence, so forward and backward agree to the bit; the kernels agree with the cpu above.
+    let mut rng = test_rng("cin_pp_elu_fusion");
+    for &(n, c, h, w, k) in SHAPES {
+        let d = Device::Cpu;
+        let shape = [n, c, h, w];
+        let x =
+            Tensor::from_vec(random_vec(&mut rng, n * c * h * w, -2.0, 2.0), &shape, &d).unwrap();
+        let l = Tensor::from_vec(levels(&mut rng, n, k), &[n], &d).unwrap();
+        let e = Tensor::from_vec(embed(&mut rng, k, c), &[k, 3 * c], &d).unwrap();
+        let dy = Tensor::from_vec(random_vec(&mut rng, x.numel(), -1.0, 1.0), &shape, &d).unwrap();
+        let (pre, saved) = cond_instance_norm_pp(&x, &l, &e).unwrap();
+        let two_ops_y = elu(&pre).unwrap();
+        let dpre = elu_backward(&pre, &dy).unwrap();
+        let two_ops = cond_instance_norm_pp_backward(&dpre, &x, &l, &e, &saved).unwrap();
+        let (fused_y, fused_saved) = cond_instance_norm_pp_elu(&x, &l, &e).unwrap();
+        let fused = cond_instance_norm_pp_backward(&dy, &x, &l, &e, &fused_saved).unwrap();
+        let v = |t: &Tensor| t.to_vec().unwrap();
+        assert_eq!(v(&fused_y), v(&two_ops_y), "output {shape:?}");
+        assert_eq!(v(&fused.0), v(&two_ops.0), "dx {shape:?}");
+        assert_eq!(v(&fused.1), v(&two_ops.1), "d embed {shape:?}");
+        assert!(
+            v(&fused_y).iter().any(|&y| y < 0.0),
+            "no negative output: ELU untested"
+        );
     }
 }
 
@@ -133,17 +182,24 @@ fn cin_pp_gradients_match_finite_differences() {
             (embed(&mut rng, k, c), vec![k, 3 * c]),
         ];
         let l_values = l.to_vec().unwrap();
-        check_gradients(
-            "cond_instance_norm_pp",
-            &mut rng,
-            &inputs,
-            1e-2,
-            1e-2,
-            &move |t, v| {
-                let lv = t.constant(Tensor::from_slice(&l_values, &[n], &Device::Cpu)?);
-                t.cond_instance_norm_pp(&v[0], &lv, &v[1])
-            },
-        );
+        for fused in [false, true] {
+            let l_values = l_values.clone();
+            check_gradients(
+                &format!("cond_instance_norm_pp (elu fused: {fused})"),
+                &mut rng,
+                &inputs,
+                1e-2,
+                1e-2,
+                &move |t, v| {
+                    let lv = t.constant(Tensor::from_slice(&l_values, &[n], &Device::Cpu)?);
+                    if fused {
+                        t.cond_instance_norm_pp_elu(&v[0], &lv, &v[1])
+                    } else {
+                        t.cond_instance_norm_pp(&v[0], &lv, &v[1])
+                    }
+                },
+            );
+        }
     }
 }
 

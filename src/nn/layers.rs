@@ -82,4 +82,15 @@ impl CondInstanceNormPp {
         let embed = tape.param(&self.embed)?;
         tape.cond_instance_norm_pp(x, k, &embed)
     }
+
+    /// `elu(forward(x))`, fused into one op (the network's norm-then-ELU pairs).
+    pub fn forward_elu<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        k: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        let embed = tape.param(&self.embed)?;
+        tape.cond_instance_norm_pp_elu(x, k, &embed)
+    }
 }

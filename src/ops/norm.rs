@@ -24,9 +24,11 @@ pub const CIN_PP_EPS: f32 = 1e-5;
 const NORM_THREADS: u32 = 128;
 
 /// What the backward pass needs from the forward: per plane the mean `mu`, the reciprocal
-/// standard deviation `r` and the normalised channel mean `u`, as a [3, N*C] tensor.
+/// standard deviation `r` and the normalised channel mean `u`, as a [3, N*C] tensor, and whether
+/// an ELU followed the norm.
 pub struct CinPpSaved {
     pub stats: Tensor,
+    pub elu: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,15 +108,30 @@ pub fn cond_instance_norm_pp(
     levels: &Tensor,
     embed: &Tensor,
 ) -> Result<(Tensor, CinPpSaved)> {
+    forward(x, levels, embed, false)
+}
+
+/// `elu(cond_instance_norm_pp(x))` in one pass, the pair the network always runs (SPEC section
+/// 9): the ELU is applied as each output is written, and [`cond_instance_norm_pp_backward`]
+/// takes its gradient as it reads `dy`, recomputing the pre-activation from `x` and the saved
+/// statistics. Equal to the two ops in sequence (the same f32 operations on each element).
+pub fn cond_instance_norm_pp_elu(
+    x: &Tensor,
+    levels: &Tensor,
+    embed: &Tensor,
+) -> Result<(Tensor, CinPpSaved)> {
+    forward(x, levels, embed, true)
+}
+
+fn forward(x: &Tensor, levels: &Tensor, embed: &Tensor, elu: bool) -> Result<(Tensor, CinPpSaved)> {
     let d = check(x, levels, embed, "cond_instance_norm_pp")?;
     let mut y = Tensor::uninit(x.shape(), x.device())?;
     let mut stats = Tensor::uninit(&[3, d.planes()], x.device())?;
     match x.device() {
         Device::Cpu => cpu::forward(
             &d,
-            x.host()?,
-            levels.host()?,
-            embed.host()?,
+            [x.host()?, levels.host()?, embed.host()?],
+            elu,
             stats.host_mut()?,
             y.host_mut()?,
         ),
@@ -136,15 +153,17 @@ pub fn cond_instance_norm_pp(
                 Arg::In(embed),
                 Arg::Out(&mut stats),
                 Arg::Out(&mut y),
+                Arg::I32(elu as i32),
             ];
             args.extend(d.args());
             launch(dev, "cin_pp_forward_f32", d.per_plane(), &mut args)?;
         }
     }
-    Ok((y, CinPpSaved { stats }))
+    Ok((y, CinPpSaved { stats, elu }))
 }
 
-/// The backward pass: (dx, d embed) from the output gradient `dy`.
+/// The backward pass: (dx, d embed) from the output gradient `dy` (of the ELU's output when the
+/// forward was [`cond_instance_norm_pp_elu`]).
 pub fn cond_instance_norm_pp_backward(
     dy: &Tensor,
     x: &Tensor,
@@ -178,6 +197,7 @@ pub fn cond_instance_norm_pp_backward(
                 embed.host()?,
                 saved.stats.host()?,
             ],
+            saved.elu,
             dx.host_mut()?,
             dembed.host_mut()?,
         ),
@@ -187,9 +207,10 @@ pub fn cond_instance_norm_pp_backward(
             let mut dembed_sample = Tensor::uninit(&[d.batch, width], dev)?;
             let ins = [x, dy, levels, embed, &saved.stats];
             let own = [Arg::Out(&mut sums), Arg::Out(&mut dembed_sample)];
-            let mut args = backward_args(ins, own, &d);
+            let mut args = backward_args(ins, own, saved.elu, &d);
             launch(dev, "cin_pp_backward_sums_f32", d.per_plane(), &mut args)?;
-            let mut args = backward_args(ins, [Arg::In(&sums), Arg::Out(&mut dx)], &d);
+            let own = [Arg::In(&sums), Arg::Out(&mut dx)];
+            let mut args = backward_args(ins, own, saved.elu, &d);
             launch(dev, "cin_pp_backward_input_f32", d.per_plane(), &mut args)?;
             launch(
                 dev,
@@ -210,10 +231,16 @@ pub fn cond_instance_norm_pp_backward(
 }
 
 /// The argument list both per-plane backward kernels take: `(x, dy, levels, embed, stats)`, the
-/// two arguments of each kernel's own, then the dimensions.
-fn backward_args<'a>(ins: [&'a Tensor; 5], own: [Arg<'a>; 2], d: &NormDims) -> Vec<Arg<'a>> {
+/// two arguments of each kernel's own, the ELU flag, then the dimensions.
+fn backward_args<'a>(
+    ins: [&'a Tensor; 5],
+    own: [Arg<'a>; 2],
+    elu: bool,
+    d: &NormDims,
+) -> Vec<Arg<'a>> {
     let mut args: Vec<Arg<'a>> = ins.into_iter().map(Arg::In).collect();
     args.extend(own);
+    args.push(Arg::I32(elu as i32));
     args.extend(d.args());
     args
 }
@@ -247,11 +274,27 @@ mod cpu {
         (m, 1.0 / (v + CIN_PP_EPS as f64).sqrt())
     }
 
+    /// ELU (alpha 1) and its slope at the pre-activation, as kernels/common.cuh computes them.
+    fn elu_of(y: f32) -> f32 {
+        if y > 0.0 {
+            y
+        } else {
+            y.exp_m1()
+        }
+    }
+    fn elu_slope(y: f32) -> f32 {
+        if y > 0.0 {
+            1.0
+        } else {
+            y.exp()
+        }
+    }
+
+    /// Inputs in order: x, levels, embed.
     pub(super) fn forward(
         d: &NormDims,
-        x: &[f32],
-        levels: &[f32],
-        embed: &[f32],
+        [x, levels, embed]: [&[f32]; 3],
+        elu: bool,
         stats: &mut [f32],
         y: &mut [f32],
     ) {
@@ -272,7 +315,8 @@ mod cpu {
                 let (gamma, alpha, beta) = modulation(d, levels, embed, n, c);
                 let xp = &x[plane * d.hw..][..d.hw];
                 for (o, &v) in y[plane * d.hw..][..d.hw].iter_mut().zip(xp) {
-                    *o = gamma * ((v - mu) * r + alpha * u) + beta;
+                    let pre = gamma * ((v - mu) * r + alpha * u) + beta;
+                    *o = if elu { elu_of(pre) } else { pre };
                 }
             }
         }
@@ -288,9 +332,40 @@ mod cpu {
         )
     }
 
+    /// The gradient reaching the norm's output: `dy`, times the ELU's slope at the recomputed
+    /// pre-activation when one followed.
+    fn norm_output_grad(
+        d: &NormDims,
+        [dy, x, levels, embed, stats]: [&[f32]; 5],
+        elu: bool,
+    ) -> Vec<f32> {
+        if !elu {
+            return dy.to_vec();
+        }
+        let planes = d.planes();
+        let mut g = dy.to_vec();
+        for (plane, gp) in g.chunks_mut(d.hw).enumerate() {
+            let (n, c) = (plane / d.channels, plane % d.channels);
+            let (mu, r, u) = plane_stats(stats, planes, plane);
+            let (gamma, alpha, beta) = modulation(d, levels, embed, n, c);
+            for (gv, &v) in gp.iter_mut().zip(&x[plane * d.hw..][..d.hw]) {
+                *gv *= elu_slope(gamma * ((v - mu) * r + alpha * u) + beta);
+            }
+        }
+        g
+    }
+
     /// Inputs in order: dy, x, levels, embed, stats.
-    pub(super) fn backward(d: &NormDims, inputs: [&[f32]; 5], dx: &mut [f32], dembed: &mut [f32]) {
-        let [dy, x, levels, embed, stats] = inputs;
+    pub(super) fn backward(
+        d: &NormDims,
+        inputs: [&[f32]; 5],
+        elu: bool,
+        dx: &mut [f32],
+        dembed: &mut [f32],
+    ) {
+        let g_norm = norm_output_grad(d, inputs, elu);
+        let [_, x, levels, embed, stats] = inputs;
+        let dy = &g_norm[..];
         let (planes, ch, hw) = (d.planes(), d.channels, d.hw as f64);
         dembed.fill(0.0);
         for n in 0..d.batch {

@@ -1,5 +1,6 @@
-//! Conditional instance normalisation++ on the tape (SPEC section 9): [`norm`]'s forward, which
-//! saves the per-plane statistics, and its backward to the input and the embedding.
+//! Conditional instance normalisation++ on the tape (SPEC section 9), alone or fused with the ELU
+//! that follows it in the network: [`norm`]'s forward, which saves the per-plane statistics, and
+//! its backward to the input and the embedding.
 use crate::autograd::backward::{BackwardOp, InputGrads};
 use crate::autograd::tape::{RecordedLayer, Tape, Var};
 use crate::error::Result;
@@ -45,13 +46,36 @@ impl<'p> Tape<'p> {
         embed: &Var<'p>,
     ) -> Result<Var<'p>> {
         let (y, saved) = norm::cond_instance_norm_pp(x.value(), levels.value(), embed.value())?;
-        Ok(self.apply(y, &[x, embed], || {
+        Ok(self.record_norm(y, saved, x, levels, embed))
+    }
+
+    /// `elu(cond_instance_norm_pp(..))` as one op, forward and backward
+    /// ([`norm::cond_instance_norm_pp_elu`]): one pass and one launch fewer each way.
+    pub fn cond_instance_norm_pp_elu(
+        &mut self,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+        embed: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        let (y, saved) = norm::cond_instance_norm_pp_elu(x.value(), levels.value(), embed.value())?;
+        Ok(self.record_norm(y, saved, x, levels, embed))
+    }
+
+    fn record_norm(
+        &mut self,
+        y: Tensor,
+        saved: CinPpSaved,
+        x: &Var<'p>,
+        levels: &Var<'p>,
+        embed: &Var<'p>,
+    ) -> Var<'p> {
+        self.apply(y, &[x, embed], || {
             Box::new(CondInstanceNormPpBackward {
                 x: x.clone(),
                 levels: levels.clone(),
                 embed: embed.clone(),
                 saved,
             })
-        }))
+        })
     }
 }

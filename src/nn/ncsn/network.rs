@@ -115,8 +115,7 @@ impl Ncsn {
             refined = Some(refine.forward(tape, &xs, k)?);
         }
         let refined = refined.ok_or_else(|| Error::invalid("network without refine blocks"))?;
-        let h = self.normalizer.forward(tape, &refined, k)?;
-        let h = tape.elu(&h)?;
+        let h = self.normalizer.forward_elu(tape, &refined, k)?;
         self.end_conv.forward(tape, &h)
     }
 

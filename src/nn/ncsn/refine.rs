@@ -69,7 +69,8 @@ impl ResidualConvUnits {
         for stages in &self.blocks {
             let residual = x.clone();
             for (norm, conv) in stages {
-                x = norm_then_conv(tape, (norm, conv), &x, k, |t, h| t.elu(h))?;
+                let h = norm.forward_elu(tape, &x, k)?;
+                x = conv.forward(tape, &h)?;
             }
             x = tape.add(&x, &residual)?;
         }
@@ -181,10 +182,10 @@ impl ChainedResidualPooling {
         // The residual carries elu(x), and each stage feeds on the previous stage's path.
         let mut x = tape.elu(x)?;
         let mut path = x.clone();
-        for stage in self.norms.iter().zip(&self.convs) {
-            path = norm_then_conv(tape, stage, &path, k, |t, h| {
-                t.avg_pool2d(h, PoolCfg::CRP_5X5)
-            })?;
+        for (norm, conv) in self.norms.iter().zip(&self.convs) {
+            let h = norm.forward(tape, &path, k)?;
+            let h = tape.avg_pool2d(&h, PoolCfg::CRP_5X5)?;
+            path = conv.forward(tape, &h)?;
             x = tape.add(&path, &x)?;
         }
         Ok(x)
@@ -290,20 +291,6 @@ impl RefineBlock {
         let h = self.crp.forward(tape, &h, k)?;
         self.output_convs.forward(tape, &h, k)
     }
-}
-
-/// `conv(between(norm(x, k)))`: the stage that residual conv units (`between` = ELU) and chained
-/// residual pooling (`between` = 5x5 average pooling) repeat.
-fn norm_then_conv<'p>(
-    tape: &mut Tape<'p>,
-    (norm, conv): (&CondInstanceNormPp, &Conv2d),
-    x: &Var<'p>,
-    k: &Var<'p>,
-    between: impl Fn(&mut Tape<'p>, &Var<'p>) -> Result<Var<'p>>,
-) -> Result<Var<'p>> {
-    let h = norm.forward(tape, x, k)?;
-    let h = between(tape, &h)?;
-    conv.forward(tape, &h)
 }
 
 fn check_input_count(block: &str, built_for: usize, given: usize) -> Result<()> {

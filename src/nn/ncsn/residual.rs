@@ -125,11 +125,9 @@ impl ConditionalResidualBlock {
     }
 
     pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
-        let h = self.normalize1.forward(tape, x, k)?;
-        let h = tape.elu(&h)?;
+        let h = self.normalize1.forward_elu(tape, x, k)?;
         let h = self.conv1.forward(tape, &h)?;
-        let h = self.normalize2.forward(tape, &h, k)?;
-        let h = tape.elu(&h)?;
+        let h = self.normalize2.forward_elu(tape, &h, k)?;
         let h = self.conv2.forward(tape, &h)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(tape, x)?,
