@@ -18,6 +18,10 @@ const WMMA_KERNELS: [&str; 2] = ["conv2d_forward_tf32_f32", "selftest_wmma_tf32_
 /// The JSON report's kernel entries, or None (said on stderr) for a binary built without nvcc.
 fn reported_kernels(test: &str) -> Option<Vec<Value>> {
     if !cuda::kernels_compiled() {
+        assert!(
+            !common::cuda_required(),
+            "{test}: DML_REQUIRE_CUDA is set but the binary was built without CUDA kernels"
+        );
         eprintln!("{test}: skipped: binary built without CUDA kernels (no nvcc at build time)");
         return None;
     }
