@@ -5,6 +5,11 @@
 //! and reads every exported kernel's `extern "C" __global__` signature into the table that each
 //! launch is checked against (src/device/launch.rs), with or without nvcc.
 //!
+//! With nvcc it also writes the kernel report `dml info --kernels` prints
+//! (src/device/kernel_report.rs): registers, stack, spills and static shared memory per kernel
+//! and architecture as ptxas reports them while compiling the fatbins, and the tensor-core (MMA)
+//! instructions in each kernel's SASS, read back from the fatbin by cuobjdump when it is found.
+//!
 //! Without nvcc the build still succeeds: it warns once and the `cuda` backend reports at run time
 //! that the binary has no kernels.
 use std::env;
@@ -31,6 +36,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    println!("cargo:rerun-if-env-changed=CUOBJDUMP");
     println!("cargo:rerun-if-env-changed=PATH");
 
     let files = kernel_files(Path::new("kernels"));
@@ -54,6 +60,11 @@ fn main() {
         built.as_ref(),
         nvcc.as_deref(),
         &out.join("cuda_kernels.rs"),
+    );
+    write_kernel_report(
+        built.as_ref(),
+        nvcc.as_deref(),
+        &out.join("kernel_report.rs"),
     );
 }
 
@@ -235,22 +246,38 @@ fn find_nvcc() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-fn build_fatbins(nvcc: &Path, files: &[KernelFile], out: &Path) -> Option<Vec<PathBuf>> {
-    let mut built = Vec::new();
+/// One fatbin per file, and what ptxas said about every kernel it compiled into it.
+struct BuiltFatbins {
+    fatbins: Vec<PathBuf>,
+    resources: Vec<PtxasResources>,
+}
+
+fn build_fatbins(nvcc: &Path, files: &[KernelFile], out: &Path) -> Option<BuiltFatbins> {
+    let mut built = BuiltFatbins {
+        fatbins: Vec::new(),
+        resources: Vec::new(),
+    };
     for f in files {
         let dest = out.join(format!("{}.fatbin", f.module));
-        let status = Command::new(nvcc)
-            .args(["-fatbin", "-O3", "-std=c++17", "-Ikernels"])
+        // -Xptxas -v: ptxas prints each kernel's registers, spills and shared memory per arch.
+        let output = Command::new(nvcc)
+            .args(["-fatbin", "-O3", "-std=c++17", "-Ikernels", "-Xptxas", "-v"])
             .args(GENCODE)
             .arg("-o")
             .arg(&dest)
             .arg(&f.path)
-            .status();
-        match status {
-            Ok(s) if s.success() => built.push(dest),
-            Ok(s) => panic!(
-                "nvcc failed on {} ({s}); fix the kernel or unset NVCC",
-                f.path.display()
+            .output();
+        match output {
+            Ok(o) if o.status.success() => {
+                let log = String::from_utf8_lossy(&o.stderr);
+                built.resources.extend(parse_ptxas_log(&f.module, &log));
+                built.fatbins.push(dest);
+            }
+            Ok(o) => panic!(
+                "nvcc failed on {} ({}); fix the kernel or unset NVCC:\n{}",
+                f.path.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
             ),
             Err(e) => panic!("cannot run nvcc at {}: {e}", nvcc.display()),
         }
@@ -258,8 +285,224 @@ fn build_fatbins(nvcc: &Path, files: &[KernelFile], out: &Path) -> Option<Vec<Pa
     Some(built)
 }
 
-fn nvcc_version(nvcc: &Path) -> String {
-    Command::new(nvcc)
+/// What ptxas reported for one kernel compiled for one architecture.
+struct PtxasResources {
+    module: String,
+    kernel: String,
+    arch: String,
+    registers: u32,
+    stack_bytes: u32,
+    spill_store_bytes: u32,
+    spill_load_bytes: u32,
+    static_shared_bytes: u32,
+}
+
+/// The number before `unit` in a ptxas line such as `Used 72 registers, used 1 barriers,
+/// 8320 bytes smem` (0 when ptxas left it out, as it does for no shared memory).
+fn number_before(line: &str, unit: &str) -> u32 {
+    line.split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_suffix(unit))
+        .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Parses `-Xptxas -v` output: for each kernel and arch, an `entry function 'K' for 'sm_XY'`
+/// line, then its stack frame and spills, then its registers and shared memory.
+fn parse_ptxas_log(module: &str, log: &str) -> Vec<PtxasResources> {
+    let mut found: Vec<PtxasResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let mut quoted = rest.split('\'');
+            let kernel = quoted.next().unwrap_or("").to_string();
+            let arch = quoted.nth(1).unwrap_or("").to_string();
+            found.push(PtxasResources {
+                module: module.to_string(),
+                kernel,
+                arch,
+                registers: 0,
+                stack_bytes: 0,
+                spill_store_bytes: 0,
+                spill_load_bytes: 0,
+                static_shared_bytes: 0,
+            });
+        } else if let Some(current) = found.last_mut() {
+            if line.contains("bytes stack frame") {
+                current.stack_bytes = number_before(line, "bytes stack frame");
+                current.spill_store_bytes = number_before(line, "bytes spill stores");
+                current.spill_load_bytes = number_before(line, "bytes spill loads");
+            } else if line.contains("Used ") && line.contains(" registers") {
+                current.registers = number_before(line, "registers");
+                current.static_shared_bytes = number_before(line, "bytes smem");
+            }
+        }
+    }
+    found
+}
+
+/// cuobjdump (which needs nvdisasm beside it) from the same toolkit as nvcc, else `CUOBJDUMP`,
+/// else `PATH`.
+fn find_cuobjdump(nvcc: &Path) -> Option<PathBuf> {
+    let beside_nvcc = nvcc.parent().map(|d| d.join("cuobjdump"));
+    let candidates = beside_nvcc
+        .into_iter()
+        .chain(env::var_os("CUOBJDUMP").map(PathBuf::from))
+        .chain(env::var_os("PATH").into_iter().flat_map(|p| {
+            env::split_paths(&p)
+                .map(|d| d.join("cuobjdump"))
+                .collect::<Vec<_>>()
+        }));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Tensor-core instructions per (kernel, arch) in a fatbin's SASS: every opcode whose base name
+/// ends in MMA (HMMA for wmma and mma.sync, HGMMA for Hopper's wgmma, IMMA, DMMA, ...).
+fn tensor_core_instructions(cuobjdump: &Path, fatbin: &Path) -> Result<Vec<SassMma>, String> {
+    let output = Command::new(cuobjdump)
+        .arg("-sass")
+        .arg(fatbin)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cuobjdump.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} -sass {} failed: {}",
+            cuobjdump.display(),
+            fatbin.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(parse_sass(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The MMA instructions of one kernel's SASS for one arch.
+struct SassMma {
+    kernel: String,
+    arch: String,
+    count: u32,
+    opcodes: Vec<String>,
+}
+
+/// Parses `cuobjdump -sass`: `code for sm_XY` starts an arch, `Function : K` a kernel, and each
+/// instruction line is `/*offset*/ [@P] OPCODE operands ;`.
+fn parse_sass(sass: &str) -> Vec<SassMma> {
+    let mut kernels: Vec<SassMma> = Vec::new();
+    let mut arch = String::new();
+    for line in sass.lines().map(str::trim) {
+        if let Some(a) = line.strip_prefix("code for ") {
+            arch = a.trim().to_string();
+        } else if let Some(k) = line.strip_prefix("Function : ") {
+            kernels.push(SassMma {
+                kernel: k.trim().to_string(),
+                arch: arch.clone(),
+                count: 0,
+                opcodes: Vec::new(),
+            });
+        } else if let (Some(current), Some(code)) = (kernels.last_mut(), sass_instruction(line)) {
+            let opcode = code
+                .split_whitespace()
+                .find(|w| !w.starts_with('@'))
+                .unwrap_or("");
+            if opcode.split('.').next().unwrap_or("").ends_with("MMA") {
+                current.count += 1;
+                if !current.opcodes.iter().any(|o| o == opcode) {
+                    current.opcodes.push(opcode.to_string());
+                }
+            }
+        }
+    }
+    kernels
+}
+
+/// The instruction text of a SASS line `/*0130*/  OPCODE ... ;`, None for other lines.
+fn sass_instruction(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("/*")?;
+    let (offset, code) = rest.split_once("*/")?;
+    offset
+        .chars()
+        .all(|c| c.is_ascii_hexdigit())
+        .then_some(code.trim())
+}
+
+/// The report `dml info --kernels` prints: ptxas's resources per kernel and arch, each with its
+/// SASS's MMA instructions when cuobjdump could read them (else why not).
+fn write_kernel_report(built: Option<&BuiltFatbins>, nvcc: Option<&Path>, dest: &Path) {
+    let mut s = String::from("// Generated by build.rs: ptxas resources and SASS MMA counts.\n");
+    let Some((built, nvcc)) = built.zip(nvcc) else {
+        s.push_str(
+            "pub const SASS_READER: Result<&str, &str> = Err(\"no kernels were compiled\");\n",
+        );
+        s.push_str("pub static KERNEL_RESOURCES: &[KernelResources] = &[];\n");
+        fs::write(dest, s).unwrap();
+        return;
+    };
+    let sass = read_sass(built, nvcc);
+    if let Err(why) = &sass {
+        println!(
+            "cargo:warning={why}: `dml info --kernels` will not say which kernels use tensor cores"
+        );
+    }
+    match &sass {
+        Ok((tool, _)) => writeln!(
+            s,
+            "pub const SASS_READER: Result<&str, &str> = Ok({tool:?});"
+        ),
+        Err(why) => writeln!(
+            s,
+            "pub const SASS_READER: Result<&str, &str> = Err({why:?});"
+        ),
+    }
+    .unwrap();
+    s.push_str("pub static KERNEL_RESOURCES: &[KernelResources] = &[\n");
+    for r in &built.resources {
+        let mma = sass.as_ref().ok().and_then(|(_, all)| {
+            all.iter()
+                .find(|m| m.kernel == r.kernel && m.arch == r.arch)
+        });
+        let (count, opcodes) = match (&sass, mma) {
+            (Err(_), _) => ("None".to_string(), String::new()),
+            (Ok(_), Some(m)) => (format!("Some({})", m.count), m.opcodes.join(" ")),
+            (Ok(_), None) => panic!(
+                "cuobjdump -sass shows no {} for {}, though ptxas compiled it",
+                r.kernel, r.arch
+            ),
+        };
+        writeln!(
+            s,
+            "    KernelResources {{ module: {:?}, kernel: {:?}, arch: {:?}, registers: {}, \
+             stack_bytes: {}, spill_store_bytes: {}, spill_load_bytes: {}, \
+             static_shared_bytes: {}, mma_instructions: {count}, mma_opcodes: {opcodes:?} }},",
+            r.module,
+            r.kernel,
+            r.arch,
+            r.registers,
+            r.stack_bytes,
+            r.spill_store_bytes,
+            r.spill_load_bytes,
+            r.static_shared_bytes,
+        )
+        .unwrap();
+    }
+    s.push_str("];\n");
+    fs::write(dest, s).unwrap();
+}
+
+/// cuobjdump's version and the MMA instructions of every fatbin, or why the SASS was not read.
+fn read_sass(built: &BuiltFatbins, nvcc: &Path) -> Result<(String, Vec<SassMma>), String> {
+    let cuobjdump = find_cuobjdump(nvcc).ok_or_else(|| {
+        "cuobjdump was not found beside nvcc, in CUOBJDUMP or on PATH at build time \
+         (see README, 'Getting nvcc')"
+            .to_string()
+    })?;
+    let mut all = Vec::new();
+    for fatbin in &built.fatbins {
+        all.extend(tensor_core_instructions(&cuobjdump, fatbin)?);
+    }
+    Ok((format!("cuobjdump, {}", tool_release(&cuobjdump)), all))
+}
+
+/// The `release` line of a CUDA tool's `--version`.
+fn tool_release(tool: &Path) -> String {
+    Command::new(tool)
         .arg("--version")
         .output()
         .ok()
@@ -275,7 +518,7 @@ fn nvcc_version(nvcc: &Path) -> String {
 
 fn write_cuda_table(
     files: &[KernelFile],
-    built: Option<&Vec<PathBuf>>,
+    built: Option<&BuiltFatbins>,
     nvcc: Option<&Path>,
     dest: &Path,
 ) {
@@ -285,7 +528,7 @@ fn write_cuda_table(
             writeln!(
                 s,
                 "pub const NVCC_VERSION: Option<&str> = Some({:?});",
-                nvcc_version(nvcc)
+                tool_release(nvcc)
             )
             .unwrap();
             let archs: Vec<&str> = GENCODE
@@ -294,7 +537,7 @@ fn write_cuda_table(
                 .collect();
             writeln!(s, "pub const CUDA_ARCHS: &[&str] = &{archs:?};").unwrap();
             s.push_str("pub static CUDA_MODULES: &[CudaModuleImage] = &[\n");
-            for (f, path) in files.iter().zip(built) {
+            for (f, path) in files.iter().zip(&built.fatbins) {
                 writeln!(
                     s,
                     "    CudaModuleImage {{ name: {:?}, fatbin: include_bytes!({:?}), kernels: &{:?} }},",

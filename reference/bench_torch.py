@@ -517,6 +517,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only", default=None, help="only item groups, comma-separated: conv,norm,elementwise,sampler,train")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--tf32", choices=["off", "on"], default="off",
+                   help="off (default): exact fp32, as dml's default; on: TF32 in convolutions and matmuls "
+                        "(PyTorch's default for cuDNN convolutions)")
     args = p.parse_args()
     if args.sampler_batch is None:
         args.sampler_batch = 1000 if args.device == "cuda" else 16
@@ -532,11 +535,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    # fp32 against fp32: no TF32 in matmul or convolution; let cuDNN pick its fastest algorithm per shape.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    # fp32 against fp32 by default: no TF32 in matmul or convolution. --tf32 on measures what PyTorch
+    # users get out of the box (cuDNN convolutions in TF32), matmuls included. cuDNN picks its fastest
+    # algorithm per shape either way.
+    tf32 = args.tf32 == "on"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
-    torch.set_float32_matmul_precision("highest")
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
     torch.manual_seed(1234)
     groups = set((args.only or "conv,norm,elementwise,sampler,train").split(","))
     presets = (args.presets or "paper,tiny").split(",")
@@ -547,7 +553,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     cudnn = torch.backends.cudnn.version() if device.type == "cuda" else None
     print(f"device {name}, torch {torch.__version__}, cudnn {cudnn}, threads {torch.get_num_threads()}, "
-          f"tf32 off, cudnn.benchmark {torch.backends.cudnn.benchmark}, compile {args.compile}", flush=True)
+          f"tf32 {args.tf32}, cudnn.benchmark {torch.backends.cudnn.benchmark}, compile {args.compile}", flush=True)
 
     ceilings = measure_ceilings(bench)
     print(f"ceilings: {ceilings}", flush=True)
@@ -578,7 +584,7 @@ def main() -> None:
             "cudnn": cudnn,
             "threads": torch.get_num_threads(),
             "settings": {
-                "tf32": False,
+                "tf32": tf32,
                 "cudnn_benchmark": torch.backends.cudnn.benchmark,
                 "compile": args.compile,
                 "compile_mode": args.compile_mode,

@@ -1,6 +1,8 @@
 //! `dml bench`: item keys and byte/FLOP counts agree with PyTorch's results for the same
 //! keys (reference/BENCH.md), the network constants are BENCH.md's, memory is measured, and the
 //! command line lists, runs, and refuses what it should.
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,7 +17,7 @@ fn torch_cpu() -> TorchResults {
 }
 
 fn dml(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dml"))
+    Command::new(common::cli::dml_exe())
         .args(args)
         .output()
         .expect("run dml")

@@ -37,7 +37,7 @@ impl std::ops::DerefMut for Running {
 }
 
 fn spawn(args: &[String]) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let child = Command::new(common::cli::dml_exe())
         .args(["--device", "cpu"])
         .args(args)
         .stdout(Stdio::null())

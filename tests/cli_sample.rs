@@ -206,7 +206,7 @@ fn sizes_beyond_memory_are_refused_before_allocating() {
 
 /// [`fails`] for a command that, were the check missing, would run for hours: killed after 30 s.
 fn fails_at_once(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let mut child = Command::new(common::cli::dml_exe())
         .args(["--device", "cpu"])
         .args(args)
         .stdout(Stdio::null())
@@ -252,7 +252,7 @@ fn absurd_step_totals_are_refused_and_progress_shows_within_a_level() {
             "1000000000",
         ],
     ));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let mut child = Command::new(common::cli::dml_exe())
         .args(&args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -287,7 +287,7 @@ fn eval_messages_say_what_to_do() {
     let base = data.parent().unwrap();
     let name = data.file_name().unwrap().to_str().unwrap();
     let run = common::tempdir("cli-sample-relative-run");
-    let trained = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let trained = Command::new(common::cli::dml_exe())
         .current_dir(base)
         .args([
             "--device", "cpu", "train", "--data", name, "--preset", "tiny",

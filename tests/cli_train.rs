@@ -115,7 +115,7 @@ fn fashion_mnist_trains_resumes_exactly_and_samples() {
 
     // Evaluate those samples against the test split; the classifier is trained on first use
     // and cached (here in the test's own cache directory).
-    let out = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let out = Command::new(common::cli::dml_exe())
         .env("XDG_CACHE_HOME", straight.join("cache"))
         .args([
             "--device",
@@ -150,7 +150,7 @@ fn kill_minus_nine_loses_nothing_before_the_last_checkpoint() {
         args.extend(shapes_run(dir, &["--checkpoint-every", "5"]));
         args
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let mut child = Command::new(common::cli::dml_exe())
         .args(args(&killed))
         .args(["--steps", "400"])
         .stderr(std::process::Stdio::null())
@@ -180,7 +180,7 @@ fn kill_minus_nine_loses_nothing_before_the_last_checkpoint() {
     let mut resume = args(&killed);
     resume.extend(["--resume".into(), "--steps".into(), total.clone()]);
     let run = |a: &[String]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_dml"))
+        let out = Command::new(common::cli::dml_exe())
             .args(a)
             .output()
             .unwrap();

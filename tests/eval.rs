@@ -294,7 +294,7 @@ fn csv_row_matches_the_header_and_table_names_the_metrics() {
 }
 
 fn dml(args: &[&str], cache: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_dml"))
+    let out = Command::new(common::cli::dml_exe())
         .args(["--device", "cpu"])
         .args(args)
         .env("XDG_CACHE_HOME", cache)

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use common::kernel_devices;
@@ -37,9 +36,7 @@ struct Golden {
 
 impl Golden {
     fn load(name: &'static str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name);
+        let path = common::source_dir().join("tests/data").join(name);
         let file = Checkpoint::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         Self { name, file }
     }

@@ -53,8 +53,8 @@ pub enum Command {
     /// nearest training images (table, figure, CSV row), sign changes.
     Eval(eval::EvalArgs),
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
-    /// and the backend that would be chosen.
-    Info,
+    /// and the backend that would be chosen; with --kernels, what the compiler made of each kernel.
+    Info(info::InfoArgs),
     /// Time kernels and end-to-end steps on the chosen device and print a table with achieved
     /// GB/s and TFLOP/s and the ratio to the floor set by measured copy bandwidth and GEMM rate.
     Bench(bench::BenchArgs),
@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Sample(args) => sample::run(&device()?, &args),
         Command::TrainClassifier(args) => train_classifier::run(&device()?, &args),
         Command::Eval(args) => eval::run(&device()?, &args),
-        Command::Info => info::run(cli.device),
+        Command::Info(args) => info::run(cli.device, &args),
         Command::Bench(args) => bench::run(&device()?, &args),
     }?;
     Ok(0)

@@ -7,7 +7,9 @@
 //! `emu` and `cuda` share the launch code in [`launch`]: the same kernel, grid, block and arguments.
 pub mod cuda;
 pub mod emu;
+pub mod kernel_report;
 pub mod launch;
+pub mod occupancy;
 
 use std::fmt;
 use std::sync::Arc;

@@ -20,8 +20,9 @@ use crate::tensor::Tensor;
 
 /// The variance epsilon of both normalisations (PyTorch's default, used by ncsn).
 pub const CIN_PP_EPS: f32 = 1e-5;
-/// Threads per plane block in kernels/norm.cu: a multiple of 32.
-const NORM_THREADS: u32 = 128;
+/// Threads per plane block in kernels/norm.cu: a multiple of 32. Public for the occupancy
+/// `dml info --kernels` reports.
+pub const NORM_THREADS: u32 = 128;
 
 /// What the backward pass needs from the forward: per plane the mean `mu`, the reciprocal
 /// standard deviation `r` and the normalised channel mean `u`, as a [3, N*C] tensor, and whether

@@ -3,9 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `dml` binary under test: `DML_BIN` when set, else the one cargo built with the tests.
+/// scripts/gpu-proof sets it, since a test executable run on another machine (a GPU machine
+/// without Rust) carries this machine's path to the binary.
+pub fn dml_exe() -> PathBuf {
+    std::env::var_os("DML_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dml")))
+}
+
 /// `dml --device cpu ARGS`, run to completion.
 pub fn dml(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dml"))
+    Command::new(dml_exe())
         .arg("--device")
         .arg("cpu")
         .args(args)

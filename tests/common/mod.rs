@@ -9,6 +9,9 @@ use rand::{Rng, SeedableRng};
 /// and in reverse order between barriers, so a race changes the result of one of them), and the
 /// GPU when there is one. Without a GPU the CUDA part of the test says so; it never passes
 /// silently.
+///
+/// With `DML_REQUIRE_CUDA=1` (scripts/gpu-proof on a GPU machine) a missing GPU fails the test
+/// instead, so a proof run cannot pass on the emulator alone.
 pub fn kernel_devices(test: &str) -> Vec<Device> {
     let mut devices = vec![
         Device::Emu(EmuSchedule::Forward),
@@ -22,10 +25,28 @@ pub fn kernel_devices(test: &str) -> Vec<Device> {
             } else {
                 "binary built without kernels".into()
             };
+            assert!(
+                !cuda_required(),
+                "{test}: DML_REQUIRE_CUDA is set but there is no usable CUDA device ({why})"
+            );
             eprintln!("{test}: cuda skipped: no CUDA device ({why})");
         }
     }
     devices
+}
+
+/// Whether `DML_REQUIRE_CUDA=1`: tests that would skip their CUDA part must fail instead.
+pub fn cuda_required() -> bool {
+    std::env::var("DML_REQUIRE_CUDA").is_ok_and(|v| v == "1")
+}
+
+/// The source tree (tests/data, scripts/): `DML_SOURCE_DIR` when set, else the one these tests
+/// were built from. scripts/gpu-proof sets it to the tree it runs in, since a test executable
+/// run on another machine carries this machine's path.
+pub fn source_dir() -> std::path::PathBuf {
+    std::env::var_os("DML_SOURCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// A fresh random generator per run, its seed printed so a failure can be replayed with
