@@ -1,13 +1,18 @@
 //! Every launch is checked against the kernel's CUDA signature (build.rs reads it from
 //! kernels/*.cu): a wrong count, a wrong scalar type, a const buffer for a written parameter or an
-//! unknown kernel is an error before anything runs, on every kernel device.
+//! unknown kernel is an error before anything runs, on every kernel device. Launches are counted
+//! (what `dml bench` reports per network forward).
 mod common;
 
 use common::*;
+use dalemeetslangevin::bench;
 use dalemeetslangevin::device::launch::{
-    check_arguments, launch, signature, KernelArg, LaunchGeometry, ParamType,
+    check_arguments, launch, launches_on_this_thread, signature, KernelArg, LaunchGeometry,
+    ParamType,
 };
-use dalemeetslangevin::{Device, Error, Tensor};
+use dalemeetslangevin::device::EmuSchedule;
+use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::{ops, Device, Error, Tensor};
 
 #[test]
 fn the_signature_table_is_read_from_the_kernel_source() {
@@ -130,4 +135,34 @@ fn memory_of_another_backend_is_refused() {
         let err = launch(&dev, "copy_f32", LaunchGeometry::elementwise(1), &mut args).unwrap_err();
         assert!(err.to_string().contains("another backend"), "{err}");
     }
+}
+
+#[test]
+fn launches_are_counted_per_thread_one_per_kernel() {
+    let emu = Device::Emu(EmuSchedule::Forward);
+    let x = Tensor::from_vec(vec![-1.0, 0.5, 2.0], &[3], &emu).unwrap();
+    let before = launches_on_this_thread();
+    ops::elu(&x).unwrap();
+    assert_eq!(launches_on_this_thread() - before, 1, "one kernel on emu");
+    // The cpu runs the Rust reference: no launch. Another thread's launches are its own.
+    let host = x.to_device(&Device::Cpu).unwrap();
+    let before = launches_on_this_thread();
+    ops::elu(&host).unwrap();
+    std::thread::spawn(move || ops::elu(&x).map(drop))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(launches_on_this_thread(), before);
+}
+
+#[test]
+fn a_network_forward_launches_the_same_kernels_at_any_preset_width() {
+    // tiny and paper share their topology; the count is what `dml bench` reports. Each of the
+    // norm-then-ELU pairs is one launch with the fusion (272 launches; 329 without it).
+    let emu = Device::Emu(EmuSchedule::Forward);
+    let tiny = bench::launches_per_forward(Preset::Tiny, &emu).unwrap();
+    let paper = bench::launches_per_forward(Preset::Paper, &emu).unwrap();
+    assert_eq!(tiny, paper);
+    assert!(tiny > 100 && tiny < 329, "{tiny} launches per forward");
+    assert!(bench::launches_per_forward(Preset::Tiny, &Device::Cpu).is_err());
 }

@@ -6,8 +6,6 @@
 //! loop, where an error anywhere compounds over the steps.
 mod common;
 
-use std::path::PathBuf;
-
 use common::kernel_devices;
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::data::{Dataset, PixelRange};
@@ -36,9 +34,7 @@ struct Golden(Checkpoint);
 
 impl Golden {
     fn load() -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(GOLDEN);
+        let path = common::source_dir().join("tests/data").join(GOLDEN);
         Self(Checkpoint::load(&path).unwrap_or_else(|e| panic!("{GOLDEN}: {e}")))
     }
 

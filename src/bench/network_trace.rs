@@ -3,6 +3,7 @@
 //! never written down by hand.
 use super::{BenchConfig, Item, Run};
 use crate::autograd::{ParamStore, RecordedLayer, Tape};
+use crate::device::launch::launches_on_this_thread;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
@@ -61,6 +62,32 @@ pub(super) fn fresh_network(step: &NetworkStep) -> Result<(NcsnConfig, ParamStor
     let mut store = ParamStore::new(&step.device, 0);
     let net = Ncsn::new(&mut store, &config)?;
     Ok((config, store, net))
+}
+
+/// Kernel launches of one inference forward pass of `preset` (BENCH.md's image, batch 1) on
+/// `device`, which must run kernels (`emu` or `cuda`; the count does not depend on which, nor on
+/// the batch): what launch overhead scales with at the small batches people sample with.
+pub fn launches_per_forward(preset: Preset, device: &Device) -> Result<u64> {
+    if matches!(device, Device::Cpu) {
+        return Err(Error::invalid(
+            "launches are counted on a kernel device (emu or cuda); the cpu launches none",
+        ));
+    }
+    let [c, h, _] = IMAGE;
+    let cfg = NcsnConfig::new(preset, c, h, 2)?;
+    let mut store = ParamStore::new(device, 0);
+    let net = Ncsn::new(&mut store, &cfg)?;
+    let mut tape = Tape::inference(&store);
+    let x = tape.constant(Tensor::from_vec(
+        vec![1.5; c * h * h],
+        &cfg.input_shape(1),
+        device,
+    )?);
+    let levels = tape.constant(Tensor::zeros(&[1], device)?);
+    device.synchronize()?;
+    let before = launches_on_this_thread();
+    net.forward(&mut tape, &x, &levels)?;
+    Ok(launches_on_this_thread() - before)
 }
 
 /// One stride-1 "same" convolution as BENCH.md keys it: `{cin}x{h}x{w}->{cout}/k{k}d{d}`.

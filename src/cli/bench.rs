@@ -7,9 +7,10 @@ use clap::Args;
 use serde_json::json;
 
 use crate::bench::{self, BenchConfig, Row, TorchResults};
-use crate::device::Device;
+use crate::device::{Device, EmuSchedule};
 use crate::error::{Error, Result};
 use crate::memory_budget;
+use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
 
 #[derive(Args, Debug)]
@@ -163,6 +164,10 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         eprintln!("  {} {:?}", item.key, m.time);
     }
     notes.push(format!("load average at end {}", load_average()));
+    let launches = network_launches(&items, device)?;
+    if let Some(note) = launches_note(&launches, device) {
+        notes.push(note);
+    }
     let table = bench::markdown_table(&rows, &ceilings, !device.is_host());
     println!("{table}");
     for note in &notes {
@@ -180,6 +185,10 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
             "budget_ms": budget.as_millis() as u64,
             "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
             "torch_results": torch.as_ref().map(|t| t.path.display().to_string()),
+            "launches_per_forward": launches
+                .iter()
+                .map(|(p, n)| (p.name().to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
         });
         bench::write_json(
             path,
@@ -191,6 +200,47 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Kernel launches per forward pass of each network the chosen items run (`train_step/tiny/..`,
+/// `sampler_step/paper/..`), counted on the GPU when benchmarking one, else on the emulator:
+/// the count is the same on both, and the cpu launches nothing.
+fn network_launches(items: &[bench::Item], device: &Device) -> Result<Vec<(Preset, u64)>> {
+    let counter = match device {
+        Device::Cuda(_) => device.clone(),
+        _ => Device::Emu(EmuSchedule::Forward),
+    };
+    let mut presets: Vec<Preset> = items
+        .iter()
+        .filter_map(|item| {
+            let mut parts = item.key.split('/');
+            let root = parts.next()?;
+            let network_item = root == "train_step" || root == "sampler_step";
+            network_item.then(|| Preset::parse(parts.next()?).ok())?
+        })
+        .collect();
+    presets.sort_by_key(|p| p.name());
+    presets.dedup();
+    presets
+        .into_iter()
+        .map(|p| Ok((p, bench::launches_per_forward(p, &counter)?)))
+        .collect()
+}
+
+fn launches_note(launches: &[(Preset, u64)], device: &Device) -> Option<String> {
+    if launches.is_empty() {
+        return None;
+    }
+    let counts: Vec<String> = launches.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let on = if matches!(device, Device::Cuda(_)) {
+        "cuda"
+    } else {
+        "emu"
+    };
+    Some(format!(
+        "kernel launches per network forward (batch 1, counted on {on}): {}",
+        counts.join(", ")
+    ))
 }
 
 /// Refuses, before any timing, items too large for the device: the bytes an item reads and

@@ -207,6 +207,18 @@ pub fn check_arguments(kernel: &str, args: &[KernelArg<'_>]) -> Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// Kernels launched by this thread (each launch is issued by the thread that calls it, so
+    /// tests and benchmarks on other threads do not disturb a count).
+    static LAUNCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Kernels this thread has launched so far, on `emu` and `cuda`: the difference over a network
+/// pass is its launch count (`dml bench` reports it per forward).
+pub fn launches_on_this_thread() -> u64 {
+    LAUNCHES.with(|n| n.get())
+}
+
 /// Launches `kernel` (an `extern "C" __global__` exported from kernels/*.cu) on `device`, after
 /// checking the arguments against its signature and that every buffer lives on `device`'s side.
 /// Host (`cpu`) devices have no kernels: callers use the Rust reference there.
@@ -219,6 +231,9 @@ pub fn launch(
     check_arguments(kernel, args)?;
     if !args.iter().all(|a| a.on(device)) {
         return Err(other_backend(kernel, device));
+    }
+    if !matches!(device, Device::Cpu) {
+        LAUNCHES.with(|n| n.set(n.get() + 1));
     }
     match device {
         Device::Cpu => Err(Error::invalid(format!(
