@@ -108,6 +108,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
         checkpoint: args.out.clone(),
         sampling: SamplerArgs {
             sampler_preset: None,
+            settings: None,
             count: args.count,
             batch: args.count.min(64),
             sampler: SamplerKind::Adls,
