@@ -11,6 +11,7 @@ mod stop;
 mod sweep;
 mod train;
 mod train_classifier;
+mod train_eval;
 mod train_resume;
 
 use std::ffi::OsString;
