@@ -17,8 +17,10 @@ const PALETTE: [[u8; 3]; 8] = [
 ];
 const FRAME: [u8; 3] = [128, 128, 128];
 const MARGIN: usize = 12;
+/// Series with more points than this are drawn without markers.
+const MAX_MARKED_POINTS: usize = 64;
 
-/// Points `(x, y)` joined in order; non-finite points (and non-positive ones on a log axis) are
+/// Points `(x, y)` joined in order (each marked when there are few); non-finite points (and non-positive ones on a log axis) are
 /// left out.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
@@ -110,8 +112,12 @@ impl Chart {
             for pair in pixels.windows(2) {
                 canvas.line(pair[0], pair[1], colour);
             }
-            for &p in &pixels {
-                canvas.marker(p, colour);
+            // Markers show where the points are; on a dense series (a loss curve) they would
+            // only hide the line.
+            if pixels.len() <= MAX_MARKED_POINTS {
+                for &p in &pixels {
+                    canvas.marker(p, colour);
+                }
             }
         }
         canvas.picture

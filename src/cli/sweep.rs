@@ -201,6 +201,9 @@ pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
             write_best_and_plot(&record, args, &outputs)?;
         }
     }
+    // Again at the end, for a sweep with nothing left to try: another --metric picks another
+    // best from the same rows.
+    write_best_and_plot(&record, args, &outputs)?;
     report(&record, &settings, args, &outputs)
 }
 
@@ -379,10 +382,18 @@ fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) 
         return;
     };
     println!(
-        "wrote {}: {} (y, linear, {y0:.4} to {y1:.4}) against delta_s (x, log scale, {:.3e} \
-         to {:.3e}), one line per setting of the other axes:",
+        "wrote {}: {} (y, {}) against delta_s (x, log scale, {:.3e} to {:.3e}), one line per \
+         setting of the other axes:",
         outputs.png.display(),
         args.metric,
+        match chart.log_y {
+            true => format!(
+                "log scale, {:.4e} to {:.4e}",
+                10f64.powf(y0),
+                10f64.powf(y1)
+            ),
+            false => format!("linear, {y0:.4} to {y1:.4}"),
+        },
         10f64.powf(x0),
         10f64.powf(x1)
     );

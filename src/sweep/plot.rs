@@ -1,5 +1,5 @@
 //! sweep.png: the metric against delta_s (log scale), one line per combination of the other
-//! axes, so that a step size's sweet spot and the effect of each other axis show at a glance.
+//! axes (the metric on a log scale too when it spans decades), so that a step size's sweet spot and the effect of each other axis show at a glance.
 use super::record::{Metric, Row, Status};
 use super::setting::Setting;
 use crate::plot::{Chart, Series};
@@ -25,10 +25,25 @@ pub fn sweep_chart(rows: &[Row], metric: Metric) -> (Chart, Vec<Setting>) {
     for s in &mut series {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
+    let log_y = spans_decades(&series);
     let chart = Chart {
         series,
         log_x: true,
+        log_y,
         ..Chart::default()
     };
     (chart, lines)
+}
+
+/// Whether the metric is positive throughout and spans more than a factor of 10: a step size
+/// that diverges scores orders of magnitude worse, and on a linear axis would flatten the rest.
+fn spans_decades(series: &[Series]) -> bool {
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    lo > 0.0 && hi > 10.0 * lo
 }
