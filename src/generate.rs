@@ -125,8 +125,9 @@ pub fn generate(
     })
 }
 
-/// Refuses options that cannot give finite samples or would not fit in memory, before any work.
-fn validate(model: &ScoreModel, opts: &GenerateOptions) -> Result<()> {
+/// Refuses options that cannot give finite samples or would not fit in memory, before any work
+/// (`generate` runs it; `dml sweep` runs it alone to tell a refused setting from a failed one).
+pub fn validate(model: &ScoreModel, opts: &GenerateOptions) -> Result<()> {
     if opts.count == 0 || opts.batch == 0 {
         return Err(Error::invalid(format!(
             "sample: --count {} and --batch {} must be at least 1",

@@ -1,6 +1,6 @@
 fn main() -> std::process::ExitCode {
-    let cli = dalemeetslangevin::cli::parse();
-    match dalemeetslangevin::cli::run(cli) {
+    let outcome = dalemeetslangevin::cli::parse().and_then(dalemeetslangevin::cli::run);
+    match outcome {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");

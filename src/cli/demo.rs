@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::sample::{self, SampleArgs, SamplerArgs};
 use super::train::{self, TrainArgs};
+use super::train_eval::EvalEveryArgs;
 use super::train_resume::resume_changes;
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
@@ -93,6 +94,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
         checkpoint_every: 250,
         out: Some(args.out.clone()),
         resume: continuing,
+        eval: EvalEveryArgs::default(),
         // Every setting is the demo's own: continuing a run that differs in any of them is
         // refused (it is not a demo run).
         given: DEMO_SETTINGS.iter().map(|s| s.to_string()).collect(),
@@ -108,6 +110,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
         checkpoint: args.out.clone(),
         sampling: SamplerArgs {
             sampler_preset: None,
+            settings: None,
             count: args.count,
             batch: args.count.min(64),
             sampler: SamplerKind::Adls,

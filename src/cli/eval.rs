@@ -7,18 +7,15 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::paths::check_outputs;
+use super::paths::{check_outputs, run_dir_of};
 use super::sample::{
     print_model, print_sampler, resolve_checkpoint, sample_with_progress, SamplerArgs,
 };
-use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
-use crate::data::{Dataset, Split};
+use super::scoring::{Scorer, ScoringArgs};
+use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::eval::{
-    evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, EvalReport, Samples,
-    EVAL_CSV_HEADER,
-};
+use crate::eval::{EvalOptions, EvalReport, EVAL_CSV_HEADER};
 use crate::image::{neighbour_grid, write_png, ImageShape};
 use crate::sample_file::SampleFile;
 use crate::train::ScoreModel;
@@ -34,19 +31,8 @@ pub struct EvalArgs {
     pub samples: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplerArgs,
-    /// The classifier whose features the distances use [default: a cached one for the
-    /// checkpoint's dataset and range, trained on first use].
-    #[arg(long)]
-    pub classifier: Option<PathBuf>,
-    /// Steps for training the cached classifier when there is none yet.
-    #[arg(long, default_value_t = ClassifierTraining::default().steps)]
-    pub classifier_steps: u64,
-    /// The dataset [default: the one the checkpoint was trained on].
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Test images the samples are compared with, at most.
-    #[arg(long, default_value_t = EvalOptions::default().max_reference)]
-    pub max_reference: usize,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
     /// Nearest training images shown beside each sample in the figure.
     #[arg(long, default_value_t = EvalOptions::default().neighbours)]
     pub neighbours: usize,
@@ -62,28 +48,15 @@ pub struct EvalArgs {
     pub csv: Option<PathBuf>,
 }
 
-impl EvalArgs {
-    /// The run directory: the checkpoint argument itself or the directory of the file.
-    fn run_dir(&self) -> PathBuf {
-        if self.checkpoint.is_dir() {
-            return self.checkpoint.clone();
-        }
-        match self.checkpoint.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    }
-}
-
 /// Samples as `[n, C, H, W]` values with the sampler's sign-change count, and a description.
-struct SampleSet {
-    images: Vec<f32>,
-    sign_changes: Option<u64>,
-    source: String,
+pub struct SampleSet {
+    pub images: Vec<f32>,
+    pub sign_changes: Option<u64>,
+    pub source: String,
 }
 
 pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
-    check_steps("--classifier-steps", args.classifier_steps)?;
+    args.scoring.check()?;
     let path = resolve_checkpoint(&args.checkpoint);
     if !path.is_file() {
         return Err(Error::file(
@@ -91,89 +64,63 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
             "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
         ));
     }
-    if args.max_reference < 2 {
-        return Err(Error::invalid(format!(
-            "eval: --max-reference {} must be at least 2 (the distances compare distributions)",
-            args.max_reference
-        )));
-    }
     let model = args.sampling.load_model(&path, device)?;
-    let data_name = args
-        .data
-        .clone()
-        .unwrap_or_else(|| model.spec.dataset.clone());
-    let train = load_dataset(&data_name, Split::Train, args)?;
-    let test = load_dataset(&data_name, Split::Test, args)?;
-    let [c, h, w] = model.spec.image_shape();
-    if [train.channels, train.height, train.width] != [c, h, w] {
-        return Err(Error::invalid(format!(
-            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {c}x{h}x{w}",
-            train.channels, train.height, train.width
-        )));
-    }
-    let run_dir = args.run_dir();
+    let data_name = args.scoring.data_name(&model.spec.dataset);
+    let splits = Scorer::datasets(&args.scoring, &data_name, model.spec.image_shape())?;
+    let run_dir = run_dir_of(&args.checkpoint);
     let png = args
         .neighbours_png
         .clone()
         .unwrap_or_else(|| run_dir.join("neighbours.png"));
     let csv = args.csv.clone().unwrap_or_else(|| run_dir.join("eval.csv"));
-    let cached = cached_classifier_path(&train, model.spec.range, args.classifier_steps);
+    let cached = Scorer::cached_classifier(&args.scoring, &splits.0, model.spec.range);
     let mut inputs = vec![path.as_path(), Path::new(&data_name), &cached];
     inputs.extend(args.samples.as_deref());
-    inputs.extend(args.classifier.as_deref());
+    inputs.extend(args.scoring.classifier.as_deref());
     check_outputs(&[("--neighbours-png", &png), ("--csv", &csv)], &inputs)?;
     let samples = match &args.samples {
         Some(file) => read_samples(file, &model)?,
         None => {
             print_model(&model, device);
-            draw_samples(&model, args)?
+            draw_samples(&model, &args.sampling, &args.checkpoint)?
         }
     };
-    let classifier = classifier_for(args, &model, &train, &test, device)?;
-    let options = EvalOptions {
-        max_reference: args.max_reference,
-        neighbours: args.neighbours,
-    };
+    let scorer = Scorer::new(
+        &args.scoring,
+        splits,
+        model.spec.range,
+        args.neighbours,
+        device,
+    )?;
     eprintln!(
         "evaluating {} samples against {} test images",
-        samples.images.len() / train.image_len(),
-        test.n.min(args.max_reference)
+        samples.images.len() / scorer.train.image_len(),
+        scorer.test.n.min(args.scoring.max_reference)
     );
-    let report = evaluate(
-        &Samples {
-            images: &samples.images,
-            sign_changes: samples.sign_changes,
-        },
-        &train,
-        &test,
-        &classifier,
-        &options,
-    )?;
+    let report = scorer.score(&samples.images, samples.sign_changes)?;
     print!("{}", report.to_table());
-    write_figure(&png, &report, &samples.images, &train, &model, args.show)?;
+    write_figure(
+        &png,
+        &report,
+        &samples.images,
+        &scorer.train,
+        &model,
+        args.show,
+    )?;
     println!("wrote {}", png.display());
     append_csv(&csv, &report.csv_row(&samples.source))?;
     println!("appended to {}", csv.display());
     Ok(())
 }
 
-/// The dataset `name`; when it came from the checkpoint (a path is kept as `train` was given
-/// it, relative to where `train` ran), the error says how to point at it.
-fn load_dataset(name: &str, split: Split, args: &EvalArgs) -> Result<Dataset> {
-    Dataset::load(name, split).map_err(|e| {
-        if args.data.is_some() {
-            return e;
-        }
-        Error::invalid(format!(
-            "{e}\n  the checkpoint was trained on '{name}'; a relative path is relative to the \
-             directory `dml train` ran in: pass --data with the dataset's name or directory"
-        ))
-    })
-}
-
-fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
-    let opts = args.sampling.generate_options(model)?;
-    print_sampler(model, &args.sampling, &opts);
+/// Samples drawn from `model` as `sampling` says, `checkpoint` naming where they came from.
+pub fn draw_samples(
+    model: &ScoreModel,
+    sampling: &SamplerArgs,
+    checkpoint: &Path,
+) -> Result<SampleSet> {
+    let opts = sampling.generate_options(model)?;
+    print_sampler(model, sampling, &opts);
     let generated = sample_with_progress(model, &opts)?;
     let signs = model.spec.objective.diffusion().requires_positive_pixels();
     Ok(SampleSet {
@@ -181,10 +128,10 @@ fn draw_samples(model: &ScoreModel, args: &EvalArgs) -> Result<SampleSet> {
         sign_changes: signs.then_some(generated.stats.sign_changes),
         source: format!(
             "{} sampler={} seed={} count={}",
-            args.checkpoint.display(),
-            args.sampling.sampler,
-            args.sampling.seed,
-            args.sampling.count
+            checkpoint.display(),
+            sampling.sampler,
+            sampling.seed,
+            sampling.count
         ),
     })
 }
@@ -221,45 +168,6 @@ fn read_samples(file: &Path, model: &ScoreModel) -> Result<SampleSet> {
         sign_changes: samples.sign_changes,
         source: file.display().to_string(),
     })
-}
-
-/// The classifier named by `--classifier` (which must match the data), else the cached one,
-/// trained and cached first when there is none that matches.
-fn classifier_for(
-    args: &EvalArgs,
-    model: &ScoreModel,
-    train: &Dataset,
-    test: &Dataset,
-    device: &Device,
-) -> Result<Classifier> {
-    let range = model.spec.range;
-    if let Some(path) = &args.classifier {
-        let classifier = Classifier::load(path, device)?;
-        classifier
-            .spec
-            .check_matches(train, range)
-            .map_err(|e| Error::file(path, e.to_string()))?;
-        return Ok(classifier);
-    }
-    let cached = cached_classifier_path(train, range, args.classifier_steps);
-    if cached.is_file() {
-        match Classifier::load(&cached, device) {
-            Ok(c) if c.spec.check_matches(train, range).is_ok() => {
-                eprintln!("using the cached classifier {}", cached.display());
-                return Ok(c);
-            }
-            _ => eprintln!(
-                "the cached classifier {} is for other data; training a new one",
-                cached.display()
-            ),
-        }
-    }
-    let training = ClassifierTraining {
-        steps: args.classifier_steps,
-        ..ClassifierTraining::default()
-    };
-    let spec = ClassifierSpec::for_dataset(train, range);
-    train_and_save(spec, train, test, training, device, &cached)
 }
 
 /// Rows of the first `show` samples, each followed by its nearest training images.

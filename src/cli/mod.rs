@@ -6,20 +6,23 @@ mod info;
 pub mod paths;
 mod progress;
 mod sample;
+mod scoring;
 mod stop;
+mod sweep;
 mod train;
 mod train_classifier;
+mod train_eval;
 mod train_resume;
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::device::{CudaDevice, Device, EmuSchedule};
-use crate::diffusion::samplers::SamplerPreset;
 use crate::error::Result;
-use crate::train::Recipe;
+use crate::sweep::{BestSettings, BEST_SETTINGS_FILE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +55,11 @@ pub enum Command {
     /// Evaluate a checkpoint's samples: Frechet and kernel distances in classifier features,
     /// nearest training images (table, figure, CSV row), sign changes.
     Eval(eval::EvalArgs),
+    /// Grid-search sampler settings (delta_s, L, chi, kappa, init, sampler) on a checkpoint,
+    /// scoring each with `dml eval`'s distances on a fixed seed and count; resumable. Writes
+    /// sweep.csv, sweep.png and best_settings.json (`sample`/`eval --settings best`) into the
+    /// run directory.
+    Sweep(sweep::SweepArgs),
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
     /// and the backend that would be chosen; with --kernels, what the compiler made of each kernel.
     Info(info::InfoArgs),
@@ -86,32 +94,58 @@ impl DeviceChoice {
 
 /// Parses the process's arguments (clap exits with its usage message on bad ones), noting which
 /// training options were given on the command line: a resumed run refuses those that conflict
-/// with it, and must tell them apart from defaults.
-pub fn parse() -> Cli {
+/// with it, and must tell them apart from defaults. An error when a settings file named by
+/// `--settings` cannot be read.
+pub fn parse() -> Result<Cli> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let (cli, given) = parse_from(&argv);
-    let preset = preset_options(&cli);
+    let preset = preset_options(&cli)?;
     if preset.is_empty() {
-        return cli;
+        return Ok(cli);
     }
-    with_preset(argv, &preset, given)
+    Ok(with_preset(argv, &preset, given))
 }
 
 /// The options a named set of defaults given on the command line stands for: `train --recipe`,
-/// `sample`/`eval --sampler-preset`.
-fn preset_options(cli: &Cli) -> Vec<(&'static str, &'static str)> {
-    let preset = match &cli.command {
-        Command::Train(args) => return args.recipe.map_or(vec![], Recipe::options),
-        Command::Sample(args) => args.sampling.sampler_preset,
-        Command::Eval(args) => args.sampling.sampler_preset,
-        _ => None,
+/// `sample`/`eval --sampler-preset` or `--settings`.
+fn preset_options(cli: &Cli) -> Result<Vec<(String, String)>> {
+    let owned = |options: Vec<(&str, &str)>| {
+        options
+            .into_iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect()
     };
-    preset.map_or(vec![], SamplerPreset::options)
+    let (sampling, checkpoint) = match &cli.command {
+        Command::Train(args) => return Ok(args.recipe.map_or(vec![], |r| owned(r.options()))),
+        Command::Sample(args) => (&args.sampling, &args.checkpoint),
+        Command::Eval(args) => (&args.sampling, &args.checkpoint),
+        _ => return Ok(vec![]),
+    };
+    if let Some(settings) = &sampling.settings {
+        let file = settings_file(settings, checkpoint);
+        eprintln!(
+            "sampler settings from {} (options given on the command line win)",
+            file.display()
+        );
+        return BestSettings::read_options(&file);
+    }
+    Ok(sampling
+        .sampler_preset
+        .map_or(vec![], |p| owned(p.options())))
+}
+
+/// The file `--settings` names: `best` is the best_settings.json of the checkpoint's run
+/// directory, anything else a path.
+fn settings_file(settings: &str, checkpoint: &Path) -> PathBuf {
+    match settings {
+        "best" => paths::run_dir_of(checkpoint).join(BEST_SETTINGS_FILE),
+        path => PathBuf::from(path),
+    }
 }
 
 /// `argv` parsed again with a preset's `options` added where `argv` does not give them; the
 /// options recorded as given stay those of `argv`.
-fn with_preset(mut argv: Vec<OsString>, options: &[(&str, &str)], given: Vec<String>) -> Cli {
+fn with_preset(mut argv: Vec<OsString>, options: &[(String, String)], given: Vec<String>) -> Cli {
     for (flag, value) in options {
         if !given.contains(&flag.replace('-', "_")) {
             argv.extend([format!("--{flag}").into(), OsString::from(value)]);
@@ -156,6 +190,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Sample(args) => sample::run(&device()?, &args),
         Command::TrainClassifier(args) => train_classifier::run(&device()?, &args),
         Command::Eval(args) => eval::run(&device()?, &args),
+        Command::Sweep(args) => sweep::run(&device()?, &args),
         Command::Info(args) => info::run(cli.device, &args),
         Command::Bench(args) => bench::run(&device()?, &args),
     }?;

@@ -113,6 +113,18 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     }
 }
 
+/// The run directory a checkpoint argument names: the argument itself when it is a directory,
+/// else the directory of the file (`.` for a bare file name).
+pub fn run_dir_of(checkpoint: &Path) -> PathBuf {
+    if checkpoint.is_dir() {
+        return checkpoint.to_path_buf();
+    }
+    match checkpoint.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,10 @@ pub struct SamplerArgs {
     /// the command line win; src/diffusion/samplers/preset.rs cites each number).
     #[arg(long, value_enum)]
     pub sampler_preset: Option<SamplerPreset>,
+    /// The sampler settings a `dml sweep` chose: `best` (best_settings.json in the checkpoint's
+    /// run directory) or the path of such a file. Options given on the command line win.
+    #[arg(long, conflicts_with = "sampler_preset")]
+    pub settings: Option<String>,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub count: usize,

@@ -6,6 +6,9 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::stop;
+use super::train_eval::{
+    best_checkpoint_path, eval_csv_path, training_plot_path, EvalEveryArgs, TrainEval,
+};
 use super::train_resume::resume_changes;
 use crate::checkpoint::Checkpoint;
 use crate::data::{Dataset, PixelRange, Split};
@@ -16,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
 use crate::train::{
-    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, Recipe, RunEnd,
-    RunLock, TrainConfig, Trainer,
+    self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, Periodic,
+    Recipe, RunEnd, RunLock, TrainConfig, Trainer,
 };
 
 const DEFAULT_STEPS: u64 = 2000;
@@ -103,6 +106,8 @@ pub struct TrainArgs {
     /// Steps between checkpoints (also written at the end and on Ctrl-C).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
+    #[command(flatten)]
+    pub eval: EvalEveryArgs,
     /// Run directory: checkpoint.safetensors and loss.csv go here
     /// [default: runs/<data>-<preset>-<diffusion>].
     #[arg(long)]
@@ -278,11 +283,25 @@ pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
     let dir = lock.dir().to_path_buf();
     trainer.check_step_memory()?;
     print_header(&trainer, &data, device, &dir);
+    let mut evaluation = train_eval(args, &trainer, &dir, device)?;
+    let mut evaluate = |t: &Trainer| match &mut evaluation {
+        Some(e) => e.evaluate(t),
+        None => Ok(()),
+    };
+    let periodic = (args.eval.eval_every > 0).then_some(Periodic {
+        every: args.eval.eval_every,
+        action: &mut evaluate,
+    });
     stop::install();
     let mut progress = Progress::new("train", trainer.config.steps, trainer.steps_done());
-    let summary = train::run(&mut trainer, &data, &lock, stop::flag(), &mut |r| {
-        progress.update(r.step, || format!("loss {:.4}", r.loss))
-    });
+    let summary = train::run_with(
+        &mut trainer,
+        &data,
+        &lock,
+        stop::flag(),
+        &mut |r| progress.update(r.step, || format!("loss {:.4}", r.loss)),
+        periodic,
+    );
     progress.finish();
     let summary = summary?;
     let rate = summary.steps_run as f64 / summary.seconds.max(1e-9);
@@ -300,6 +319,37 @@ pub fn run(device: &Device, args: &TrainArgs) -> Result<u8> {
     }
     eprintln!("loss log: {}", train::loss_log_path(&dir).display());
     Ok(stop::exit_code().unwrap_or(0))
+}
+
+/// The periodic evaluation `--eval-every` asks for, on the run's dataset as `dml eval` finds it
+/// (its classifier trained first when none is cached).
+fn train_eval(
+    args: &TrainArgs,
+    trainer: &Trainer,
+    dir: &Path,
+    device: &Device,
+) -> Result<Option<TrainEval>> {
+    if args.eval.eval_every == 0 {
+        return Ok(None);
+    }
+    let spec = &trainer.model.spec;
+    let evaluation = TrainEval::open(
+        &args.eval,
+        dir,
+        &spec.dataset,
+        spec,
+        trainer.steps_done(),
+        device,
+    )?;
+    eprintln!(
+        "evaluating the EMA weights every {} steps ({} samples): {}, {}, {}",
+        args.eval.eval_every,
+        args.eval.eval_count,
+        eval_csv_path(dir).display(),
+        best_checkpoint_path(dir).display(),
+        training_plot_path(dir).display()
+    );
+    Ok(Some(evaluation))
 }
 
 fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) {

@@ -152,7 +152,7 @@ impl EvalReport {
             .sampler_sign_changes
             .map_or_else(String::new, |n| n.to_string());
         [
-            csv_quote(samples),
+            crate::csv::quote(samples),
             self.n_samples.to_string(),
             self.n_reference.to_string(),
             self.feature_dim.to_string(),
@@ -169,15 +169,6 @@ impl EvalReport {
             flips,
         ]
         .join(",")
-    }
-}
-
-/// A CSV field: quoted, with inner quotes doubled, when it holds a comma, quote or line break.
-fn csv_quote(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
     }
 }
 

@@ -16,6 +16,6 @@ pub use loss_log::{read_losses, LossLog};
 pub use model::{ModelSpec, ScoreModel, Weights, EMA_PREFIX, PARAM_PREFIX};
 pub use objective::{Diffusion, NoiseDefaults, NoisedInput, Objective, ObjectiveSettings};
 pub use recipe::Recipe;
-pub use run::{checkpoint_path, loss_log_path, run, RunEnd, RunSummary};
+pub use run::{checkpoint_path, loss_log_path, run, run_with, Periodic, RunEnd, RunSummary};
 pub use run_lock::{lock_path, RunLock};
 pub use trainer::{ResumeChanges, StepReport, Trainer};

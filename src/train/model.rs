@@ -247,15 +247,22 @@ impl ScoreModel {
         device: &Device,
     ) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
-        let in_file = |e: Error| e.in_file(path);
-        let mut spec = ModelSpec::import_from(&ckpt).map_err(in_file)?;
+        Self::from_checkpoint(&ckpt, weights, precision, device).map_err(|e| e.in_file(path))
+    }
+
+    /// [`Self::load`] from a checkpoint in memory (a training run's, to evaluate it as it goes).
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        weights: Weights,
+        precision: Option<ConvPrecision>,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut spec = ModelSpec::import_from(ckpt)?;
         if let Some(precision) = precision {
             spec.net.precision = precision;
         }
         let mut model = Self::new(spec, device, 0)?;
-        model
-            .read_weights(&ckpt, weights.prefix(), device)
-            .map_err(in_file)?;
+        model.read_weights(ckpt, weights.prefix(), device)?;
         Ok(model)
     }
 

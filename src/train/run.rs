@@ -52,6 +52,26 @@ pub fn run(
     stop: &AtomicBool,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<RunSummary> {
+    run_with(trainer, data, lock, stop, on_step, None)
+}
+
+/// Work done with the trainer every `every` steps, the loss log flushed first (so that it can
+/// be read): `train --eval-every`'s evaluation.
+pub struct Periodic<'a> {
+    pub every: u64,
+    pub action: &'a mut dyn FnMut(&Trainer) -> Result<()>,
+}
+
+/// [`run`], doing `periodic`'s work every so many steps; an error from it ends the run as a
+/// failed step does.
+pub fn run_with(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    lock: &RunLock,
+    stop: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepReport),
+    mut periodic: Option<Periodic<'_>>,
+) -> Result<RunSummary> {
     let dir = lock.dir();
     let ckpt = checkpoint_path(dir);
     let mut log = LossLog::open(&loss_log_path(dir), trainer.steps_done())?;
@@ -77,6 +97,12 @@ pub fn run(
         on_step(&report);
         if let Err(e) = guard.check(report.step, report.loss) {
             return Err(stopped_by(e, &mut log, saved_at, &ckpt));
+        }
+        if let Some(p) = periodic.as_mut().filter(|p| report.step % p.every == 0) {
+            log.flush()?;
+            if let Err(e) = (p.action)(trainer) {
+                return Err(stopped_by(e, &mut log, saved_at, &ckpt));
+            }
         }
         let calm = guard.is_calm(report.loss);
         if let Some((step, checkpoint)) = pending.take_if(|_| calm) {

@@ -1,0 +1,411 @@
+//! `dml sweep`: a grid search over sampler settings on one checkpoint, each setting scored with
+//! exactly `dml eval`'s distances (same sampling, same scorer) on a fixed seed and count. Writes
+//! sweep.csv (one row per setting, resumable), sweep.png (the metric against delta_s) and
+//! best_settings.json (read back by `sample`/`eval --settings best`) into the run directory.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::eval::draw_samples;
+use super::paths::{check_outputs, run_dir_of};
+use super::sample::{print_model, resolve_checkpoint, SamplerArgs};
+use super::scoring::{Scorer, ScoringArgs};
+use crate::device::Device;
+use crate::diffusion::additive;
+use crate::diffusion::samplers::{
+    DaleVariant, SamplerKind, PAPER_CHI, PAPER_DELTA_S, PAPER_INNER_STEPS,
+};
+use crate::error::{Error, Result};
+use crate::eval::EvalOptions;
+use crate::generate::{validate, InitKind};
+use crate::image::write_png;
+use crate::ops::ConvPrecision;
+use crate::plot::colour_name;
+use crate::sweep::{
+    best_row, sweep_chart, BestSettings, Grid, Metric, Row, Scores, Setting, Status, SweepRecord,
+    BEST_SETTINGS_FILE, SWEEP_CSV_FILE,
+};
+use crate::train::{ScoreModel, Weights};
+
+/// The plot's size in pixels.
+const PLOT_SIZE: (usize, usize) = (640, 400);
+const SWEEP_PNG_FILE: &str = "sweep.png";
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// A checkpoint file, or a run directory holding checkpoint.safetensors; sweep.csv,
+    /// sweep.png and best_settings.json are written into its run directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Samplers to try (comma list).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SamplerKind::Adls])]
+    pub sampler: Vec<SamplerKind>,
+    /// Step sizes delta_s to try (comma list, e.g. 1e-4,3e-4,1e-3); one beyond the schedule's
+    /// bound is recorded as refused.
+    #[arg(long, value_delimiter = ',', default_values_t = [PAPER_DELTA_S])]
+    pub delta_s: Vec<f32>,
+    /// Inner steps L per level to try (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [PAPER_INNER_STEPS])]
+    pub inner_steps: Vec<usize>,
+    /// Annealing factors chi to try (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [PAPER_CHI])]
+    pub chi: Vec<f32>,
+    /// Starting kappas to try (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0])]
+    pub kappa: Vec<f32>,
+    /// Starts of the chain to try (comma list).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [InitKind::LogNormal])]
+    pub init: Vec<InitKind>,
+    /// Images drawn per setting (the same for all, as the distances depend on the count).
+    #[arg(long, default_value_t = 64)]
+    pub count: usize,
+    /// Images sampled together.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// The seed of every setting's samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Extra noise-free steps at level 1, for every setting.
+    #[arg(long, default_value_t = 0)]
+    pub terminal_steps: usize,
+    /// Drift of the Dale-Langevin step (adls, em), for every setting.
+    #[arg(long, value_enum, default_value_t = DaleVariant::Derived)]
+    pub variant: DaleVariant,
+    /// Which weights of the checkpoint to sample from.
+    #[arg(long, value_enum, default_value_t = Weights::Ema)]
+    pub weights: Weights,
+    /// Arithmetic of the network's forward convolutions [default: the checkpoint's].
+    #[arg(long, value_enum)]
+    pub precision: Option<ConvPrecision>,
+    /// The distance the best setting minimises.
+    #[arg(long, value_enum, default_value_t = Metric::Frechet)]
+    pub metric: Metric,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+impl SweepArgs {
+    fn grid(&self) -> Grid {
+        Grid {
+            sampler: self.sampler.clone(),
+            delta_s: self.delta_s.clone(),
+            inner_steps: self.inner_steps.clone(),
+            chi: self.chi.clone(),
+            kappa: self.kappa.clone(),
+            init: self.init.clone(),
+        }
+    }
+
+    /// `sample`/`eval`'s options for `setting`, the fixed ones from the sweep's.
+    fn sampling(&self, setting: &Setting) -> SamplerArgs {
+        SamplerArgs {
+            sampler_preset: None,
+            settings: None,
+            count: self.count,
+            batch: self.batch,
+            sampler: setting.sampler,
+            delta_s: setting.delta_s,
+            inner_steps: setting.inner_steps,
+            chi: setting.chi,
+            kappa: setting.kappa,
+            terminal_steps: self.terminal_steps,
+            variant: self.variant,
+            init: Some(setting.init),
+            steps_per_level: additive::DEFAULT_STEPS_PER_LEVEL,
+            eps: additive::DEFAULT_EPS,
+            seed: self.seed,
+            weights: self.weights,
+            precision: self.precision,
+        }
+    }
+
+    /// Options fixed for the whole sweep that a setting's result depends on, as `sample`
+    /// options: the best setting carries them.
+    fn fixed_options(&self) -> Vec<(String, String)> {
+        vec![
+            ("terminal-steps".into(), self.terminal_steps.to_string()),
+            ("variant".into(), self.variant.name().into()),
+        ]
+    }
+
+    /// What every score of this sweep depends on besides its setting: scores made under other
+    /// conditions (another checkpoint, seed, count, ...) are not comparable.
+    fn conditions(&self, checkpoint: &Path, data_name: &str) -> Result<String> {
+        let bytes = crate::regular_file::read(checkpoint)?;
+        let precision = self
+            .precision
+            .map_or_else(|| "checkpoint's".to_string(), |p| p.to_string());
+        Ok(format!(
+            "checkpoint={};weights={};precision={precision};seed={};count={};batch={};\
+             terminal_steps={};variant={};{}",
+            crate::checksum::of(&bytes),
+            self.weights,
+            self.seed,
+            self.count,
+            self.batch,
+            self.terminal_steps,
+            self.variant,
+            self.scoring.conditions(data_name)
+        ))
+    }
+}
+
+/// The files a sweep writes into the run directory.
+struct Outputs {
+    csv: PathBuf,
+    png: PathBuf,
+    best: PathBuf,
+}
+
+pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
+    args.scoring.check()?;
+    let path = resolve_checkpoint(&args.checkpoint);
+    if !path.is_file() {
+        return Err(Error::file(
+            &path,
+            "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
+        ));
+    }
+    let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
+    if !model.spec.objective.diffusion().requires_positive_pixels() {
+        return Err(Error::invalid(
+            "sweep: the checkpoint is of the additive baseline; the sweep searches the GBM \
+             samplers' settings (delta_s, L, chi, kappa, init)",
+        ));
+    }
+    let data_name = args.scoring.data_name(&model.spec.dataset);
+    let splits = Scorer::datasets(&args.scoring, &data_name, model.spec.image_shape())?;
+    let outputs = outputs_checked(args, &path, &data_name, &splits.0, &model)?;
+    let conditions = args.conditions(&path, &data_name)?;
+    let mut record = SweepRecord::open(&outputs.csv, &conditions)?;
+    let settings = args.grid().settings();
+    let todo: Vec<&Setting> = settings.iter().filter(|s| !record.has(s)).collect();
+    eprintln!(
+        "sweep: {} settings, {} in {} already, {} to try; {} images each, seed {}",
+        settings.len(),
+        settings.len() - todo.len(),
+        outputs.csv.display(),
+        todo.len(),
+        args.count,
+        args.seed
+    );
+    if !todo.is_empty() {
+        print_model(&model, device);
+        let neighbours = EvalOptions::default().neighbours;
+        let scorer = Scorer::new(&args.scoring, splits, model.spec.range, neighbours, device)?;
+        for (i, setting) in todo.iter().enumerate() {
+            let row = try_setting(&model, args, setting, &scorer, &conditions);
+            eprintln!("[{}/{}] {}", i + 1, todo.len(), describe(&row, args.metric));
+            record.append(row)?;
+            write_best_and_plot(&record, args, &outputs)?;
+        }
+    }
+    // Again at the end, for a sweep with nothing left to try: another --metric picks another
+    // best from the same rows.
+    write_best_and_plot(&record, args, &outputs)?;
+    report(&record, &settings, args, &outputs)
+}
+
+/// The output paths, checked to be writable and none of the inputs.
+fn outputs_checked(
+    args: &SweepArgs,
+    checkpoint: &Path,
+    data_name: &str,
+    train: &crate::data::Dataset,
+    model: &ScoreModel,
+) -> Result<Outputs> {
+    let run_dir = run_dir_of(&args.checkpoint);
+    let outputs = Outputs {
+        csv: run_dir.join(SWEEP_CSV_FILE),
+        png: run_dir.join(SWEEP_PNG_FILE),
+        best: run_dir.join(BEST_SETTINGS_FILE),
+    };
+    let cached = Scorer::cached_classifier(&args.scoring, train, model.spec.range);
+    let mut inputs = vec![checkpoint, Path::new(data_name), &cached];
+    inputs.extend(args.scoring.classifier.as_deref());
+    check_outputs(
+        &[
+            ("sweep.csv", &outputs.csv),
+            ("sweep.png", &outputs.png),
+            ("best_settings.json", &outputs.best),
+        ],
+        &inputs,
+    )?;
+    Ok(outputs)
+}
+
+/// Samples `setting` and scores the samples as `dml eval` would; a setting the sampler's checks
+/// refuse, or whose samples cannot be scored, is a row saying why.
+fn try_setting(
+    model: &ScoreModel,
+    args: &SweepArgs,
+    setting: &Setting,
+    scorer: &Scorer,
+    conditions: &str,
+) -> Row {
+    let start = Instant::now();
+    let sampling = args.sampling(setting);
+    let checked = sampling
+        .generate_options(model)
+        .and_then(|opts| validate(model, &opts));
+    let status = match checked {
+        Err(e) => Status::Refused(e.to_string()),
+        Ok(()) => match draw_samples(model, &sampling, &args.checkpoint)
+            .and_then(|s| scorer.score(&s.images, s.sign_changes))
+        {
+            Ok(report) => Status::Scored(Scores {
+                frechet: report.frechet,
+                kid: report.kid,
+                floor_frechet: report.floor_frechet,
+                floor_kid: report.floor_kid,
+                n_samples: report.n_samples,
+            }),
+            Err(e) => Status::Failed(e.to_string()),
+        },
+    };
+    Row {
+        setting: *setting,
+        status,
+        seconds: start.elapsed().as_secs_f64(),
+        conditions: conditions.to_string(),
+    }
+}
+
+/// One line on a row: its setting and how it ended.
+fn describe(row: &Row, metric: Metric) -> String {
+    let outcome = match &row.status {
+        Status::Scored(s) => format!(
+            "{} {:.5} (frechet {:.5}, kid {:.6})",
+            metric,
+            s.get(metric),
+            s.frechet,
+            s.kid
+        ),
+        Status::Refused(why) => format!("refused: {why}"),
+        Status::Failed(why) => format!("failed: {why}"),
+    };
+    format!(
+        "{}: {outcome} [{:.1} s]",
+        row.setting.describe(),
+        row.seconds
+    )
+}
+
+/// Rewrites best_settings.json and sweep.png from the rows so far (so a killed sweep leaves
+/// both up to date with its CSV).
+fn write_best_and_plot(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) -> Result<()> {
+    let Some(row) = best_row(&record.rows, args.metric) else {
+        return Ok(());
+    };
+    BestSettings {
+        row,
+        metric: args.metric,
+        fixed: args.fixed_options(),
+    }
+    .write(&outputs.best)?;
+    let (chart, _) = sweep_chart(&record.rows, args.metric);
+    write_png(&outputs.png, &chart.render(PLOT_SIZE.0, PLOT_SIZE.1))
+}
+
+/// Prints the table of this sweep's settings (best first), what the plot shows and the best;
+/// an error when none of them could be scored.
+fn report(
+    record: &SweepRecord,
+    settings: &[Setting],
+    args: &SweepArgs,
+    outputs: &Outputs,
+) -> Result<()> {
+    let mut rows: Vec<&Row> = record
+        .rows
+        .iter()
+        .filter(|r| settings.contains(&r.setting))
+        .collect();
+    let score = |r: &Row| match &r.status {
+        Status::Scored(s) if s.get(args.metric).is_finite() => s.get(args.metric),
+        _ => f64::INFINITY,
+    };
+    rows.sort_by(|a, b| score(a).total_cmp(&score(b)));
+    println!(
+        "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  status",
+        "sampler", "delta_s", "L", "chi", "kappa", "init", "frechet", "kid"
+    );
+    for r in &rows {
+        println!("{}", table_line(r));
+    }
+    println!("wrote {}", outputs.csv.display());
+    let Some(best) = best_row(&record.rows, args.metric) else {
+        return Err(Error::invalid(format!(
+            "sweep: none of the settings could be scored (see the reasons in {})",
+            outputs.csv.display()
+        )));
+    };
+    print_plot_legend(record, args, outputs);
+    println!(
+        "best by {}: {}\nwrote {} (use it with `dml sample --settings best` or `dml eval \
+         --settings best`)",
+        args.metric,
+        best.setting.describe(),
+        outputs.best.display()
+    );
+    Ok(())
+}
+
+fn table_line(r: &Row) -> String {
+    let s = &r.setting;
+    let (frechet, kid, status) = match &r.status {
+        Status::Scored(x) => (
+            format!("{:.5}", x.frechet),
+            format!("{:.6}", x.kid),
+            "scored".into(),
+        ),
+        Status::Refused(why) => (String::new(), String::new(), format!("refused: {why}")),
+        Status::Failed(why) => (String::new(), String::new(), format!("failed: {why}")),
+    };
+    format!(
+        "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  {status}",
+        s.sampler.name(),
+        s.delta_s,
+        s.inner_steps,
+        s.chi,
+        s.kappa,
+        s.init.name(),
+        frechet,
+        kid
+    )
+}
+
+/// What sweep.png shows: the PNG carries no text, so its axes and colours are printed.
+fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) {
+    let (chart, lines) = sweep_chart(&record.rows, args.metric);
+    let Some([(x0, x1), (y0, y1)]) = chart.ranges() else {
+        return;
+    };
+    println!(
+        "wrote {}: {} (y, {}) against delta_s (x, log scale, {:.3e} to {:.3e}), one line per \
+         setting of the other axes:",
+        outputs.png.display(),
+        args.metric,
+        match chart.log_y {
+            true => format!(
+                "log scale, {:.4e} to {:.4e}",
+                10f64.powf(y0),
+                10f64.powf(y1)
+            ),
+            false => format!("linear, {y0:.4} to {y1:.4}"),
+        },
+        10f64.powf(x0),
+        10f64.powf(x1)
+    );
+    for (i, line) in lines.iter().enumerate() {
+        println!(
+            "  {}: {} L {} chi {} kappa {} init {}",
+            colour_name(i),
+            line.sampler,
+            line.inner_steps,
+            line.chi,
+            line.kappa,
+            line.init
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! sweep.png: the metric against delta_s (log scale), one line per combination of the other
+//! axes (the metric on a log scale too when it spans decades), so that a step size's sweet spot and the effect of each other axis show at a glance.
+use super::record::{Metric, Row, Status};
+use super::setting::Setting;
+use crate::plot::{Chart, Series};
+
+/// The chart of the scored rows, and the setting (delta_s left out) each line stands for.
+pub fn sweep_chart(rows: &[Row], metric: Metric) -> (Chart, Vec<Setting>) {
+    let mut lines: Vec<Setting> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for row in rows {
+        let Status::Scored(scores) = &row.status else {
+            continue;
+        };
+        let key = row.setting.without_delta_s();
+        let i = lines.iter().position(|l| *l == key).unwrap_or_else(|| {
+            lines.push(key);
+            series.push(Series::default());
+            lines.len() - 1
+        });
+        series[i]
+            .points
+            .push((row.setting.delta_s as f64, scores.get(metric)));
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let log_y = spans_decades(&series);
+    let chart = Chart {
+        series,
+        log_x: true,
+        log_y,
+        ..Chart::default()
+    };
+    (chart, lines)
+}
+
+/// Whether the metric is positive throughout and spans more than a factor of 10: a step size
+/// that diverges scores orders of magnitude worse, and on a linear axis would flatten the rest.
+fn spans_decades(series: &[Series]) -> bool {
+    let values: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    lo > 0.0 && hi > 10.0 * lo
+}

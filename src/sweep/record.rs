@@ -1,0 +1,237 @@
+//! sweep.csv: one row per setting tried, appended atomically as each finishes, so that a sweep
+//! killed at any moment resumes by skipping the settings already in it. Every row carries the
+//! conditions its score was made under (checkpoint, seed, count, classifier, ...): scores made
+//! under other conditions cannot be compared, so a sweep refuses a file that holds any.
+use std::path::{Path, PathBuf};
+
+use super::setting::Setting;
+use crate::csv::{append_atomically, quote, read_rows, split_line};
+use crate::error::{Error, Result};
+
+/// The record's file name in the run directory.
+pub const SWEEP_CSV_FILE: &str = "sweep.csv";
+
+const STATUS_COLUMNS: &str =
+    "status,frechet,kid,floor_frechet,floor_kid,n_samples,seconds,conditions,reason";
+
+crate::named::value_names! {
+    /// The distance a sweep minimises.
+    pub enum Metric {
+        Frechet = "frechet" => "Frechet distance in classifier features (as `dml eval` reports it)",
+        Kid = "kid" => "kernel distance (cubic kernel, MMD^2) in classifier features",
+    }
+}
+
+/// The distances `dml eval` reports for one setting's samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scores {
+    pub frechet: f64,
+    pub kid: f64,
+    pub floor_frechet: f64,
+    pub floor_kid: f64,
+    pub n_samples: usize,
+}
+
+impl Scores {
+    pub fn get(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Frechet => self.frechet,
+            Metric::Kid => self.kid,
+        }
+    }
+}
+
+/// How trying a setting ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Scored(Scores),
+    /// The sampler's checks refused the setting before sampling (a step size beyond its bound).
+    Refused(String),
+    /// Sampling or scoring failed (samples that are not finite): never the best.
+    Failed(String),
+}
+
+impl Status {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Scored(_) => "scored",
+            Self::Refused(_) => "refused",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One line of sweep.csv.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub setting: Setting,
+    pub status: Status,
+    pub seconds: f64,
+    pub conditions: String,
+}
+
+impl Row {
+    fn header() -> String {
+        format!("{},{STATUS_COLUMNS}", Setting::CSV_COLUMNS)
+    }
+
+    /// The row as one CSV line; the distances as `dml eval`'s CSV writes them (`{:e}`, which
+    /// reads back to the same number).
+    fn to_line(&self) -> String {
+        let mut fields: Vec<String> = self.setting.fields().to_vec();
+        let (scores, reason) = match &self.status {
+            Status::Scored(s) => (
+                vec![
+                    format!("{:e}", s.frechet),
+                    format!("{:e}", s.kid),
+                    format!("{:e}", s.floor_frechet),
+                    format!("{:e}", s.floor_kid),
+                    s.n_samples.to_string(),
+                ],
+                String::new(),
+            ),
+            Status::Refused(why) | Status::Failed(why) => (vec![String::new(); 5], why.clone()),
+        };
+        fields.push(self.status.name().to_string());
+        fields.extend(scores);
+        fields.push(format!("{:.3}", self.seconds));
+        fields.push(self.conditions.clone());
+        // One row a line: a multi-line error message is joined.
+        fields.push(reason.replace(['\n', '\r'], " "));
+        fields
+            .iter()
+            .map(|f| quote(f))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn parse(line: &str) -> Result<Self> {
+        let f = split_line(line);
+        if f.len() != 15 {
+            return Err(Error::invalid(format!("{} fields, expected 15", f.len())));
+        }
+        let number = |i: usize| -> Result<f64> {
+            f[i].parse()
+                .map_err(|_| Error::invalid(format!("'{}' is not a number", f[i])))
+        };
+        let status = match f[6].as_str() {
+            "scored" => Status::Scored(Scores {
+                frechet: number(7)?,
+                kid: number(8)?,
+                floor_frechet: number(9)?,
+                floor_kid: number(10)?,
+                n_samples: f[11]
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("'{}' is not a count", f[11])))?,
+            }),
+            "refused" => Status::Refused(f[14].clone()),
+            "failed" => Status::Failed(f[14].clone()),
+            other => return Err(Error::invalid(format!("unknown status '{other}'"))),
+        };
+        Ok(Self {
+            setting: Setting::parse(&f[..6])?,
+            status,
+            seconds: number(12)?,
+            conditions: f[13].clone(),
+        })
+    }
+}
+
+/// The rows of one run directory's sweep.csv.
+pub struct SweepRecord {
+    pub path: PathBuf,
+    pub rows: Vec<Row>,
+}
+
+impl SweepRecord {
+    /// The record at `path` (empty when there is none), which must hold only scores made under
+    /// `conditions`.
+    pub fn open(path: &Path, conditions: &str) -> Result<Self> {
+        let rows = read_rows(path, &Row::header())?
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                Row::parse(line).map_err(|e| Error::file(path, format!("row {}: {e}", i + 1)))
+            })
+            .collect::<Result<Vec<Row>>>()?;
+        if let Some(other) = rows.iter().find(|r| r.conditions != conditions) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "holds scores made under other conditions ({}), this sweep's differ ({}): \
+                     scores made differently cannot be compared; give the same options, or move \
+                     the file away to start a new sweep",
+                    differing(&other.conditions, conditions),
+                    differing(conditions, &other.conditions)
+                ),
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            rows,
+        })
+    }
+
+    /// Whether `setting` has a row already (scored, refused or failed: trying it again would
+    /// give the same, the seed being fixed).
+    pub fn has(&self, setting: &Setting) -> bool {
+        self.rows.iter().any(|r| r.setting == *setting)
+    }
+
+    /// Adds `row` to the file (atomically) and to the rows.
+    pub fn append(&mut self, row: Row) -> Result<()> {
+        append_atomically(&self.path, &Row::header(), &row.to_line())?;
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
+/// The `key=value` parts of `conditions` that `other` does not have.
+fn differing(conditions: &str, other: &str) -> String {
+    let theirs: Vec<&str> = other.split(';').collect();
+    conditions
+        .split(';')
+        .filter(|part| !theirs.contains(part))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::samplers::SamplerKind;
+    use crate::generate::InitKind;
+
+    #[test]
+    fn rows_read_back_as_written() {
+        let setting = Setting {
+            sampler: SamplerKind::Asams,
+            delta_s: 3e-4,
+            inner_steps: 3,
+            chi: 0.995,
+            kappa: 1.0,
+            init: InitKind::ClassAverage,
+        };
+        let scores = Scores {
+            frechet: 1.0 / 3.0,
+            kid: 2e-5,
+            floor_frechet: 0.1,
+            floor_kid: -1e-6,
+            n_samples: 8,
+        };
+        let statuses = [
+            Status::Scored(scores),
+            Status::Refused("delta_s too big, \"see\" SPEC".into()),
+            Status::Failed("NaN".into()),
+        ];
+        for status in statuses {
+            let row = Row {
+                setting,
+                status,
+                seconds: 1.5,
+                conditions: "seed=0;count=8".into(),
+            };
+            assert_eq!(Row::parse(&row.to_line()).unwrap(), row);
+        }
+    }
+}
