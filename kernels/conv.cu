@@ -8,8 +8,8 @@
 //   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
 // A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
 // slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/nn/conv.rs.
-// The forward pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, opt-in) on the same
-// tiles and launch geometry.
+// The forward and backward-data passes also have tf32 tensor-core forms (conv2d_forward_tf32_f32,
+// conv2d_backward_data_tf32_f32; opt-in) on the same tiles and launch geometry.
 #include "common.cuh"
 
 #ifdef __CUDACC__
@@ -145,9 +145,9 @@ union alignas(32) ConvTf32Shared {
 // Stages the slice [k0, k0 + CONV_TF32_TILE_K) of A and B, rounded to tf32, zero outside
 // M x K and K x N. Consecutive threads load along k for the weights and along n for the input,
 // each tensor's contiguous direction.
-__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const RowMajor& load_a,
-                                                const ForwardInput& load_b, int M, int N, int K, int m0,
-                                                int n0, int k0) {
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
+                                                int M, int N, int K, int m0, int n0, int k0) {
     for (int l = 0; l < CONV_TF32_LOADS; ++l) {
         const int e = threadIdx.x + l * CONV_THREADS;
         int mm = e / CONV_TF32_TILE_K, kk = e % CONV_TF32_TILE_K;
@@ -161,21 +161,14 @@ __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const RowMajo
     }
 }
 
-extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
-                                                   const float* __restrict__ bias, float* __restrict__ y,
-                                                   int has_bias, int batch, int c_in, int h_in, int w_in,
-                                                   int c_out, int h_out, int w_out, int kh, int kw, int pad,
-                                                   int dil) {
+// The block's 64x64 tile of C = A B on tensor cores, left in s.c for the kernel's epilogue (the
+// fragment layout is opaque, so results leave through shared memory).
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
+                                               int M, int N, int K, int m0, int n0) {
     using namespace nvcuda;
-    __shared__ ConvTf32Shared s;
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
-    const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     const int warp = threadIdx.x / 32;
     const int row = (warp % 4) * 16, col = (warp / 4) * 32;
-    const RowMajor load_a{w, K};
-    const ForwardInput load_b{x, d};
-
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
     for (int k0 = 0; k0 < K; k0 += CONV_TF32_TILE_K) {
@@ -195,9 +188,19 @@ extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, 
     for (int j = 0; j < 2; ++j)
         wmma::store_matrix_sync(&s.c[row][col + 16 * j], acc[j], CONV_TF32_C_LD, wmma::mem_row_major);
     __syncthreads();
+}
 
-    // The fragment layout is opaque, so the tile goes out through shared memory: consecutive
-    // threads write consecutive pixels n, and only the in-bounds part of the tile.
+extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                                   const float* __restrict__ bias, float* __restrict__ y,
+                                                   int has_bias, int batch, int c_in, int h_in, int w_in,
+                                                   int c_out, int h_out, int w_out, int kh, int kw, int pad,
+                                                   int dil) {
+    __shared__ ConvTf32Shared s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, K, m0, n0);
+    // Consecutive threads write consecutive pixels n, and only the in-bounds part of the tile.
     const int hw = h_out * w_out;
     for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
         const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
@@ -255,6 +258,26 @@ extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy
     }
 }
 EMU_EXPORT(conv2d_backward_data_f32)
+
+// The backward-data GEMM above on tf32 tensor cores (conv_tf32_tile): dy and w rounded to tf32,
+// fp32 accumulation.
+extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict__ dy,
+                                                         const float* __restrict__ w, float* __restrict__ dx,
+                                                         int batch, int c_in, int h_in, int w_in, int c_out,
+                                                         int h_out, int w_out, int kh, int kw, int pad, int dil) {
+    __shared__ ConvTf32Shared s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, K, m0, n0);
+    const int hw = h_in * w_in;
+    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
+        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
+        const int m = m0 + mm, n = n0 + nn;
+        if (m < M && n < N) dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = s.c[mm][nn];
+    }
+}
+EMU_EXPORT(conv2d_backward_data_tf32_f32)
 
 // A(co, k) of the backward-weight pass, k = (b, output pixel): dy[b, co, p].
 struct OutputGradByPixel {

@@ -394,3 +394,66 @@ fn conv_precision_defaults_to_fp32_and_is_named_as_stored() {
         "{err}"
     );
 }
+
+fn backward_data_of(
+    dy: &[f32],
+    w: &[f32],
+    c: &Case,
+    dev: &Device,
+    precision: ConvPrecision,
+) -> Vec<f32> {
+    let dy = Tensor::from_slice(dy, &c.y_shape, dev).unwrap();
+    let w = Tensor::from_slice(w, &c.w_shape, dev).unwrap();
+    conv2d_backward_data(&dy, &w, &c.x_shape, c.cfg.with_precision(precision))
+        .unwrap()
+        .to_vec()
+        .unwrap()
+}
+
+#[test]
+fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
+    // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
+    // shapes as the forward, whose C_in and C_out now play each other's part.
+    let mut rng = test_rng("conv_tf32_bwd_data");
+    for dev in kernel_devices("conv_tf32_bwd_data") {
+        for &s in TF32_SHAPES {
+            let c = case(&mut rng, s);
+            let got = backward_data_of(&c.dy, &c.w, &c, &dev, ConvPrecision::Tf32);
+            let want = backward_data_of(&c.dy, &c.w, &c, &Device::Cpu, ConvPrecision::Tf32);
+            assert_close(
+                &format!("tf32 conv backward data {s:?} on {dev}"),
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+            );
+            // Against fp32, element by element: |error| <= 2^-10 sum |w dy| plus fp32 rounding,
+            // as for the forward pass.
+            let fp32 = backward_data_of(&c.dy, &c.w, &c, &Device::Cpu, ConvPrecision::Fp32);
+            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+            let magnitude = backward_data_of(
+                &abs(&c.dy),
+                &abs(&c.w),
+                &c,
+                &Device::Cpu,
+                ConvPrecision::Fp32,
+            );
+            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
+                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+                assert!(
+                    (g - f).abs() <= bound,
+                    "tf32 backward data {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_tf32_backward_data_kernel_has_no_races() {
+    let mut rng = test_rng("conv_tf32_bwd_data_races");
+    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let run =
+        |schedule| backward_data_of(&c.dy, &c.w, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
+    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
+}

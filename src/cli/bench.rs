@@ -135,12 +135,16 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     let budget = args.budget();
     let load_before = load_average();
     println!("device: {device}");
-    println!("convolutions: {} forward, fp32 backward", cfg.precision);
+    println!(
+        "convolutions: {} forward and backward-data, fp32 backward-weight",
+        cfg.precision
+    );
     let mut ceilings = bench::measure_ceilings(device, budget)?;
     let mut notes = vec![
         format!("load average at start {load_before}"),
         format!(
-            "forward convolutions (conv_fwd, train_step, sampler_step) in {}; backward always fp32",
+            "forward and backward-data convolutions (conv_fwd, conv_bwd_data, train_step, \
+             sampler_step) in {}; backward-weight always fp32",
             cfg.precision
         ),
         "memory: the most bytes held by live tensors during one call (parameters, optimiser state \

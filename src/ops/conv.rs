@@ -3,8 +3,9 @@
 //! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
-//! threads; emu and cuda run the implicit-GEMM kernels. The forward pass runs in the
-//! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32).
+//! threads; emu and cuda run the implicit-GEMM kernels. The forward and backward-data passes run
+//! in the [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu
+//! rounds their operands to tf32 to match); backward-weight is fp32.
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
 use crate::device::Device;
@@ -19,7 +20,7 @@ pub struct Conv2dCfg {
     /// Zeros added on every side (PyTorch's `padding=p`).
     pub padding: usize,
     pub dilation: usize,
-    /// How the forward pass multiplies (the backward passes are always fp32).
+    /// How the forward and backward-data passes multiply (backward-weight is always fp32).
     pub precision: ConvPrecision,
 }
 
@@ -266,7 +267,7 @@ fn check_backward(
 }
 
 /// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the
-/// weight and the input's shape.
+/// weight and the input's shape. Runs in `cfg.precision`, as the forward pass does.
 pub fn conv2d_backward_data(
     dy: &Tensor,
     w: &Tensor,
@@ -276,12 +277,22 @@ pub fn conv2d_backward_data(
     let d = check_backward(dy, w, x_shape, w.shape(), cfg, "conv2d_backward_data")?;
     let mut dx = Tensor::uninit(&d.in_shape(), dy.device())?;
     match dy.device() {
-        Device::Cpu => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
+        Device::Cpu => match cfg.precision {
+            ConvPrecision::Fp32 => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
+            ConvPrecision::Tf32 => {
+                let (dy, w) = (tf32_copy(dy.host()?), tf32_copy(w.host()?));
+                cpu::backward_data(&d, &dy, &w, dx.host_mut()?)
+            }
+        },
         dev => {
             let mut args = vec![Arg::In(dy), Arg::In(w), Arg::Out(&mut dx)];
             args.extend(d.args());
             let g = conv_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1);
-            launch(dev, "conv2d_backward_data_f32", g, &mut args)?;
+            let kernel = match cfg.precision {
+                ConvPrecision::Fp32 => "conv2d_backward_data_f32",
+                ConvPrecision::Tf32 => "conv2d_backward_data_tf32_f32",
+            };
+            launch(dev, kernel, g, &mut args)?;
         }
     }
     Ok(dx)
