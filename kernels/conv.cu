@@ -8,8 +8,8 @@
 //   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
 // A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
 // slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/nn/conv.rs.
-// The forward and backward-data passes also have tf32 tensor-core forms (conv2d_forward_tf32_f32,
-// conv2d_backward_data_tf32_f32; opt-in) on the same tiles and launch geometry.
+// Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
+// conv2d_backward_weight_tf32_f32; opt-in) on the same tiles and launch geometry.
 #include "common.cuh"
 
 #ifdef __CUDACC__
@@ -142,37 +142,37 @@ union alignas(32) ConvTf32Shared {
     float c[CONV_TILE_M][CONV_TF32_C_LD];
 };
 
-// Stages the slice [k0, k0 + CONV_TF32_TILE_K) of A and B, rounded to tf32, zero outside
-// M x K and K x N. Consecutive threads load along k for the weights and along n for the input,
+// Stages the slice [k0, k0 + CONV_TF32_TILE_K) of A and B, rounded to tf32, zero for rows m >= M,
+// columns n >= N and k >= k_end. Consecutive threads load along k for the weights and along n for the input,
 // each tensor's contiguous direction.
 template <class LoadA, class LoadB>
 __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
-                                                int M, int N, int K, int m0, int n0, int k0) {
+                                                int M, int N, int k_end, int m0, int n0, int k0) {
     for (int l = 0; l < CONV_TF32_LOADS; ++l) {
         const int e = threadIdx.x + l * CONV_THREADS;
         int mm = e / CONV_TF32_TILE_K, kk = e % CONV_TF32_TILE_K;
         int m = m0 + mm, k = k0 + kk;
-        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32((m < M && k < K) ? load_a(m, k) : 0.0f);
+        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32((m < M && k < k_end) ? load_a(m, k) : 0.0f);
         const int nn = e % CONV_TILE_N;
         kk = e / CONV_TILE_N;
         const int n = n0 + nn;
         k = k0 + kk;
-        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32((n < N && k < K) ? load_b(k, n) : 0.0f);
+        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32((n < N && k < k_end) ? load_b(k, n) : 0.0f);
     }
 }
 
-// The block's 64x64 tile of C = A B on tensor cores, left in s.c for the kernel's epilogue (the
-// fragment layout is opaque, so results leave through shared memory).
+// The block's 64x64 tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c for
+// the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
 template <class LoadA, class LoadB>
 __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
-                                               int M, int N, int K, int m0, int n0) {
+                                               int M, int N, int k_begin, int k_end, int m0, int n0) {
     using namespace nvcuda;
     const int warp = threadIdx.x / 32;
     const int row = (warp % 4) * 16, col = (warp / 4) * 32;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
-    for (int k0 = 0; k0 < K; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage(s, load_a, load_b, M, N, K, m0, n0, k0);
+    for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
+        conv_tf32_stage(s, load_a, load_b, M, N, k_end, m0, n0, k0);
         __syncthreads();
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
             wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
@@ -199,7 +199,7 @@ extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, 
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, K, m0, n0);
+    conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
     // Consecutive threads write consecutive pixels n, and only the in-bounds part of the tile.
     const int hw = h_out * w_out;
     for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
@@ -269,7 +269,7 @@ extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, K, m0, n0);
+    conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
     const int hw = h_in * w_in;
     for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
         const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
@@ -322,6 +322,29 @@ extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ 
     }
 }
 EMU_EXPORT(conv2d_backward_weight_f32)
+
+// The split-K backward-weight GEMM above on tf32 tensor cores (conv_tf32_tile over the block's
+// k range): dy and x rounded to tf32, fp32 accumulation; conv2d_sum_splits_f32 adds the splits.
+extern "C" __global__ void conv2d_backward_weight_tf32_f32(const float* __restrict__ dy,
+                                                           const float* __restrict__ x,
+                                                           float* __restrict__ partial, int batch, int c_in,
+                                                           int h_in, int w_in, int c_out, int h_out, int w_out,
+                                                           int kh, int kw, int pad, int dil, int k_chunk) {
+    __shared__ ConvTf32Shared s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = imin(K, k_begin + k_chunk);
+    conv_tf32_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, M, N, k_begin, k_end, m0, n0);
+    float* out = partial + (size_t)blockIdx.z * M * N;
+    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
+        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
+        const int m = m0 + mm, n = n0 + nn;
+        if (m < M && n < N) out[(size_t)m * N + n] = s.c[mm][nn];
+    }
+}
+EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 
 // out[i] = sum over s of partial[s][i], s in order.
 extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ partial, float* __restrict__ out,

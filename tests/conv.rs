@@ -457,3 +457,67 @@ fn conv_tf32_backward_data_kernel_has_no_races() {
         |schedule| backward_data_of(&c.dy, &c.w, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
     assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
 }
+
+fn backward_weight_of(
+    dy: &[f32],
+    x: &[f32],
+    c: &Case,
+    dev: &Device,
+    precision: ConvPrecision,
+) -> Vec<f32> {
+    let dy = Tensor::from_slice(dy, &c.y_shape, dev).unwrap();
+    let x = Tensor::from_slice(x, &c.x_shape, dev).unwrap();
+    conv2d_backward_weight(&dy, &x, &c.w_shape, c.cfg.with_precision(precision))
+        .unwrap()
+        .to_vec()
+        .unwrap()
+}
+
+#[test]
+fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
+    // The split-K backward-weight GEMM (K = batch x output pixels) on the tensor-core tile. The
+    // 10x10 batch of 4 has K = 400 in 2 splits of 208 (src/ops/conv.rs weight_grad_splits): the
+    // first split ends halfway through a 32-wide k slice, the second at K.
+    let mut rng = test_rng("conv_tf32_bwd_weight");
+    let shapes = TF32_SHAPES.iter().chain(&[(4, 2, 10, 10, 3, 3, 1, 1)]);
+    for dev in kernel_devices("conv_tf32_bwd_weight") {
+        for &s in shapes.clone() {
+            let c = case(&mut rng, s);
+            let got = backward_weight_of(&c.dy, &c.x, &c, &dev, ConvPrecision::Tf32);
+            let want = backward_weight_of(&c.dy, &c.x, &c, &Device::Cpu, ConvPrecision::Tf32);
+            assert_close(
+                &format!("tf32 conv backward weight {s:?} on {dev}"),
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+            );
+            // Against fp32: |error| <= 2^-10 sum |dy x| plus fp32 rounding.
+            let fp32 = backward_weight_of(&c.dy, &c.x, &c, &Device::Cpu, ConvPrecision::Fp32);
+            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+            let magnitude = backward_weight_of(
+                &abs(&c.dy),
+                &abs(&c.x),
+                &c,
+                &Device::Cpu,
+                ConvPrecision::Fp32,
+            );
+            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
+                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+                assert!(
+                    (g - f).abs() <= bound,
+                    "tf32 backward weight {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_tf32_backward_weight_kernel_has_no_races() {
+    let mut rng = test_rng("conv_tf32_bwd_weight_races");
+    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let run =
+        |schedule| backward_weight_of(&c.dy, &c.x, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
+    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
+}

@@ -136,15 +136,14 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     let load_before = load_average();
     println!("device: {device}");
     println!(
-        "convolutions: {} forward and backward-data, fp32 backward-weight",
+        "convolutions: {} (forward, backward-data, backward-weight)",
         cfg.precision
     );
     let mut ceilings = bench::measure_ceilings(device, budget)?;
     let mut notes = vec![
         format!("load average at start {load_before}"),
         format!(
-            "forward and backward-data convolutions (conv_fwd, conv_bwd_data, train_step, \
-             sampler_step) in {}; backward-weight always fp32",
+            "convolutions, all three passes (conv_*, train_step, sampler_step), in {}",
             cfg.precision
         ),
         "memory: the most bytes held by live tensors during one call (parameters, optimiser state \

@@ -3,9 +3,9 @@
 //! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
-//! threads; emu and cuda run the implicit-GEMM kernels. The forward and backward-data passes run
-//! in the [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu
-//! rounds their operands to tf32 to match); backward-weight is fp32.
+//! threads; emu and cuda run the implicit-GEMM kernels. All three passes run in the
+//! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
+//! their operands to tf32 to match the tensor-core kernels).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
 use crate::device::Device;
@@ -20,7 +20,7 @@ pub struct Conv2dCfg {
     /// Zeros added on every side (PyTorch's `padding=p`).
     pub padding: usize,
     pub dilation: usize,
-    /// How the forward and backward-data passes multiply (backward-weight is always fp32).
+    /// How all three passes multiply.
     pub precision: ConvPrecision,
 }
 
@@ -35,7 +35,7 @@ impl Conv2dCfg {
         }
     }
 
-    /// This convolution with its forward pass in `precision`.
+    /// This convolution with its three passes in `precision`.
     pub fn with_precision(self, precision: ConvPrecision) -> Self {
         Self { precision, ..self }
     }
@@ -267,7 +267,7 @@ fn check_backward(
 }
 
 /// The gradient with respect to the input of [`conv2d`], given the output gradient `dy`, the
-/// weight and the input's shape. Runs in `cfg.precision`, as the forward pass does.
+/// weight and the input's shape. Runs in `cfg.precision`.
 pub fn conv2d_backward_data(
     dy: &Tensor,
     w: &Tensor,
@@ -299,7 +299,7 @@ pub fn conv2d_backward_data(
 }
 
 /// The gradient with respect to the weight of [`conv2d`], given the output gradient `dy`, the
-/// input `x` and the weight's shape. Deterministic on every backend.
+/// input `x` and the weight's shape. Deterministic on every backend; runs in `cfg.precision`.
 pub fn conv2d_backward_weight(
     dy: &Tensor,
     x: &Tensor,
@@ -309,7 +309,13 @@ pub fn conv2d_backward_weight(
     let d = check_backward(dy, x, x.shape(), w_shape, cfg, "conv2d_backward_weight")?;
     let mut dw = Tensor::uninit(&d.weight_shape(), dy.device())?;
     match dy.device() {
-        Device::Cpu => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
+        Device::Cpu => match cfg.precision {
+            ConvPrecision::Fp32 => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
+            ConvPrecision::Tf32 => {
+                let (dy, x) = (tf32_copy(dy.host()?), tf32_copy(x.host()?));
+                cpu::backward_weight(&d, &dy, &x, dw.host_mut()?)
+            }
+        },
         dev => {
             let (splits, chunk) = weight_grad_splits(&d);
             let n = d.c_out * d.c_in * d.taps();
@@ -318,7 +324,11 @@ pub fn conv2d_backward_weight(
             args.extend(d.args());
             args.push(Arg::I32(chunk as i32));
             let g = conv_geometry(d.c_out, d.c_in * d.taps(), splits);
-            launch(dev, "conv2d_backward_weight_f32", g, &mut args)?;
+            let kernel = match cfg.precision {
+                ConvPrecision::Fp32 => "conv2d_backward_weight_f32",
+                ConvPrecision::Tf32 => "conv2d_backward_weight_tf32_f32",
+            };
+            launch(dev, kernel, g, &mut args)?;
             launch(
                 dev,
                 "conv2d_sum_splits_f32",

@@ -1,16 +1,16 @@
-//! The arithmetic of the forward and backward-data convolutions of the score network (SPEC
-//! section 9): exact fp32 (the default), or tf32 operands with fp32 accumulation, the form NVIDIA
-//! tensor cores run (kernels/conv.cu, `conv2d_forward_tf32_f32`, `conv2d_backward_data_tf32_f32`). tf32 keeps fp32's 8-bit exponent and 10 of its
+//! The arithmetic of the convolutions of the score network, all three passes (SPEC section 9):
+//! exact fp32 (the default), or tf32 operands with fp32 accumulation, the form NVIDIA tensor cores
+//! run (kernels/conv.cu, the `conv2d_*_tf32_f32` kernels). tf32 keeps fp32's 8-bit exponent and 10 of its
 //! 23 mantissa bits, so each product carries a relative error up to 2^-11 per operand; DESIGN.md
 //! section 5 tests it at ~3e-4 relative against fp32.
 //!
 //! Chosen per network and carried by each convolution's [`Conv2dCfg`](super::Conv2dCfg): `dml
 //! train --precision` stores it in the checkpoint, so a resumed run keeps its arithmetic (SPEC
 //! section 5: a resumed run equals an uninterrupted one). With [`ConvPrecision::Fp32`], the default,
-//! every convolution is bit-for-bit the fp32 one. The backward-weight pass is always fp32.
+//! every convolution is bit-for-bit the fp32 one.
 
 crate::named::value_names! {
-    /// How the forward and backward-data convolutions multiply.
+    /// How the convolutions multiply, forward and backward.
     #[derive(Default, Hash)]
     pub enum ConvPrecision parsed as "convolution precision" {
         /// fp32 operands and accumulation.
