@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::paths::{check_outputs, run_dir_of};
 use super::sample::{
-    print_model, print_sampler, resolve_checkpoint, sample_with_progress, SamplerArgs,
+    existing_checkpoint, print_model, print_sampler, sample_with_progress, SamplerArgs,
 };
 use super::scoring::{Scorer, ScoringArgs};
 use crate::data::Dataset;
@@ -57,13 +57,7 @@ pub struct SampleSet {
 
 pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
     args.scoring.check()?;
-    let path = resolve_checkpoint(&args.checkpoint);
-    if !path.is_file() {
-        return Err(Error::file(
-            &path,
-            "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
-        ));
-    }
+    let path = existing_checkpoint(&args.checkpoint)?;
     let model = args.sampling.load_model(&path, device)?;
     let data_name = args.scoring.data_name(&model.spec.dataset);
     let splits = Scorer::datasets(&args.scoring, &data_name, model.spec.image_shape())?;

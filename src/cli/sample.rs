@@ -145,6 +145,18 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
     }
 }
 
+/// [`resolve_checkpoint`], and an error naming the path when no checkpoint file is there.
+pub fn existing_checkpoint(path: &Path) -> Result<PathBuf> {
+    let path = resolve_checkpoint(path);
+    if !path.is_file() {
+        return Err(Error::file(
+            &path,
+            "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
+        ));
+    }
+    Ok(path)
+}
+
 pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let path = resolve_checkpoint(&args.checkpoint);
     let mut outputs = vec![("--out", args.out.as_path())];

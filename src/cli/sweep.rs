@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::eval::draw_samples;
 use super::paths::{check_outputs, run_dir_of};
-use super::sample::{print_model, resolve_checkpoint, SamplerArgs};
+use super::sample::{existing_checkpoint, print_model, SamplerArgs};
 use super::scoring::{Scorer, ScoringArgs};
 use crate::device::Device;
 use crate::diffusion::additive;
@@ -160,13 +160,7 @@ struct Outputs {
 
 pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
     args.scoring.check()?;
-    let path = resolve_checkpoint(&args.checkpoint);
-    if !path.is_file() {
-        return Err(Error::file(
-            &path,
-            "no checkpoint here (a run directory of `dml train`, or its checkpoint file)",
-        ));
-    }
+    let path = existing_checkpoint(&args.checkpoint)?;
     let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
     if !model.spec.objective.diffusion().requires_positive_pixels() {
         return Err(Error::invalid(
