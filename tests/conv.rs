@@ -395,6 +395,10 @@ fn conv_precision_defaults_to_fp32_and_is_named_as_stored() {
     );
 }
 
+/// One backward pass of `c` on two operands in a precision: [`backward_data_of`] (dy, w) or
+/// [`backward_weight_of`] (dy, x).
+type BackwardPass = fn(&[f32], &[f32], &Case, &Device, ConvPrecision) -> Vec<f32>;
+
 fn backward_data_of(
     dy: &[f32],
     w: &[f32],
@@ -408,54 +412,6 @@ fn backward_data_of(
         .unwrap()
         .to_vec()
         .unwrap()
-}
-
-#[test]
-fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
-    // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
-    // shapes as the forward, whose C_in and C_out now play each other's part.
-    let mut rng = test_rng("conv_tf32_bwd_data");
-    for dev in kernel_devices("conv_tf32_bwd_data") {
-        for &s in TF32_SHAPES {
-            let c = case(&mut rng, s);
-            let got = backward_data_of(&c.dy, &c.w, &c, &dev, ConvPrecision::Tf32);
-            let want = backward_data_of(&c.dy, &c.w, &c, &Device::Cpu, ConvPrecision::Tf32);
-            assert_close(
-                &format!("tf32 conv backward data {s:?} on {dev}"),
-                &got,
-                &want,
-                1e-5,
-                1e-5,
-            );
-            // Against fp32, element by element: |error| <= 2^-10 sum |w dy| plus fp32 rounding,
-            // as for the forward pass.
-            let fp32 = backward_data_of(&c.dy, &c.w, &c, &Device::Cpu, ConvPrecision::Fp32);
-            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
-            let magnitude = backward_data_of(
-                &abs(&c.dy),
-                &abs(&c.w),
-                &c,
-                &Device::Cpu,
-                ConvPrecision::Fp32,
-            );
-            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
-                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
-                assert!(
-                    (g - f).abs() <= bound,
-                    "tf32 backward data {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn conv_tf32_backward_data_kernel_has_no_races() {
-    let mut rng = test_rng("conv_tf32_bwd_data_races");
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
-    let run =
-        |schedule| backward_data_of(&c.dy, &c.w, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
-    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
 }
 
 fn backward_weight_of(
@@ -473,6 +429,65 @@ fn backward_weight_of(
         .unwrap()
 }
 
+/// The tf32 `pass` on `dev` against the cpu's tf32 reference (the same rounded operands, fp32
+/// sums in another order) and against fp32 element by element: each product is off by at most
+/// 2^-10 of its size, so |error| <= 2^-10 sum |a b| plus fp32 rounding, as for the forward pass.
+fn check_tf32_backward(
+    what: &str,
+    pass: BackwardPass,
+    (a, b): (&[f32], &[f32]),
+    c: &Case,
+    dev: &Device,
+) {
+    let got = pass(a, b, c, dev, ConvPrecision::Tf32);
+    let want = pass(a, b, c, &Device::Cpu, ConvPrecision::Tf32);
+    assert_close(&format!("{what} on {dev}"), &got, &want, 1e-5, 1e-5);
+    let fp32 = pass(a, b, c, &Device::Cpu, ConvPrecision::Fp32);
+    let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+    let magnitude = pass(&abs(a), &abs(b), c, &Device::Cpu, ConvPrecision::Fp32);
+    for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
+        let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+        assert!(
+            (g - f).abs() <= bound,
+            "{what} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+        );
+    }
+}
+
+/// The tf32 `pass` gives the same bits in both emulator schedules.
+fn check_tf32_backward_has_no_races(
+    test: &str,
+    pass: BackwardPass,
+    operands: fn(&Case) -> (&[f32], &[f32]),
+) {
+    let mut rng = test_rng(test);
+    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let (a, b) = operands(&c);
+    let run = |schedule| pass(a, b, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
+    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
+}
+
+#[test]
+fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
+    // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
+    // shapes as the forward, whose C_in and C_out now play each other's part.
+    let mut rng = test_rng("conv_tf32_bwd_data");
+    for dev in kernel_devices("conv_tf32_bwd_data") {
+        for &s in TF32_SHAPES {
+            let c = case(&mut rng, s);
+            let what = format!("tf32 conv backward data {s:?}");
+            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
+        }
+    }
+}
+
+#[test]
+fn conv_tf32_backward_data_kernel_has_no_races() {
+    check_tf32_backward_has_no_races("conv_tf32_bwd_data_races", backward_data_of, |c| {
+        (&c.dy, &c.w)
+    });
+}
+
 #[test]
 fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     // The split-K backward-weight GEMM (K = batch x output pixels) on the tensor-core tile. The
@@ -483,41 +498,15 @@ fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     for dev in kernel_devices("conv_tf32_bwd_weight") {
         for &s in shapes.clone() {
             let c = case(&mut rng, s);
-            let got = backward_weight_of(&c.dy, &c.x, &c, &dev, ConvPrecision::Tf32);
-            let want = backward_weight_of(&c.dy, &c.x, &c, &Device::Cpu, ConvPrecision::Tf32);
-            assert_close(
-                &format!("tf32 conv backward weight {s:?} on {dev}"),
-                &got,
-                &want,
-                1e-5,
-                1e-5,
-            );
-            // Against fp32: |error| <= 2^-10 sum |dy x| plus fp32 rounding.
-            let fp32 = backward_weight_of(&c.dy, &c.x, &c, &Device::Cpu, ConvPrecision::Fp32);
-            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
-            let magnitude = backward_weight_of(
-                &abs(&c.dy),
-                &abs(&c.x),
-                &c,
-                &Device::Cpu,
-                ConvPrecision::Fp32,
-            );
-            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
-                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
-                assert!(
-                    (g - f).abs() <= bound,
-                    "tf32 backward weight {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
-                );
-            }
+            let what = format!("tf32 conv backward weight {s:?}");
+            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
         }
     }
 }
 
 #[test]
 fn conv_tf32_backward_weight_kernel_has_no_races() {
-    let mut rng = test_rng("conv_tf32_bwd_weight_races");
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
-    let run =
-        |schedule| backward_weight_of(&c.dy, &c.x, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
-    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
+    check_tf32_backward_has_no_races("conv_tf32_bwd_weight_races", backward_weight_of, |c| {
+        (&c.dy, &c.x)
+    });
 }
