@@ -190,6 +190,18 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& l
     __syncthreads();
 }
 
+// Writes the in-bounds part of the result tile in s.c through `store(m, n, value)`, consecutive
+// threads on consecutive n (the contiguous direction of every pass's output).
+template <class Store>
+__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared& s, int M, int N, int m0, int n0,
+                                                     const Store& store) {
+    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
+        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
+        const int m = m0 + mm, n = n0 + nn;
+        if (m < M && n < N) store(m, n, s.c[mm][nn]);
+    }
+}
+
 extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
                                                    const float* __restrict__ bias, float* __restrict__ y,
                                                    int has_bias, int batch, int c_in, int h_in, int w_in,
@@ -200,15 +212,10 @@ extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, 
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
-    // Consecutive threads write consecutive pixels n, and only the in-bounds part of the tile.
     const int hw = h_out * w_out;
-    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
-        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
-        const int m = m0 + mm, n = n0 + nn;
-        if (m >= M || n >= N) continue;
-        const float b = has_bias ? bias[m] : 0.0f;
-        y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = s.c[mm][nn] + b;
-    }
+    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
+        y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = v + (has_bias ? bias[m] : 0.0f);
+    });
 }
 EMU_EXPORT(conv2d_forward_tf32_f32)
 
@@ -271,11 +278,8 @@ extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
     const int hw = h_in * w_in;
-    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
-        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
-        const int m = m0 + mm, n = n0 + nn;
-        if (m < M && n < N) dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = s.c[mm][nn];
-    }
+    conv_tf32_store_tile(s, M, N, m0, n0,
+                         [&](int m, int n, float v) { dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = v; });
 }
 EMU_EXPORT(conv2d_backward_data_tf32_f32)
 
@@ -338,11 +342,7 @@ extern "C" __global__ void conv2d_backward_weight_tf32_f32(const float* __restri
     const int k_end = imin(K, k_begin + k_chunk);
     conv_tf32_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, M, N, k_begin, k_end, m0, n0);
     float* out = partial + (size_t)blockIdx.z * M * N;
-    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
-        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
-        const int m = m0 + mm, n = n0 + nn;
-        if (m < M && n < N) out[(size_t)m * N + n] = s.c[mm][nn];
-    }
+    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { out[(size_t)m * N + n] = v; });
 }
 EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 
