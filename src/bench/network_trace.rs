@@ -78,13 +78,13 @@ pub fn launches_per_forward(preset: Preset, device: &Device) -> Result<u64> {
     let mut store = ParamStore::new(device, 0);
     let net = Ncsn::new(&mut store, &cfg)?;
     let mut tape = Tape::inference(&store);
+    let shape = cfg.input_shape(1);
     let x = tape.constant(Tensor::from_vec(
-        vec![1.5; c * h * h],
-        &cfg.input_shape(1),
+        vec![1.5; shape.iter().product()],
+        &shape,
         device,
     )?);
     let levels = tape.constant(Tensor::zeros(&[1], device)?);
-    device.synchronize()?;
     let before = launches_on_this_thread();
     net.forward(&mut tape, &x, &levels)?;
     Ok(launches_on_this_thread() - before)
