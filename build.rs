@@ -1,5 +1,6 @@
-//! Builds the kernels twice (docs/DESIGN.md sections 2 and 4):
-//! - for the host, with the CUDA emulator header, into a static library the `emu` backend calls;
+//! Builds the kernels three times (docs/DESIGN.md sections 2, 4 and 9):
+//! - for the host, with the CUDA emulator header, into a static library the `emu` backend calls,
+//!   and again, instrumented, into the profiling emulator `dml profile` runs;
 //! - with nvcc, when one is found, into one fatbin per kernels/*.cu embedded in the binary;
 //!
 //! and reads every exported kernel's `extern "C" __global__` signature into the table that each
@@ -41,6 +42,7 @@ fn main() {
 
     let files = kernel_files(Path::new("kernels"));
     build_emulated(&files);
+    build_profiled_emulator(&files);
     write_emu_table(&files, &out.join("emu_kernels.rs"));
     write_signature_table(&files, &out.join("kernel_signatures.rs"));
 
@@ -105,47 +107,114 @@ fn exported_kernels(src: &str) -> Vec<String> {
 }
 
 fn build_emulated(files: &[KernelFile]) {
+    let mut build = emu_build();
+    build.file("kernels/emu/emu_runtime.cpp");
+    for f in files {
+        // The .cu files are compiled as C++ with the emulation header forced in first.
+        let abs = fs::canonicalize(&f.path).unwrap();
+        build.file(write_shim(
+            &format!("emu_{}.cpp", f.module),
+            &format!(
+                "#include \"emu/cuda_emu.h\"\n#include \"{}\"\n",
+                abs.display()
+            ),
+        ));
+    }
+    build.compile("dml_emu_kernels");
+}
+
+/// The host C++ build both emulators share.
+fn emu_build() -> cc::Build {
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .std("c++17")
         .opt_level(2)
         .warnings(false)
-        .include("kernels")
-        .file("kernels/emu/emu_runtime.cpp");
+        .include("kernels");
+    build
+}
+
+fn write_shim(name: &str, text: &str) -> PathBuf {
+    let shim = PathBuf::from(env::var("OUT_DIR").unwrap()).join(name);
+    fs::write(&shim, text).unwrap();
+    shim
+}
+
+/// Every header the runtime and the kernels include, included up front so that the files
+/// themselves can be included inside the profiling build's namespace (their includes then find
+/// these already done).
+const PROFILED_PRELUDE: &str = "#include <sys/mman.h>\n#include <ucontext.h>\n#include <unistd.h>\n\
+#include <algorithm>\n#include <atomic>\n#include <cmath>\n#include <cstddef>\n#include <cstdint>\n\
+#include <cstdio>\n#include <cstdlib>\n#include <cstring>\n#include <map>\n#include <memory>\n\
+#include <mutex>\n#include <string>\n#include <thread>\n#include <tuple>\n#include <type_traits>\n\
+#include <unordered_map>\n#include <unordered_set>\n#include <utility>\n#include <vector>\n\
+#define EMU_PROFILE 1\n";
+
+/// The profiling emulator (docs/DESIGN.md section 9): the runtime and every kernel again, inside
+/// namespace `dml_profiled` and with each kernel renamed, so they link beside the normal build
+/// without sharing a single inline function or template instance with it; the kernels (not the
+/// runtime) instrumented so that every load and store calls the profiler. Vectorisation and store
+/// merging are off so each thread's accesses keep the widths the source gives them.
+fn build_profiled_emulator(files: &[KernelFile]) {
+    let mut kernels = emu_build();
+    kernels.flag("-fsanitize=thread");
+    if kernels.get_compiler().is_like_gnu() {
+        kernels.flag("--param=tsan-instrument-func-entry-exit=0");
+        kernels.flag("-fno-store-merging");
+    }
+    kernels.flag("-fno-tree-vectorize").flag("-fno-tree-slp-vectorize");
     for f in files {
-        // The .cu files are compiled as C++ with the emulation header forced in first.
-        let shim =
-            PathBuf::from(env::var("OUT_DIR").unwrap()).join(format!("emu_{}.cpp", f.module));
         let abs = fs::canonicalize(&f.path).unwrap();
-        fs::write(
-            &shim,
-            format!(
-                "#include \"emu/cuda_emu.h\"\n#include \"{}\"\n",
-                abs.display()
-            ),
+        let mut text = String::from(PROFILED_PRELUDE);
+        for k in files.iter().flat_map(|f| &f.kernels) {
+            writeln!(text, "#define {k} profiled_{k}").unwrap();
+        }
+        write!(
+            text,
+            "namespace dml_profiled {{\n#include \"emu/cuda_emu.h\"\n#include \"{}\"\n}}\n",
+            abs.display()
         )
         .unwrap();
-        build.file(shim);
+        kernels.file(write_shim(&format!("emu_profiled_{}.cpp", f.module), &text));
     }
-    build.compile("dml_emu_kernels");
+    kernels.compile("dml_emu_profiled_kernels");
+
+    let mut runtime = emu_build();
+    runtime.file(write_shim(
+        "emu_profiled_runtime.cpp",
+        &format!(
+            "{PROFILED_PRELUDE}namespace dml_profiled {{\n#include \"emu/emu_runtime.cpp\"\n}}\n"
+        ),
+    ));
+    runtime.compile("dml_emu_profiled_runtime");
 }
 
 fn write_emu_table(files: &[KernelFile], dest: &Path) {
-    let mut s = String::from("// Generated by build.rs: the emulated kernels' host launchers.\n");
+    let mut s = String::from(
+        "// Generated by build.rs: the emulated kernels' host launchers, plain and profiling.\n",
+    );
     s.push_str("unsafe extern \"C\" {\n");
     for k in files.iter().flat_map(|f| &f.kernels) {
-        writeln!(
-            s,
-            "    fn emu_launch_{k}(cfg: *const EmuLaunchCfg, params: *mut *mut c_void) -> c_int;"
-        )
-        .unwrap();
+        for prefix in ["emu_launch", "emu_profiled_launch"] {
+            writeln!(
+                s,
+                "    fn {prefix}_{k}(cfg: *const EmuLaunchCfg, params: *mut *mut c_void) -> c_int;"
+            )
+            .unwrap();
+        }
     }
-    s.push_str("}\n\npub(crate) static EMU_KERNELS: &[(&str, EmuLauncher)] = &[\n");
-    for k in files.iter().flat_map(|f| &f.kernels) {
-        writeln!(s, "    (\"{k}\", emu_launch_{k}),").unwrap();
+    s.push_str("}\n\n");
+    for (table, prefix) in [
+        ("EMU_KERNELS", "emu_launch"),
+        ("EMU_PROFILED_KERNELS", "emu_profiled_launch"),
+    ] {
+        writeln!(s, "pub(crate) static {table}: &[(&str, EmuLauncher)] = &[").unwrap();
+        for k in files.iter().flat_map(|f| &f.kernels) {
+            writeln!(s, "    (\"{k}\", {prefix}_{k}),").unwrap();
+        }
+        s.push_str("];\n");
     }
-    s.push_str("];\n");
     fs::write(dest, s).unwrap();
 }
 

@@ -9,6 +9,15 @@
 #define EMU_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 #endif
 
+// Floating-point operations a thread issues, counted by the profiling emulator (`dml profile`,
+// docs/DESIGN.md section 9) where the arithmetic cannot be observed: the main loops that do
+// most of a kernel's FLOPs. Nothing under nvcc or in the plain emulator.
+#if defined(CUDA_EMU) && defined(EMU_PROFILE)
+#define DML_COUNT_FLOPS(n) emu::profile::count_simt_flops(n)
+#else
+#define DML_COUNT_FLOPS(n) ((void)0)
+#endif
+
 // ---- indexing -------------------------------------------------------------------------------
 
 // The global index of this thread in a 1-D launch, as 64 bits so large tensors do not overflow.

@@ -63,6 +63,7 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
             for (int i = 0; i < 4; ++i)
                 for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
+        DML_COUNT_FLOPS(2 * 16 * CONV_TILE_K);  // 4x4 FMAs per kk
         __syncthreads();
     }
 }

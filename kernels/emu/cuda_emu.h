@@ -5,6 +5,10 @@
 // `__syncthreads()` and the warp primitives switch fibers until every participant has arrived,
 // `__shared__` storage is one copy per block, and blocks are spread over a few OS threads.
 // The scheduler lives in emu_runtime.cpp; this header is the device-side vocabulary.
+//
+// build.rs compiles everything a second time with EMU_PROFILE defined, inside a namespace of its
+// own and with GCC's ThreadSanitizer instrumentation of loads and stores (docs/DESIGN.md section
+// 9): the profiling emulator that `dml profile` runs. The differences are marked EMU_PROFILE here.
 #pragma once
 
 #ifdef __CUDACC__
@@ -33,6 +37,18 @@
 // One copy per block: blocks of one launch run one at a time on each OS thread, and every fiber
 // of a block runs on the same OS thread, so a thread-local static is exactly "per block".
 #define __shared__ static thread_local
+#ifndef EMU_PROFILE
+// C names of the runtime's exports (the profiling build has its own set beside these).
+#define EMU_C(name) emu_##name
+#define EMU_UNINSTRUMENTED
+#define EMU_PROFILE_ATOMIC() ((void)0)
+#else
+#define EMU_C(name) emu_profiled_##name
+// Emulator bookkeeping inside a kernel's translation unit that must not be counted as the
+// kernel's memory traffic: kept out of line and out of the instrumentation.
+#define EMU_UNINSTRUMENTED __attribute__((noinline, no_sanitize("thread")))
+#define EMU_PROFILE_ATOMIC() emu::profile::count_atomic()
+#endif
 
 struct uint3 {
     unsigned int x, y, z;
@@ -71,6 +87,18 @@ void sync_block();
 void sync_warp(unsigned int mask);
 // Lane exchange area of the current thread's warp: 32 slots of 8 bytes.
 uint64_t* warp_slots();
+
+#ifdef EMU_PROFILE
+// What the instrumented kernel code reports besides its loads and stores (emu_profiler.h).
+namespace profile {
+// A load or store the instrumentation cannot see as one (a wmma fragment element): `site`
+// identifies the instruction, as the return address does for instrumented accesses.
+void record(uintptr_t site, const void* addr, unsigned bytes, bool store);
+void count_simt_flops(uint64_t n);
+void count_tensor_flops(uint64_t n);
+void count_atomic();
+}  // namespace profile
+#endif
 
 using BlockBody = void (*)(void* closure);
 // Runs `body(closure)` for every thread of every block; returns 0 or a nonzero error code with
@@ -116,12 +144,22 @@ struct KernelClosure {
     void** params;
 };
 
+// Reading the closure and a parameter's slot is the launch's work, not the kernel's:
+// uninstrumented when profiling (out of line there, so nothing inlines them into instrumented
+// code; the tuple's constructor, which stays instrumented, copies from this thread's stack).
+template <class T>
+EMU_UNINSTRUMENTED inline T read_param(const void* slot) {
+    T v;
+    std::memcpy(&v, slot, sizeof(T));
+    return v;
+}
+
 template <class... Args>
-void run_kernel_thread(void* closure) {
+EMU_UNINSTRUMENTED void run_kernel_thread(void* closure) {
     auto* c = static_cast<KernelClosure<Args...>*>(closure);
     std::size_t i = 0;
     // Each thread gets its own copy of the arguments, as on a GPU.
-    auto args = std::tuple<std::decay_t<Args>...>{*static_cast<std::decay_t<Args>*>(c->params[i++])...};
+    auto args = std::tuple<std::decay_t<Args>...>{read_param<std::decay_t<Args>>(c->params[i++])...};
     call_with(c->kernel, args, std::index_sequence_for<Args...>{});
 }
 
@@ -134,7 +172,7 @@ int launch(void (*kernel)(Args...), const LaunchCfg* cfg, void** params) {
 
 }  // namespace emu
 
-extern "C" const char* emu_last_error();
+extern "C" const char* EMU_C(last_error)();
 
 #define threadIdx (emu::current_thread->thread_idx)
 #define blockIdx (emu::current_block.block_idx)
@@ -146,13 +184,17 @@ extern "C" const char* emu_last_error();
 #define EMU_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::current_block.dynamic_shared)
 
 // Exports a host launcher `emu_launch_<name>(cfg, params)` for an `extern "C" __global__` kernel.
-#define EMU_EXPORT(name) \
-    extern "C" int emu_launch_##name(const emu::LaunchCfg* cfg, void** params) { return emu::launch(name, cfg, params); }
+// (In the profiling build `name` is a macro for the kernel's renamed copy: build.rs renames every
+// kernel there so the two builds link side by side; `##` keeps the launcher's name unrenamed.)
+#define EMU_EXPORT(name)                                                                \
+    extern "C" int EMU_C(launch_##name)(const emu::LaunchCfg* cfg, void** params) { \
+        return emu::launch(name, cfg, params);                                          \
+    }
 
 inline void __syncthreads() { emu::sync_block(); }
 inline void __syncwarp(unsigned int mask = 0xffffffffu) { emu::sync_warp(mask); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+EMU_UNINSTRUMENTED inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+EMU_UNINSTRUMENTED inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 template <class T>
 inline T __shfl_sync(unsigned int mask, T v, int src_lane, int width = 32) {
@@ -196,8 +238,10 @@ inline unsigned int __ballot_sync(unsigned int mask, int predicate) {
 inline int __any_sync(unsigned int mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 inline int __all_sync(unsigned int mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 
-// Atomics: blocks run on several OS threads, so these are real atomics.
-inline float atomicAdd(float* addr, float v) {
+// Atomics: blocks run on several OS threads, so these are real atomics. The profiler counts them
+// as atomics (they are served by the L2 on a GPU), not as loads and stores.
+EMU_UNINSTRUMENTED inline float atomicAdd(float* addr, float v) {
+    EMU_PROFILE_ATOMIC();
     auto* a = reinterpret_cast<std::atomic<uint32_t>*>(addr);
     uint32_t old = a->load(std::memory_order_relaxed), desired;
     do {
@@ -210,23 +254,34 @@ inline float atomicAdd(float* addr, float v) {
     std::memcpy(&r, &old, 4);
     return r;
 }
-inline int atomicAdd(int* addr, int v) { return reinterpret_cast<std::atomic<int>*>(addr)->fetch_add(v); }
-inline unsigned int atomicAdd(unsigned int* addr, unsigned int v) {
+EMU_UNINSTRUMENTED inline int atomicAdd(int* addr, int v) {
+    EMU_PROFILE_ATOMIC();
+    return reinterpret_cast<std::atomic<int>*>(addr)->fetch_add(v);
+}
+EMU_UNINSTRUMENTED inline unsigned int atomicAdd(unsigned int* addr, unsigned int v) {
+    EMU_PROFILE_ATOMIC();
     return reinterpret_cast<std::atomic<unsigned int>*>(addr)->fetch_add(v);
 }
-inline unsigned long long atomicAdd(unsigned long long* addr, unsigned long long v) {
+EMU_UNINSTRUMENTED inline unsigned long long atomicAdd(unsigned long long* addr, unsigned long long v) {
+    EMU_PROFILE_ATOMIC();
     return reinterpret_cast<std::atomic<unsigned long long>*>(addr)->fetch_add(v);
 }
-inline int atomicCAS(int* addr, int compare, int v) {
+EMU_UNINSTRUMENTED inline int atomicCAS(int* addr, int compare, int v) {
+    EMU_PROFILE_ATOMIC();
     reinterpret_cast<std::atomic<int>*>(addr)->compare_exchange_strong(compare, v);
     return compare;
 }
-inline unsigned int atomicCAS(unsigned int* addr, unsigned int compare, unsigned int v) {
+EMU_UNINSTRUMENTED inline unsigned int atomicCAS(unsigned int* addr, unsigned int compare, unsigned int v) {
+    EMU_PROFILE_ATOMIC();
     reinterpret_cast<std::atomic<unsigned int>*>(addr)->compare_exchange_strong(compare, v);
     return compare;
 }
-inline int atomicExch(int* addr, int v) { return reinterpret_cast<std::atomic<int>*>(addr)->exchange(v); }
-inline int atomicMax(int* addr, int v) {
+EMU_UNINSTRUMENTED inline int atomicExch(int* addr, int v) {
+    EMU_PROFILE_ATOMIC();
+    return reinterpret_cast<std::atomic<int>*>(addr)->exchange(v);
+}
+EMU_UNINSTRUMENTED inline int atomicMax(int* addr, int v) {
+    EMU_PROFILE_ATOMIC();
     auto* a = reinterpret_cast<std::atomic<int>*>(addr);
     int old = a->load();
     while (old < v && !a->compare_exchange_weak(old, v)) {

@@ -33,39 +33,42 @@ namespace {
 #endif
 
 #ifdef EMU_FAST_SWITCH
-extern "C" void emu_switch_stack(void** save_sp, void* new_sp);
+// The profiling build links beside this one, so the symbol carries the build's prefix.
+#define EMU_SWITCH_STACK EMU_C(switch_stack)
+#define EMU_STRINGIFY_(x) #x
+#define EMU_STRINGIFY(x) EMU_STRINGIFY_(x)
+#define EMU_SWITCH_STACK_NAME EMU_STRINGIFY(EMU_SWITCH_STACK)
+extern "C" void EMU_SWITCH_STACK(void** save_sp, void* new_sp);
 // Saves the callee-saved registers on the current stack, stores the stack pointer in *save_sp,
 // loads new_sp and restores the registers saved there. A fresh stack is laid out so that the
 // final `ret` enters the fiber's entry function.
-asm(R"(
-    .text
-    .globl emu_switch_stack
-    .hidden emu_switch_stack
-    .type emu_switch_stack,@function
-emu_switch_stack:
-    pushq %rbp
-    pushq %rbx
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, (%rdi)
-    movq %rsi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %rbx
-    popq %rbp
-    ret
-    .size emu_switch_stack,.-emu_switch_stack
-)");
+asm(".text\n"
+    ".globl " EMU_SWITCH_STACK_NAME "\n"
+    ".hidden " EMU_SWITCH_STACK_NAME "\n"
+    ".type " EMU_SWITCH_STACK_NAME ",@function\n"
+    EMU_SWITCH_STACK_NAME ":\n"
+    "    pushq %rbp\n"
+    "    pushq %rbx\n"
+    "    pushq %r12\n"
+    "    pushq %r13\n"
+    "    pushq %r14\n"
+    "    pushq %r15\n"
+    "    movq %rsp, (%rdi)\n"
+    "    movq %rsi, %rsp\n"
+    "    popq %r15\n"
+    "    popq %r14\n"
+    "    popq %r13\n"
+    "    popq %r12\n"
+    "    popq %rbx\n"
+    "    popq %rbp\n"
+    "    ret\n"
+    ".size " EMU_SWITCH_STACK_NAME ",.-" EMU_SWITCH_STACK_NAME "\n");
 
 struct Context {
     void* sp = nullptr;
 };
 
-void context_switch(Context& from, Context& to) { emu_switch_stack(&from.sp, to.sp); }
+void context_switch(Context& from, Context& to) { EMU_SWITCH_STACK(&from.sp, to.sp); }
 
 void context_start(Context& c, unsigned char* stack, size_t bytes, void (*entry)(), Context&) {
     auto top = reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t(15);
@@ -150,6 +153,18 @@ struct Runner {
 };
 
 thread_local Runner* runner = nullptr;
+thread_local std::string last_error;
+
+}  // namespace
+
+#ifdef EMU_PROFILE
+#include "emu_profiler.h"
+#define EMU_PROFILE_HOOK(call) call
+#else
+#define EMU_PROFILE_HOOK(call) ((void)0)
+#endif
+
+namespace {
 
 Runner& this_runner() {
     static thread_local std::unique_ptr<Runner> owned;
@@ -199,6 +214,7 @@ bool Runner::release_warps(size_t n, const uint3& b) {
         }
         for (size_t t = lo; t < hi; ++t)
             if (fibers[t].state == FiberState::AtWarpBarrier) fibers[t].state = FiberState::Ready;
+        EMU_PROFILE_HOOK(profile_warp_barrier());
         // Caller loops again: one released warp is progress.
         return true;
     }
@@ -226,6 +242,7 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
         f.warp_mask = 0;
         context_start(f.ctx, f.stack, stack_bytes(), fiber_main, scheduler);
     }
+    EMU_PROFILE_HOOK(profile_begin_block(*this, n));
 
     for (;;) {
         for (size_t k = 0; k < n; ++k) {
@@ -237,6 +254,7 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
         }
         running = nullptr;
         current_thread = nullptr;
+        EMU_PROFILE_HOOK(profile_end_round(n));
 
         size_t at_block = 0, at_warp = 0, done = 0;
         for (size_t i = 0; i < n; ++i) {
@@ -261,6 +279,7 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
             error = buf;
             return false;
         }
+        EMU_PROFILE_HOOK(profile_block_barrier());
         for (size_t i = 0; i < n; ++i) fibers[i].state = FiberState::Ready;
     }
 }
@@ -285,8 +304,6 @@ unsigned int host_threads(unsigned long long blocks) {
     }();
     return (unsigned int)std::min<unsigned long long>(configured, blocks);
 }
-
-thread_local std::string last_error;
 
 }  // namespace
 
@@ -335,7 +352,12 @@ int run_grid(const LaunchCfg* cfg, BlockBody body, void* closure) {
         }
     };
 
+#ifdef EMU_PROFILE
+    // Profiled launches run on the calling thread (see emu_profiler.h).
+    unsigned int n_threads = 1;
+#else
     unsigned int n_threads = host_threads(blocks);
+#endif
     if (n_threads <= 1) {
         worker();
     } else {
@@ -352,4 +374,4 @@ int run_grid(const LaunchCfg* cfg, BlockBody body, void* closure) {
 
 }  // namespace emu
 
-extern "C" const char* emu_last_error() { return emu::last_error.c_str(); }
+extern "C" const char* EMU_C(last_error)() { return emu::last_error.c_str(); }

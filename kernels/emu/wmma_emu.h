@@ -8,6 +8,11 @@
 // deadlock or undefined behaviour on a GPU) is reported by the scheduler, while a lane that reads
 // shared memory another lane has not written yet still shows up as a schedule-dependent race.
 //
+// When profiling (EMU_PROFILE), each lane reports only the fragment elements it holds on a GPU,
+// in the mma.m16n8k8 .tf32 register layout of the PTX ISA (m16n16k8 is two n8 halves), one
+// warp-level access per element index, so coalescing and bank conflicts are those of the
+// per-element loads and stores the compiler issues; mma_sync counts 2 M N K tensor FLOPs a warp.
+//
 // The tensor core reads only the top 19 bits of a tf32 operand (sign, 8 exponent, 10 mantissa):
 // mma_sync truncates them the same way, so a kernel that forgets __float_to_tf32 gets the GPU's
 // (truncated) result here too, not a silently better one.
@@ -112,11 +117,62 @@ inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
 }
 
 namespace emu_detail {
+
+#ifdef EMU_PROFILE
+// The (row, column) of every element lane `lane` holds of a rows x cols fragment: A 16x8, B 8x16
+// or the 16x16 accumulator (PTX ISA, "Matrix Fragments for mma.m16n8k8" with .tf32 operands).
+template <int Rows, int Cols>
+inline int lane_elements(unsigned lane, int rc[8][2]) {
+    const int g = (int)(lane >> 2), t = (int)(lane & 3);
+    int n = 0;
+    auto put = [&](int r, int c) {
+        rc[n][0] = r;
+        rc[n][1] = c;
+        ++n;
+    };
+    if (Rows == 16 && Cols == 8) {
+        put(g, t), put(g + 8, t), put(g, t + 4), put(g + 8, t + 4);
+    } else if (Rows == 8) {
+        for (int h = 0; h < 2; ++h) put(t, g + 8 * h), put(t + 4, g + 8 * h);
+    } else {
+        for (int h = 0; h < 2; ++h)
+            put(g, 8 * h + 2 * t), put(g, 8 * h + 2 * t + 1), put(g + 8, 8 * h + 2 * t), put(g + 8, 8 * h + 2 * t + 1);
+    }
+    return n;
+}
+
+// Reports this lane's elements of a tile at p: element e of every lane is one warp-level access.
+template <int Rows, int Cols>
+inline void record_fragment(uintptr_t site, const float* p, unsigned ldm, bool row_major_memory, bool store) {
+    int rc[8][2];
+    const int n = lane_elements<Rows, Cols>(emu::lane_id(), rc);
+    for (int e = 0; e < n; ++e) {
+        const int r = rc[e][0], c = rc[e][1];
+        emu::profile::record(site * 8 + (uintptr_t)e, row_major_memory ? p + r * ldm + c : p + c * ldm + r, 4, store);
+    }
+}
+#define EMU_RECORD_FRAGMENT(Rows, Cols, p, ldm, row_major_memory, store)                                   \
+    record_fragment<Rows, Cols>(reinterpret_cast<uintptr_t>(__builtin_return_address(0)), p, ldm, row_major_memory, \
+                                store)
+#else
+#define EMU_RECORD_FRAGMENT(Rows, Cols, p, ldm, row_major_memory, store) ((void)0)
+#endif
+
 template <class F>
-inline void load_tile(F& f, const float* p, unsigned ldm, bool row_major_memory) {
+EMU_UNINSTRUMENTED inline void load_tile(F& f, const float* p, unsigned ldm, bool row_major_memory) {
     check_matrix_address("load_matrix_sync", p, ldm);
+    EMU_RECORD_FRAGMENT(F::rows, F::cols, p, ldm, row_major_memory, false);
     for (int r = 0; r < F::rows; ++r)
         for (int c = 0; c < F::cols; ++c) f.at(r, c) = row_major_memory ? p[r * ldm + c] : p[c * ldm + r];
+    warp_barrier();
+}
+
+template <class F>
+EMU_UNINSTRUMENTED inline void store_tile(float* p, const F& f, unsigned ldm, bool row_major_memory) {
+    check_matrix_address("store_matrix_sync", p, ldm);
+    EMU_RECORD_FRAGMENT(F::rows, F::cols, p, ldm, row_major_memory, true);
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c) (row_major_memory ? p[r * ldm + c] : p[c * ldm + r]) = f.at(r, c);
     warp_barrier();
 }
 }  // namespace emu_detail
@@ -138,15 +194,12 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const flo
 template <int M, int N, int K>
 inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
                               layout_t layout) {
-    emu_detail::check_matrix_address("store_matrix_sync", p, ldm);
-    for (int r = 0; r < M; ++r)
-        for (int c = 0; c < N; ++c) (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.at(r, c);
-    emu_detail::warp_barrier();
+    emu_detail::store_tile(p, f, ldm, layout == mem_row_major);
 }
 
 // d = a b + c with fp32 accumulation; products of two tf32 values are exact in fp32.
 template <int M, int N, int K, class LayoutA, class LayoutB>
-inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
+EMU_UNINSTRUMENTED inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
                      const fragment<matrix_a, M, N, K, precision::tf32, LayoutA>& a,
                      const fragment<matrix_b, M, N, K, precision::tf32, LayoutB>& b,
                      const fragment<accumulator, M, N, K, float>& c) {
@@ -159,6 +212,9 @@ inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
             r.at(i, j) = acc;
         }
     d = r;
+#ifdef EMU_PROFILE
+    if (emu::lane_id() == 0) emu::profile::count_tensor_flops(2ull * M * N * K);
+#endif
     emu_detail::warp_barrier();
 }
 

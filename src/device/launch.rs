@@ -160,6 +160,17 @@ impl KernelArg<'_> {
         }
     }
 
+    /// The address and size in bytes of a host buffer; `None` for scalars and GPU memory.
+    fn host_range(&self) -> Option<(u64, u64)> {
+        match self {
+            KernelArg::In(Buffer::Host(b)) => Some((b.as_ptr() as u64, 4 * b.len() as u64)),
+            KernelArg::Out(BufferMut::Host(b)) | KernelArg::OutWords(BufferMut::Host(b)) => {
+                Some((b.as_ptr() as u64, 4 * b.len() as u64))
+            }
+            _ => None,
+        }
+    }
+
     /// The slot of a host buffer (its address) or a scalar; `None` for GPU memory.
     fn host_slot(&mut self) -> Option<u64> {
         match self {
@@ -245,6 +256,22 @@ pub fn launch(
                 .map(|a| a.host_slot().ok_or_else(|| other_backend(kernel, device)))
                 .collect::<Result<Vec<u64>>>()?;
             let mut params = param_ptrs(&mut slots);
+            if super::profile::recording() {
+                let buffers: Vec<(u64, u64)> = args.iter().filter_map(KernelArg::host_range).collect();
+                let stats = super::emu::launch_profiled(
+                    kernel,
+                    geometry,
+                    *schedule,
+                    &mut params,
+                    &buffers,
+                )?;
+                super::profile::push(super::profile::LaunchProfile {
+                    kernel: kernel.to_string(),
+                    geometry,
+                    stats,
+                });
+                return Ok(());
+            }
             super::emu::launch(kernel, geometry, *schedule, &mut params)
         }
         Device::Cuda(dev) => dev.launch(kernel, geometry, args),

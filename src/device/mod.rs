@@ -10,6 +10,7 @@ pub mod emu;
 pub mod kernel_report;
 pub mod launch;
 pub mod occupancy;
+pub mod profile;
 
 use std::fmt;
 use std::sync::Arc;
