@@ -1,4 +1,4 @@
-//! Builds the kernels three times (docs/DESIGN.md sections 2, 4 and 9):
+//! Builds the kernels three times (docs/DESIGN.md sections 2, 4 and 8):
 //! - for the host, with the CUDA emulator header, into a static library the `emu` backend calls,
 //!   and again, instrumented, into the profiling emulator `dml profile` runs;
 //! - with nvcc, when one is found, into one fatbin per kernels/*.cu embedded in the binary;
@@ -144,14 +144,15 @@ fn write_shim(name: &str, text: &str) -> PathBuf {
 /// Every header the runtime and the kernels include, included up front so that the files
 /// themselves can be included inside the profiling build's namespace (their includes then find
 /// these already done).
-const PROFILED_PRELUDE: &str = "#include <sys/mman.h>\n#include <ucontext.h>\n#include <unistd.h>\n\
+const PROFILED_PRELUDE: &str =
+    "#include <sys/mman.h>\n#include <ucontext.h>\n#include <unistd.h>\n\
 #include <algorithm>\n#include <atomic>\n#include <cmath>\n#include <cstddef>\n#include <cstdint>\n\
 #include <cstdio>\n#include <cstdlib>\n#include <cstring>\n#include <map>\n#include <memory>\n\
 #include <mutex>\n#include <string>\n#include <thread>\n#include <tuple>\n#include <type_traits>\n\
 #include <unordered_map>\n#include <unordered_set>\n#include <utility>\n#include <vector>\n\
 #define EMU_PROFILE 1\n";
 
-/// The profiling emulator (docs/DESIGN.md section 9): the runtime and every kernel again, inside
+/// The profiling emulator (docs/DESIGN.md section 8): the runtime and every kernel again, inside
 /// namespace `dml_profiled` and with each kernel renamed, so they link beside the normal build
 /// without sharing a single inline function or template instance with it; the kernels (not the
 /// runtime) instrumented so that every load and store calls the profiler. Vectorisation and store
@@ -163,7 +164,9 @@ fn build_profiled_emulator(files: &[KernelFile]) {
         kernels.flag("--param=tsan-instrument-func-entry-exit=0");
         kernels.flag("-fno-store-merging");
     }
-    kernels.flag("-fno-tree-vectorize").flag("-fno-tree-slp-vectorize");
+    kernels
+        .flag("-fno-tree-vectorize")
+        .flag("-fno-tree-slp-vectorize");
     for f in files {
         let abs = fs::canonicalize(&f.path).unwrap();
         let mut text = String::from(PROFILED_PRELUDE);

@@ -10,7 +10,7 @@
 #endif
 
 // Floating-point operations a thread issues, counted by the profiling emulator (`dml profile`,
-// docs/DESIGN.md section 9) where the arithmetic cannot be observed: the main loops that do
+// docs/DESIGN.md section 8) where the arithmetic cannot be observed: the main loops that do
 // most of a kernel's FLOPs. Nothing under nvcc or in the plain emulator.
 #if defined(CUDA_EMU) && defined(EMU_PROFILE)
 #define DML_COUNT_FLOPS(n) emu::profile::count_simt_flops(n)

@@ -1,5 +1,5 @@
 // profile_selftest.cu: kernels with known costs, the known answers of the profiling emulator
-// (tests/profile.rs, docs/DESIGN.md section 9). Compiled by nvcc like every family, so a GPU
+// (tests/profile.rs, docs/DESIGN.md section 8). Compiled by nvcc like every family, so a GPU
 // profiler can be pointed at them too.
 #include "common.cuh"
 

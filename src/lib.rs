@@ -25,6 +25,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod plot;
+pub mod profile;
 pub mod regular_file;
 pub mod rng;
 pub mod sample_file;

@@ -1,4 +1,4 @@
-//! Known answers of the profiling emulator (docs/DESIGN.md section 9): kernels whose memory
+//! Known answers of the profiling emulator (docs/DESIGN.md section 8): kernels whose memory
 //! traffic, bank conflicts, divergence and FLOPs follow from their source
 //! (kernels/profile_selftest.cu), and a small convolution whose FLOPs follow from its shape.
 mod common;
@@ -56,13 +56,20 @@ fn coalesced_copy_is_fully_efficient_and_computes_the_copy() {
                     ],
                 )
             });
-            assert_eq!(y.to_vec().unwrap(), x, "the profiled launch computes the copy");
+            assert_eq!(
+                y.to_vec().unwrap(),
+                x,
+                "the profiled launch computes the copy"
+            );
             let sectors = (4 * n as u64).div_ceil(32);
             assert_eq!(s.global_load_sectors, sectors, "{s:?}");
             assert_eq!(s.global_store_sectors, sectors, "{s:?}");
             assert_eq!(load_efficiency(&s), 1.0);
             assert_eq!(store_efficiency(&s), 1.0);
-            assert_eq!((s.dram_read_sectors, s.dram_write_sectors), (sectors, sectors));
+            assert_eq!(
+                (s.dram_read_sectors, s.dram_write_sectors),
+                (sectors, sectors)
+            );
             assert_eq!(s.global_load_bytes, 4 * n as u64);
             assert_eq!(s.global_load_requests, n.div_ceil(32) as u64);
             assert_eq!(s.divergent_warp_accesses, divergent, "{s:?}");
@@ -103,8 +110,14 @@ fn stride_32_reads_use_one_word_of_each_sector() {
     assert_eq!(y.to_vec().unwrap(), want);
 }
 
+/// The transpose's counts, the same in both schedules.
 fn transpose(padded: bool) -> EmuProfileStats {
-    let dev = Device::emu();
+    let [forward, reverse] = SCHEDULES.map(|schedule| transpose_on(Device::Emu(schedule), padded));
+    assert_eq!(forward, reverse);
+    forward
+}
+
+fn transpose_on(dev: Device, padded: bool) -> EmuProfileStats {
     let x = Tensor::from_vec((0..1024).map(|i| i as f32).collect(), &[1024], &dev).unwrap();
     let mut y = Tensor::uninit(&[1024], &dev).unwrap();
     let s = one_launch(|| {
@@ -129,10 +142,7 @@ fn unpadded_transpose_has_32_way_bank_conflicts_and_padded_none() {
     let s = transpose(false);
     // 32 warps: each stores one row (1 wavefront) and loads one column (32 wavefronts).
     assert_eq!(s.shared_max_ways, 32, "{s:?}");
-    assert_eq!(
-        (s.shared_store_requests, s.shared_load_requests),
-        (32, 32)
-    );
+    assert_eq!((s.shared_store_requests, s.shared_load_requests), (32, 32));
     assert_eq!(s.shared_wavefronts, 32 + 32 * 32);
     assert_eq!(s.shared_ideal_wavefronts, 64);
     assert_eq!(s.block_barriers, 1);
@@ -153,11 +163,22 @@ fn a_warp_divergent_branch_is_counted() {
             &dev,
             "profile_divergent_f32",
             LaunchGeometry::new([1, 1, 1], [64, 1, 1], 0),
-            &mut [KernelArg::Out(a.buffer_mut()), KernelArg::Out(b.buffer_mut())],
+            &mut [
+                KernelArg::Out(a.buffer_mut()),
+                KernelArg::Out(b.buffer_mut()),
+            ],
         )
     });
     // Two warps, each executing the two stores with half its lanes.
-    assert_eq!((s.warp_accesses, s.divergent_warp_accesses), (4, 4), "{s:?}");
+    assert_eq!(
+        (s.warp_accesses, s.divergent_warp_accesses),
+        (4, 4),
+        "{s:?}"
+    );
+    let lower = |i: usize| i % 32 < 16;
+    let want_a: Vec<f32> = (0..64).map(|i| if lower(i) { 1.0 } else { 0.0 }).collect();
+    let want_b: Vec<f32> = (0..64).map(|i| if lower(i) { 0.0 } else { 2.0 }).collect();
+    assert_eq!((a.to_vec().unwrap(), b.to_vec().unwrap()), (want_a, want_b));
     assert_eq!(s.global_store_requests, 4);
     assert_eq!(s.global_store_bytes, 64 * 4);
 }
@@ -191,7 +212,13 @@ fn a_wmma_tile_counts_2_m_n_k_tensor_flops() {
 }
 
 /// The FLOPs of every launch of one convolution, (SIMT, tensor).
-fn conv_flops(c_in: usize, c_out: usize, hw: usize, k: usize, precision: ConvPrecision) -> (u64, u64) {
+fn conv_flops(
+    c_in: usize,
+    c_out: usize,
+    hw: usize,
+    k: usize,
+    precision: ConvPrecision,
+) -> (u64, u64) {
     let dev = Device::emu();
     let mut rng = test_rng("profile_conv");
     let x = Tensor::from_slice(
@@ -209,18 +236,113 @@ fn conv_flops(c_in: usize, c_out: usize, hw: usize, k: usize, precision: ConvPre
     let cfg = Conv2dCfg::same(k, 1).with_precision(precision);
     let (_, launches) = record(|| conv2d(&x, &w, None, cfg)).unwrap();
     let total = |f: fn(&LaunchProfile) -> u64| launches.iter().map(f).sum::<u64>();
-    (total(|l| l.stats.simt_flops), total(|l| l.stats.tensor_flops))
+    (
+        total(|l| l.stats.simt_flops),
+        total(|l| l.stats.tensor_flops),
+    )
 }
 
 #[test]
 fn conv_flops_match_2_cout_cin_taps_pixels() {
     // Shapes that fill the 64x64 tiles and the K slices exactly: issued FLOPs are the formula's.
-    let formula = |c_in: usize, c_out: usize, hw: usize, k: usize| (2 * c_out * c_in * k * k * hw * hw) as u64;
-    assert_eq!(conv_flops(16, 64, 8, 1, ConvPrecision::Fp32), (formula(16, 64, 8, 1), 0));
-    assert_eq!(conv_flops(32, 64, 8, 1, ConvPrecision::Tf32), (0, formula(32, 64, 8, 1)));
+    let formula = |c_in: usize, c_out: usize, hw: usize, k: usize| {
+        (2 * c_out * c_in * k * k * hw * hw) as u64
+    };
+    assert_eq!(
+        conv_flops(16, 64, 8, 1, ConvPrecision::Fp32),
+        (formula(16, 64, 8, 1), 0)
+    );
+    assert_eq!(
+        conv_flops(32, 64, 8, 1, ConvPrecision::Tf32),
+        (0, formula(32, 64, 8, 1))
+    );
     // A ragged shape issues whole tiles: at least the formula, padded up to the tile.
     let (simt, _) = conv_flops(3, 5, 7, 3, ConvPrecision::Fp32);
-    let padded = 2 * 64 * 64 * 16 * (7 * 7usize).div_ceil(64) as u64 * (3usize * 9).div_ceil(16) as u64;
+    let padded =
+        2 * 64 * 64 * 16 * (7 * 7usize).div_ceil(64) as u64 * (3usize * 9).div_ceil(16) as u64;
     assert!(simt >= formula(3, 5, 7, 3), "{simt}");
     assert_eq!(simt, padded);
+}
+
+#[test]
+fn the_roofline_names_the_limit_and_scales_small_grids() {
+    use dalemeetslangevin::profile::roofline::{predict, Limit, H100_SXM, H200};
+    // 1e6 sectors read once from DRAM (32 MB), over a grid that fills the GPU.
+    let stats = EmuProfileStats {
+        global_load_sectors: 1_000_000,
+        global_load_min_sectors: 1_000_000,
+        dram_read_sectors: 1_000_000,
+        ..Default::default()
+    };
+    let full = LaunchGeometry::new([1000, 1, 1], [256, 1, 1], 0);
+    let p = predict(&H200, &full, &stats);
+    assert_eq!(p.limit, Limit::Dram);
+    assert!((p.seconds - (3e-6 + 32e6 / 4.8e12)).abs() < 1e-12, "{p:?}");
+    // The H100's slower HBM: the same bytes take longer.
+    assert!(predict(&H100_SXM, &full, &stats).seconds > p.seconds);
+    // One block gets 1/132 of every rate.
+    let one = LaunchGeometry::new([1, 1, 1], [256, 1, 1], 0);
+    let p1 = predict(&H200, &one, &stats);
+    assert!(
+        (p1.seconds - (3e-6 + 132.0 * 32e6 / 4.8e12)).abs() < 1e-9,
+        "{p1:?}"
+    );
+    // Nothing to do: the launch overhead is the time.
+    let idle = predict(&H200, &full, &EmuProfileStats::default());
+    assert_eq!((idle.limit, idle.seconds), (Limit::Launch, 3e-6));
+}
+
+fn dml_profile(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::cli::dml_exe())
+        .arg("profile")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dml_profile_writes_a_table_and_json_and_refuses_other_devices() {
+    let dir = tempdir("profile_cli");
+    let json_path = dir.join("profile.json");
+    let out = dml_profile(&[
+        "--items",
+        "copy,add",
+        "--elementwise-batch",
+        "1",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| copy/784 | 1 |"), "{stdout}");
+    assert!(stdout.contains("not yet calibrated"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(v["calibrated"], false);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let copy = &items[0]["kernels"][0];
+    assert_eq!(copy["kernel"], "copy_f32");
+    assert_eq!(copy["load_efficiency"], 1.0);
+    assert_eq!(copy["counts"]["global_load_bytes"], 4 * 784);
+    assert!(items[1]["predicted_seconds"]["H200"].as_f64().unwrap() >= 3e-6);
+
+    let out = std::process::Command::new(common::cli::dml_exe())
+        .args(["--device", "cpu", "profile", "--items", "copy"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("emulator") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let out = dml_profile(&["--items", "no_such_item"]);
+    assert!(!out.status.success());
+    let out = dml_profile(&["--batch", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
 }

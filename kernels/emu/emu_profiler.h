@@ -1,5 +1,5 @@
 // emu_profiler.h: what a kernel would cost on a GPU, measured while the emulator runs it
-// (docs/DESIGN.md section 9, `dml profile`). Part of emu_runtime.cpp in the EMU_PROFILE build only.
+// (docs/DESIGN.md section 8, `dml profile`). Part of emu_runtime.cpp in the EMU_PROFILE build only.
 //
 // The kernels of that build are compiled with GCC's ThreadSanitizer instrumentation, which calls
 // __tsan_readN/__tsan_writeN(address) before every load and store the optimised code still makes

@@ -249,7 +249,7 @@ fn launches_note(launches: &[(Preset, u64)], device: &Device) -> Option<String> 
 /// Refuses, before any timing, items too large for the device: the bytes an item reads and
 /// writes once are a lower bound of what it holds (--batch 100000 or --elementwise-batch
 /// 100000000 would otherwise abort on allocation).
-fn ensure_items_fit(items: &[bench::Item], device: &Device) -> Result<()> {
+pub(super) fn ensure_items_fit(items: &[bench::Item], device: &Device) -> Result<()> {
     let Some(largest) = items.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes)) else {
         return Ok(());
     };
@@ -296,6 +296,6 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
+pub(super) fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::file(path, e.to_string()))
 }

@@ -4,6 +4,7 @@ mod demo;
 mod eval;
 mod info;
 pub mod paths;
+mod profile;
 mod progress;
 mod sample;
 mod scoring;
@@ -66,6 +67,10 @@ pub enum Command {
     /// Time kernels and end-to-end steps on the chosen device and print a table with achieved
     /// GB/s and TFLOP/s and the ratio to the floor set by measured copy bandwidth and GEMM rate.
     Bench(bench::BenchArgs),
+    /// Run each kernel of `dml bench`'s items once on the profiling emulator and print its
+    /// coalescing, DRAM traffic, bank conflicts, divergence and FLOPs, and its predicted time on
+    /// an H100 and an H200: judging a kernel change without a GPU.
+    Profile(profile::ProfileArgs),
 }
 
 crate::named::value_names! {
@@ -193,6 +198,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Sweep(args) => sweep::run(&device()?, &args),
         Command::Info(args) => info::run(cli.device, &args),
         Command::Bench(args) => bench::run(&device()?, &args),
+        Command::Profile(args) => profile::run(cli.device, &args),
     }?;
     Ok(0)
 }

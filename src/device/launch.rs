@@ -257,7 +257,8 @@ pub fn launch(
                 .collect::<Result<Vec<u64>>>()?;
             let mut params = param_ptrs(&mut slots);
             if super::profile::recording() {
-                let buffers: Vec<(u64, u64)> = args.iter().filter_map(KernelArg::host_range).collect();
+                let buffers: Vec<(u64, u64)> =
+                    args.iter().filter_map(KernelArg::host_range).collect();
                 let stats = super::emu::launch_profiled(
                     kernel,
                     geometry,

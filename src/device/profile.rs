@@ -1,4 +1,4 @@
-//! Recording what the profiling emulator measures (docs/DESIGN.md section 9): while
+//! Recording what the profiling emulator measures (docs/DESIGN.md section 8): while
 //! [`record`] runs a closure, every `emu` launch that closure makes on this thread goes to the
 //! profiling build of its kernel instead, and its measures are kept, in launch order.
 //!
@@ -28,13 +28,17 @@ pub fn record<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Vec<LaunchProfile>
     RECORDING.with(|r| {
         let mut r = r.borrow_mut();
         if r.is_some() {
-            return Err(Error::invalid("profile: a recording is already running on this thread"));
+            return Err(Error::invalid(
+                "profile: a recording is already running on this thread",
+            ));
         }
         *r = Some(Vec::new());
         Ok(())
     })?;
     let result = f();
-    let launches = RECORDING.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    let launches = RECORDING
+        .with(|r| r.borrow_mut().take())
+        .unwrap_or_default();
     Ok((result?, launches))
 }
 
