@@ -130,8 +130,8 @@ EMU_EXPORT(conv2d_forward_f32)
 #define CONV_TF32_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
 // Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
 #define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
-#define CONV_TF32_B_LD (CONV_TILE_N + 4)
-#define CONV_TF32_C_LD (CONV_TILE_N + 4)
+#define CONV_TF32_B_LD (CONV_TILE_N + 8)
+#define CONV_TF32_C_LD (CONV_TILE_N + 8)
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
 // every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.

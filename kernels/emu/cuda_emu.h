@@ -8,7 +8,7 @@
 //
 // build.rs compiles everything a second time with EMU_PROFILE defined, inside a namespace of its
 // own and with GCC's ThreadSanitizer instrumentation of loads and stores (docs/DESIGN.md section
-// 9): the profiling emulator that `dml profile` runs. The differences are marked EMU_PROFILE here.
+// 8): the profiling emulator that `dml profile` runs. The differences are marked EMU_PROFILE here.
 #pragma once
 
 #ifdef __CUDACC__
