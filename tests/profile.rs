@@ -346,3 +346,28 @@ fn dml_profile_writes_a_table_and_json_and_refuses_other_devices() {
     let out = dml_profile(&["--batch", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
 }
+
+#[test]
+fn every_access_of_a_tiny_training_step_is_classified() {
+    use dalemeetslangevin::bench::{select, BenchConfig};
+    use dalemeetslangevin::profile::profile_item;
+    // A training step launches nearly every kernel family (forward, backward, optimiser): each
+    // of their loads and stores must be global, shared or the thread's own.
+    let mut cfg = BenchConfig::defaults(&Device::emu());
+    cfg.batch = 1;
+    let items = select(&cfg, &["train_step/tiny".to_string()]).unwrap();
+    let profile = profile_item(&items[0]).unwrap();
+    assert!(profile.launches() > 500, "{}", profile.launches());
+    for k in &profile.kernels {
+        assert_eq!(
+            k.stats.unclassified_accesses, 0,
+            "{}: {:?}",
+            k.kernel, k.stats
+        );
+        assert!(
+            k.stats.warp_accesses > 0,
+            "{} made no memory access",
+            k.kernel
+        );
+    }
+}

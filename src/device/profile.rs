@@ -35,11 +35,22 @@ pub fn record<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Vec<LaunchProfile>
         *r = Some(Vec::new());
         Ok(())
     })?;
+    let stop = Stop;
     let result = f();
     let launches = RECORDING
         .with(|r| r.borrow_mut().take())
         .unwrap_or_default();
+    drop(stop);
     Ok((result?, launches))
+}
+
+/// Ends the recording even when the recorded closure panics, so the thread can record again.
+struct Stop;
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        RECORDING.with(|r| r.borrow_mut().take());
+    }
 }
 
 /// Whether this thread's `emu` launches are being profiled.
