@@ -64,6 +64,18 @@ impl BenchConfig {
     }
 }
 
+impl BenchConfig {
+    /// The sizes and precision, as the JSON reports of `dml bench` and `dml profile` record them.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "batch": self.batch,
+            "sampler_batch": self.sampler_batch,
+            "elementwise_batch": self.elementwise_images,
+            "conv_precision": self.precision.name(),
+        })
+    }
+}
+
 /// BENCH.md's sampler batch: 1000 images on a GPU, 16 on the host.
 pub fn default_sampler_batch(device: &Device) -> usize {
     if device.is_host() {

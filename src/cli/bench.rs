@@ -180,19 +180,15 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         write_text(path, &table)?;
     }
     if let Some(path) = &args.json {
-        let settings = json!({
-            "batch": cfg.batch,
-            "sampler_batch": cfg.sampler_batch,
-            "elementwise_batch": cfg.elementwise_images,
-            "conv_precision": cfg.precision.name(),
-            "budget_ms": budget.as_millis() as u64,
-            "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
-            "torch_results": torch.as_ref().map(|t| t.path.display().to_string()),
-            "launches_per_forward": launches
-                .iter()
-                .map(|(p, n)| (p.name().to_string(), json!(n)))
-                .collect::<serde_json::Map<_, _>>(),
-        });
+        let mut settings = cfg.settings_json();
+        settings["budget_ms"] = json!(budget.as_millis() as u64);
+        settings["threads"] = json!(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        settings["torch_results"] = json!(torch.as_ref().map(|t| t.path.display().to_string()));
+        settings["launches_per_forward"] = launches
+            .iter()
+            .map(|(p, n)| (p.name().to_string(), json!(n)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         bench::write_json(
             path,
             &device.to_string(),

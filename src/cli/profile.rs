@@ -107,14 +107,9 @@ pub fn run(choice: DeviceChoice, args: &ProfileArgs) -> Result<()> {
         write_text(path, &text)?;
     }
     if let Some(path) = &args.json {
-        let settings = json!({
-            "batch": cfg.batch,
-            "sampler_batch": cfg.sampler_batch,
-            "elementwise_batch": cfg.elementwise_images,
-            "conv_precision": cfg.precision.name(),
-            "schedule": device.to_string(),
-            "notes": notes,
-        });
+        let mut settings = cfg.settings_json();
+        settings["schedule"] = json!(device.to_string());
+        settings["notes"] = json!(notes);
         let value = report::to_json(&profiles, settings);
         write_text(path, &format!("{value:#}\n"))?;
     }
