@@ -96,8 +96,9 @@ pub struct TrainArgs {
     /// Decay of the exponential moving average of the weights (sampled from by default).
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
-    /// Arithmetic of the forward convolutions, stored in the checkpoint [default: fp32; on
-    /// --resume, the run's own, which a different value may not change].
+    /// Arithmetic of the convolutions (all three passes), stored in the checkpoint [default:
+    /// tf32 on cuda (tensor cores), fp32 on cpu and emu; on --resume, the run's own, which a
+    /// different value may not change].
     #[arg(long, value_enum)]
     pub precision: Option<ConvPrecision>,
     /// Seeds initialisation, data order, levels and noise: same seed, same run.
@@ -253,8 +254,10 @@ fn start_new(args: &TrainArgs, device: &Device) -> Result<Start> {
     let objective = args.objective_settings().objective()?;
     let range = PixelRange::new(args.range_lo, args.range_hi)?;
     let data = load_data(args.data_name(), Split::Train, args.max_images)?;
-    let spec = ModelSpec::for_dataset(args.preset, &data, objective, range)?
-        .with_precision(args.precision.unwrap_or_default());
+    let spec = ModelSpec::for_dataset(args.preset, &data, objective, range)?.with_precision(
+        args.precision
+            .unwrap_or_else(|| ConvPrecision::default_for(device)),
+    );
     let lock = RunLock::acquire(&dir)?;
     // Another run may have started here while this one was checking.
     if let Some(e) = exists() {

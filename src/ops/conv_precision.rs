@@ -6,8 +6,12 @@
 //!
 //! Chosen per network and carried by each convolution's [`Conv2dCfg`](super::Conv2dCfg): `dml
 //! train --precision` stores it in the checkpoint, so a resumed run keeps its arithmetic (SPEC
-//! section 5: a resumed run equals an uninterrupted one). With [`ConvPrecision::Fp32`], the default,
-//! every convolution is bit-for-bit the fp32 one.
+//! section 5: a resumed run equals an uninterrupted one). A new run takes
+//! [`ConvPrecision::default_for`] its device: tf32 on `cuda`, as PyTorch's default for cuDNN
+//! convolutions, fp32 on the host backends. With [`ConvPrecision::Fp32`] every convolution is
+//! bit-for-bit the fp32 one.
+
+use crate::device::Device;
 
 crate::named::value_names! {
     /// How the convolutions multiply, forward and backward.
@@ -15,10 +19,22 @@ crate::named::value_names! {
     pub enum ConvPrecision parsed as "convolution precision" {
         /// fp32 operands and accumulation.
         #[default]
-        Fp32 = "fp32" => "fp32 operands and accumulation (exact, the default)",
+        Fp32 = "fp32" => "fp32 operands and accumulation (exact; the default on cpu and emu)",
         /// Operands rounded to tf32 ([`round_to_tf32`]), fp32 accumulation. On cpu the operands are
         /// rounded and the fp32 convolution runs: the reference the tensor-core kernel is tested against.
-        Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores on cuda",
+        Tf32 = "tf32" => "tf32 operands (10-bit mantissa), fp32 accumulation: tensor cores (the default on cuda)",
+    }
+}
+
+impl ConvPrecision {
+    /// The precision of a new run on `device` when none is asked for: tf32 on `cuda`, where it
+    /// puts every convolution pass on tensor cores as PyTorch does by default; fp32 on `cpu` and
+    /// `emu`, where tf32 only adds the operand rounding.
+    pub fn default_for(device: &Device) -> Self {
+        match device {
+            Device::Cuda(_) => ConvPrecision::Tf32,
+            Device::Cpu | Device::Emu(_) => ConvPrecision::Fp32,
+        }
     }
 }
 
