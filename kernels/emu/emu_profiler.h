@@ -3,11 +3,16 @@
 //
 // The kernels of that build are compiled with GCC's ThreadSanitizer instrumentation, which calls
 // __tsan_readN/__tsan_writeN(address) before every load and store the optimised code still makes
-// to memory. Those hooks are defined here (no sanitizer runtime is linked): each access is
-// classified by address (global: inside a buffer the launch was given; shared: the block's
-// dynamic shared memory, or the calling thread's static TLS block, where `__shared__` variables
-// live (cuda_emu.h) and nothing else a kernel touches does, bar the emulator's own variables; a fiber's own stack: registers and local memory,
-// not counted) and logged per thread with its instruction (the hook's return address).
+// to memory. Those hooks are defined here (no sanitizer runtime is linked). Each access is
+// classified by address and, unless it is not counted, logged per thread with its instruction
+// (the hook's return address):
+//   global:      inside a buffer the launch was given;
+//   shared:      the block's dynamic shared memory, or the calling thread's static TLS block,
+//                where `__shared__` variables live (cuda_emu.h) and nothing else a kernel touches
+//                does, bar the emulator's own variables;
+//   not counted: the thread's own fiber stack (registers and local memory on a GPU) and the
+//                emulator's own state (threadIdx, the lane exchange slots);
+//   anything else is counted as unclassified (the known-answer tests require none).
 //
 // Warp-level accesses. Between two scheduling rounds every thread of a block has run up to the
 // same barrier, so the logs hold the same stretch of the program for every lane. The k-th
@@ -21,8 +26,8 @@
 //   shared: 32 banks of 4 bytes; a request of w-byte words is served in phases of 128/w lanes
 //           and each phase takes as many wavefronts as the most distinct words any one bank holds
 //           (lanes reading the same word share it): conflicts are wavefronts beyond one a phase.
-// Global addresses are taken relative to their buffer's start rounded down to 256 bytes, the
-// alignment cudaMalloc gives, so sector counts are the GPU's whatever alignment malloc gave.
+// Each buffer is placed at a 256-byte aligned base of its own, as cudaMalloc aligns, so sector
+// counts are the GPU's whatever alignment malloc gave the host copy.
 //
 // Profiled launches are serialised by one process-wide mutex and run on the calling thread only,
 // which keeps the counts deterministic and the static shared memory in one thread's TLS.
@@ -68,7 +73,7 @@ enum class Space : uint8_t { Global, Shared };
 
 struct Access {
     uintptr_t site;
-    uintptr_t addr;  // global: relative to the buffer's 256-aligned base
+    uintptr_t addr;  // global: the buffer's model base plus the offset in it
     uint32_t bytes;
     Space space;
     bool store;
