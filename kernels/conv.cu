@@ -68,6 +68,13 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
     }
 }
 
+// Where element (m, n) of a GEMM result whose rows are channels and whose columns are
+// (batch, pixel) pairs lives in an NCHW tensor of `channels` planes of `hw` pixels: the output
+// layout of the forward and backward-data passes.
+__device__ __forceinline__ size_t nchw_index(int m, int n, int channels, int hw) {
+    return ((size_t)(n / hw) * channels + m) * hw + n % hw;
+}
+
 // The shape of one convolution: x [batch, c_in, h_in, w_in], w [c_out, c_in, kh, kw],
 // y [batch, c_out, h_out, w_out] with h_out = h_in + 2 pad - dil (kh - 1).
 struct ConvDims {
@@ -115,7 +122,7 @@ extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const
         for (int j = 0; j < 4; ++j) {
             const int n = n0 + tx + 16 * j;
             if (n >= N) continue;
-            y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = acc[i][j] + b;
+            y[nchw_index(m, n, c_out, hw)] = acc[i][j] + b;
         }
     }
 }
@@ -215,7 +222,7 @@ extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, 
     conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
     const int hw = h_out * w_out;
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
-        y[((size_t)(n / hw) * c_out + m) * hw + n % hw] = v + (has_bias ? bias[m] : 0.0f);
+        y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
     });
 }
 EMU_EXPORT(conv2d_forward_tf32_f32)
@@ -261,7 +268,7 @@ extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy
         if (m >= M) continue;
         for (int j = 0; j < 4; ++j) {
             const int n = n0 + tx + 16 * j;
-            if (n < N) dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = acc[i][j];
+            if (n < N) dx[nchw_index(m, n, c_in, hw)] = acc[i][j];
         }
     }
 }
@@ -280,7 +287,7 @@ extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict
     conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
     const int hw = h_in * w_in;
     conv_tf32_store_tile(s, M, N, m0, n0,
-                         [&](int m, int n, float v) { dx[((size_t)(n / hw) * c_in + m) * hw + n % hw] = v; });
+                         [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
 EMU_EXPORT(conv2d_backward_data_tf32_f32)
 
