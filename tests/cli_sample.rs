@@ -3,7 +3,7 @@
 //! error before any long work (never a panic, an abort or a NaN file), or works.
 mod common;
 
-use common::cli::{fails, fake_idx_dir, ok, s};
+use common::cli::{fails, fake_idx_dir, ok, s, train_tiny_run};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,27 +19,7 @@ use dalemeetslangevin::sample_file::SampleFile;
 /// A tiny run on the built-in shapes (5 levels, 2 steps), trained once per test binary.
 fn checkpoint() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let dir = common::tempdir("cli-sample-run");
-        ok(&[
-            "train",
-            "--data",
-            "shapes",
-            "--preset",
-            "tiny",
-            "--max-images",
-            "16",
-            "--levels",
-            "5",
-            "--batch",
-            "2",
-            "--steps",
-            "2",
-            "--out",
-            s(&dir),
-        ]);
-        dir.join("checkpoint.safetensors")
-    })
+    RUN.get_or_init(|| train_tiny_run("cli-sample-run", 5, 2).join("checkpoint.safetensors"))
 }
 
 /// `dml sample` from the tiny run with `extra` arguments.

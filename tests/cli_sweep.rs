@@ -4,7 +4,7 @@
 //! --settings best`.
 mod common;
 
-use common::cli::{fails, ok, s};
+use common::cli::{fails, ok, s, train_tiny_run};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,27 +12,7 @@ use std::sync::OnceLock;
 /// A tiny run on the built-in shapes (10 levels, 4 steps), trained once per test binary.
 fn trained_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let dir = common::tempdir("cli-sweep-run");
-        ok(&[
-            "train",
-            "--data",
-            "shapes",
-            "--preset",
-            "tiny",
-            "--max-images",
-            "16",
-            "--levels",
-            "10",
-            "--batch",
-            "2",
-            "--steps",
-            "4",
-            "--out",
-            s(&dir),
-        ]);
-        dir
-    })
+    RUN.get_or_init(|| train_tiny_run("cli-sweep-run", 10, 4))
 }
 
 /// A run directory of its own holding a copy of the tiny checkpoint (each test sweeps into its

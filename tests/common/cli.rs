@@ -49,6 +49,31 @@ pub fn fails(args: &[&str]) -> String {
     stderr
 }
 
+/// A run directory `name` (under the test temp dir) holding the tiny preset trained on the built-in
+/// shapes: 16 images, batch 2, `levels` levels, `steps` steps.
+pub fn train_tiny_run(name: &str, levels: u32, steps: u32) -> PathBuf {
+    let dir = super::tempdir(name);
+    let (levels, steps) = (levels.to_string(), steps.to_string());
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "tiny",
+        "--max-images",
+        "16",
+        "--levels",
+        &levels,
+        "--batch",
+        "2",
+        "--steps",
+        &steps,
+        "--out",
+        s(&dir),
+    ]);
+    dir
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
