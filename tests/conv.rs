@@ -13,7 +13,8 @@ use dalemeetslangevin::ops::conv_precision::round_to_tf32;
 use dalemeetslangevin::{Device, Tensor};
 
 /// (batch, c_in, h, w, c_out, kernel, padding, dilation): odd sizes, channels across the 64-wide
-/// tile, 1x1, dilations 2 and 4, more than one split of the weight gradient, size 1.
+/// tile, 1x1, dilations 2 and 4, more than one split of the weight gradient, size 1, and a
+/// dilation wider than the image (some taps read nothing but padding).
 type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
 
 const SHAPES: &[Shape] = &[
@@ -25,6 +26,7 @@ const SHAPES: &[Shape] = &[
     (2, 3, 8, 8, 70, 3, 1, 1),
     (4, 2, 12, 12, 3, 3, 1, 1),
     (1, 2, 5, 6, 2, 3, 0, 1),
+    (2, 2, 3, 4, 3, 3, 4, 4),
 ];
 
 struct Case {
@@ -165,6 +167,7 @@ fn conv_gradients_match_finite_differences() {
         (2, 2, 5, 4, 3, 3, 1, 1),
         (1, 3, 7, 6, 2, 3, 2, 2),
         (2, 2, 3, 3, 2, 1, 0, 1),
+        (1, 2, 3, 4, 2, 3, 4, 4),
     ] {
         let cfg = Conv2dCfg {
             padding: pad,

@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::time_median;
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::MatRef;
 use crate::{ops, Tensor};
 
 #[derive(Clone, Copy, Debug)]
@@ -15,7 +16,7 @@ pub struct Ceilings {
 }
 
 /// Copy: 64 Mi floats through the copy kernel (a plain copy on the host). GEMM: a 1024^3 single-precision product on the
-/// host (matrixmultiply); on a GPU the GEMM ceiling is taken from the PyTorch reference run
+/// host by the cpu backend's own GEMM on every core (the `gemm` crate); on a GPU the GEMM ceiling is taken from the PyTorch reference run
 /// (reference/bench_torch.py) and passed in, since the engine links no BLAS.
 pub fn measure_ceilings(device: &Device, budget: Duration) -> Result<Ceilings> {
     let n = 64 << 20;
@@ -34,25 +35,8 @@ pub fn measure_ceilings(device: &Device, budget: Duration) -> Result<Ceilings> {
     let gemm = time_median(
         &Device::Cpu,
         &mut || {
-            // SAFETY: a, b and c are m x m row-major buffers that outlive the call.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    m,
-                    m,
-                    1.0,
-                    a.as_ptr(),
-                    m as isize,
-                    1,
-                    b.as_ptr(),
-                    m as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    m as isize,
-                    1,
-                );
-            }
+            let (a, b) = (MatRef::row_major(&a, m, m), MatRef::row_major(&b, m, m));
+            ops::gemm_all_cores(a, b, &mut c);
             Ok(())
         },
         budget,

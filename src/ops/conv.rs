@@ -2,12 +2,13 @@
 //! `nn.Conv2d(c_in, c_out, k, padding=p, dilation=d)`: y[b,co,oh,ow] = bias[co] +
 //! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
 //!
-//! The cpu backend lowers each sample to im2col + GEMM (matrixmultiply) and spreads samples over
+//! The cpu backend lowers each sample to im2col + GEMM (the `gemm` crate) and spreads samples over
 //! threads; emu and cuda run the implicit-GEMM kernels. All three passes run in the
 //! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
 //! their operands to tf32 to match the tensor-core kernels).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
-use super::cpu_gemm::{batch_workers, for_each_item_chunk, gemm, MatRef};
+use super::cpu_gemm::{gemm, MatRef};
+use super::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
@@ -409,15 +410,61 @@ mod cpu {
         (lo..hi, shift)
     }
 
+    /// The output rows `oh` whose input row `oh - p + ki d` lies inside the image, and that
+    /// input row's offset from `oh`.
+    fn valid_rows(d: &ConvDims, ki: usize) -> (std::ops::Range<usize>, isize) {
+        let shift = (ki * d.dil) as isize - d.pad as isize;
+        let lo = (-shift).clamp(0, d.h_out as isize) as usize;
+        let hi = (d.h_in as isize - shift).clamp(lo as isize, d.h_out as isize) as usize;
+        (lo..hi, shift)
+    }
+
+    /// Where tap `t` of a same-width convolution (`w_out == w_in`, every convolution of the
+    /// network) reads: its valid outputs lie in one run of the flattened output plane, read from
+    /// the input plane at a fixed offset, apart from the columns `valid_columns` excludes in
+    /// each row. Returns the run and the offset, or None when no output reads the image.
+    fn same_width_run(d: &ConvDims, t: usize) -> Option<(std::ops::Range<usize>, isize)> {
+        let (rows, sh) = valid_rows(d, t / d.kw);
+        let (cols, sw) = valid_columns(d, t % d.kw);
+        if rows.is_empty() || cols.is_empty() {
+            return None;
+        }
+        let w = d.w_out;
+        let run = rows.start * w + (-sw).max(0) as usize..rows.end * w - sw.max(0) as usize;
+        Some((run, sh * w as isize + sw))
+    }
+
+    /// Zeroes, in each valid row of one tap's column-matrix row, the columns whose input column
+    /// lies in the padding (the run of [`same_width_run`] crosses them).
+    fn zero_padding_columns(d: &ConvDims, t: usize, row: &mut [f32]) {
+        let (rows, _) = valid_rows(d, t / d.kw);
+        let (cols, _) = valid_columns(d, t % d.kw);
+        for oh in rows {
+            let out_row = &mut row[oh * d.w_out..][..d.w_out];
+            out_row[..cols.start].fill(0.0);
+            out_row[cols.end..].fill(0.0);
+        }
+    }
+
     /// col[(ci, ki, kj), (oh, ow)] = x[ci, oh - p + ki d, ow - p + kj d] (0 in the padding).
     fn im2col(d: &ConvDims, x: &[f32], col: &mut [f32]) {
         let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
         for ci in 0..d.c_in {
             let plane = &x[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
+                let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
+                if d.w_out == d.w_in {
+                    // One copy per tap instead of one per output row: rows are 7-28 wide.
+                    row.fill(0.0);
+                    if let Some((run, offset)) = same_width_run(d, t) {
+                        let src = (run.start as isize + offset) as usize;
+                        row[run.clone()].copy_from_slice(&plane[src..][..run.len()]);
+                        zero_padding_columns(d, t, row);
+                    }
+                    continue;
+                }
                 let (ki, kj) = (t / d.kw, t % d.kw);
                 let (cols, shift) = valid_columns(d, kj);
-                let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
                 for oh in 0..d.h_out {
                     let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
                     let out_row = &mut row[oh * d.w_out..][..d.w_out];
@@ -434,16 +481,28 @@ mod cpu {
         }
     }
 
-    /// The adjoint of im2col: dx[ci, ih, iw] += col[(ci, ki, kj), (oh, ow)].
-    fn col2im(d: &ConvDims, col: &[f32], dx: &mut [f32]) {
+    /// The adjoint of im2col: dx[ci, ih, iw] += col[(ci, ki, kj), (oh, ow)]. `col` is scratch:
+    /// its padding columns are zeroed on the way.
+    fn col2im(d: &ConvDims, col: &mut [f32], dx: &mut [f32]) {
         let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
         dx.fill(0.0);
         for ci in 0..d.c_in {
             let plane = &mut dx[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
+                let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
+                if d.w_out == d.w_in {
+                    if let Some((run, offset)) = same_width_run(d, t) {
+                        zero_padding_columns(d, t, row);
+                        let dst = (run.start as isize + offset) as usize;
+                        plane[dst..][..run.len()]
+                            .iter_mut()
+                            .zip(&row[run])
+                            .for_each(|(o, &v)| *o += v);
+                    }
+                    continue;
+                }
                 let (ki, kj) = (t / d.kw, t % d.kw);
                 let (cols, shift) = valid_columns(d, kj);
-                let row = &col[(ci * d.taps() + t) * hw_out..][..hw_out];
                 for oh in 0..d.h_out {
                     let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
                     if ih >= d.h_in || cols.is_empty() {
@@ -522,7 +581,7 @@ mod cpu {
                     gemm(w_t, dy_m, 0.0, dx_b);
                 } else {
                     gemm(w_t, dy_m, 0.0, &mut col);
-                    col2im(d, &col, dx_b);
+                    col2im(d, &mut col, dx_b);
                 }
             }
         });

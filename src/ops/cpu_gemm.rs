@@ -1,6 +1,8 @@
-//! A safe face for `matrixmultiply::sgemm`, the CPU backend's matrix product, and the batch
-//! parallelism the CPU layers share; it launches no kernel (on `emu`/`cuda` the convolutions of
-//! SPEC section 9 run kernels/conv.cu instead).
+//! A safe face for the `gemm` crate's single-precision product, the CPU backend's matrix product,
+//! on one thread (the callers spread samples over the cores). It launches no kernel: on
+//! `emu`/`cuda` the convolutions of SPEC section 9 run kernels/conv.cu instead.
+
+use super::cpu_parallel::{cores, for_each_item_chunk};
 
 /// A matrix view: `data[r * row_stride + c * col_stride]` for `r < rows`, `c < cols`.
 #[derive(Clone, Copy)]
@@ -54,54 +56,42 @@ pub(crate) fn gemm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     }
     // SAFETY: the assertion above keeps every element the strides address inside its slice, and
     // `c` is exclusively borrowed with distinct (row-major) addresses for distinct elements.
+    // gemm's convention: dst = alpha dst + beta lhs rhs, dst read only when `read_dst`.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             a.rows,
-            a.cols,
             b.cols,
-            1.0,
-            a.data.as_ptr(),
-            a.row_stride as isize,
-            a.col_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            b.col_stride as isize,
-            beta,
+            a.cols,
             c.as_mut_ptr(),
-            b.cols as isize,
             1,
+            b.cols as isize,
+            beta != 0.0,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            beta,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
 
-/// Worker threads for a batch of `items` each costing about `flops_per_item`: one per core, but
-/// not for work too small to repay starting a thread.
-pub(crate) fn batch_workers(items: usize, flops_per_item: usize) -> usize {
-    const MIN_FLOPS_PER_THREAD: usize = 2_000_000;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let by_work = (items * flops_per_item / MIN_FLOPS_PER_THREAD).max(1);
-    cores.min(items).min(by_work).max(1)
-}
-
-/// Runs `f(first_item, chunk)` over `out` split into per-item chunks of `item_len`, spreading
-/// contiguous runs of items over `workers` scoped threads.
-pub(crate) fn for_each_item_chunk<F>(out: &mut [f32], item_len: usize, workers: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    if item_len == 0 {
-        return;
-    }
-    let items = out.len() / item_len;
-    let per_worker = items.div_ceil(workers.max(1)).max(1);
-    if workers <= 1 || items <= 1 {
-        f(0, out);
-        return;
-    }
-    std::thread::scope(|s| {
-        for (w, chunk) in out.chunks_mut(per_worker * item_len).enumerate() {
-            let f = &f;
-            s.spawn(move || f(w * per_worker, chunk));
-        }
+/// `c = a b` with the rows of `a` (and `c`) spread over every core: the cpu backend's GEMM rate
+/// on the whole machine, which `dml bench` takes as its GEMM ceiling.
+pub(crate) fn gemm_all_cores(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {
+    for_each_item_chunk(&mut c[..a.rows * b.cols], b.cols, cores(), |first, rows| {
+        let n_rows = rows.len() / b.cols;
+        let a_rows = MatRef {
+            data: &a.data[first * a.row_stride..],
+            rows: n_rows,
+            ..a
+        };
+        gemm(a_rows, b, 0.0, rows);
     });
 }

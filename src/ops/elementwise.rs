@@ -4,19 +4,29 @@
 //! [`map_unary`] and [`map_binary`] hold that convention and the CPU reference loop once.
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::cpu_exp;
+use crate::ops::cpu_parallel::for_each_element_chunk;
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// `out[i] = f(x[i])`: the reference on cpu, else `kernel(x, out, scalars.., n)` (f32 scalars).
-fn map_unary(x: &Tensor, kernel: &str, scalars: &[f32], f: impl Fn(f32) -> f32) -> Result<Tensor> {
+fn map_unary(
+    x: &Tensor,
+    kernel: &str,
+    scalars: &[f32],
+    f: impl Fn(f32) -> f32 + Sync,
+) -> Result<Tensor> {
     let mut out = Tensor::uninit(x.shape(), x.device())?;
     let n = x.numel();
     match x.device() {
-        Device::Cpu => out
-            .host_mut()?
-            .iter_mut()
-            .zip(x.host()?)
-            .for_each(|(o, &v)| *o = f(v)),
+        Device::Cpu => {
+            let xs = x.host()?;
+            for_each_element_chunk(out.host_mut()?, |offset, part| {
+                part.iter_mut()
+                    .zip(&xs[offset..])
+                    .for_each(|(o, &v)| *o = f(v))
+            })
+        }
         dev => {
             let mut args = vec![Arg::In(x), Arg::Out(&mut out)];
             args.extend(scalars.iter().map(|&v| Arg::F32(v)));
@@ -34,7 +44,7 @@ fn map_binary(
     b: &Tensor,
     kernel: &str,
     scalars: &[f32],
-    f: impl Fn(f32, f32) -> f32,
+    f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Tensor> {
     a.check_same_shape(b, op)?;
     let mut out = Tensor::uninit(a.shape(), a.device())?;
@@ -42,9 +52,11 @@ fn map_binary(
     match a.device() {
         Device::Cpu => {
             let (xa, xb) = (a.host()?, b.host()?);
-            for ((o, &u), &v) in out.host_mut()?.iter_mut().zip(xa).zip(xb) {
-                *o = f(u, v);
-            }
+            for_each_element_chunk(out.host_mut()?, |offset, part| {
+                for ((o, &u), &v) in part.iter_mut().zip(&xa[offset..]).zip(&xb[offset..]) {
+                    *o = f(u, v);
+                }
+            })
         }
         dev => {
             let mut args = vec![Arg::In(a), Arg::In(b), Arg::Out(&mut out)];
@@ -107,17 +119,13 @@ pub fn log(x: &Tensor) -> Result<Tensor> {
 
 /// ELU with alpha = 1, the network's activation (SPEC section 9).
 pub fn elu(x: &Tensor) -> Result<Tensor> {
-    map_unary(x, "elu_f32", &[], |v| if v > 0.0 { v } else { v.exp_m1() })
+    map_unary(x, "elu_f32", &[], cpu_exp::elu)
 }
 
 /// The gradient of [`elu`] at `x` applied to the upstream gradient `dy`.
 pub fn elu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     map_binary("elu_backward", x, dy, "elu_backward_f32", &[], |v, g| {
-        if v > 0.0 {
-            g
-        } else {
-            g * v.exp()
-        }
+        g * cpu_exp::elu_slope(v)
     })
 }
 

@@ -5,7 +5,9 @@
 //! coefficients, flags, a [`PhiloxDraw`]); the layers above compute them.
 pub mod conv;
 pub mod conv_precision;
+mod cpu_exp;
 mod cpu_gemm;
+mod cpu_parallel;
 mod elementwise;
 mod gbm;
 mod launch;
@@ -19,6 +21,7 @@ mod softmax_xent;
 
 pub use conv::Conv2dCfg;
 pub use conv_precision::ConvPrecision;
+pub(crate) use cpu_gemm::{gemm_all_cores, MatRef};
 pub use elementwise::{
     add, axpby, copy, copy_into, elu, elu_backward, exp, fill, log, mul, scale, sub,
 };

@@ -249,6 +249,8 @@ fn backward_args<'a>(
 /// The cpu reference, f64 accumulation.
 mod cpu {
     use super::*;
+    use crate::ops::cpu_exp;
+    use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
     fn modulation(
@@ -275,23 +277,65 @@ mod cpu {
         (m, 1.0 / (v + CIN_PP_EPS as f64).sqrt())
     }
 
-    /// ELU (alpha 1) and its slope at the pre-activation, as kernels/common.cuh computes them.
-    fn elu_of(y: f32) -> f32 {
-        if y > 0.0 {
-            y
-        } else {
-            y.exp_m1()
+    /// `sum_i term(a[i], b[i])` in f64, as eight interleaved partial sums added in a fixed
+    /// order at the end: the loop vectorises, where one running sum waits on every addition.
+    fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
+        const LANES: usize = 8;
+        let mut lanes = [0.0f64; LANES];
+        let (a8, b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let tail: f64 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(&u, &v)| term(u, v))
+            .sum();
+        for (ca, cb) in a8.zip(b8) {
+            for l in 0..LANES {
+                lanes[l] += term(ca[l], cb[l]);
+            }
         }
+        lanes.iter().sum::<f64>() + tail
     }
-    fn elu_slope(y: f32) -> f32 {
-        if y > 0.0 {
-            1.0
-        } else {
-            y.exp()
+
+    /// Per plane: the mean and the reciprocal standard deviation (SPEC section 9), f64 sums.
+    fn plane_moments(d: &NormDims, x: &[f32]) -> Vec<[f64; 2]> {
+        let mut moments = vec![[0.0f64; 2]; d.planes()];
+        let workers = batch_workers(d.planes(), 3 * d.hw);
+        for_each_item_chunk(&mut moments, 1, workers, |first, part| {
+            for (i, m) in part.iter_mut().enumerate() {
+                let xp = &x[(first + i) * d.hw..][..d.hw];
+                let mu = lane_sum(xp, xp, |v, _| v as f64) / d.hw as f64;
+                let var = lane_sum(xp, xp, |v, _| (v as f64 - mu).powi(2)) / d.hw as f64;
+                *m = [mu, 1.0 / (var + CIN_PP_EPS as f64).sqrt()];
+            }
+        });
+        moments
+    }
+
+    /// The pre-activation `gamma ((x - mu) r + alpha u) + beta` of every element of one plane,
+    /// written to `out` (then the ELU, when one follows).
+    fn plane_output(
+        d: &NormDims,
+        [x, levels, embed, stats]: [&[f32]; 4],
+        plane: usize,
+        elu: bool,
+        out: &mut [f32],
+    ) {
+        let planes = d.planes();
+        let (mu, r, u) = plane_stats(stats, planes, plane);
+        let (gamma, alpha, beta) =
+            modulation(d, levels, embed, plane / d.channels, plane % d.channels);
+        let xp = &x[plane * d.hw..][..d.hw];
+        for (o, &v) in out.iter_mut().zip(xp) {
+            *o = gamma * ((v - mu) * r + alpha * u) + beta;
+        }
+        if elu {
+            out.iter_mut().for_each(|o| *o = cpu_exp::elu(*o));
         }
     }
 
-    /// Inputs in order: x, levels, embed.
+    /// Inputs in order: x, levels, embed. Planes are spread over threads; each plane's value
+    /// does not depend on how.
     pub(super) fn forward(
         d: &NormDims,
         [x, levels, embed]: [&[f32]; 3],
@@ -300,27 +344,23 @@ mod cpu {
         y: &mut [f32],
     ) {
         let planes = d.planes();
-        for (plane, xp) in x.chunks(d.hw).enumerate() {
-            let mu = xp.iter().map(|&v| v as f64).sum::<f64>() / d.hw as f64;
-            let var = xp.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d.hw as f64;
+        for (plane, [mu, r]) in plane_moments(d, x).into_iter().enumerate() {
             stats[plane] = mu as f32;
-            stats[planes + plane] = (1.0 / (var + CIN_PP_EPS as f64).sqrt()) as f32;
+            stats[planes + plane] = r as f32;
         }
         for n in 0..d.batch {
             let (m, s) = channel_stats(&stats[n * d.channels..][..d.channels]);
-            for c in 0..d.channels {
-                let plane = n * d.channels + c;
-                let (mu, r) = (stats[plane], stats[planes + plane]);
-                let u = ((mu as f64 - m) * s) as f32;
-                stats[2 * planes + plane] = u;
-                let (gamma, alpha, beta) = modulation(d, levels, embed, n, c);
-                let xp = &x[plane * d.hw..][..d.hw];
-                for (o, &v) in y[plane * d.hw..][..d.hw].iter_mut().zip(xp) {
-                    let pre = gamma * ((v - mu) * r + alpha * u) + beta;
-                    *o = if elu { elu_of(pre) } else { pre };
-                }
+            for plane in n * d.channels..(n + 1) * d.channels {
+                stats[2 * planes + plane] = ((stats[plane] as f64 - m) * s) as f32;
             }
         }
+        let stats = &*stats;
+        let workers = batch_workers(planes, 8 * d.hw);
+        for_each_item_chunk(y, d.hw, workers, |first, ys| {
+            for (i, out) in ys.chunks_mut(d.hw).enumerate() {
+                plane_output(d, [x, levels, embed, stats], first + i, elu, out);
+            }
+        });
     }
 
     /// A plane's mean, reciprocal standard deviation and normalised channel mean, from the
@@ -343,20 +383,38 @@ mod cpu {
         if !elu {
             return dy.to_vec();
         }
-        let planes = d.planes();
-        let mut g = dy.to_vec();
-        for (plane, gp) in g.chunks_mut(d.hw).enumerate() {
-            let (n, c) = (plane / d.channels, plane % d.channels);
-            let (mu, r, u) = plane_stats(stats, planes, plane);
-            let (gamma, alpha, beta) = modulation(d, levels, embed, n, c);
-            for (gv, &v) in gp.iter_mut().zip(&x[plane * d.hw..][..d.hw]) {
-                *gv *= elu_slope(gamma * ((v - mu) * r + alpha * u) + beta);
+        let mut g = vec![0.0; dy.len()];
+        let workers = batch_workers(d.planes(), 8 * d.hw);
+        for_each_item_chunk(&mut g, d.hw, workers, |first, gs| {
+            for (i, gp) in gs.chunks_mut(d.hw).enumerate() {
+                let plane = first + i;
+                plane_output(d, [x, levels, embed, stats], plane, false, gp);
+                for (gv, &dv) in gp.iter_mut().zip(&dy[plane * d.hw..][..d.hw]) {
+                    *gv = dv * cpu_exp::elu_slope(*gv);
+                }
             }
-        }
+        });
         g
     }
 
-    /// Inputs in order: dy, x, levels, embed, stats.
+    /// Per plane: sum(g) and sum(g xhat), f64 sums.
+    fn plane_grad_sums(d: &NormDims, g: &[f32], x: &[f32], stats: &[f32]) -> Vec<[f64; 2]> {
+        let mut sums = vec![[0.0f64; 2]; d.planes()];
+        let workers = batch_workers(d.planes(), 4 * d.hw);
+        for_each_item_chunk(&mut sums, 1, workers, |first, part| {
+            for (i, out) in part.iter_mut().enumerate() {
+                let plane = first + i;
+                let (mu, r, _) = plane_stats(stats, d.planes(), plane);
+                let (gp, xp) = (&g[plane * d.hw..][..d.hw], &x[plane * d.hw..][..d.hw]);
+                out[0] = lane_sum(gp, xp, |g, _| g as f64);
+                out[1] = lane_sum(gp, xp, |g, v| g as f64 * ((v - mu) * r) as f64);
+            }
+        });
+        sums
+    }
+
+    /// Inputs in order: dy, x, levels, embed, stats. The per-plane passes are spread over
+    /// threads; the embedding gradient is summed over samples in sample order.
     pub(super) fn backward(
         d: &NormDims,
         inputs: [&[f32]; 5],
@@ -368,30 +426,25 @@ mod cpu {
         let [_, x, levels, embed, stats] = inputs;
         let dy = &g_norm[..];
         let (planes, ch, hw) = (d.planes(), d.channels, d.hw as f64);
+        let sums = plane_grad_sums(d, dy, x, stats);
+        // Per plane: the gradient reaching its mean through the channel statistics.
+        let mut dmu = vec![0.0f64; planes];
         dembed.fill(0.0);
         for n in 0..d.batch {
             let (_, s) = channel_stats(&stats[n * ch..][..ch]);
-            // Per channel: sum(g), sum(g xhat), and du = gamma alpha sum(g).
-            let mut sg = vec![0.0f64; ch];
-            let mut sgx = vec![0.0f64; ch];
+            // du = gamma alpha sum(g), per channel.
             let mut du = vec![0.0f64; ch];
             for c in 0..ch {
                 let plane = n * ch + c;
-                let (mu, r, u) = plane_stats(stats, planes, plane);
+                let (_, _, u) = plane_stats(stats, planes, plane);
                 let (gamma, alpha, _) = modulation(d, levels, embed, n, c);
-                for (&g, &v) in dy[plane * d.hw..][..d.hw]
-                    .iter()
-                    .zip(&x[plane * d.hw..][..d.hw])
-                {
-                    sg[c] += g as f64;
-                    sgx[c] += g as f64 * ((v - mu) * r) as f64;
-                }
-                du[c] = gamma as f64 * alpha as f64 * sg[c];
+                let [sg, sgx] = sums[plane];
+                du[c] = gamma as f64 * alpha as f64 * sg;
                 if let Some(k) = level_row(levels[n], d.n_classes) {
                     let row = &mut dembed[k * 3 * ch..][..3 * ch];
-                    row[c] += (sgx[c] + alpha as f64 * u as f64 * sg[c]) as f32;
-                    row[ch + c] += (gamma as f64 * u as f64 * sg[c]) as f32;
-                    row[2 * ch + c] += sg[c] as f32;
+                    row[c] += (sgx + alpha as f64 * u as f64 * sg) as f32;
+                    row[ch + c] += (gamma as f64 * u as f64 * sg) as f32;
+                    row[2 * ch + c] += sg as f32;
                 }
             }
             let mean_du = du.iter().sum::<f64>() / ch as f64;
@@ -399,20 +452,27 @@ mod cpu {
                 .map(|c| du[c] * stats[2 * planes + n * ch + c] as f64)
                 .sum();
             for c in 0..ch {
-                let plane = n * ch + c;
-                let (mu, r, u) = plane_stats(stats, planes, plane);
-                let (gamma, _, _) = modulation(d, levels, embed, n, c);
-                let dmu = s * (du[c] - mean_du) - s * u as f64 * sum_duu / (ch as f64 - 1.0);
-                let (mean_g, mean_gx) = (sg[c] / hw, sgx[c] / hw);
+                let u = stats[2 * planes + n * ch + c] as f64;
+                dmu[n * ch + c] = s * (du[c] - mean_du) - s * u * sum_duu / (ch as f64 - 1.0);
+            }
+        }
+        let workers = batch_workers(planes, 8 * d.hw);
+        for_each_item_chunk(dx, d.hw, workers, |first, dxs| {
+            for (i, out) in dxs.chunks_mut(d.hw).enumerate() {
+                let plane = first + i;
+                let (mu, r, _) = plane_stats(stats, planes, plane);
+                let (gamma, _, _) = modulation(d, levels, embed, plane / ch, plane % ch);
+                let [sg, sgx] = sums[plane];
+                let (mean_g, mean_gx) = (sg / hw, sgx / hw);
                 let xp = &x[plane * d.hw..][..d.hw];
                 let gp = &dy[plane * d.hw..][..d.hw];
-                for ((o, &v), &g) in dx[plane * d.hw..][..d.hw].iter_mut().zip(xp).zip(gp) {
+                for ((o, &v), &g) in out.iter_mut().zip(xp).zip(gp) {
                     let xhat = ((v - mu) * r) as f64;
-                    let val =
-                        r as f64 * gamma as f64 * (g as f64 - mean_g - xhat * mean_gx) + dmu / hw;
+                    let val = r as f64 * gamma as f64 * (g as f64 - mean_g - xhat * mean_gx)
+                        + dmu[plane] / hw;
                     *o = val as f32;
                 }
             }
-        }
+        });
     }
 }

@@ -88,20 +88,7 @@ pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
     let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, "avg_pool2d")?;
     let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
     match x.device() {
-        Device::Cpu => {
-            let (xs, ys) = (x.host()?, y.host_mut()?);
-            let inv_area = 1.0 / (cfg.kernel * cfg.kernel) as f32;
-            for (i, o) in ys.iter_mut().enumerate() {
-                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
-                let src = &xs[plane * h * w..][..h * w];
-                let rows = window(oh, cfg, h);
-                let cols = window(ow, cfg, w);
-                let acc: f32 = rows
-                    .flat_map(|ih| cols.clone().map(move |iw| src[ih * w + iw]))
-                    .sum();
-                *o = acc * inv_area;
-            }
-        }
+        Device::Cpu => cpu::avg_pool(x.host()?, y.host_mut()?, [h, w, ho, wo], cfg),
         dev => launch_planes(
             dev,
             "avg_pool2d_forward_f32",
@@ -135,20 +122,7 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
     }
     let mut dx = Tensor::uninit(x_shape, dy.device())?;
     match dy.device() {
-        Device::Cpu => {
-            let (g, d) = (dy.host()?, dx.host_mut()?);
-            d.fill(0.0);
-            let inv_area = 1.0 / (cfg.kernel * cfg.kernel) as f32;
-            for (i, &gv) in g.iter().enumerate() {
-                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
-                let dst = &mut d[plane * h * w..][..h * w];
-                for ih in window(oh, cfg, h) {
-                    for iw in window(ow, cfg, w) {
-                        dst[ih * w + iw] += gv * inv_area;
-                    }
-                }
-            }
-        }
+        Device::Cpu => cpu::avg_pool_backward(dy.host()?, dx.host_mut()?, [h, w, ho, wo], cfg),
         dev => launch_planes(
             dev,
             "avg_pool2d_backward_f32",
@@ -265,4 +239,71 @@ pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tens
         )?,
     }
     Ok(dx)
+}
+
+/// The cpu average pooling: each plane's window sums taken in two passes, along rows then down
+/// columns (kernel + kernel additions per output instead of kernel^2), planes spread over
+/// threads. `dims` = [h, w, ho, wo].
+mod cpu {
+    use super::{window, PoolCfg};
+    use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
+
+    fn inv_area(cfg: PoolCfg) -> f32 {
+        1.0 / (cfg.kernel * cfg.kernel) as f32
+    }
+
+    pub(super) fn avg_pool(x: &[f32], y: &mut [f32], [h, w, ho, wo]: [usize; 4], cfg: PoolCfg) {
+        let workers = batch_workers(y.len() / (ho * wo), 2 * cfg.kernel * ho * wo);
+        for_each_item_chunk(y, ho * wo, workers, |first, ys| {
+            // row_sums[ih, ow]: the sum over the window of column ow in input row ih.
+            let mut row_sums = vec![0.0f32; h * wo];
+            for (i, y_p) in ys.chunks_mut(ho * wo).enumerate() {
+                let x_p = &x[(first + i) * h * w..][..h * w];
+                for (x_row, sums) in x_p.chunks(w).zip(row_sums.chunks_mut(wo)) {
+                    for (ow, s) in sums.iter_mut().enumerate() {
+                        *s = window(ow, cfg, w).map(|iw| x_row[iw]).sum();
+                    }
+                }
+                for (oh, y_row) in y_p.chunks_mut(wo).enumerate() {
+                    y_row.fill(0.0);
+                    for ih in window(oh, cfg, h) {
+                        let sums = &row_sums[ih * wo..][..wo];
+                        y_row.iter_mut().zip(sums).for_each(|(o, &s)| *o += s);
+                    }
+                    y_row.iter_mut().for_each(|o| *o *= inv_area(cfg));
+                }
+            }
+        });
+    }
+
+    /// The adjoint of [`avg_pool`], the same two passes in reverse order.
+    pub(super) fn avg_pool_backward(
+        dy: &[f32],
+        dx: &mut [f32],
+        [h, w, ho, wo]: [usize; 4],
+        cfg: PoolCfg,
+    ) {
+        let workers = batch_workers(dx.len() / (h * w), 2 * cfg.kernel * ho * wo);
+        for_each_item_chunk(dx, h * w, workers, |first, dxs| {
+            // col_sums[ih, ow]: the gradient reaching input row ih through output column ow.
+            let mut col_sums = vec![0.0f32; h * wo];
+            for (i, dx_p) in dxs.chunks_mut(h * w).enumerate() {
+                let dy_p = &dy[(first + i) * ho * wo..][..ho * wo];
+                col_sums.fill(0.0);
+                for (oh, g_row) in dy_p.chunks(wo).enumerate() {
+                    for ih in window(oh, cfg, h) {
+                        let sums = &mut col_sums[ih * wo..][..wo];
+                        sums.iter_mut().zip(g_row).for_each(|(s, &g)| *s += g);
+                    }
+                }
+                for (dx_row, sums) in dx_p.chunks_mut(w).zip(col_sums.chunks(wo)) {
+                    dx_row.fill(0.0);
+                    for (ow, &s) in sums.iter().enumerate() {
+                        window(ow, cfg, w).for_each(|iw| dx_row[iw] += s);
+                    }
+                    dx_row.iter_mut().for_each(|o| *o *= inv_area(cfg));
+                }
+            }
+        });
+    }
 }
