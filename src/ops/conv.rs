@@ -435,14 +435,16 @@ mod cpu {
     }
 
     /// Zeroes, in each valid row of one tap's column-matrix row, the columns whose input column
-    /// lies in the padding (the run of [`same_width_run`] crosses them).
+    /// lies in the padding (the run of [`same_width_run`] crosses them). Column by column down
+    /// the rows: there are at most `pad` such columns on each side, one or two per row, and a
+    /// row-by-row fill would be a call per element.
     fn zero_padding_columns(d: &ConvDims, t: usize, row: &mut [f32]) {
         let (rows, _) = valid_rows(d, t / d.kw);
         let (cols, _) = valid_columns(d, t % d.kw);
-        for oh in rows {
-            let out_row = &mut row[oh * d.w_out..][..d.w_out];
-            out_row[..cols.start].fill(0.0);
-            out_row[cols.end..].fill(0.0);
+        let w = d.w_out;
+        let block = &mut row[rows.start * w..rows.end * w];
+        for ow in (0..cols.start).chain(cols.end..w) {
+            block[ow..].iter_mut().step_by(w).for_each(|v| *v = 0.0);
         }
     }
 
@@ -455,11 +457,15 @@ mod cpu {
                 let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
                 if d.w_out == d.w_in {
                     // One copy per tap instead of one per output row: rows are 7-28 wide.
-                    row.fill(0.0);
-                    if let Some((run, offset)) = same_width_run(d, t) {
-                        let src = (run.start as isize + offset) as usize;
-                        row[run.clone()].copy_from_slice(&plane[src..][..run.len()]);
-                        zero_padding_columns(d, t, row);
+                    match same_width_run(d, t) {
+                        Some((run, offset)) => {
+                            let src = (run.start as isize + offset) as usize;
+                            row[..run.start].fill(0.0);
+                            row[run.clone()].copy_from_slice(&plane[src..][..run.len()]);
+                            row[run.end..].fill(0.0);
+                            zero_padding_columns(d, t, row);
+                        }
+                        None => row.fill(0.0),
                     }
                     continue;
                 }
