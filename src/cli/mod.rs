@@ -188,6 +188,7 @@ fn given_on_command_line(matches: &ArgMatches) -> Vec<String> {
 /// Runs the command; returns the process's exit code: 0, or 128 + the signal that stopped a
 /// training run (see [`stop`]).
 pub fn run(cli: Cli) -> Result<u8> {
+    crate::tensor::host_allocator::retain_freed_memory();
     let device = || cli.device.open();
     match cli.command {
         Command::Demo(args) => return demo::run(&device()?, &args),

@@ -56,3 +56,18 @@ where
     let workers = cores.min(out.len() / MIN_ELEMENTS_PER_THREAD).max(1);
     for_each_item_chunk(out, 1, workers, f);
 }
+
+/// Runs `f(item, chunk)` for every item of `out` (chunks of `item_len`) on the pool and returns
+/// the values it gives, in item order: a reduction's per-item partial sums, for the caller to add
+/// in that fixed order whatever the number of threads.
+pub(crate) fn map_items<F>(out: &mut [f32], item_len: usize, f: F) -> Vec<f64>
+where
+    F: Fn(usize, &mut [f32]) -> f64 + Sync,
+{
+    let mut values = vec![0.0; out.len() / item_len.max(1)];
+    out.par_chunks_mut(item_len.max(1))
+        .zip(values.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (chunk, v))| *v = f(i, chunk));
+    values
+}

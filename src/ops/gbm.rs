@@ -6,8 +6,11 @@
 //!
 //! The arguments are the kernels' own: per-sample constants and step coefficients folded on the
 //! host by the caller (diffusion/ computes them from the schedule and the noise levels).
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::cpu_parallel::for_each_element_chunk;
 use super::launch::{launch, with_partials, Arg, LaunchGeometry};
-use super::random::PhiloxDraw;
+use super::random::{fill_normals, PhiloxDraw};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -78,7 +81,7 @@ fn noise_per_sample(
     draw: PhiloxDraw,
     op: &'static str,
     kernel: &'static str,
-    cpu: impl Fn(f32, usize, f32) -> f32,
+    cpu: impl Fn(f32, usize, f32) -> f32 + Sync,
 ) -> Result<(Tensor, Tensor)> {
     let mut per_sample = 0;
     for c in coefs {
@@ -91,13 +94,14 @@ fn noise_per_sample(
     match dev {
         Device::Cpu => {
             let xs = x0.host()?;
-            let zs = z.host_mut()?;
-            for (i, zi) in zs.iter_mut().enumerate() {
-                *zi = draw.normal(i as u64);
-            }
-            for (i, o) in out.host_mut()?.iter_mut().enumerate() {
-                *o = cpu(xs[i], i / per_sample, zs[i]);
-            }
+            fill_normals(z.host_mut()?, draw);
+            let zs = z.host()?;
+            for_each_element_chunk(out.host_mut()?, |offset, part| {
+                for (j, o) in part.iter_mut().enumerate() {
+                    let i = offset + j;
+                    *o = cpu(xs[i], i / per_sample, zs[i]);
+                }
+            });
         }
         _ => {
             let coef_t = coefs
@@ -246,21 +250,27 @@ impl FusedStep<'_> {
         x: &mut Tensor,
         h: &Tensor,
         flips: Option<&mut FlipCounter>,
-        update: impl Fn(f32, f32, f32) -> f32,
+        update: impl Fn(f32, f32, f32) -> f32 + Sync,
     ) -> Result<()> {
         x.check_same_shape(h, self.op)?;
         let n = x.numel();
         match x.device().clone() {
             Device::Cpu => {
                 let hs = h.host()?;
-                let mut changed = 0u32;
-                for (i, xi) in x.host_mut()?.iter_mut().enumerate() {
-                    let old = *xi;
-                    *xi = update(old, hs[i], scaled_normal(self.draw, self.noise_coef, i));
-                    changed += (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
-                }
+                // A count is the same whatever the order its parts are added in.
+                let changed = AtomicU32::new(0);
+                for_each_element_chunk(x.host_mut()?, |offset, part| {
+                    let mut part_changed = 0u32;
+                    for (j, xi) in part.iter_mut().enumerate() {
+                        let (old, i) = (*xi, offset + j);
+                        *xi = update(old, hs[i], scaled_normal(self.draw, self.noise_coef, i));
+                        part_changed +=
+                            (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
+                    }
+                    changed.fetch_add(part_changed, Ordering::Relaxed);
+                });
                 if let Some(flips) = flips {
-                    flips.add(changed)?;
+                    flips.add(changed.into_inner())?;
                 }
             }
             dev => {

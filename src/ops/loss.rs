@@ -3,6 +3,7 @@
 //! loss and its gradient w.r.t. the network output in one kernel launch, each block writing the
 //! sum of its grid-stride share; the partials are then summed in a fixed order by
 //! [`super::sum`], so the loss is deterministic.
+use super::cpu_parallel::map_items;
 use super::gbm::batch_layout;
 use super::launch::{launch, with_partials, Arg};
 use crate::device::Device;
@@ -48,7 +49,8 @@ fn per_sample_inputs(
 
 /// What both losses share: the per-sample vector checked against the batch, the gradient
 /// allocated, and the dispatch. On the CPU `cpu(grad, per_sample, inv_batch)` fills the gradient
-/// and returns the batch's summed loss; on a GPU `kernel` takes `output`, the `inputs`, the
+/// and returns the batch's summed loss (samples on the pool's threads, each sample's sum in f64,
+/// the samples' sums added in sample order); on a GPU `kernel` takes `output`, the `inputs`, the
 /// gradient, one partial sum per block, the loss's own `int` `flags`, `1/B`, the elements per
 /// sample and the count, and the partials are summed in a fixed order (deterministic).
 struct FusedLoss<'a> {
@@ -125,27 +127,32 @@ pub fn mdsm_loss(
     loss.run(output, s_level, |grad, per_sample, inv_batch| {
         let (out, xk, zs) = (output.host()?, x_k.host()?, z.host()?);
         let (s, t) = (s_level.host()?, t_level.host()?);
-        let mut total = 0.0f64;
-        for (i, g) in grad.iter_mut().enumerate() {
-            let (s_b, t_b) = (s[i / per_sample], t[i / per_sample]);
+        let per_sample_totals = map_items(grad, per_sample, |b, grad_b| {
+            let (s_b, t_b) = (s[b], t[b]);
             let t2 = t_b * t_b;
             let w = match weight_power {
                 4 => t2 * t2,
                 2 => t2,
                 _ => 1.0,
             };
-            let target = if t_b == s_b {
-                -(1.0 + zs[i] / s_b)
-            } else {
-                -(1.0 + zs[i] * s_b / t2)
-            };
-            let h = if stein { xk[i] * out[i] } else { out[i] };
-            let r = h - target;
-            total += 0.5 * w as f64 * (r as f64) * (r as f64);
-            let gi = w * r * inv_batch;
-            *g = if stein { gi * xk[i] } else { gi };
-        }
-        Ok(total)
+            let at = b * per_sample;
+            let mut total = 0.0f64;
+            for (j, g) in grad_b.iter_mut().enumerate() {
+                let i = at + j;
+                let target = if t_b == s_b {
+                    -(1.0 + zs[i] / s_b)
+                } else {
+                    -(1.0 + zs[i] * s_b / t2)
+                };
+                let h = if stein { xk[i] * out[i] } else { out[i] };
+                let r = h - target;
+                total += 0.5 * w as f64 * (r as f64) * (r as f64);
+                let gi = w * r * inv_batch;
+                *g = if stein { gi * xk[i] } else { gi };
+            }
+            total
+        });
+        Ok(per_sample_totals.iter().sum())
     })
 }
 
@@ -161,13 +168,17 @@ pub fn dsm_loss(output: &Tensor, z: &Tensor, sigma_level: &Tensor) -> Result<Los
     };
     loss.run(output, sigma_level, |grad, per_sample, inv_batch| {
         let (out, zs, sig) = (output.host()?, z.host()?, sigma_level.host()?);
-        let mut total = 0.0f64;
-        for (i, g) in grad.iter_mut().enumerate() {
-            let sigma = sig[i / per_sample];
-            let r = out[i] + zs[i] / sigma;
-            total += 0.5 * (sigma * sigma) as f64 * (r as f64) * (r as f64);
-            *g = sigma * sigma * r * inv_batch;
-        }
-        Ok(total)
+        let per_sample_totals = map_items(grad, per_sample, |b, grad_b| {
+            let sigma = sig[b];
+            let at = b * per_sample;
+            let mut total = 0.0f64;
+            for (j, g) in grad_b.iter_mut().enumerate() {
+                let r = out[at + j] + zs[at + j] / sigma;
+                total += 0.5 * (sigma * sigma) as f64 * (r as f64) * (r as f64);
+                *g = sigma * sigma * r * inv_batch;
+            }
+            total
+        });
+        Ok(per_sample_totals.iter().sum())
     })
 }

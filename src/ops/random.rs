@@ -1,6 +1,7 @@
 //! Philox normals and raw Philox words on every backend (kernels/elementwise.cu: `normal_f32`,
 //! `philox_bits_u32`), SPEC section 5; and [`PhiloxDraw`], which names the draw every kernel that
 //! uses randomness takes.
+use super::cpu_parallel::for_each_element_chunk;
 use super::launch::{launch, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
@@ -44,11 +45,7 @@ pub fn normal(shape: &[usize], draw: PhiloxDraw, device: &Device) -> Result<Tens
     let mut out = Tensor::uninit(shape, device)?;
     let n = out.numel();
     match device {
-        Device::Cpu => {
-            for (i, o) in out.host_mut()?.iter_mut().enumerate() {
-                *o = draw.normal(i as u64);
-            }
-        }
+        Device::Cpu => fill_normals(out.host_mut()?, draw),
         dev => {
             let [seed, stream, step] = Arg::philox(draw);
             launch(
@@ -60,6 +57,16 @@ pub fn normal(shape: &[usize], draw: PhiloxDraw, device: &Device) -> Result<Tens
         }
     }
     Ok(out)
+}
+
+/// `out[i]` = the normal of `draw` for element `i`, on every core (each element's value is a
+/// function of its index alone).
+pub(crate) fn fill_normals(out: &mut [f32], draw: PhiloxDraw) {
+    for_each_element_chunk(out, |offset, part| {
+        for (j, o) in part.iter_mut().enumerate() {
+            *o = draw.normal((offset + j) as u64);
+        }
+    });
 }
 
 /// The four raw Philox words of each of `n` elements, as computed on `device` (for tests that

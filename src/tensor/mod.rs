@@ -3,6 +3,7 @@
 //! `cpu` and `emu` keep data in host memory (the emulator's "device memory" is host memory, so
 //! AddressSanitizer sees kernel accesses); `cuda` keeps it in GPU memory. [`memory`] counts the
 //! bytes tensors hold.
+pub mod host_allocator;
 pub mod memory;
 
 use cudarc::driver::CudaSlice;
