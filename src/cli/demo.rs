@@ -30,7 +30,7 @@ pub struct DemoArgs {
     /// Training data [default: fashion-mnist when installed, else shapes (built in)].
     #[arg(long)]
     pub data: Option<String>,
-    /// Training steps (batch 32). 1000 take about 7 minutes on 2 CPU cores and give recognisable
+    /// Training steps (batch 32). 1000 take about 3 minutes on 2 CPU cores and give recognisable
     /// Fashion-MNIST items; run again with more steps to continue the same model.
     #[arg(long, default_value_t = 1000)]
     pub steps: u64,
