@@ -413,3 +413,38 @@ fn a_hundred_tf32_training_steps_track_the_fp32_losses() {
         "10-step mean losses: {worst:.3e}\nfp32 {a:?}\ntf32 {b:?}"
     );
 }
+
+/// The cpu backend spreads samples, planes and elements over rayon's pool; the weights and the
+/// losses of a run must not depend on how many threads it has (a machine with more cores, or
+/// RAYON_NUM_THREADS, resumes a run bit for bit). Batch 20 splits the convolutions' weight
+/// gradient into runs of two samples and every element-wise op over several threads.
+#[test]
+fn training_does_not_depend_on_the_number_of_cpu_threads() {
+    let data = shapes();
+    let runs: Vec<_> = [1, 2, 3]
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let range = PixelRange::new(1.0, 2.0).unwrap();
+                let spec = ModelSpec::for_dataset(Preset::Tiny, &data, gbm(20), range).unwrap();
+                let config = TrainConfig {
+                    seed: 7,
+                    ..TrainConfig::new(20, 3)
+                };
+                let mut t = Trainer::new(config, spec, &data, &Device::Cpu).unwrap();
+                let dir = common::tempdir(&format!("threads-{threads}"));
+                run_to_end(&mut t, &data, &dir);
+                let losses = read_losses(&train::loss_log_path(&dir)).unwrap();
+                (t.checkpoint().unwrap(), losses)
+            })
+        })
+        .collect();
+    for (ckpt, losses) in &runs[1..] {
+        assert_same_checkpoint(&runs[0].0, ckpt);
+        assert_eq!(&runs[0].1, losses, "loss logs differ");
+    }
+}

@@ -593,31 +593,40 @@ mod cpu {
         });
     }
 
+    /// The most partial weight gradients the batch is split into (see [`backward_weight`]).
+    const WEIGHT_GRAD_GROUPS: usize = 16;
+
+    /// The weight gradient, summed over runs of consecutive samples whose number is fixed by the
+    /// batch alone (at most [`WEIGHT_GRAD_GROUPS`]): each run's partial in sample order, then
+    /// the partials in order. The runs are spread over the cores, and the result is the same
+    /// whatever their number.
     pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32]) {
         let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
         let x_len = d.c_in * d.h_in * d.w_in;
         let w_len = d.c_out * k;
-        let workers = batch_workers(d.batch, flops_per_sample(d));
-        // One partial weight gradient per worker, added in worker order (deterministic).
-        let mut partials = vec![0.0; workers * w_len];
-        let per_worker = d.batch.div_ceil(workers);
-        for_each_item_chunk(&mut partials, w_len, workers, |w_idx, acc| {
+        let per_group = d.batch.div_ceil(d.batch.clamp(1, WEIGHT_GRAD_GROUPS));
+        let groups = d.batch.div_ceil(per_group);
+        let workers = batch_workers(groups, per_group * flops_per_sample(d));
+        let mut partials = vec![0.0; groups * w_len];
+        for_each_item_chunk(&mut partials, w_len, workers, |first, accs| {
             let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
-            let samples = (w_idx * per_worker)..((w_idx + 1) * per_worker).min(d.batch);
-            for b in samples {
-                let x_b = &x[b * x_len..][..x_len];
-                let col: &[f32] = if pointwise(d) {
-                    x_b
-                } else {
-                    im2col(d, x_b, &mut col);
-                    &col
-                };
-                gemm(
-                    MatRef::row_major(&dy[b * d.c_out * p..][..d.c_out * p], d.c_out, p),
-                    MatRef::row_major(col, k, p).t(),
-                    1.0,
-                    acc,
-                );
+            for (i, acc) in accs.chunks_mut(w_len).enumerate() {
+                let group = first + i;
+                for b in group * per_group..((group + 1) * per_group).min(d.batch) {
+                    let x_b = &x[b * x_len..][..x_len];
+                    let col: &[f32] = if pointwise(d) {
+                        x_b
+                    } else {
+                        im2col(d, x_b, &mut col);
+                        &col
+                    };
+                    gemm(
+                        MatRef::row_major(&dy[b * d.c_out * p..][..d.c_out * p], d.c_out, p),
+                        MatRef::row_major(col, k, p).t(),
+                        1.0,
+                        acc,
+                    );
+                }
             }
         });
         dw.fill(0.0);

@@ -1,7 +1,7 @@
 //! How the cpu backend spreads work over the cores: contiguous runs of items (samples, planes,
 //! elements) over rayon's pool (threads started once, so a parallel op costs microseconds, not
 //! a thread start per op), each item computed by one thread in one fixed order, so a result
-//! never depends on the number of threads except where a function says so.
+//! never depends on the number of threads.
 use rayon::prelude::*;
 
 /// The threads of the pool: one per core unless `RAYON_NUM_THREADS` says otherwise. (Asking
