@@ -119,15 +119,6 @@ fn noise_per_sample(
     Ok((out, z))
 }
 
-/// `coef * z_i`; no normal is drawn when `coef` is 0 (the kernels do the same).
-fn scaled_normal(draw: PhiloxDraw, coef: f32, i: usize) -> f32 {
-    if coef != 0.0 {
-        coef * draw.normal(i as u64)
-    } else {
-        0.0
-    }
-}
-
 /// The Dale-Langevin step, or any log-space step (SPEC section 4):
 /// `x <- x * exp(drift + score_coef * h + noise_coef * z)`, `x` updated in place; never changes
 /// a sign.
@@ -261,11 +252,21 @@ impl FusedStep<'_> {
                 let changed = AtomicU32::new(0);
                 for_each_element_chunk(x.host_mut()?, |offset, part| {
                     let mut part_changed = 0u32;
-                    for (j, xi) in part.iter_mut().enumerate() {
-                        let (old, i) = (*xi, offset + j);
-                        *xi = update(old, hs[i], scaled_normal(self.draw, self.noise_coef, i));
-                        part_changed +=
-                            (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
+                    // The normals a block at a time (drawn in vector lanes); none when the
+                    // noise coefficient is 0, as in the kernels.
+                    let mut z = [0.0f32; 256];
+                    for (k, block) in part.chunks_mut(z.len()).enumerate() {
+                        let at = offset + k * z.len();
+                        let z = &mut z[..block.len()];
+                        if self.noise_coef != 0.0 {
+                            self.draw.fill_normals(at as u64, z);
+                        }
+                        for (j, xi) in block.iter_mut().enumerate() {
+                            let old = *xi;
+                            *xi = update(old, hs[at + j], self.noise_coef * z[j]);
+                            part_changed +=
+                                (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
+                        }
                     }
                     changed.fetch_add(part_changed, Ordering::Relaxed);
                 });

@@ -33,6 +33,11 @@ impl PhiloxDraw {
         rng::normal(self.seed, self.stream, self.step, i)
     }
 
+    /// `out[j]` = the standard normal of element `first + j`.
+    pub fn fill_normals(self, first: u64, out: &mut [f32]) {
+        rng::fill_normals(self.seed, self.stream, self.step, first, out)
+    }
+
     /// The four Philox words of element `i`.
     pub fn bits(self, i: u64) -> [u32; 4] {
         rng::philox_bits(self.seed, self.stream, self.step, i)
@@ -62,11 +67,7 @@ pub fn normal(shape: &[usize], draw: PhiloxDraw, device: &Device) -> Result<Tens
 /// `out[i]` = the normal of `draw` for element `i`, on every core (each element's value is a
 /// function of its index alone).
 pub(crate) fn fill_normals(out: &mut [f32], draw: PhiloxDraw) {
-    for_each_element_chunk(out, |offset, part| {
-        for (j, o) in part.iter_mut().enumerate() {
-            *o = draw.normal((offset + j) as u64);
-        }
-    });
+    for_each_element_chunk(out, |offset, part| draw.fill_normals(offset as u64, part));
 }
 
 /// The four raw Philox words of each of `n` elements, as computed on `device` (for tests that

@@ -1,7 +1,10 @@
 //! Counter-based random numbers (SPEC section 5).
+mod box_muller;
 mod philox;
 
-pub use philox::{normal, philox4x32_10, philox_bits, uniform_closed_open, uniform_open_closed};
+pub use philox::{
+    fill_normals, normal, philox4x32_10, philox_bits, uniform_closed_open, uniform_open_closed,
+};
 
 /// The Philox streams: one per purpose, so that adding a use of randomness never shifts another.
 pub mod stream {
