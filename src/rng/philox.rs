@@ -208,10 +208,14 @@ mod tests {
         // Counters across the 2^32 boundary of the low word, and a remainder after the lanes.
         let first = (1u64 << 32) - 5;
         let mut out = vec![0.0; 3 * LANES + 3];
+        // The dispatched path (AVX2 where present) and the portable lanes.
+        let mut portable = out.clone();
         fill_normals(0x1234_5678_9abc, 3, 77, first, &mut out);
-        for (j, &v) in out.iter().enumerate() {
+        fill_normals_with(philox_lanes, 0x1234_5678_9abc, 3, 77, first, &mut portable);
+        for (j, (&v, &p)) in out.iter().zip(&portable).enumerate() {
             let one = normal(0x1234_5678_9abc, 3, 77, first + j as u64);
             assert_eq!(v.to_bits(), one.to_bits(), "element {j}");
+            assert_eq!(p.to_bits(), one.to_bits(), "element {j}, portable lanes");
         }
     }
 
