@@ -32,6 +32,8 @@ pub mod sample_file;
 pub mod sweep;
 pub mod tensor;
 pub mod train;
+#[cfg(test)]
+mod ulp;
 
 pub use device::Device;
 pub use error::{Error, Result};

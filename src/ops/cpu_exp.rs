@@ -97,13 +97,7 @@ pub(crate) fn elu_slope(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Distance in units in the last place of the f32 nearest to `exact`.
-    fn ulps(got: f32, exact: f64) -> f64 {
-        let nearest = exact as f32;
-        let ulp = (f32::from_bits(nearest.abs().to_bits() + 1) - nearest.abs()) as f64;
-        (got as f64 - exact).abs() / ulp
-    }
+    use crate::ulp::ulps;
 
     /// Every f32 in [lo, hi] with a stride of `stride` representations, plus the ends.
     fn sweep(lo: f32, hi: f32, stride: u32) -> impl Iterator<Item = f32> {

@@ -11,8 +11,8 @@ pub(crate) fn cores() -> usize {
     rayon::current_num_threads()
 }
 
-/// Worker threads for a batch of `items` each costing about `flops_per_item`: one per core, but
-/// not for work too small to repay starting a thread.
+/// Workers for a batch of `items` each costing about `flops_per_item`: one per thread of the
+/// pool, but not for work too small to repay handing it over (a few microseconds).
 pub(crate) fn batch_workers(items: usize, flops_per_item: usize) -> usize {
     const MIN_FLOPS_PER_THREAD: usize = 200_000;
     let cores = cores();

@@ -69,12 +69,7 @@ pub(crate) fn normal_from_uniforms(u0: f32, u1: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ulps(got: f32, exact: f64) -> f64 {
-        let nearest = exact as f32;
-        let ulp = (f32::from_bits(nearest.abs().to_bits() + 1) - nearest.abs()) as f64;
-        (got as f64 - exact).abs() / ulp
-    }
+    use crate::ulp::ulps;
 
     /// Every Philox uniform the normals can take: k 2^-24.
     fn uniforms(stride: usize) -> impl Iterator<Item = f32> {
