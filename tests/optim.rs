@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use dalemeetslangevin::checkpoint::Checkpoint;
-use dalemeetslangevin::optim::{self, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup};
+use dalemeetslangevin::optim::{self, AdamW, AdamWConfig, Egd, Ema, LrSchedule, ParamGrad};
 use dalemeetslangevin::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -91,7 +91,7 @@ fn assert_all_close(
 fn adamw_kernel_matches_reference() {
     let mut rng = test_rng("adamw_kernel");
     let config = AdamWConfig {
-        schedule: Warmup::new(0.05, 2),
+        schedule: LrSchedule::new(0.05, 2),
         weight_decay: 0.1,
         ..AdamWConfig::new(0.05)
     };
@@ -129,7 +129,7 @@ fn egd_kernel_matches_reference() {
             // A tenth of the weights start at exactly zero, to exercise the additive rule.
             let pb = problem(&mut rng, n, 3, 0.1);
             let go = |d: &Device| {
-                let mut opt = Egd::new(Warmup::new(0.3, 1));
+                let mut opt = Egd::new(LrSchedule::new(0.3, 1));
                 run(&pb, d, |p| opt.step(p, 0.9).unwrap())
             };
             assert_all_close(&format!("egd n={n} on {dev}"), &go(&dev), &go(&Device::Cpu));
@@ -154,7 +154,7 @@ fn egd_never_changes_a_sign() {
                 })
                 .collect();
             let mut p = Tensor::from_slice(&start, &[n], &dev).unwrap();
-            let mut opt = Egd::new(Warmup::new(rng.random_range(0.1..100.0), 0));
+            let mut opt = Egd::new(LrSchedule::new(rng.random_range(0.1..100.0), 0));
             for _ in 0..20 {
                 // Gradients over many orders of magnitude, so steps overflow and underflow.
                 let g: Vec<f32> = (0..n)
@@ -185,7 +185,7 @@ fn egd_never_changes_a_sign() {
 fn egd_moves_exact_zeros_additively_then_multiplicatively() {
     let mut p = Tensor::from_slice(&[0.0, 0.0], &[2], &Device::Cpu).unwrap();
     let g = Tensor::from_slice(&[2.0, -4.0], &[2], &Device::Cpu).unwrap();
-    let mut opt = Egd::new(Warmup::new(0.25, 0));
+    let mut opt = Egd::new(LrSchedule::new(0.25, 0));
     let mut step = |p: &mut Tensor| {
         opt.step(
             &mut [ParamGrad {
@@ -241,7 +241,7 @@ fn adamw_matches_hand_computed_two_steps() {
 
 #[test]
 fn warmup_rises_linearly_then_holds() {
-    let w = Warmup::new(1e-3, 4);
+    let w = LrSchedule::new(1e-3, 4);
     let lrs: Vec<f32> = (0..6).map(|s| w.lr(s)).collect();
     assert_close(
         "warm-up",
@@ -250,7 +250,46 @@ fn warmup_rises_linearly_then_holds() {
         1e-6,
         0.0,
     );
-    assert_eq!(Warmup::new(0.5, 0).lr(0), 0.5);
+    assert_eq!(LrSchedule::new(0.5, 0).lr(0), 0.5);
+}
+
+#[test]
+fn cosine_decay_falls_from_the_peak_to_the_final_rate_then_holds() {
+    // Warm-up over 2 steps, then half a cosine over steps 2..10 from 1.0 to 0.1: step 2 takes
+    // the peak, step 10 the final rate.
+    let s = LrSchedule::new(1.0, 2).with_cosine(10, 0.1);
+    let lrs: Vec<f32> = (0..13).map(|k| s.lr(k)).collect();
+    let cosine = |p: f64| (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())) as f32;
+    let mut want = vec![0.5, 1.0];
+    want.extend((0..8).map(|i| cosine(i as f64 / 8.0)));
+    want.extend([0.1, 0.1, 0.1]);
+    assert_close("cosine", &lrs, &want, 1e-7, 0.0);
+    assert!(
+        (s.lr(6) - 0.55).abs() < 1e-6,
+        "half way: the mean of peak and final"
+    );
+    assert!(lrs.windows(2).skip(1).all(|w| w[1] <= w[0]), "{lrs:?}");
+    // Without a warm-up the first step takes the peak rate.
+    assert_eq!(LrSchedule::new(0.3, 0).with_cosine(4, 0.0).lr(0), 0.3);
+}
+
+#[test]
+fn ema_warmup_shortens_the_first_averages() {
+    let plain = Ema::new(0.999, false);
+    let warm = Ema::new(0.999, true);
+    assert_eq!(plain.decay_at(1), 0.999);
+    // (1 + n) / (10 + n): 2/11 after the first step, 0.5 after the eighth, capped at the decay.
+    assert!((warm.decay_at(1) - 2.0 / 11.0).abs() < 1e-7);
+    assert!((warm.decay_at(8) - 0.5).abs() < 1e-7);
+    assert_eq!(warm.decay_at(100_000), 0.999);
+    // The update uses it: after steps 1 and 2 the average is 3/12 of the first weights.
+    let mut ema = Ema::new(0.999, true);
+    let one = Tensor::from_slice(&[1.0], &[1], &Device::Cpu).unwrap();
+    let zero = Tensor::from_slice(&[0.0], &[1], &Device::Cpu).unwrap();
+    ema.update([("w", &one)], 1).unwrap();
+    ema.update([("w", &zero)], 2).unwrap();
+    let got = ema.weights()["w"].to_vec().unwrap()[0];
+    assert!((got - 0.25).abs() < 1e-7, "{got}");
 }
 
 #[test]
@@ -260,10 +299,10 @@ fn ema_kernel_matches_reference() {
         for &n in EDGE_SIZES {
             let ws: Vec<Vec<f32>> = (0..3).map(|_| random_vec(&mut rng, n, -1.0, 1.0)).collect();
             let go = |d: &Device| {
-                let mut ema = Ema::new(0.9);
-                for w in &ws {
+                let mut ema = Ema::new(0.9, false);
+                for (step, w) in (1..).zip(&ws) {
                     let t = Tensor::from_slice(w, &[n], d).unwrap();
-                    ema.update([("w", &t)]).unwrap();
+                    ema.update([("w", &t)], step).unwrap();
                 }
                 ema.weights()["w"].to_vec().unwrap()
             };
@@ -356,7 +395,7 @@ fn resume_from_exported_state_is_exact() {
     let pb = problem(&mut rng, 40, 4, 0.0);
     let dev = Device::Cpu;
     let config = AdamWConfig {
-        schedule: Warmup::new(0.01, 3),
+        schedule: LrSchedule::new(0.01, 3),
         ..AdamWConfig::new(0.01)
     };
     let mut params = tensors(&pb.params, &dev);
@@ -374,11 +413,13 @@ fn resume_from_exported_state_is_exact() {
         })
         .collect();
     let mut opt = AdamW::new(config);
-    let mut ema = Ema::new(0.99);
+    // With the warm-up, the averages depend on the step number, which the resumed EMA must
+    // continue from.
+    let mut ema = Ema::new(0.99, true);
     let step = |opt: &mut AdamW, ema: &mut Ema, params: &mut BTreeMap<String, Tensor>, i: usize| {
         opt.step(&mut optim::pair_by_name(params, &grads[i]).unwrap(), 1.0)
             .unwrap();
-        ema.update(params.iter().map(|(k, t)| (k.as_str(), t)))
+        ema.update(params.iter().map(|(k, t)| (k.as_str(), t)), i as u64 + 1)
             .unwrap();
     };
     for i in 0..2 {
@@ -401,7 +442,7 @@ fn resume_from_exported_state_is_exact() {
         .collect();
     let mut opt2 = AdamW::new(config);
     opt2.import_from(&loaded, &dev).unwrap();
-    let mut ema2 = Ema::new(0.99);
+    let mut ema2 = Ema::new(0.99, true);
     ema2.import_from(&loaded, &dev).unwrap();
     for i in 2..4 {
         step(&mut opt, &mut ema, &mut params, i);

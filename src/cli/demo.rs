@@ -18,6 +18,7 @@ use crate::diffusion::Parameterisation;
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
+use crate::optim::LrDecay;
 use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};
 
 /// The demo's schedule: fewer levels than the paper's 1000 so that sampling takes seconds on a
@@ -86,9 +87,13 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
         optimizer: OptimizerKind::AdamW,
         lr: 2e-3,
         warmup: 50,
+        lr_decay: LrDecay::Constant,
+        lr_decay_steps: None,
+        lr_final: 0.0,
         weight_decay: 0.0,
         clip: 1.0,
         ema: 0.995,
+        ema_warmup: false,
         seed: args.seed,
         precision: args.precision,
         checkpoint_every: 250,

@@ -18,6 +18,7 @@ use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
 use crate::ops::ConvPrecision;
+use crate::optim::LrDecay;
 use crate::train::{
     self, checkpoint_path, Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, Periodic,
     Recipe, RunEnd, RunLock, TrainConfig, Trainer,
@@ -87,6 +88,16 @@ pub struct TrainArgs {
     /// Linear learning-rate warm-up over this many steps.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
+    /// What the learning rate does after the warm-up.
+    #[arg(long, value_enum, default_value_t = LrDecay::Constant)]
+    pub lr_decay: LrDecay,
+    /// The step at which a cosine decay reaches --lr-final [default: --steps; on --resume, the
+    /// run's own, which may change].
+    #[arg(long)]
+    pub lr_decay_steps: Option<u64>,
+    /// The learning rate a cosine decay ends at.
+    #[arg(long, default_value_t = 0.0)]
+    pub lr_final: f32,
     /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
@@ -96,6 +107,10 @@ pub struct TrainArgs {
     /// Decay of the exponential moving average of the weights (sampled from by default).
     #[arg(long, default_value_t = 0.999)]
     pub ema: f32,
+    /// Shorter averages at first: the update after step n uses min(--ema, (1 + n)/(10 + n)), so
+    /// the average is not dominated by the random initial weights early in a run.
+    #[arg(long)]
+    pub ema_warmup: bool,
     /// Arithmetic of the convolutions (all three passes), stored in the checkpoint [default:
     /// tf32 on cuda (tensor cores), fp32 on cpu and emu; on --resume, the run's own, which a
     /// different value may not change].
@@ -114,8 +129,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its checkpoint. Its settings are kept: an option that
-    /// contradicts them is an error. --steps, --checkpoint-every, --lr and --warmup may change
-    /// (the same --lr and --warmup give the same weights as an uninterrupted run).
+    /// contradicts them is an error. --steps, --checkpoint-every, --lr, --warmup and
+    /// --lr-decay-steps may change (their own values give the same weights as an uninterrupted
+    /// run).
     #[arg(long)]
     pub resume: bool,
     /// The options given on the command line (clap ids), so that a resumed run can tell them
@@ -160,16 +176,21 @@ impl TrainArgs {
     }
 
     fn config(&self) -> Result<TrainConfig> {
+        let steps = self.steps.unwrap_or(DEFAULT_STEPS);
         let config = TrainConfig {
             optimizer: self.optimizer,
             lr: self.lr,
             warmup_steps: self.warmup,
+            lr_decay: self.lr_decay,
+            lr_decay_steps: self.lr_decay_steps.unwrap_or(steps),
+            lr_final: self.lr_final,
             weight_decay: self.weight_decay,
             clip_norm: (self.clip != 0.0).then_some(self.clip),
             ema_decay: self.ema,
+            ema_warmup: self.ema_warmup,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
-            ..TrainConfig::new(self.batch, self.steps.unwrap_or(DEFAULT_STEPS))
+            ..TrainConfig::new(self.batch, steps)
         };
         config.validate()?;
         Ok(config)
@@ -369,11 +390,20 @@ fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) 
     );
     eprintln!("diffusion {}", spec.objective.summary());
     let c = &trainer.config;
+    let decay = match c.lr_decay {
+        LrDecay::Constant => String::new(),
+        LrDecay::Cosine => format!(", cosine to {} at step {}", c.lr_final, c.lr_decay_steps),
+    };
+    let ema = match c.ema_warmup {
+        true => " with warm-up",
+        false => "",
+    };
     eprintln!(
-        "{} lr {} (warm-up {}), batch {}, steps {}..{}, seed {}, run dir {}",
+        "{} lr {} (warm-up {}{decay}), ema {}{ema}, batch {}, steps {}..{}, seed {}, run dir {}",
         c.optimizer.name(),
         c.lr,
         c.warmup_steps,
+        c.ema_decay,
         c.batch_size,
         trainer.steps_done(),
         c.steps,

@@ -1,8 +1,9 @@
 //! `dml train --resume`: which options a resumed run may change, and the refusal of those that
 //! would contradict it. A resumed run keeps its own settings; an option given on the command line
 //! that names a different value is an error, not silently ignored, and one that names the run's
-//! own value is accepted. The step count, checkpoint interval, learning rate and warm-up may
-//! change (the last two with a note: from then on the run differs from an uninterrupted one).
+//! own value is accepted. The step count, checkpoint interval, learning rate, warm-up and the end
+//! of the decay may change (the last three with a note: from then on the run differs from an
+//! uninterrupted one).
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::train::ResumeChanges;
@@ -34,6 +35,7 @@ pub fn resume_changes(args: &TrainArgs, ckpt: &Checkpoint) -> Result<ResumeChang
         checkpoint_every: given("checkpoint_every").then_some(args.checkpoint_every),
         lr: given("lr").then_some(args.lr),
         warmup_steps: given("warmup").then_some(args.warmup),
+        lr_decay_steps: args.lr_decay_steps,
         precision: args.precision,
     };
     note_change(
@@ -47,6 +49,12 @@ pub fn resume_changes(args: &TrainArgs, ckpt: &Checkpoint) -> Result<ResumeChang
         "--warmup",
         "train.warmup",
         changes.warmup_steps.map(|v| v.to_string()),
+    );
+    note_change(
+        ckpt,
+        "--lr-decay-steps",
+        "train.lr_decay_steps",
+        changes.lr_decay_steps.map(|v| v.to_string()),
     );
     Ok(changes)
 }
@@ -152,7 +160,18 @@ fn settings(args: &TrainArgs) -> Vec<Setting> {
             F32(args.weight_decay),
         ),
         setting("clip", &["train.clip"], F32(args.clip)),
+        setting(
+            "lr_decay",
+            &["train.lr_decay"],
+            Name(args.lr_decay.name().into()),
+        ),
+        setting("lr_final", &["train.lr_final"], F32(args.lr_final)),
         setting("ema", &["train.ema"], F32(args.ema)),
+        setting(
+            "ema_warmup",
+            &["train.ema_warmup"],
+            Name(args.ema_warmup.to_string()),
+        ),
         setting("seed", &["train.seed"], Name(args.seed.to_string())),
     ]
 }

@@ -3,7 +3,7 @@
 //! [`ops::adamw_step`].
 use std::collections::BTreeMap;
 
-use super::{check_pair, ParamGrad, Warmup};
+use super::{check_pair, LrSchedule, ParamGrad};
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
-    pub schedule: Warmup,
+    pub schedule: LrSchedule,
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
@@ -23,7 +23,7 @@ impl AdamWConfig {
     /// The usual moments (0.9, 0.999), eps 1e-8, no weight decay, no warm-up.
     pub fn new(lr: f32) -> Self {
         Self {
-            schedule: Warmup::new(lr, 0),
+            schedule: LrSchedule::new(lr, 0),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,

@@ -7,7 +7,7 @@
 //! start them away from zero with [`signed_log_normal_init`]. Magnitudes stay within the normal
 //! f32 range, so a weight never underflows to zero (which would reopen the additive rule). The
 //! element update is [`ops::egd_step`].
-use super::{check_pair, ParamGrad, Warmup};
+use super::{check_pair, LrSchedule, ParamGrad};
 use crate::checkpoint::Checkpoint;
 use crate::device::Device;
 use crate::error::Result;
@@ -16,7 +16,7 @@ use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
 pub struct Egd {
-    pub schedule: Warmup,
+    pub schedule: LrSchedule,
     /// Updates taken so far (the warm-up position).
     step: u64,
 }
@@ -24,7 +24,7 @@ pub struct Egd {
 const STEP_KEY: &str = "egd.step";
 
 impl Egd {
-    pub fn new(schedule: Warmup) -> Self {
+    pub fn new(schedule: LrSchedule) -> Self {
         Self { schedule, step: 0 }
     }
 

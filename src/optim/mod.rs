@@ -1,5 +1,5 @@
 //! Optimisers (SPEC section 7) and what goes with them: AdamW, exponentiated gradient descent,
-//! the EMA of the weights, global-norm gradient clipping and the learning-rate warm-up. Their
+//! the EMA of the weights, global-norm gradient clipping and the learning-rate schedule. Their
 //! state, schedules and checkpointing live here; the element updates (kernels/optim.cu, with the
 //! Rust references for `cpu`) are in [`crate::ops`].
 //!
@@ -21,7 +21,7 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_factor, clip_grad_norm, global_norm, scale_in_place};
 pub use egd::{signed_log_normal_init, Egd};
 pub use ema::Ema;
-pub use schedule::Warmup;
+pub use schedule::{LrDecay, LrSchedule};
 
 /// One parameter, its gradient, and the name that keys its optimiser state.
 pub struct ParamGrad<'a> {

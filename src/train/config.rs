@@ -1,6 +1,7 @@
 //! The training run's settings that are not part of the model: optimiser, batch, steps, seed.
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::optim::{LrDecay, LrSchedule};
 
 crate::named::value_names! {
     /// The optimiser.
@@ -20,10 +21,17 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     pub lr: f32,
     pub warmup_steps: u64,
+    /// What the rate does after the warm-up.
+    pub lr_decay: LrDecay,
+    /// The step a cosine decay ends at (its rate `lr_final` from then on).
+    pub lr_decay_steps: u64,
+    pub lr_final: f32,
     pub weight_decay: f32,
     /// Global-norm gradient clipping threshold; `None` disables clipping.
     pub clip_norm: Option<f32>,
     pub ema_decay: f32,
+    /// Shorter averages for the first updates ([`crate::optim::Ema`]).
+    pub ema_warmup: bool,
     /// Seeds the parameter initialisation, the data order, levels and noise (SPEC 5).
     pub seed: u64,
     /// Steps between checkpoints (a checkpoint is also written at the end and on Ctrl-C).
@@ -39,9 +47,13 @@ impl TrainConfig {
             optimizer: OptimizerKind::AdamW,
             lr: 1e-3,
             warmup_steps: 100,
+            lr_decay: LrDecay::Constant,
+            lr_decay_steps: steps,
+            lr_final: 0.0,
             weight_decay: 0.0,
             clip_norm: Some(1.0),
             ema_decay: 0.999,
+            ema_warmup: false,
             seed: 0,
             checkpoint_every: 500,
         }
@@ -57,6 +69,20 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::invalid(format!("--lr {} must be positive", self.lr)));
+        }
+        if self.lr_decay == LrDecay::Cosine {
+            if !(self.lr_final.is_finite() && (0.0..=self.lr).contains(&self.lr_final)) {
+                return Err(Error::invalid(format!(
+                    "--lr-final {} must be in [0, --lr {}]",
+                    self.lr_final, self.lr
+                )));
+            }
+            if self.lr_decay_steps <= self.warmup_steps {
+                return Err(Error::invalid(format!(
+                    "--lr-decay-steps {} must exceed --warmup {}: the cosine runs between them",
+                    self.lr_decay_steps, self.warmup_steps
+                )));
+            }
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::invalid(format!(
@@ -83,26 +109,62 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The learning rate of each step.
+    pub fn lr_schedule(&self) -> LrSchedule {
+        let warmup = LrSchedule::new(self.lr, self.warmup_steps);
+        match self.lr_decay {
+            LrDecay::Constant => warmup,
+            LrDecay::Cosine => warmup.with_cosine(self.lr_decay_steps, self.lr_final),
+        }
+    }
+
     pub fn export_to(&self, ckpt: &mut Checkpoint) {
         ckpt.put_meta("train.batch", self.batch_size);
         ckpt.put_meta("train.steps", self.steps);
         ckpt.put_meta("train.optimizer", self.optimizer.name());
         ckpt.put_meta("train.lr", format!("{:?}", self.lr));
         ckpt.put_meta("train.warmup", self.warmup_steps);
+        ckpt.put_meta("train.lr_decay", self.lr_decay.name());
+        // A constant rate has no end or final rate; storing them would make two runs of the same
+        // rates differ in their checkpoints.
+        if self.lr_decay == LrDecay::Cosine {
+            ckpt.put_meta("train.lr_decay_steps", self.lr_decay_steps);
+            ckpt.put_meta("train.lr_final", format!("{:?}", self.lr_final));
+        }
         ckpt.put_meta("train.weight_decay", format!("{:?}", self.weight_decay));
         ckpt.put_meta("train.clip", format!("{:?}", self.clip_norm.unwrap_or(0.0)));
         ckpt.put_meta("train.ema", format!("{:?}", self.ema_decay));
+        ckpt.put_meta("train.ema_warmup", self.ema_warmup);
         ckpt.put_meta("train.seed", self.seed);
         ckpt.put_meta("train.checkpoint_every", self.checkpoint_every);
     }
 
+    /// The settings `export_to` wrote. Checkpoints written before the learning-rate decay and the
+    /// EMA warm-up existed hold neither: they ran constant rates and plain averages.
+    /// A constant rate stores no decay end or final rate.
     pub fn import_from(ckpt: &Checkpoint) -> Result<Self> {
         let clip: f32 = ckpt.meta_parse("train.clip")?;
+        let steps: u64 = ckpt.meta_parse("train.steps")?;
+        let lr: f32 = ckpt.meta_parse("train.lr")?;
+        let stored = |key: &str| ckpt.metadata.contains_key(key);
         Ok(Self {
+            lr_decay: match stored("train.lr_decay") {
+                true => LrDecay::parse(ckpt.meta("train.lr_decay")?)?,
+                false => LrDecay::Constant,
+            },
+            lr_decay_steps: match stored("train.lr_decay_steps") {
+                true => ckpt.meta_parse("train.lr_decay_steps")?,
+                false => steps,
+            },
+            lr_final: match stored("train.lr_final") {
+                true => ckpt.meta_parse("train.lr_final")?,
+                false => lr,
+            },
+            ema_warmup: stored("train.ema_warmup") && ckpt.meta_parse("train.ema_warmup")?,
             batch_size: ckpt.meta_parse("train.batch")?,
-            steps: ckpt.meta_parse("train.steps")?,
+            steps,
             optimizer: OptimizerKind::parse(ckpt.meta("train.optimizer")?)?,
-            lr: ckpt.meta_parse("train.lr")?,
+            lr,
             warmup_steps: ckpt.meta_parse("train.warmup")?,
             weight_decay: ckpt.meta_parse("train.weight_decay")?,
             clip_norm: (clip > 0.0).then_some(clip),

@@ -16,7 +16,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::{self, ConvPrecision};
 use crate::optim::{
-    clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad, Warmup,
+    clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad,
 };
 use crate::tensor::Tensor;
 
@@ -27,7 +27,7 @@ enum Optimizer {
 
 impl Optimizer {
     fn new(config: &TrainConfig) -> Self {
-        let schedule = Warmup::new(config.lr, config.warmup_steps);
+        let schedule = config.lr_schedule();
         match config.optimizer {
             OptimizerKind::AdamW => Self::AdamW(AdamW::new(AdamWConfig {
                 schedule,
@@ -71,8 +71,8 @@ impl Optimizer {
 }
 
 /// The settings a resumed run may change; the rest are the checkpoint's. Changing the learning
-/// rate or its warm-up makes the run differ from an uninterrupted one from then on; the step
-/// count and checkpoint interval do not change any result.
+/// rate, its warm-up or the end of its decay makes the run differ from an uninterrupted one from
+/// then on; the step count and checkpoint interval do not change any result.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ResumeChanges {
     /// The run's new total step count.
@@ -80,6 +80,7 @@ pub struct ResumeChanges {
     pub checkpoint_every: Option<u64>,
     pub lr: Option<f32>,
     pub warmup_steps: Option<u64>,
+    pub lr_decay_steps: Option<u64>,
     /// Must equal the run's own (checked by [`Trainer::resume_from`]).
     pub precision: Option<ConvPrecision>,
 }
@@ -90,6 +91,7 @@ impl ResumeChanges {
         config.checkpoint_every = self.checkpoint_every.unwrap_or(config.checkpoint_every);
         config.lr = self.lr.unwrap_or(config.lr);
         config.warmup_steps = self.warmup_steps.unwrap_or(config.warmup_steps);
+        config.lr_decay_steps = self.lr_decay_steps.unwrap_or(config.lr_decay_steps);
         config
     }
 }
@@ -130,7 +132,7 @@ impl Trainer {
         let batcher = Batcher::new(data.n, config.batch_size, config.seed, model.spec.range)?;
         Ok(Self {
             optimizer: Optimizer::new(&config),
-            ema: Ema::new(config.ema_decay),
+            ema: Ema::new(config.ema_decay, config.ema_warmup),
             config,
             model,
             batcher,
@@ -276,7 +278,7 @@ impl Trainer {
             .map_or(1.0, |c| clip_factor(grad_norm, c));
         let lr = self.optimizer.lr();
         self.optimizer.step(&mut pairs, scale)?;
-        self.ema.update(self.model.store.iter())?;
+        self.ema.update(self.model.store.iter(), step)?;
         self.step = step;
         Ok(StepReport {
             step,
