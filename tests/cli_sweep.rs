@@ -210,3 +210,69 @@ fn sweep_scores_equal_eval_scores_and_settings_best_reuses_them() {
         "{e}"
     );
 }
+
+#[test]
+fn an_additive_checkpoint_sweeps_its_own_sampler_and_best_reuses_it() {
+    let run = common::tempdir("cli-sweep-additive");
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "tiny",
+        "--diffusion",
+        "additive",
+        "--levels",
+        "3",
+        "--max-images",
+        "16",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        s(&run),
+    ]);
+    // An axis of the GBM samplers would repeat the same samples: refused, naming the flag.
+    let e = fails(&refs(&sweep(&run, &["--delta-s", "0.01,0.02"])));
+    assert!(e.contains("--delta-s") && e.contains("--eps"), "{e}");
+
+    let out = ok(&refs(&sweep(
+        &run,
+        &["--eps", "1e-5,3e-5", "--steps-per-level", "2,3"],
+    )));
+    let csv = run.join("sweep.csv");
+    assert_eq!(column(&csv, "status"), ["scored"; 4], "{out}");
+    assert_eq!(
+        column(&csv, "eps"),
+        ["0.00001", "0.00003", "0.00001", "0.00003"]
+    );
+    assert_eq!(column(&csv, "steps_per_level"), ["2", "2", "3", "3"]);
+    assert_eq!(column(&csv, "init"), ["noise"; 4]);
+    assert!(out.contains("against eps"), "{out}");
+    // The settings differ in their samples: four distinct scores.
+    let mut frechet = column(&csv, "frechet");
+    frechet.dedup();
+    assert_eq!(frechet.len(), 4, "{frechet:?}");
+
+    // eval --settings best reproduces the best row's score.
+    let best = std::fs::read_to_string(run.join("best_settings.json")).unwrap();
+    assert!(
+        best.contains("\"eps\"") && best.contains("\"steps-per-level\""),
+        "{best}"
+    );
+    let eval_csv = run.join("eval-best.csv");
+    let mut args = vec!["eval", "--checkpoint", s(&run), "--settings", "best"];
+    args.extend(SCORING);
+    args.extend(["--csv", s(&eval_csv)]);
+    ok(&args);
+    let scored = column(&csv, "frechet");
+    let least = scored
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    let eval_frechet: f64 = column(&eval_csv, "frechet_classifier_features")[0]
+        .parse()
+        .unwrap();
+    assert_eq!(eval_frechet, least);
+}

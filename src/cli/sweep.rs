@@ -1,7 +1,9 @@
 //! `dml sweep`: a grid search over sampler settings on one checkpoint, each setting scored with
 //! exactly `dml eval`'s distances (same sampling, same scorer) on a fixed seed and count. Writes
-//! sweep.csv (one row per setting, resumable), sweep.png (the metric against delta_s) and
+//! sweep.csv (one row per setting, resumable), sweep.png (the metric against the step size) and
 //! best_settings.json (read back by `sample`/`eval --settings best`) into the run directory.
+//! A GBM checkpoint's sweep varies the GBM samplers' options (SPEC 4); an additive baseline's, its
+//! annealed Langevin's `eps` and `T` (SPEC 8): the two samplers on equal terms.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -54,9 +56,15 @@ pub struct SweepArgs {
     /// Starting kappas to try (comma list).
     #[arg(long, value_delimiter = ',', default_values_t = [1.0])]
     pub kappa: Vec<f32>,
-    /// Starts of the chain to try (comma list).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [InitKind::LogNormal])]
+    /// Starts of the chain to try (comma list) [default: lognormal for gbm, noise for additive].
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub init: Vec<InitKind>,
+    /// Additive baseline: step sizes eps to try (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [additive::DEFAULT_EPS])]
+    pub eps: Vec<f32>,
+    /// Additive baseline: Langevin steps T per level to try (comma list).
+    #[arg(long, value_delimiter = ',', default_values_t = [additive::DEFAULT_STEPS_PER_LEVEL])]
+    pub steps_per_level: Vec<usize>,
     /// Images drawn per setting (the same for all, as the distances depend on the count).
     #[arg(long, default_value_t = 64)]
     pub count: usize,
@@ -86,15 +94,51 @@ pub struct SweepArgs {
 }
 
 impl SweepArgs {
-    fn grid(&self) -> Grid {
-        Grid {
+    /// The grid for a checkpoint of the additive baseline (`additive`) or of the GBM; an error
+    /// when an axis of the other diffusion's sampler is given more than one value (it would
+    /// repeat the same samples under other names).
+    fn grid(&self, additive: bool) -> Result<Grid> {
+        let gbm_axes = [
+            ("--sampler", self.sampler.len()),
+            ("--delta-s", self.delta_s.len()),
+            ("--inner-steps", self.inner_steps.len()),
+            ("--chi", self.chi.len()),
+            ("--kappa", self.kappa.len()),
+        ];
+        let additive_axes = [
+            ("--eps", self.eps.len()),
+            ("--steps-per-level", self.steps_per_level.len()),
+        ];
+        let (others, what) = match additive {
+            true => (
+                &gbm_axes[..],
+                "the additive baseline's annealed Langevin (--eps, --steps-per-level)",
+            ),
+            false => (
+                &additive_axes[..],
+                "the GBM samplers (--sampler, --delta-s, --inner-steps, --chi, --kappa, --init)",
+            ),
+        };
+        if let Some((flag, _)) = others.iter().find(|(_, n)| *n > 1) {
+            return Err(Error::invalid(format!(
+                "sweep: {flag} has no effect on this checkpoint's sampler; its sweep varies {what}"
+            )));
+        }
+        let init = match (self.init.is_empty(), additive) {
+            (true, true) => vec![InitKind::Noise],
+            (true, false) => vec![InitKind::LogNormal],
+            (false, _) => self.init.clone(),
+        };
+        Ok(Grid {
             sampler: self.sampler.clone(),
             delta_s: self.delta_s.clone(),
             inner_steps: self.inner_steps.clone(),
             chi: self.chi.clone(),
             kappa: self.kappa.clone(),
-            init: self.init.clone(),
-        }
+            init,
+            eps: self.eps.clone(),
+            steps_per_level: self.steps_per_level.clone(),
+        })
     }
 
     /// `sample`/`eval`'s options for `setting`, the fixed ones from the sweep's.
@@ -112,8 +156,8 @@ impl SweepArgs {
             terminal_steps: self.terminal_steps,
             variant: self.variant,
             init: Some(setting.init),
-            steps_per_level: additive::DEFAULT_STEPS_PER_LEVEL,
-            eps: additive::DEFAULT_EPS,
+            steps_per_level: setting.steps_per_level,
+            eps: setting.eps,
             seed: self.seed,
             weights: self.weights,
             precision: self.precision,
@@ -162,18 +206,13 @@ pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
     args.scoring.check()?;
     let path = existing_checkpoint(&args.checkpoint)?;
     let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
-    if !model.spec.objective.diffusion().requires_positive_pixels() {
-        return Err(Error::invalid(
-            "sweep: the checkpoint is of the additive baseline; the sweep searches the GBM \
-             samplers' settings (delta_s, L, chi, kappa, init)",
-        ));
-    }
+    let additive = !model.spec.objective.diffusion().requires_positive_pixels();
+    let settings = args.grid(additive)?.settings();
     let data_name = args.scoring.data_name(&model.spec.dataset);
     let splits = Scorer::datasets(&args.scoring, &data_name, model.spec.image_shape())?;
     let outputs = outputs_checked(args, &path, &data_name, &splits.0, &model)?;
     let conditions = args.conditions(&path, &data_name)?;
     let mut record = SweepRecord::open(&outputs.csv, &conditions)?;
-    let settings = args.grid().settings();
     let todo: Vec<&Setting> = settings.iter().filter(|s| !record.has(s)).collect();
     eprintln!(
         "sweep: {} settings, {} in {} already, {} to try; {} images each, seed {}",
@@ -190,15 +229,16 @@ pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
         let scorer = Scorer::new(&args.scoring, splits, model.spec.range, neighbours, device)?;
         for (i, setting) in todo.iter().enumerate() {
             let row = try_setting(&model, args, setting, &scorer, &conditions);
-            eprintln!("[{}/{}] {}", i + 1, todo.len(), describe(&row, args.metric));
+            let line = describe(&row, args.metric, additive);
+            eprintln!("[{}/{}] {line}", i + 1, todo.len());
             record.append(row)?;
-            write_best_and_plot(&record, args, &outputs)?;
+            write_best_and_plot(&record, args, &outputs, additive)?;
         }
     }
     // Again at the end, for a sweep with nothing left to try: another --metric picks another
     // best from the same rows.
-    write_best_and_plot(&record, args, &outputs)?;
-    report(&record, &settings, args, &outputs)
+    write_best_and_plot(&record, args, &outputs, additive)?;
+    report(&record, &settings, args, &outputs, additive)
 }
 
 /// The output paths, checked to be writable and none of the inputs.
@@ -267,7 +307,7 @@ fn try_setting(
 }
 
 /// One line on a row: its setting and how it ended.
-fn describe(row: &Row, metric: Metric) -> String {
+fn describe(row: &Row, metric: Metric, additive: bool) -> String {
     let outcome = match &row.status {
         Status::Scored(s) => format!(
             "{} {:.5} (frechet {:.5}, kid {:.6})",
@@ -281,14 +321,19 @@ fn describe(row: &Row, metric: Metric) -> String {
     };
     format!(
         "{}: {outcome} [{:.1} s]",
-        row.setting.describe(),
+        row.setting.describe(additive),
         row.seconds
     )
 }
 
 /// Rewrites best_settings.json and sweep.png from the rows so far (so a killed sweep leaves
 /// both up to date with its CSV).
-fn write_best_and_plot(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) -> Result<()> {
+fn write_best_and_plot(
+    record: &SweepRecord,
+    args: &SweepArgs,
+    outputs: &Outputs,
+    additive: bool,
+) -> Result<()> {
     let Some(row) = best_row(&record.rows, args.metric) else {
         return Ok(());
     };
@@ -298,7 +343,7 @@ fn write_best_and_plot(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs
         fixed: args.fixed_options(),
     }
     .write(&outputs.best)?;
-    let (chart, _) = sweep_chart(&record.rows, args.metric);
+    let (chart, _) = sweep_chart(&record.rows, args.metric, additive);
     write_png(&outputs.png, &chart.render(PLOT_SIZE.0, PLOT_SIZE.1))
 }
 
@@ -309,6 +354,7 @@ fn report(
     settings: &[Setting],
     args: &SweepArgs,
     outputs: &Outputs,
+    additive: bool,
 ) -> Result<()> {
     let mut rows: Vec<&Row> = record
         .rows
@@ -320,12 +366,18 @@ fn report(
         _ => f64::INFINITY,
     };
     rows.sort_by(|a, b| score(a).total_cmp(&score(b)));
-    println!(
-        "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  status",
-        "sampler", "delta_s", "L", "chi", "kappa", "init", "frechet", "kid"
-    );
+    match additive {
+        true => println!(
+            "{:>10} {:>5} {:>12} {:>12}  status",
+            "eps", "T", "frechet", "kid"
+        ),
+        false => println!(
+            "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  status",
+            "sampler", "delta_s", "L", "chi", "kappa", "init", "frechet", "kid"
+        ),
+    }
     for r in &rows {
-        println!("{}", table_line(r));
+        println!("{}", table_line(r, additive));
     }
     println!("wrote {}", outputs.csv.display());
     let Some(best) = best_row(&record.rows, args.metric) else {
@@ -334,18 +386,18 @@ fn report(
             outputs.csv.display()
         )));
     };
-    print_plot_legend(record, args, outputs);
+    print_plot_legend(record, args, outputs, additive);
     println!(
         "best by {}: {}\nwrote {} (use it with `dml sample --settings best` or `dml eval \
          --settings best`)",
         args.metric,
-        best.setting.describe(),
+        best.setting.describe(additive),
         outputs.best.display()
     );
     Ok(())
 }
 
-fn table_line(r: &Row) -> String {
+fn table_line(r: &Row, additive: bool) -> String {
     let s = &r.setting;
     let (frechet, kid, status) = match &r.status {
         Status::Scored(x) => (
@@ -356,6 +408,12 @@ fn table_line(r: &Row) -> String {
         Status::Refused(why) => (String::new(), String::new(), format!("refused: {why}")),
         Status::Failed(why) => (String::new(), String::new(), format!("failed: {why}")),
     };
+    if additive {
+        return format!(
+            "{:>10} {:>5} {:>12} {:>12}  {status}",
+            s.eps, s.steps_per_level, frechet, kid
+        );
+    }
     format!(
         "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  {status}",
         s.sampler.name(),
@@ -370,13 +428,13 @@ fn table_line(r: &Row) -> String {
 }
 
 /// What sweep.png shows: the PNG carries no text, so its axes and colours are printed.
-fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) {
-    let (chart, lines) = sweep_chart(&record.rows, args.metric);
+fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs, additive: bool) {
+    let (chart, lines) = sweep_chart(&record.rows, args.metric, additive);
     let Some([(x0, x1), (y0, y1)]) = chart.ranges() else {
         return;
     };
     println!(
-        "wrote {}: {} (y, {}) against delta_s (x, log scale, {:.3e} to {:.3e}), one line per \
+        "wrote {}: {} (y, {}) against {} (x, log scale, {:.3e} to {:.3e}), one line per \
          setting of the other axes:",
         outputs.png.display(),
         args.metric,
@@ -388,18 +446,22 @@ fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs) 
             ),
             false => format!("linear, {y0:.4} to {y1:.4}"),
         },
+        if additive { "eps" } else { "delta_s" },
         10f64.powf(x0),
         10f64.powf(x1)
     );
     for (i, line) in lines.iter().enumerate() {
-        println!(
-            "  {}: {} L {} chi {} kappa {} init {}",
-            colour_name(i),
-            line.sampler,
-            line.inner_steps,
-            line.chi,
-            line.kappa,
-            line.init
-        );
+        match additive {
+            true => println!("  {}: T {}", colour_name(i), line.steps_per_level),
+            false => println!(
+                "  {}: {} L {} chi {} kappa {} init {}",
+                colour_name(i),
+                line.sampler,
+                line.inner_steps,
+                line.chi,
+                line.kappa,
+                line.init
+            ),
+        }
     }
 }

@@ -19,6 +19,8 @@ const SETTABLE: &[&str] = &[
     "chi",
     "kappa",
     "init",
+    "eps",
+    "steps-per-level",
     "terminal-steps",
     "variant",
 ];

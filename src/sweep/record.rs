@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::setting::Setting;
-use crate::csv::{append_atomically, quote, read_rows, split_line};
+use crate::csv::{append_atomically, quote, read_rows, replace, split_line};
+use crate::diffusion::additive;
 use crate::error::{Error, Result};
 
 /// The record's file name in the run directory.
@@ -107,32 +108,39 @@ impl Row {
 
     fn parse(line: &str) -> Result<Self> {
         let f = split_line(line);
-        if f.len() != 15 {
-            return Err(Error::invalid(format!("{} fields, expected 15", f.len())));
+        // The setting's fields, then the status columns.
+        let n = Setting::CSV_COLUMNS.split(',').count();
+        let expected = n + STATUS_COLUMNS.split(',').count();
+        if f.len() != expected {
+            return Err(Error::invalid(format!(
+                "{} fields, expected {expected}",
+                f.len()
+            )));
         }
         let number = |i: usize| -> Result<f64> {
-            f[i].parse()
-                .map_err(|_| Error::invalid(format!("'{}' is not a number", f[i])))
+            f[n + i]
+                .parse()
+                .map_err(|_| Error::invalid(format!("'{}' is not a number", f[n + i])))
         };
-        let status = match f[6].as_str() {
+        let status = match f[n].as_str() {
             "scored" => Status::Scored(Scores {
-                frechet: number(7)?,
-                kid: number(8)?,
-                floor_frechet: number(9)?,
-                floor_kid: number(10)?,
-                n_samples: f[11]
+                frechet: number(1)?,
+                kid: number(2)?,
+                floor_frechet: number(3)?,
+                floor_kid: number(4)?,
+                n_samples: f[n + 5]
                     .parse()
-                    .map_err(|_| Error::invalid(format!("'{}' is not a count", f[11])))?,
+                    .map_err(|_| Error::invalid(format!("'{}' is not a count", f[n + 5])))?,
             }),
-            "refused" => Status::Refused(f[14].clone()),
-            "failed" => Status::Failed(f[14].clone()),
+            "refused" => Status::Refused(f[n + 8].clone()),
+            "failed" => Status::Failed(f[n + 8].clone()),
             other => return Err(Error::invalid(format!("unknown status '{other}'"))),
         };
         Ok(Self {
-            setting: Setting::parse(&f[..6])?,
+            setting: Setting::parse(&f[..n])?,
             status,
-            seconds: number(12)?,
-            conditions: f[13].clone(),
+            seconds: number(6)?,
+            conditions: f[n + 7].clone(),
         })
     }
 }
@@ -145,8 +153,10 @@ pub struct SweepRecord {
 
 impl SweepRecord {
     /// The record at `path` (empty when there is none), which must hold only scores made under
-    /// `conditions`.
+    /// `conditions`. A record written before settings had the additive baseline's columns is
+    /// rewritten in today's form first (its GBM rows keep their scores).
     pub fn open(path: &Path, conditions: &str) -> Result<Self> {
+        upgrade_gbm_only_record(path)?;
         let rows = read_rows(path, &Row::header())?
             .iter()
             .enumerate()
@@ -186,6 +196,40 @@ impl SweepRecord {
     }
 }
 
+/// The columns of sweep.csv before settings carried `eps` and `steps_per_level`.
+const GBM_ONLY_HEADER: &str = "sampler,delta_s,inner_steps,chi,kappa,init,\
+    status,frechet,kid,floor_frechet,floor_kid,n_samples,seconds,conditions,reason";
+
+/// Rewrites a record with [`GBM_ONLY_HEADER`] in today's columns, giving each row the additive
+/// sampler's defaults (which did not affect its GBM samples); any other file is left as it is.
+fn upgrade_gbm_only_record(path: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    if text.lines().next() != Some(GBM_ONLY_HEADER) {
+        return Ok(());
+    }
+    let defaults = [
+        additive::DEFAULT_EPS.to_string(),
+        additive::DEFAULT_STEPS_PER_LEVEL.to_string(),
+    ];
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let mut f = split_line(line);
+            let at = 6.min(f.len());
+            f.splice(at..at, defaults.iter().cloned());
+            f.iter().map(|x| quote(x)).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    eprintln!(
+        "{}: adding the additive baseline's eps and steps_per_level columns to the record",
+        path.display()
+    );
+    replace(path, &Row::header(), &rows)
+}
+
 /// The `key=value` parts of `conditions` that `other` does not have.
 fn differing(conditions: &str, other: &str) -> String {
     let theirs: Vec<&str> = other.split(';').collect();
@@ -211,6 +255,8 @@ mod tests {
             chi: 0.995,
             kappa: 1.0,
             init: InitKind::ClassAverage,
+            eps: 2e-5,
+            steps_per_level: 100,
         };
         let scores = Scores {
             frechet: 1.0 / 3.0,
@@ -233,5 +279,24 @@ mod tests {
             };
             assert_eq!(Row::parse(&row.to_line()).unwrap(), row);
         }
+    }
+
+    #[test]
+    fn a_record_from_before_the_additive_columns_is_upgraded_with_its_scores() {
+        let dir = std::env::temp_dir().join(format!("dml-sweep-upgrade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SWEEP_CSV_FILE);
+        let old_row = "adls,0.01,2,1,1,lognormal,scored,8.9e1,4.9e0,5.2e0,-2.5e-1,128,60.000,\
+            \"seed=0;count=128\",";
+        std::fs::write(&path, format!("{GBM_ONLY_HEADER}\n{old_row}\n")).unwrap();
+        let record = SweepRecord::open(&path, "seed=0;count=128").unwrap();
+        assert_eq!(record.rows.len(), 1);
+        let row = &record.rows[0];
+        assert_eq!((row.setting.delta_s, row.setting.inner_steps), (0.01, 2));
+        assert_eq!(row.setting.eps, additive::DEFAULT_EPS);
+        assert_eq!(row.status.name(), "scored");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&Row::header()), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
