@@ -206,12 +206,22 @@ fn resume_refuses_contradicting_options_and_continues_on_its_own_data() {
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let e = fails(&args_ref(&resume(&[
-        "--preset", "paper", "--levels", "20", "--batch", "0",
+        "--preset",
+        "paper",
+        "--levels",
+        "20",
+        "--batch",
+        "0",
+        "--lr-decay",
+        "cosine",
+        "--ema-warmup",
     ])));
     for expected in [
         "--preset paper (the run's: tiny)",
         "--levels 20 (the run's: 10)",
         "--batch 0 (the run's: 2)",
+        "--lr-decay cosine (the run's: constant)",
+        "--ema-warmup true (the run's: false)",
     ] {
         assert!(e.contains(expected), "missing '{expected}' in: {e}");
     }
