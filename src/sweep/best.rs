@@ -6,24 +6,20 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::record::{Metric, Row, Status};
+use super::setting::Setting;
 use crate::error::{Error, Result};
 
 /// The file's name in the run directory.
 pub const BEST_SETTINGS_FILE: &str = "best_settings.json";
 
-/// The options a settings file may set: the sampler's, never an output or the checkpoint.
-const SETTABLE: &[&str] = &[
-    "sampler",
-    "delta-s",
-    "inner-steps",
-    "chi",
-    "kappa",
-    "init",
-    "eps",
-    "steps-per-level",
-    "terminal-steps",
-    "variant",
-];
+/// The options a settings file may set besides a setting's own ([`Setting::OPTION_FLAGS`]): the
+/// ones a sweep holds fixed. Never an output or the checkpoint.
+const FIXED_SETTABLE: &[&str] = &["terminal-steps", "variant"];
+
+/// Whether a settings file may set the option `flag`.
+fn settable(flag: &str) -> bool {
+    Setting::OPTION_FLAGS.contains(&flag) || FIXED_SETTABLE.contains(&flag)
+}
 
 /// The scored row with the smallest finite `metric`, if any (refused and failed rows never).
 pub fn best_row(rows: &[Row], metric: Metric) -> Option<&Row> {
@@ -99,18 +95,21 @@ impl BestSettings<'_> {
             .ok_or_else(|| Error::file(path, "not a settings file: no \"options\" object"))?;
         options
             .iter()
-            .map(
-                |(flag, value)| match (SETTABLE.contains(&flag.as_str()), value.as_str()) {
-                    (true, Some(v)) => Ok((flag.clone(), v.to_string())),
-                    _ => Err(Error::file(
-                        path,
-                        format!(
-                            "option \"{flag}\": {value}: a settings file sets only {} (as strings)",
-                            SETTABLE.join(", ")
-                        ),
-                    )),
-                },
-            )
+            .map(|(flag, value)| match (settable(flag), value.as_str()) {
+                (true, Some(v)) => Ok((flag.clone(), v.to_string())),
+                _ => Err(Error::file(
+                    path,
+                    format!(
+                        "option \"{flag}\": {value}: a settings file sets only {} (as strings)",
+                        Setting::OPTION_FLAGS
+                            .iter()
+                            .chain(FIXED_SETTABLE)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            })
             .collect()
     }
 }

@@ -64,19 +64,21 @@ impl Setting {
         })
     }
 
+    /// The `sample`/`eval` options (without `--`) of [`Self::fields`], in order.
+    pub const OPTION_FLAGS: [&'static str; FIELDS] = [
+        "sampler",
+        "delta-s",
+        "inner-steps",
+        "chi",
+        "kappa",
+        "init",
+        "eps",
+        "steps-per-level",
+    ];
+
     /// The setting as `sample`/`eval` options: (flag without `--`, value).
     pub fn options(&self) -> Vec<(String, String)> {
-        let flags = [
-            "sampler",
-            "delta-s",
-            "inner-steps",
-            "chi",
-            "kappa",
-            "init",
-            "eps",
-            "steps-per-level",
-        ];
-        flags
+        Self::OPTION_FLAGS
             .iter()
             .map(|f| f.to_string())
             .zip(self.fields())
