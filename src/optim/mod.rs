@@ -21,7 +21,7 @@ pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_factor, clip_grad_norm, global_norm, scale_in_place};
 pub use egd::{signed_log_normal_init, Egd};
 pub use ema::Ema;
-pub use schedule::{LrDecay, LrSchedule};
+pub use schedule::{CosineDecay, LrDecay, LrSchedule};
 
 /// One parameter, its gradient, and the name that keys its optimiser state.
 pub struct ParamGrad<'a> {

@@ -18,10 +18,15 @@ pub struct LrSchedule {
     pub base_lr: f32,
     /// Steps over which the rate rises linearly; 0 means no warm-up.
     pub warmup_steps: u64,
-    pub decay: LrDecay,
-    /// The step at which a cosine decay reaches `final_lr` (unused when constant).
-    pub decay_end: u64,
-    /// The rate from `decay_end` on (cosine).
+    /// The decay after the warm-up; none keeps the peak rate.
+    pub cosine: Option<CosineDecay>,
+}
+
+/// Half a cosine from the peak rate at the end of the warm-up down to `final_lr` at step `end`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CosineDecay {
+    pub end: u64,
+    /// The rate from `end` on.
     pub final_lr: f32,
 }
 
@@ -31,19 +36,14 @@ impl LrSchedule {
         Self {
             base_lr,
             warmup_steps,
-            decay: LrDecay::Constant,
-            decay_end: 0,
-            final_lr: base_lr,
+            cosine: None,
         }
     }
 
-    /// This schedule with a cosine decay after its warm-up, reaching `final_lr` at step
-    /// `decay_end`.
-    pub fn with_cosine(self, decay_end: u64, final_lr: f32) -> Self {
+    /// This schedule with a cosine decay after its warm-up, reaching `final_lr` at step `end`.
+    pub fn with_cosine(self, end: u64, final_lr: f32) -> Self {
         Self {
-            decay: LrDecay::Cosine,
-            decay_end,
-            final_lr,
+            cosine: Some(CosineDecay { end, final_lr }),
             ..self
         }
     }
@@ -51,18 +51,18 @@ impl LrSchedule {
     /// The rate of the update numbered `step` (0-based): `base_lr * (step + 1) / warmup_steps`
     /// during the warm-up, so the first update is small but never zero; then the decay. The
     /// cosine is `final + (base - final) (1 + cos(pi p)) / 2` with `p` the fraction of the steps
-    /// from the end of the warm-up to `decay_end` already taken (0 at the peak).
+    /// from the end of the warm-up to its end already taken (0 at the peak).
     pub fn lr(&self, step: u64) -> f32 {
         if step < self.warmup_steps {
             return (self.base_lr as f64 * (step + 1) as f64 / self.warmup_steps as f64) as f32;
         }
-        match self.decay {
-            LrDecay::Constant => self.base_lr,
-            LrDecay::Cosine if step >= self.decay_end => self.final_lr,
-            LrDecay::Cosine => {
-                let span = (self.decay_end - self.warmup_steps) as f64;
+        match self.cosine {
+            None => self.base_lr,
+            Some(c) if step >= c.end => c.final_lr,
+            Some(c) => {
+                let span = (c.end - self.warmup_steps) as f64;
                 let p = (step - self.warmup_steps) as f64 / span;
-                let (base, last) = (self.base_lr as f64, self.final_lr as f64);
+                let (base, last) = (self.base_lr as f64, c.final_lr as f64);
                 (last + (base - last) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())) as f32
             }
         }

@@ -141,11 +141,10 @@ impl TrainConfig {
 
     /// The settings `export_to` wrote. Checkpoints written before the learning-rate decay and the
     /// EMA warm-up existed hold neither: they ran constant rates and plain averages.
-    /// A constant rate stores no decay end or final rate.
+    /// A constant rate stores no decay end or final rate; they read as a new run's defaults.
     pub fn import_from(ckpt: &Checkpoint) -> Result<Self> {
         let clip: f32 = ckpt.meta_parse("train.clip")?;
         let steps: u64 = ckpt.meta_parse("train.steps")?;
-        let lr: f32 = ckpt.meta_parse("train.lr")?;
         let stored = |key: &str| ckpt.metadata.contains_key(key);
         Ok(Self {
             lr_decay: match stored("train.lr_decay") {
@@ -158,13 +157,13 @@ impl TrainConfig {
             },
             lr_final: match stored("train.lr_final") {
                 true => ckpt.meta_parse("train.lr_final")?,
-                false => lr,
+                false => 0.0,
             },
             ema_warmup: stored("train.ema_warmup") && ckpt.meta_parse("train.ema_warmup")?,
             batch_size: ckpt.meta_parse("train.batch")?,
             steps,
             optimizer: OptimizerKind::parse(ckpt.meta("train.optimizer")?)?,
-            lr,
+            lr: ckpt.meta_parse("train.lr")?,
             warmup_steps: ckpt.meta_parse("train.warmup")?,
             weight_decay: ckpt.meta_parse("train.weight_decay")?,
             clip_norm: (clip > 0.0).then_some(clip),
