@@ -4,7 +4,7 @@
 //! --settings best`.
 mod common;
 
-use common::cli::{fails, ok, s, train_tiny_run};
+use common::cli::{fails, ok, s, train_tiny_run, train_tiny_run_with};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -213,26 +213,7 @@ fn sweep_scores_equal_eval_scores_and_settings_best_reuses_them() {
 
 #[test]
 fn an_additive_checkpoint_sweeps_its_own_sampler_and_best_reuses_it() {
-    let run = common::tempdir("cli-sweep-additive");
-    ok(&[
-        "train",
-        "--data",
-        "shapes",
-        "--preset",
-        "tiny",
-        "--diffusion",
-        "additive",
-        "--levels",
-        "3",
-        "--max-images",
-        "16",
-        "--batch",
-        "2",
-        "--steps",
-        "2",
-        "--out",
-        s(&run),
-    ]);
+    let run = train_tiny_run_with("cli-sweep-additive", 3, 2, &["--diffusion", "additive"]);
     // An axis of the GBM samplers would repeat the same samples: refused, naming the flag.
     let e = fails(&refs(&sweep(&run, &["--delta-s", "0.01,0.02"])));
     assert!(e.contains("--delta-s") && e.contains("--eps"), "{e}");

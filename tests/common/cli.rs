@@ -52,9 +52,14 @@ pub fn fails(args: &[&str]) -> String {
 /// A run directory `name` (under the test temp dir) holding the tiny preset trained on the built-in
 /// shapes: 16 images, batch 2, `levels` levels, `steps` steps.
 pub fn train_tiny_run(name: &str, levels: u32, steps: u32) -> PathBuf {
+    train_tiny_run_with(name, levels, steps, &[])
+}
+
+/// [`train_tiny_run`] with `extra` training options (e.g. `--diffusion additive`).
+pub fn train_tiny_run_with(name: &str, levels: u32, steps: u32, extra: &[&str]) -> PathBuf {
     let dir = super::tempdir(name);
     let (levels, steps) = (levels.to_string(), steps.to_string());
-    ok(&[
+    let mut args = vec![
         "train",
         "--data",
         "shapes",
@@ -70,7 +75,9 @@ pub fn train_tiny_run(name: &str, levels: u32, steps: u32) -> PathBuf {
         &steps,
         "--out",
         s(&dir),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
     dir
 }
 
