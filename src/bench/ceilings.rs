@@ -16,7 +16,7 @@ pub struct Ceilings {
 }
 
 /// Copy: 64 Mi floats through the copy kernel (a plain copy on the host). GEMM: a 1024^3 single-precision product on the
-/// host by the cpu backend's own GEMM on every core (the `gemm` crate); on a GPU the GEMM ceiling is taken from the PyTorch reference run
+/// host by the cpu backend's own GEMM on every core (ops::cpu_gemm: the AVX-512 kernel or the `gemm` crate); on a GPU the GEMM ceiling is taken from the PyTorch reference run
 /// (reference/bench_torch.py) and passed in, since the engine links no BLAS.
 pub fn measure_ceilings(device: &Device, budget: Duration) -> Result<Ceilings> {
     let n = 64 << 20;

@@ -1,7 +1,9 @@
-//! A safe face for the `gemm` crate's single-precision product, the CPU backend's matrix product,
-//! on one thread (the callers spread samples over the cores). It launches no kernel: on
-//! `emu`/`cuda` the convolutions of SPEC section 9 run kernels/conv.cu instead.
+//! A safe face for the CPU backend's single-precision matrix product, on one thread (the callers
+//! spread samples over the cores): our own packed AVX-512 GEMM where the core has AVX-512F and
+//! the product has rows enough to fill its register tile, the `gemm` crate's otherwise. It
+//! launches no kernel: on `emu`/`cuda` the convolutions of SPEC section 9 run kernels/conv.cu.
 
+use super::cpu_gemm_avx512 as avx512;
 use super::cpu_parallel::{cores, for_each_item_chunk};
 
 /// A matrix view: `data[r * row_stride + c * col_stride]` for `r < rows`, `c < cols`.
@@ -52,6 +54,12 @@ pub(crate) fn gemm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
         "gemm operands out of bounds"
     );
     if a.rows == 0 || b.cols == 0 {
+        return;
+    }
+    // Fewer rows than half a register tile (the 64->1 end convolution's single output channel)
+    // would waste most of it; the gemm crate's kernels fit such products better.
+    if avx512::available() && a.rows >= avx512::MR / 2 {
+        avx512::gemm(a, b, beta, c);
         return;
     }
     // SAFETY: the assertion above keeps every element the strides address inside its slice, and

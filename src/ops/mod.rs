@@ -7,6 +7,7 @@ pub mod conv;
 pub mod conv_precision;
 mod cpu_exp;
 mod cpu_gemm;
+mod cpu_gemm_avx512;
 mod cpu_parallel;
 mod elementwise;
 mod gbm;
