@@ -3,6 +3,7 @@
 //! the product has rows enough to fill its register tile, the `gemm` crate's otherwise. It
 //! launches no kernel: on `emu`/`cuda` the convolutions of SPEC section 9 run kernels/conv.cu.
 
+#[cfg(target_arch = "x86_64")]
 use super::cpu_gemm_avx512 as avx512;
 use super::cpu_parallel::{cores, for_each_item_chunk};
 
@@ -58,6 +59,7 @@ pub(crate) fn gemm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     }
     // Fewer rows than half a register tile (the 64->1 end convolution's single output channel)
     // would waste most of it; the gemm crate's kernels fit such products better.
+    #[cfg(target_arch = "x86_64")]
     if avx512::available() && a.rows >= avx512::MR / 2 {
         avx512::gemm(a, b, beta, c);
         return;

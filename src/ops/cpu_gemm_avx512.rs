@@ -1,13 +1,13 @@
 //! The cpu backend's matrix product on cores with AVX-512: a packed GEMM in the BLIS layout. The
 //! `gemm` crate runs AVX-512 only on a nightly compiler, so on stable Rust it stops at AVX2's
-//! 8-lane FMAs, about half of what these cores (two 16-lane FMA ports each) can do; the
-//! convolutions of the paper network are most of its time (issue 19).
+//! 8-lane FMAs; AVX-512 halves the instructions per flop (and doubles the width on cores with
+//! 512-bit FMA pipes). The convolutions of the paper network are most of its time (issue 19).
 //!
 //! Blocking, from the outside in: columns of C in blocks of [`NC`], depth in blocks of [`KC`]
 //! (each block of B packed once into micro-panels of [`NR`] columns), rows in blocks of [`MC`]
 //! (each block of A packed into micro-panels of [`MR`] rows, about 100 KiB, held in L2), then an
-//! `MR x NR` register tile per micro-kernel call whose B micro-panel (`KC x NR`, 32 KiB) stays in
-//! L1 while every A micro-panel of the block streams past it. The depth is summed in blocks of
+//! `MR x NR` register tile per micro-kernel call whose B micro-panel (`KC x NR`, 32 KiB) is reused
+//! from L1 while every A micro-panel of the block streams past it. The depth is summed in blocks of
 //! KC in order, so a result depends on the shapes alone, never on the thread that computes it.
 use std::arch::x86_64::{
     __m512, __mmask16, _mm512_fmadd_ps, _mm512_load_ps, _mm512_mask_storeu_ps,
@@ -23,7 +23,8 @@ use super::cpu_gemm::MatRef;
 pub(super) const MR: usize = 12;
 /// Columns of the register tile: two 16-lane vectors.
 const NR: usize = 32;
-/// Depth of a packed block: a B micro-panel of KC x NR floats is 32 KiB, inside L1 (48 KiB).
+/// Depth of a packed block: a B micro-panel of KC x NR floats is 32 KiB, the L1d of the
+/// development VM's cores (not tuned yet).
 const KC: usize = 256;
 /// Rows of a packed block of A: 96 x KC floats, 96 KiB, inside L2.
 const MC: usize = 96;

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod conv_precision;
 mod cpu_exp;
 mod cpu_gemm;
+#[cfg(target_arch = "x86_64")]
 mod cpu_gemm_avx512;
 mod cpu_parallel;
 mod elementwise;
