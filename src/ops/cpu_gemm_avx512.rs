@@ -254,7 +254,7 @@ unsafe fn micro_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::normal;
+    use crate::rng::{fill_normals, stream};
 
     /// `a b + beta c` in f64, the reference.
     fn reference(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &[f32]) -> Vec<f64> {
@@ -278,7 +278,9 @@ mod tests {
     }
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        (0..len as u64).map(|i| normal(seed, 0, 0, i)).collect()
+        let mut values = vec![0.0; len];
+        fill_normals(seed, stream::TEST, 0, 0, &mut values);
+        values
     }
 
     #[test]
