@@ -1,5 +1,5 @@
 // elementwise.cu: the tensor basics every later family needs: fill, copy, add, mul,
-// scale, exp, log, ELU and its backward, sum reduction, and Philox normals.
+// scale, exp, log, ELU and its backward, ReLU, channel concatenation, sum reduction, and Philox normals.
 // One thread per element with a grid-stride loop; the geometry is chosen in src/device/launch.rs.
 #include "common.cuh"
 
@@ -51,6 +51,12 @@ extern "C" __global__ void elu_f32(const float* __restrict__ x, float* __restric
 }
 EMU_EXPORT(elu_f32)
 
+// ReLU, NaN passing through as in PyTorch (a NaN compares false, so it is kept).
+extern "C" __global__ void relu_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) out[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+EMU_EXPORT(relu_f32)
+
 // dx = dy * elu'(x), elu'(x) = 1 for x > 0, exp(x) otherwise.
 extern "C" __global__ void elu_backward_f32(const float* __restrict__ x, const float* __restrict__ dy,
                                             float* __restrict__ dx, uint64_t n) {
@@ -59,6 +65,18 @@ extern "C" __global__ void elu_backward_f32(const float* __restrict__ x, const f
     }
 }
 EMU_EXPORT(elu_backward_f32)
+
+// Channel concatenation, one part per launch: src [batch, c_src, hw] into the channels
+// [c_offset, c_offset + c_src) of dst [batch, c_dst, hw].
+extern "C" __global__ void copy_channels_f32(const float* __restrict__ src, float* __restrict__ dst, uint64_t batch,
+                                             int c_src, int c_dst, int c_offset, uint64_t hw) {
+    const uint64_t block = (uint64_t)c_src * hw, n = batch * block;
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        const uint64_t b = i / block;
+        dst[(b * c_dst + c_offset) * hw + i % block] = src[i];
+    }
+}
+EMU_EXPORT(copy_channels_f32)
 
 // First pass of a deterministic sum: block b writes the sum of its grid-stride share to
 // partial[b]. A second launch with one block sums the partials. blockDim.x is a multiple of 32.

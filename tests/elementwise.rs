@@ -15,6 +15,7 @@ fn unary_kernels_match_reference() {
         ("exp", ops::exp, -5.0, 5.0),
         ("log", ops::log, 1e-3, 10.0),
         ("elu", ops::elu, -4.0, 4.0),
+        ("relu", ops::relu, -4.0, 4.0),
     ];
     for dev in kernel_devices("unary") {
         for &(name, op, lo, hi) in cases {
@@ -111,4 +112,69 @@ fn shape_mismatch_is_an_error() {
     let b = Tensor::zeros(&[4], &Device::Cpu).unwrap();
     let err = ops::add(&a, &b).unwrap_err().to_string();
     assert!(err.contains("[3] vs [4]"), "{err}");
+}
+
+#[test]
+fn relu_keeps_nan_and_zeroes_negatives() {
+    for dev in std::iter::once(Device::Cpu).chain(kernel_devices("relu_nan")) {
+        let x = Tensor::from_slice(&[-2.0, -0.0, 0.5, f32::NAN, 3.0], &[5], &dev).unwrap();
+        let y = ops::relu(&x).unwrap().to_vec().unwrap();
+        assert_eq!(&y[..3], &[0.0, 0.0, 0.5], "on {dev}");
+        assert!(
+            y[3].is_nan(),
+            "a NaN must pass through ReLU on {dev}, got {}",
+            y[3]
+        );
+        assert_eq!(y[4], 3.0);
+    }
+}
+
+#[test]
+fn concat_channels_matches_definition() {
+    let mut rng = test_rng("concat_channels");
+    // (batch, per-part channels, h, w): edge sizes, one part, a 1x1 image, uneven parts.
+    let cases: &[(usize, &[usize], usize, usize)] = &[
+        (2, &[3, 1, 4], 5, 7),
+        (1, &[2], 3, 3),
+        (3, &[1, 1], 1, 1),
+        (2, &[64, 96, 32], 4, 3),
+    ];
+    for dev in kernel_devices("concat_channels") {
+        for &(batch, channels, h, w) in cases {
+            let parts: Vec<Vec<f32>> = channels
+                .iter()
+                .map(|&c| random_vec(&mut rng, batch * c * h * w, -1.0, 1.0))
+                .collect();
+            let c_all: usize = channels.iter().sum();
+            // torch.cat(parts, 1): channel k of the result is channel k - offset of its part.
+            let mut want = Vec::with_capacity(batch * c_all * h * w);
+            for b in 0..batch {
+                for (part, &c) in parts.iter().zip(channels) {
+                    want.extend_from_slice(&part[b * c * h * w..][..c * h * w]);
+                }
+            }
+            for d in [Device::Cpu, dev.clone()] {
+                let tensors: Vec<Tensor> = parts
+                    .iter()
+                    .zip(channels)
+                    .map(|(v, &c)| Tensor::from_slice(v, &[batch, c, h, w], &d).unwrap())
+                    .collect();
+                let refs: Vec<&Tensor> = tensors.iter().collect();
+                let got = ops::concat_channels(&refs).unwrap();
+                assert_eq!(got.shape(), &[batch, c_all, h, w]);
+                assert_eq!(got.to_vec().unwrap(), want, "{channels:?} {h}x{w} on {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn concat_channels_refuses_mismatched_parts() {
+    let a = Tensor::zeros(&[2, 3, 4, 4], &Device::Cpu).unwrap();
+    let b = Tensor::zeros(&[2, 3, 4, 5], &Device::Cpu).unwrap();
+    let c = Tensor::zeros(&[2, 3, 4], &Device::Cpu).unwrap();
+    for parts in [vec![&a, &b], vec![&a, &c], vec![&c], vec![]] {
+        let e = ops::concat_channels(&parts).unwrap_err().to_string();
+        assert!(e.contains("concat_channels"), "{e}");
+    }
 }

@@ -6,7 +6,8 @@ use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::nn::PoolCfg;
 use dalemeetslangevin::ops::pool::{
-    avg_pool2d, avg_pool2d_backward, upsample_bilinear, upsample_bilinear_backward,
+    avg_pool2d, avg_pool2d_backward, max_pool2d, resize_bilinear, upsample_bilinear,
+    upsample_bilinear_backward,
 };
 use dalemeetslangevin::{Device, Tensor};
 
@@ -16,14 +17,19 @@ const POOLS: &[(PoolCfg, [usize; 4])] = &[
     (PoolCfg::CRP_5X5, [2, 3, 7, 7]),
     (PoolCfg::CRP_5X5, [1, 2, 13, 11]),
     (PoolCfg::CRP_5X5, [1, 1, 1, 1]),
-    (
-        PoolCfg {
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        },
-        [3, 2, 5, 8],
-    ),
+    (PoolCfg::new(3, 1, 1).excluding_pad(), [2, 3, 7, 7]),
+    (PoolCfg::new(3, 2, 1).excluding_pad(), [1, 2, 9, 6]),
+    (PoolCfg::new(3, 1, 1).excluding_pad(), [1, 1, 1, 2]),
+    (PoolCfg::new(3, 2, 1), [3, 2, 5, 8]),
+];
+
+/// The FID Inception's max pools (3x3 stride 2 unpadded, 3x3 stride 1 padded) and edges.
+const MAX_POOLS: &[(PoolCfg, [usize; 4])] = &[
+    (PoolCfg::new(3, 2, 0), [2, 3, 9, 9]),
+    (PoolCfg::new(3, 2, 0), [1, 2, 8, 7]),
+    (PoolCfg::new(3, 1, 1), [2, 2, 5, 6]),
+    (PoolCfg::new(3, 1, 1), [1, 1, 1, 1]),
+    (PoolCfg::new(2, 2, 1), [1, 3, 4, 5]),
 ];
 
 /// (input [N, C, H, W], output size)
@@ -100,6 +106,143 @@ fn upsample_kernels_match_cpu_reference() {
     }
 }
 
+/// PyTorch's max_pool2d written out: the largest in-bounds value of each window.
+fn direct_max_pool(x: &[f32], [n, c, h, w]: [usize; 4], cfg: PoolCfg) -> Vec<f32> {
+    let (ho, wo) = (
+        (h + 2 * cfg.padding - cfg.kernel) / cfg.stride + 1,
+        (w + 2 * cfg.padding - cfg.kernel) / cfg.stride + 1,
+    );
+    let mut y = Vec::new();
+    for p in 0..n * c {
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let mut best = f32::NEG_INFINITY;
+                for ki in 0..cfg.kernel {
+                    for kj in 0..cfg.kernel {
+                        let (ih, iw) = (oh * cfg.stride + ki, ow * cfg.stride + kj);
+                        let (ih, iw) = (ih.wrapping_sub(cfg.padding), iw.wrapping_sub(cfg.padding));
+                        if ih < h && iw < w {
+                            best = best.max(x[(p * h + ih) * w + iw]);
+                        }
+                    }
+                }
+                y.push(best);
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn max_pool_matches_definition_and_kernels_match_cpu() {
+    let mut rng = test_rng("max_pool");
+    let devices = kernel_devices("max_pool");
+    for &(cfg, shape) in MAX_POOLS {
+        let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
+        let want = direct_max_pool(&x, shape, cfg);
+        for dev in std::iter::once(Device::Cpu).chain(devices.iter().cloned()) {
+            let y = max_pool2d(&Tensor::from_slice(&x, &shape, &dev).unwrap(), cfg).unwrap();
+            assert_eq!(
+                y.to_vec().unwrap(),
+                want,
+                "max_pool2d {cfg:?} {shape:?} on {dev}"
+            );
+        }
+    }
+}
+
+#[test]
+fn max_pool_propagates_nan() {
+    // PyTorch: a NaN anywhere in a window is that window's maximum.
+    let mut x = vec![0.0f32; 25];
+    x[12] = f32::NAN;
+    for dev in std::iter::once(Device::Cpu).chain(kernel_devices("max_pool_nan")) {
+        let y = max_pool2d(
+            &Tensor::from_slice(&x, &[1, 1, 5, 5], &dev).unwrap(),
+            PoolCfg::new(3, 2, 0),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+        assert!(
+            y.iter().all(|v| v.is_nan()),
+            "every window holds the NaN on {dev}: {y:?}"
+        );
+    }
+}
+
+#[test]
+fn excluding_pad_averages_in_bounds_pixels_only() {
+    // count_include_pad=False: an all-ones image averages to exactly 1 everywhere, corners too;
+    // with the default the corner of a 3x3 window over padding is 4/9.
+    let x = Tensor::from_vec(vec![1.0; 30], &[1, 1, 5, 6], &Device::Cpu).unwrap();
+    let cfg = PoolCfg::new(3, 1, 1);
+    let y = avg_pool2d(&x, cfg.excluding_pad())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(y.iter().all(|&v| v == 1.0), "{y:?}");
+    let y = avg_pool2d(&x, cfg).unwrap().to_vec().unwrap();
+    assert!((y[0] - 4.0 / 9.0).abs() < 1e-6, "corner {}", y[0]);
+}
+
+/// (input [N, C, H, W], output size) of the align_corners=False resize: the FID Inception's
+/// 28 -> 299 and 32 -> 299, downsizing, identity and 1-pixel edges.
+const HALF_PIXEL_RESIZES: &[([usize; 4], (usize, usize))] = &[
+    ([1, 3, 28, 28], (299, 299)),
+    ([2, 1, 32, 32], (299, 299)),
+    ([1, 2, 13, 11], (5, 7)),
+    ([1, 3, 5, 5], (5, 5)),
+    ([2, 1, 1, 1], (3, 4)),
+    ([1, 2, 6, 4], (1, 1)),
+];
+
+#[test]
+fn resize_kernels_match_cpu_reference() {
+    let mut rng = test_rng("resize_kernels");
+    for dev in kernel_devices("resize_kernels") {
+        for &(shape, size) in HALF_PIXEL_RESIZES {
+            let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
+            let run = |d: &Device| {
+                resize_bilinear(&Tensor::from_slice(&x, &shape, d).unwrap(), size)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap()
+            };
+            let label = format!("resize {shape:?}->{size:?} on {dev}");
+            assert_close(&label, &run(&dev), &run(&Device::Cpu), 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn resize_samples_at_half_pixel_centres() {
+    // align_corners=False: output o samples at s = (o + 0.5) h / ho - 0.5, clamped to [0, h-1],
+    // so a ramp x[i][j] = 2i - 3j becomes 2 s_i - 3 s_j exactly where no clamping happens and
+    // the edge value where it does.
+    let (h, w, ho, wo) = (5usize, 4usize, 13usize, 7usize);
+    let x: Vec<f32> = (0..h * w)
+        .map(|k| 2.0 * (k / w) as f32 - 3.0 * (k % w) as f32)
+        .collect();
+    let y = resize_bilinear(
+        &Tensor::from_vec(x, &[1, 1, h, w], &Device::Cpu).unwrap(),
+        (ho, wo),
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    let at = |o: usize, size: usize, size_out: usize| {
+        ((o as f64 + 0.5) * size as f64 / size_out as f64 - 0.5).clamp(0.0, (size - 1) as f64)
+    };
+    for o in 0..ho {
+        for p in 0..wo {
+            let want = 2.0 * at(o, h, ho) - 3.0 * at(p, w, wo);
+            let got = y[o * wo + p] as f64;
+            assert!((got - want).abs() < 1e-4, "({o},{p}): {got} vs {want}");
+        }
+    }
+}
+
 #[test]
 fn crp_pool_counts_padding() {
     // nn.AvgPool2d(5, 1, 2) divides by 25 everywhere: a corner of an all-ones 6x6 sees 3x3 ones.
@@ -165,7 +308,7 @@ fn bilinear_aligns_corners() {
 #[test]
 fn pool_and_upsample_gradients_match_finite_differences() {
     let mut rng = test_rng("pool_gradcheck");
-    for &(cfg, shape) in &POOLS[..4] {
+    for &(cfg, shape) in &POOLS[..7] {
         let x = vec![(
             random_vec(&mut rng, shape.iter().product(), -1.0, 1.0),
             shape.to_vec(),

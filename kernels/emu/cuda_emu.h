@@ -298,6 +298,9 @@ EMU_UNINSTRUMENTED inline int atomicMax(int* addr, int v) {
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+// Round-to-nearest products and differences that nvcc never contracts into an FMA.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __saturatef(float x) { return std::min(1.0f, std::max(0.0f, x)); }
 inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * (unsigned long long)b) >> 32);
@@ -332,6 +335,7 @@ using std::exp;
 using std::fabs;
 using std::fmax;
 using std::fmin;
+using std::isnan;
 using std::log;
 using std::sin;
 using std::sqrt;

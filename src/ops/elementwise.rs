@@ -1,9 +1,10 @@
 //! Element-wise operations (kernels/elementwise.cu): fill, copy, affine maps, exp, log, sums and
-//! products of tensors, and the ELU of the score network (SPEC section 9) with its backward. Each
+//! products of tensors, the ELU of the score network (SPEC section 9) with its backward, and the
+//! ReLU and channel concatenation of the FID Inception (forward only). Each
 //! kernel takes its tensor operands, the output, any scalars, and the element count last;
 //! [`map_unary`] and [`map_binary`] hold that convention and the CPU reference loop once.
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::cpu_exp;
 use crate::ops::cpu_parallel::for_each_element_chunk;
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
@@ -120,6 +121,76 @@ pub fn log(x: &Tensor) -> Result<Tensor> {
 /// ELU with alpha = 1, the network's activation (SPEC section 9).
 pub fn elu(x: &Tensor) -> Result<Tensor> {
     map_unary(x, "elu_f32", &[], cpu_exp::elu)
+}
+
+/// `max(x, 0)`, NaN passing through as in PyTorch. Forward only (the FID Inception's activation).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    map_unary(x, "relu_f32", &[], |v| if v < 0.0 { 0.0 } else { v })
+}
+
+/// Concatenation of NCHW tensors along the channels (`torch.cat(parts, 1)`): every part has the
+/// same batch, height and width and lives on the same device.
+pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor> {
+    let op = "concat_channels";
+    let Some(first) = parts.first() else {
+        return Err(Error::invalid(format!("{op}: no tensors to concatenate")));
+    };
+    let &[batch, _, h, w] = first.shape() else {
+        return Err(Error::shape(op, format!("{:?} is not NCHW", first.shape())));
+    };
+    let mut c_dst = 0;
+    for p in parts {
+        match *p.shape() {
+            [b, c, ph, pw] if (b, ph, pw) == (batch, h, w) => c_dst += c,
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "{:?} does not match {:?} but in channels",
+                        p.shape(),
+                        first.shape()
+                    ),
+                ))
+            }
+        }
+        if !p.device().same(first.device()) {
+            return Err(Error::DeviceMismatch {
+                op,
+                a: first.device().to_string(),
+                b: p.device().to_string(),
+            });
+        }
+    }
+    let hw = h * w;
+    let mut out = Tensor::uninit(&[batch, c_dst, h, w], first.device())?;
+    let mut c_offset = 0;
+    for p in parts {
+        let c_src = p.shape()[1];
+        match p.device() {
+            Device::Cpu => {
+                let (src, dst) = (p.host()?, out.host_mut()?);
+                for (b, part) in src.chunks(c_src * hw).enumerate() {
+                    dst[(b * c_dst + c_offset) * hw..][..c_src * hw].copy_from_slice(part);
+                }
+            }
+            dev => launch(
+                dev,
+                "copy_channels_f32",
+                LaunchGeometry::elementwise(p.numel()),
+                &mut [
+                    Arg::In(p),
+                    Arg::Out(&mut out),
+                    Arg::U64(batch as u64),
+                    Arg::I32(c_src as i32),
+                    Arg::I32(c_dst as i32),
+                    Arg::I32(c_offset as i32),
+                    Arg::U64(hw as u64),
+                ],
+            )?,
+        }
+        c_offset += c_src;
+    }
+    Ok(out)
 }
 
 /// The gradient of [`elu`] at `x` applied to the upstream gradient `dy`.

@@ -4,33 +4,64 @@
 //!   `count_include_pad=True` (every window divided by kernel^2) and floor output sizes. ncsn's
 //!   mean-pool (the average of the four subsamples `x[::2, ::2]`, ...) is [`PoolCfg::MEAN_POOL_2X2`]
 //!   on even sizes; chained residual pooling uses [`PoolCfg::CRP_5X5`].
+//!   With `count_include_pad: false` it divides by the in-bounds part of each window instead, as
+//!   the FID Inception's blocks do.
+//! - [`max_pool2d`] is `F.max_pool2d(x, kernel, stride, padding)` (floor sizes, padding never
+//!   wins, NaN propagates); forward only, for inference networks.
 //! - [`upsample_bilinear`] is `F.interpolate(x, size, mode='bilinear', align_corners=True)`.
+//! - [`resize_bilinear`] is the same with `align_corners=False` (PyTorch's default, the FID
+//!   Inception's resize to 299x299); forward only.
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
-/// A square average-pooling window.
+/// A square pooling window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolCfg {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+    /// Whether an average divides by the whole window, padding counting as zeros (PyTorch's
+    /// default `count_include_pad=True`), or by the in-bounds part only (`False`). Max pooling
+    /// ignores it.
+    pub count_include_pad: bool,
 }
 
 impl PoolCfg {
     /// ncsn's ConvMeanPool / MeanPoolConv downsampling: halves each side.
-    pub const MEAN_POOL_2X2: PoolCfg = PoolCfg {
-        kernel: 2,
-        stride: 2,
-        padding: 0,
-    };
+    pub const MEAN_POOL_2X2: PoolCfg = PoolCfg::new(2, 2, 0);
     /// ncsn's CondCRPBlock pooling, `nn.AvgPool2d(kernel_size=5, stride=1, padding=2)`.
-    pub const CRP_5X5: PoolCfg = PoolCfg {
-        kernel: 5,
-        stride: 1,
-        padding: 2,
-    };
+    pub const CRP_5X5: PoolCfg = PoolCfg::new(5, 1, 2);
+
+    /// A `kernel` x `kernel` window moved by `stride`, `padding` on every side, with PyTorch's
+    /// default `count_include_pad=True`.
+    pub const fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            count_include_pad: true,
+        }
+    }
+
+    /// This window averaging over its in-bounds part only (`count_include_pad=False`).
+    pub const fn excluding_pad(self) -> Self {
+        Self {
+            count_include_pad: false,
+            ..self
+        }
+    }
+
+    /// The reciprocal of the divisor of output (oh, ow) of an input of `h` x `w`.
+    fn inv_divisor(&self, oh: usize, ow: usize, h: usize, w: usize) -> f32 {
+        if self.count_include_pad {
+            1.0 / (self.kernel * self.kernel) as f32
+        } else {
+            1.0 / (window(oh, *self, h).len() * window(ow, *self, w).len()) as f32
+        }
+    }
 
     fn out_size(&self, size: usize) -> Option<usize> {
         (size + 2 * self.padding)
@@ -95,7 +126,16 @@ pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
             x,
             &mut y,
             p,
-            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
+            &[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+                cfg.count_include_pad as usize,
+            ],
             p * ho * wo,
         )?,
     }
@@ -129,11 +169,40 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
             dy,
             &mut dx,
             p,
-            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
+            &[
+                h,
+                w,
+                ho,
+                wo,
+                cfg.kernel,
+                cfg.stride,
+                cfg.padding,
+                cfg.count_include_pad as usize,
+            ],
             p * h * w,
         )?,
     }
     Ok(dx)
+}
+
+/// Max pooling of `x` [B, C, H, W] (`cfg.count_include_pad` plays no part). Forward only: the
+/// networks that use it (the FID Inception) are never trained here.
+pub fn max_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
+    let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, "max_pool2d")?;
+    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
+    match x.device() {
+        Device::Cpu => cpu::max_pool(x.host()?, y.host_mut()?, [h, w, ho, wo], cfg),
+        dev => launch_planes(
+            dev,
+            "max_pool2d_forward_f32",
+            x,
+            &mut y,
+            p,
+            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
+            p * ho * wo,
+        )?,
+    }
+    Ok(y)
 }
 
 /// One axis of align_corners=True bilinear sampling: for output index `o`, the two input indices
@@ -196,6 +265,55 @@ pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
     Ok(y)
 }
 
+/// One axis of align_corners=False bilinear sampling: output index `o` samples the input at
+/// (o + 0.5) size_in / size_out - 0.5, clamped at 0, as PyTorch's
+/// `area_pixel_compute_source_index`; the two input indices and their weights. The same f32
+/// arithmetic as `half_pixel_tap` in kernels/pool.cu.
+fn half_pixel_tap(o: usize, size_in: usize, size_out: usize) -> (usize, usize, f32, f32) {
+    let scale = size_in as f32 / size_out as f32;
+    let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+    let i0 = (src as usize).min(size_in - 1);
+    let i1 = if i0 < size_in - 1 { i0 + 1 } else { i0 };
+    let w1 = (src - i0 as f32).clamp(0.0, 1.0);
+    (i0, i1, 1.0 - w1, w1)
+}
+
+/// Bilinear resizing of `x` [B, C, H, W] to [B, C, size.0, size.1] with align_corners=False
+/// (`F.interpolate(x, size, mode='bilinear')`, no antialiasing). Forward only.
+pub fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+    let (p, h, w) = check_resize(x.shape(), size, "resize_bilinear")?;
+    let (ho, wo) = size;
+    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (xs, ys) = (x.host()?, y.host_mut()?);
+            let rows: Vec<_> = (0..ho).map(|o| half_pixel_tap(o, h, ho)).collect();
+            let cols: Vec<_> = (0..wo).map(|o| half_pixel_tap(o, w, wo)).collect();
+            for_each_item_chunk(ys, ho * wo, batch_workers(p, 8 * ho * wo), |first, ys| {
+                for (i, y_p) in ys.chunks_mut(ho * wo).enumerate() {
+                    let src = &xs[(first + i) * h * w..][..h * w];
+                    for (y_row, &(h0, h1, a0, a1)) in y_p.chunks_mut(wo).zip(&rows) {
+                        for (o, &(w0, w1, b0, b1)) in y_row.iter_mut().zip(&cols) {
+                            *o = a0 * (b0 * src[h0 * w + w0] + b1 * src[h0 * w + w1])
+                                + a1 * (b0 * src[h1 * w + w0] + b1 * src[h1 * w + w1]);
+                        }
+                    }
+                }
+            });
+        }
+        dev => launch_planes(
+            dev,
+            "resize_bilinear_forward_f32",
+            x,
+            &mut y,
+            p,
+            &[h, w, ho, wo],
+            p * ho * wo,
+        )?,
+    }
+    Ok(y)
+}
+
 /// The gradient of [`upsample_bilinear`] with respect to its input of shape `x_shape`.
 pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
     let op = "upsample_bilinear_backward";
@@ -245,12 +363,7 @@ pub fn upsample_bilinear_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tens
 /// columns (kernel + kernel additions per output instead of kernel^2), planes spread over
 /// threads. `dims` = [h, w, ho, wo].
 mod cpu {
-    use super::{window, PoolCfg};
-    use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
-
-    fn inv_area(cfg: PoolCfg) -> f32 {
-        1.0 / (cfg.kernel * cfg.kernel) as f32
-    }
+    use super::{batch_workers, for_each_item_chunk, window, PoolCfg};
 
     pub(super) fn avg_pool(x: &[f32], y: &mut [f32], [h, w, ho, wo]: [usize; 4], cfg: PoolCfg) {
         let workers = batch_workers(y.len() / (ho * wo), 2 * cfg.kernel * ho * wo);
@@ -270,19 +383,28 @@ mod cpu {
                         let sums = &row_sums[ih * wo..][..wo];
                         y_row.iter_mut().zip(sums).for_each(|(o, &s)| *o += s);
                     }
-                    y_row.iter_mut().for_each(|o| *o *= inv_area(cfg));
+                    for (ow, o) in y_row.iter_mut().enumerate() {
+                        *o *= cfg.inv_divisor(oh, ow, h, w);
+                    }
                 }
             }
         });
     }
 
-    /// The adjoint of [`avg_pool`], the same two passes in reverse order.
+    /// The adjoint of [`avg_pool`], the same two passes in reverse order. Windows that all share
+    /// one divisor (count_include_pad) apply it once at the end; otherwise each output's
+    /// gradient is divided by its own window's size as it is gathered.
     pub(super) fn avg_pool_backward(
         dy: &[f32],
         dx: &mut [f32],
         [h, w, ho, wo]: [usize; 4],
         cfg: PoolCfg,
     ) {
+        let (per_output, at_end) = if cfg.count_include_pad {
+            (None, cfg.inv_divisor(0, 0, h, w))
+        } else {
+            (Some(cfg), 1.0)
+        };
         let workers = batch_workers(dx.len() / (h * w), 2 * cfg.kernel * ho * wo);
         for_each_item_chunk(dx, h * w, workers, |first, dxs| {
             // col_sums[ih, ow]: the gradient reaching input row ih through output column ow.
@@ -293,7 +415,9 @@ mod cpu {
                 for (oh, g_row) in dy_p.chunks(wo).enumerate() {
                     for ih in window(oh, cfg, h) {
                         let sums = &mut col_sums[ih * wo..][..wo];
-                        sums.iter_mut().zip(g_row).for_each(|(s, &g)| *s += g);
+                        for (ow, (s, &g)) in sums.iter_mut().zip(g_row).enumerate() {
+                            *s += per_output.map_or(g, |c| g * c.inv_divisor(oh, ow, h, w));
+                        }
                     }
                 }
                 for (dx_row, sums) in dx_p.chunks_mut(w).zip(col_sums.chunks(wo)) {
@@ -301,7 +425,33 @@ mod cpu {
                     for (ow, &s) in sums.iter().enumerate() {
                         window(ow, cfg, w).for_each(|iw| dx_row[iw] += s);
                     }
-                    dx_row.iter_mut().for_each(|o| *o *= inv_area(cfg));
+                    dx_row.iter_mut().for_each(|o| *o *= at_end);
+                }
+            }
+        });
+    }
+
+    /// The larger of `best` and `v`, NaN winning (PyTorch's `val > maxval || isnan(val)`).
+    fn nan_max(best: f32, v: f32) -> f32 {
+        if v > best || (v.is_nan() && !best.is_nan()) {
+            v
+        } else {
+            best
+        }
+    }
+
+    /// Max pooling, one plane at a time: the largest in-bounds value of each window (a NaN in the
+    /// window wins, as in PyTorch).
+    pub(super) fn max_pool(x: &[f32], y: &mut [f32], [h, w, ho, wo]: [usize; 4], cfg: PoolCfg) {
+        let workers = batch_workers(y.len() / (ho * wo), cfg.kernel * cfg.kernel * ho * wo);
+        for_each_item_chunk(y, ho * wo, workers, |first, ys| {
+            for (i, y_p) in ys.chunks_mut(ho * wo).enumerate() {
+                let x_p = &x[(first + i) * h * w..][..h * w];
+                for (o, out) in y_p.iter_mut().enumerate() {
+                    let (rows, cols) = (window(o / wo, cfg, h), window(o % wo, cfg, w));
+                    *out = rows
+                        .flat_map(|ih| x_p[ih * w..][cols.clone()].iter())
+                        .fold(f32::NEG_INFINITY, |best, &v| nan_max(best, v));
                 }
             }
         });
