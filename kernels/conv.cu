@@ -1,5 +1,6 @@
-// conv.cu: 2-D convolution, NCHW, stride 1, symmetric zero padding, dilation (SPEC section 9:
-// the 3x3 convolutions of dilation 1, 2, 4 and the 1x1 shortcuts of the NCSN network).
+// conv.cu: 2-D convolution, NCHW, stride, zero padding per axis, dilation (SPEC section 9: the
+// 3x3 convolutions of dilation 1, 2, 4 and the 1x1 shortcuts of the NCSN network, and the
+// stride-2, 1x7 and 7x1 convolutions of an InceptionV3).
 //
 // All three passes are one tiled implicit GEMM, C[m][n] = sum_k A(m, k) B(k, n), whose operands
 // are gathered on the fly from the tensors (no im2col buffer):
@@ -7,7 +8,7 @@
 //   backward data    dx[b,ci,p] : M = C_in,  N = batch*H_in*W_in,   K = C_out*KH*KW
 //   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
 // A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
-// slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/nn/conv.rs.
+// slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/ops/conv.rs.
 // Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
 // conv2d_backward_weight_tf32_f32; opt-in) on the same tiles and launch geometry.
 #include "common.cuh"
@@ -76,9 +77,10 @@ __device__ __forceinline__ size_t nchw_index(int m, int n, int channels, int hw)
 }
 
 // The shape of one convolution: x [batch, c_in, h_in, w_in], w [c_out, c_in, kh, kw],
-// y [batch, c_out, h_out, w_out] with h_out = h_in + 2 pad - dil (kh - 1).
+// y [batch, c_out, h_out, w_out] with h_out = (h_in + 2 pad_h - dil (kh - 1) - 1) / stride + 1
+// (and w_out likewise with pad_w): output pixel oh reads input row oh stride - pad_h + ki dil.
 struct ConvDims {
-    int batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil;
+    int batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil;
 };
 
 // B(k, n) of the forward pass: x at the input pixel that filter tap k of input channel ci sees
@@ -90,8 +92,8 @@ struct ForwardInput {
         const int taps = d.kh * d.kw, hw = d.h_out * d.w_out;
         const int ci = k / taps, t = k % taps;
         const int b = n / hw, p = n % hw;
-        const int ih = p / d.w_out - d.pad + (t / d.kw) * d.dil;
-        const int iw = p % d.w_out - d.pad + (t % d.kw) * d.dil;
+        const int ih = (p / d.w_out) * d.stride - d.pad_h + (t / d.kw) * d.dil;
+        const int iw = (p % d.w_out) * d.stride - d.pad_w + (t % d.kw) * d.dil;
         if (ih < 0 || ih >= d.h_in || iw < 0 || iw >= d.w_in) return 0.0f;
         return x[(((size_t)b * d.c_in + ci) * d.h_in + ih) * d.w_in + iw];
     }
@@ -107,9 +109,9 @@ struct RowMajor {
 extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const float* __restrict__ w,
                                               const float* __restrict__ bias, float* __restrict__ y,
                                               int has_bias, int batch, int c_in, int h_in, int w_in,
-                                              int c_out, int h_out, int w_out, int kh, int kw, int pad,
-                                              int dil) {
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+                                              int c_out, int h_out, int w_out, int kh, int kw, int stride,
+                                              int pad_h, int pad_w, int dil) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     float acc[4][4];
@@ -213,10 +215,10 @@ __device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared& s, in
 extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
                                                    const float* __restrict__ bias, float* __restrict__ y,
                                                    int has_bias, int batch, int c_in, int h_in, int w_in,
-                                                   int c_out, int h_out, int w_out, int kh, int kw, int pad,
-                                                   int dil) {
+                                                   int c_out, int h_out, int w_out, int kh, int kw,
+                                                   int stride, int pad_h, int pad_w, int dil) {
     __shared__ ConvTf32Shared s;
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
@@ -238,7 +240,8 @@ struct WeightTransposed {
 };
 
 // B(k, n) of the backward-data pass: the output gradient at the output pixel that reaches input
-// pixel n through tap k: dx[ih] gets w[ki] * dy[ih + pad - ki*dil].
+// pixel n through tap k: dx[ih] gets w[ki] * dy[(ih + pad_h - ki*dil) / stride] when the division
+// is exact (no output pixel reaches ih through ki otherwise).
 struct OutputGradAtInput {
     const float* dy;
     ConvDims d;
@@ -246,8 +249,16 @@ struct OutputGradAtInput {
         const int taps = d.kh * d.kw, hw = d.h_in * d.w_in;
         const int co = k / taps, t = k % taps;
         const int b = n / hw, p = n % hw;
-        const int oh = p / d.w_in + d.pad - (t / d.kw) * d.dil;
-        const int ow = p % d.w_in + d.pad - (t % d.kw) * d.dil;
+        int oh = p / d.w_in + d.pad_h - (t / d.kw) * d.dil;
+        int ow = p % d.w_in + d.pad_w - (t % d.kw) * d.dil;
+        // Skipped at stride 1 (the network's convolutions), where it would add two integer
+        // divisions per element. An exact quotient of a negative value stays negative, and is
+        // rejected below.
+        if (d.stride != 1) {
+            if (oh % d.stride != 0 || ow % d.stride != 0) return 0.0f;
+            oh /= d.stride;
+            ow /= d.stride;
+        }
         if (oh < 0 || oh >= d.h_out || ow < 0 || ow >= d.w_out) return 0.0f;
         return dy[(((size_t)b * d.c_out + co) * d.h_out + oh) * d.w_out + ow];
     }
@@ -256,8 +267,8 @@ struct OutputGradAtInput {
 extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy, const float* __restrict__ w,
                                                     float* __restrict__ dx, int batch, int c_in, int h_in,
                                                     int w_in, int c_out, int h_out, int w_out, int kh, int kw,
-                                                    int pad, int dil) {
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+                                                    int stride, int pad_h, int pad_w, int dil) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     float acc[4][4];
@@ -279,9 +290,10 @@ EMU_EXPORT(conv2d_backward_data_f32)
 extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict__ dy,
                                                          const float* __restrict__ w, float* __restrict__ dx,
                                                          int batch, int c_in, int h_in, int w_in, int c_out,
-                                                         int h_out, int w_out, int kh, int kw, int pad, int dil) {
+                                                         int h_out, int w_out, int kh, int kw, int stride,
+                                                         int pad_h, int pad_w, int dil) {
     __shared__ ConvTf32Shared s;
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
@@ -313,8 +325,9 @@ struct InputByTap {
 extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ dy, const float* __restrict__ x,
                                                       float* __restrict__ partial, int batch, int c_in,
                                                       int h_in, int w_in, int c_out, int h_out, int w_out,
-                                                      int kh, int kw, int pad, int dil, int k_chunk) {
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+                                                      int kh, int kw, int stride, int pad_h, int pad_w,
+                                                      int dil, int k_chunk) {
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     const int k_begin = blockIdx.z * k_chunk;
@@ -341,9 +354,10 @@ extern "C" __global__ void conv2d_backward_weight_tf32_f32(const float* __restri
                                                            const float* __restrict__ x,
                                                            float* __restrict__ partial, int batch, int c_in,
                                                            int h_in, int w_in, int c_out, int h_out, int w_out,
-                                                           int kh, int kw, int pad, int dil, int k_chunk) {
+                                                           int kh, int kw, int stride, int pad_h, int pad_w,
+                                                           int dil, int k_chunk) {
     __shared__ ConvTf32Shared s;
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, pad, dil};
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     const int k_begin = blockIdx.z * k_chunk;

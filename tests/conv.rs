@@ -12,21 +12,124 @@ use dalemeetslangevin::ops::conv::{
 use dalemeetslangevin::ops::conv_precision::round_to_tf32;
 use dalemeetslangevin::{Device, Tensor};
 
-/// (batch, c_in, h, w, c_out, kernel, padding, dilation): odd sizes, channels across the 64-wide
-/// tile, 1x1, dilations 2 and 4, more than one split of the weight gradient, size 1, and a
-/// dilation wider than the image (some taps read nothing but padding).
-type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+/// One convolution: x [batch, c_in, h, w], w [c_out, c_in, kernel[0], kernel[1]], PyTorch's
+/// `stride`, `padding=(ph, pw)` and `dilation`.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kernel: [usize; 2],
+    padding: [usize; 2],
+    stride: usize,
+    dilation: usize,
+}
 
+/// (batch, c_in, h, w, c_out, kernel, padding, dilation): a square kernel at stride 1, the same
+/// padding on both axes.
+const fn square(s: (usize, usize, usize, usize, usize, usize, usize, usize)) -> Shape {
+    let (batch, c_in, h, w, c_out, k, pad, dilation) = s;
+    Shape {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out,
+        kernel: [k, k],
+        padding: [pad, pad],
+        stride: 1,
+        dilation,
+    }
+}
+
+impl Shape {
+    const fn kernel(self, kh: usize, kw: usize) -> Self {
+        Self {
+            kernel: [kh, kw],
+            ..self
+        }
+    }
+    const fn padding(self, ph: usize, pw: usize) -> Self {
+        Self {
+            padding: [ph, pw],
+            ..self
+        }
+    }
+    const fn stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    /// The output's height and width by PyTorch's formula.
+    fn out_size(&self) -> [usize; 2] {
+        let out = |size: usize, pad: usize, k: usize| {
+            (size + 2 * pad - self.dilation * (k - 1) - 1) / self.stride + 1
+        };
+        [
+            out(self.h, self.padding[0], self.kernel[0]),
+            out(self.w, self.padding[1], self.kernel[1]),
+        ]
+    }
+
+    fn cfg(&self) -> Conv2dCfg {
+        Conv2dCfg {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            precision: ConvPrecision::Fp32,
+        }
+    }
+}
+
+/// Odd sizes, channels across the 64-wide tile, 1x1, dilations 2 and 4, more than one split of
+/// the weight gradient, size 1, and a dilation wider than the image (some taps read nothing but
+/// padding).
 const SHAPES: &[Shape] = &[
-    (2, 3, 7, 7, 5, 3, 1, 1),
-    (1, 5, 13, 11, 3, 3, 2, 2),
-    (2, 4, 9, 10, 6, 3, 4, 4),
-    (3, 5, 6, 5, 7, 1, 0, 1),
-    (1, 1, 1, 1, 1, 1, 0, 1),
-    (2, 3, 8, 8, 70, 3, 1, 1),
-    (4, 2, 12, 12, 3, 3, 1, 1),
-    (1, 2, 5, 6, 2, 3, 0, 1),
-    (2, 2, 3, 4, 3, 3, 4, 4),
+    square((2, 3, 7, 7, 5, 3, 1, 1)),
+    square((1, 5, 13, 11, 3, 3, 2, 2)),
+    square((2, 4, 9, 10, 6, 3, 4, 4)),
+    square((3, 5, 6, 5, 7, 1, 0, 1)),
+    square((1, 1, 1, 1, 1, 1, 0, 1)),
+    square((2, 3, 8, 8, 70, 3, 1, 1)),
+    square((4, 2, 12, 12, 3, 3, 1, 1)),
+    square((1, 2, 5, 6, 2, 3, 0, 1)),
+    square((2, 2, 3, 4, 3, 3, 4, 4)),
+];
+
+/// The convolutions of an InceptionV3 the shapes above lack: stride 2, 1x7 and 7x1 kernels with
+/// padding on one axis only.
+const STRIDED_SHAPES: &[Shape] = &[
+    // 3x3 at stride 2 without padding, odd and even sizes (no output reads the last of the 8
+    // rows), then with padding 1.
+    square((2, 3, 9, 9, 4, 3, 0, 1)).stride(2),
+    square((2, 3, 8, 7, 4, 3, 0, 1)).stride(2),
+    square((1, 2, 8, 8, 3, 3, 1, 1)).stride(2),
+    // padding=(0, 3) and (3, 0): "same" size at stride 1 (the cpu's one-run path) ...
+    square((2, 4, 6, 9, 5, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+    square((2, 4, 9, 6, 5, 1, 0, 1)).kernel(7, 1).padding(3, 0),
+    // ... padding on the other axis, so the output is narrower or wider than the input (for a
+    // 1x1, no longer the input itself) ...
+    square((1, 3, 9, 5, 4, 1, 0, 1)).kernel(7, 1).padding(0, 3),
+    square((2, 3, 4, 5, 3, 1, 0, 1)).padding(0, 1),
+    // ... and at stride 2.
+    square((2, 3, 9, 10, 4, 1, 0, 1))
+        .kernel(1, 7)
+        .padding(0, 3)
+        .stride(2),
+    square((1, 3, 10, 9, 4, 1, 0, 1))
+        .kernel(7, 1)
+        .padding(3, 0)
+        .stride(2),
+    // Stride 2 with dilation 2; a 1x1 at stride 2 (not the input itself, as at stride 1).
+    square((2, 3, 11, 10, 5, 3, 2, 2)).stride(2),
+    square((2, 4, 7, 8, 3, 1, 0, 1)).stride(2),
+    // One column, as wide as its output at stride 2 (not the cpu's stride-1 one-run path).
+    square((2, 3, 5, 1, 4, 3, 1, 1)).stride(2),
+    // Channels across the 64-wide tile; 4 x 17 x 17 output pixels, several weight-gradient
+    // splits.
+    square((1, 3, 9, 9, 70, 3, 1, 1)).stride(2),
+    square((4, 2, 33, 33, 3, 3, 1, 1)).stride(2),
 ];
 
 struct Case {
@@ -40,25 +143,18 @@ struct Case {
     cfg: Conv2dCfg,
 }
 
-fn case(
-    rng: &mut rand::rngs::StdRng,
-    s: (usize, usize, usize, usize, usize, usize, usize, usize),
-) -> Case {
-    let (n, ci, h, w, co, k, pad, dil) = s;
-    let (ho, wo) = (h + 2 * pad - dil * (k - 1), w + 2 * pad - dil * (k - 1));
+fn case(rng: &mut rand::rngs::StdRng, s: Shape) -> Case {
+    let ([kh, kw], [ho, wo]) = (s.kernel, s.out_size());
+    let (n, ci, co) = (s.batch, s.c_in, s.c_out);
     Case {
-        x: random_vec(rng, n * ci * h * w, -1.0, 1.0),
-        w: random_vec(rng, co * ci * k * k, -1.0, 1.0),
+        x: random_vec(rng, n * ci * s.h * s.w, -1.0, 1.0),
+        w: random_vec(rng, co * ci * kh * kw, -1.0, 1.0),
         b: random_vec(rng, co, -1.0, 1.0),
         dy: random_vec(rng, n * co * ho * wo, -1.0, 1.0),
-        x_shape: [n, ci, h, w],
-        w_shape: [co, ci, k, k],
+        x_shape: [n, ci, s.h, s.w],
+        w_shape: [co, ci, kh, kw],
         y_shape: [n, co, ho, wo],
-        cfg: Conv2dCfg {
-            padding: pad,
-            dilation: dil,
-            precision: ConvPrecision::Fp32,
-        },
+        cfg: s.cfg(),
     }
 }
 
@@ -78,11 +174,11 @@ fn run_all(c: &Case, dev: &Device) -> [Vec<f32>; 5] {
     .map(|t| t.to_vec().unwrap())
 }
 
-#[test]
-fn conv_kernels_match_cpu_reference() {
-    let mut rng = test_rng("conv_kernels");
-    for dev in kernel_devices("conv_kernels") {
-        for &s in SHAPES {
+/// Every pass of every shape on the emulator (both schedules) and cuda against the cpu.
+fn check_kernels_match_cpu(test: &str, shapes: &[Shape]) {
+    let mut rng = test_rng(test);
+    for dev in kernel_devices(test) {
+        for &s in shapes {
             let c = case(&mut rng, s);
             let (want, got) = (run_all(&c, &Device::Cpu), run_all(&c, &dev));
             let names = [
@@ -100,23 +196,49 @@ fn conv_kernels_match_cpu_reference() {
 }
 
 #[test]
-fn conv_kernels_have_no_races() {
-    // Threads resumed in reverse order between barriers must give the same bits.
-    let mut rng = test_rng("conv_races");
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+fn conv_kernels_match_cpu_reference() {
+    check_kernels_match_cpu("conv_kernels", SHAPES);
+}
+
+#[test]
+fn strided_conv_kernels_match_cpu_reference() {
+    check_kernels_match_cpu("conv_strided_kernels", STRIDED_SHAPES);
+}
+
+/// Threads resumed in reverse order between barriers must give the same bits.
+fn check_kernels_have_no_races(test: &str, s: Shape) {
+    let mut rng = test_rng(test);
+    let c = case(&mut rng, s);
     let fwd = run_all(&c, &Device::Emu(EmuSchedule::Forward));
     let rev = run_all(&c, &Device::Emu(EmuSchedule::Reverse));
     for (a, b) in fwd.iter().zip(&rev) {
-        assert_eq!(a, b);
+        assert_eq!(a, b, "{s:?}");
     }
 }
 
-/// The convolution written as its definition, independent of im2col.
+#[test]
+fn conv_kernels_have_no_races() {
+    check_kernels_have_no_races("conv_races", square((2, 3, 7, 7, 5, 3, 1, 1)));
+}
+
+/// A stride-2 1x7 convolution with padding=(0, 3): the strided backward-data gather.
+const STRIDED_RACE_SHAPE: Shape = square((2, 3, 9, 10, 5, 1, 0, 1))
+    .kernel(1, 7)
+    .padding(0, 3)
+    .stride(2);
+
+#[test]
+fn strided_conv_kernels_have_no_races() {
+    check_kernels_have_no_races("conv_strided_races", STRIDED_RACE_SHAPE);
+}
+
+/// The convolution written as its definition (PyTorch's formula), independent of im2col.
 fn direct_conv(c: &Case) -> Vec<f32> {
     let [n, ci, h, w] = c.x_shape;
-    let [co, _, k, _] = c.w_shape;
+    let [co, _, kh, kw] = c.w_shape;
     let [_, _, ho, wo] = c.y_shape;
-    let (p, d) = (c.cfg.padding as isize, c.cfg.dilation as isize);
+    let [ph, pw] = c.cfg.padding.map(|p| p as isize);
+    let (s, d) = (c.cfg.stride as isize, c.cfg.dilation as isize);
     let mut y = vec![0.0f32; n * co * ho * wo];
     for b in 0..n {
         for o in 0..co {
@@ -124,15 +246,15 @@ fn direct_conv(c: &Case) -> Vec<f32> {
                 for ow in 0..wo {
                     let mut acc = c.b[o] as f64;
                     for i in 0..ci {
-                        for ki in 0..k {
-                            for kj in 0..k {
-                                let ih = oh as isize - p + ki as isize * d;
-                                let iw = ow as isize - p + kj as isize * d;
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let ih = oh as isize * s - ph + ki as isize * d;
+                                let iw = ow as isize * s - pw + kj as isize * d;
                                 if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
                                     continue;
                                 }
                                 let xv = c.x[((b * ci + i) * h + ih as usize) * w + iw as usize];
-                                acc += xv as f64 * c.w[((o * ci + i) * k + ki) * k + kj] as f64;
+                                acc += xv as f64 * c.w[((o * ci + i) * kh + ki) * kw + kj] as f64;
                             }
                         }
                     }
@@ -144,51 +266,100 @@ fn direct_conv(c: &Case) -> Vec<f32> {
     y
 }
 
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// The cpu forward against [`direct_conv`], and its backward passes against the forward: the
+/// forward without bias is linear in x and in w, so with dx and dw its adjoints,
+/// <dy, y> = <dx, x> = <dw, w>.
+fn check_cpu_matches_definition(test: &str, shapes: &[Shape]) {
+    let mut rng = test_rng(test);
+    for &s in shapes {
+        let c = case(&mut rng, s);
+        let [y, y_no_bias, dx, dw, _] = run_all(&c, &Device::Cpu);
+        assert_close(&format!("cpu conv {s:?}"), &y, &direct_conv(&c), 1e-5, 1e-5);
+        let want = dot(&c.dy, &y_no_bias);
+        // Each pass rounds its sums to f32 (a relative error of about 1e-6 of |dy| |y| at
+        // these depths); a lost or misplaced tap moves the sum by far more.
+        let tol = 1e-5 * (1.0 + dot(&c.dy, &c.dy).sqrt() * dot(&y_no_bias, &y_no_bias).sqrt());
+        for (name, got) in [
+            ("backward data", dot(&dx, &c.x)),
+            ("backward weight", dot(&dw, &c.w)),
+        ] {
+            assert!(
+                (got - want).abs() <= tol,
+                "cpu conv {name} {s:?}: <grad, input> {got} vs <dy, y> {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn cpu_conv_matches_definition() {
-    let mut rng = test_rng("conv_definition");
-    for &s in SHAPES {
-        let c = case(&mut rng, s);
-        let got = run_all(&c, &Device::Cpu);
-        assert_close(
-            &format!("cpu conv {s:?}"),
-            &got[0],
-            &direct_conv(&c),
-            1e-5,
-            1e-5,
-        );
+    check_cpu_matches_definition("conv_definition", SHAPES);
+}
+
+#[test]
+fn strided_cpu_conv_matches_definition() {
+    check_cpu_matches_definition("conv_strided_definition", STRIDED_SHAPES);
+}
+
+/// Central differences of the cpu convolution (with bias) through the tape.
+fn check_conv_gradients(test: &str, shapes: &[Shape]) {
+    let mut rng = test_rng(test);
+    for &s in shapes {
+        let [kh, kw] = s.kernel;
+        let (n, ci, co) = (s.batch, s.c_in, s.c_out);
+        let inputs = vec![
+            (
+                random_vec(&mut rng, n * ci * s.h * s.w, -1.0, 1.0),
+                vec![n, ci, s.h, s.w],
+            ),
+            (
+                random_vec(&mut rng, co * ci * kh * kw, -1.0, 1.0),
+                vec![co, ci, kh, kw],
+            ),
+            (random_vec(&mut rng, co, -1.0, 1.0), vec![co]),
+        ];
+        let cfg = s.cfg();
+        check_gradients("conv2d", &mut rng, &inputs, 1e-2, 2e-3, &move |tape, v| {
+            tape.conv2d(&v[0], &v[1], Some(&v[2]), cfg)
+        });
     }
 }
 
 #[test]
 fn conv_gradients_match_finite_differences() {
-    let mut rng = test_rng("conv_gradcheck");
-    for &(n, ci, h, w, co, k, pad, dil) in &[
-        (2, 2, 5, 4, 3, 3, 1, 1),
-        (1, 3, 7, 6, 2, 3, 2, 2),
-        (2, 2, 3, 3, 2, 1, 0, 1),
-        (1, 2, 3, 4, 2, 3, 4, 4),
-    ] {
-        let cfg = Conv2dCfg {
-            padding: pad,
-            dilation: dil,
-            ..Conv2dCfg::default()
-        };
-        let inputs = vec![
-            (
-                random_vec(&mut rng, n * ci * h * w, -1.0, 1.0),
-                vec![n, ci, h, w],
-            ),
-            (
-                random_vec(&mut rng, co * ci * k * k, -1.0, 1.0),
-                vec![co, ci, k, k],
-            ),
-            (random_vec(&mut rng, co, -1.0, 1.0), vec![co]),
-        ];
-        check_gradients("conv2d", &mut rng, &inputs, 1e-2, 2e-3, &move |tape, v| {
-            tape.conv2d(&v[0], &v[1], Some(&v[2]), cfg)
-        });
-    }
+    check_conv_gradients(
+        "conv_gradcheck",
+        &[
+            square((2, 2, 5, 4, 3, 3, 1, 1)),
+            square((1, 3, 7, 6, 2, 3, 2, 2)),
+            square((2, 2, 3, 3, 2, 1, 0, 1)),
+            square((1, 2, 3, 4, 2, 3, 4, 4)),
+        ],
+    );
+}
+
+#[test]
+fn strided_conv_gradients_match_finite_differences() {
+    check_conv_gradients(
+        "conv_strided_gradcheck",
+        &[
+            square((2, 2, 7, 6, 3, 3, 1, 1)).stride(2),
+            square((2, 2, 9, 8, 2, 3, 0, 1)).stride(2),
+            square((1, 2, 5, 9, 2, 1, 0, 1))
+                .kernel(1, 7)
+                .padding(0, 3)
+                .stride(2),
+            square((1, 2, 9, 5, 2, 1, 0, 1))
+                .kernel(7, 1)
+                .padding(3, 0)
+                .stride(2),
+            square((1, 2, 8, 7, 2, 3, 2, 2)).stride(2),
+        ],
+    );
 }
 
 #[test]
@@ -208,7 +379,6 @@ fn conv_shape_errors_are_reported() {
         &w,
         None,
         Conv2dCfg {
-            padding: 0,
             dilation: 4,
             ..Conv2dCfg::default()
         },
@@ -218,15 +388,104 @@ fn conv_shape_errors_are_reported() {
     assert!(err.contains("smaller than the dilated kernel"), "{err}");
 }
 
+#[test]
+fn strided_conv_shape_errors_are_reported() {
+    let x = Tensor::zeros(&[1, 3, 4, 4], &Device::Cpu).unwrap();
+    let w = Tensor::zeros(&[2, 3, 3, 3], &Device::Cpu).unwrap();
+    for cfg in [
+        Conv2dCfg::same(3, 1).with_stride(0),
+        Conv2dCfg {
+            dilation: 0,
+            ..Conv2dCfg::default()
+        },
+    ] {
+        let err = conv2d(&x, &w, None, cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("stride and dilation must be at least 1"),
+            "{err}"
+        );
+    }
+    // A 1x7 kernel on 4 columns needs padding 2 on the column axis, whatever the stride; padding
+    // on the row axis does not help.
+    let w = Tensor::zeros(&[2, 3, 1, 7], &Device::Cpu).unwrap();
+    for cfg in [
+        Conv2dCfg::padded(0, 1),
+        Conv2dCfg::padded(3, 0),
+        Conv2dCfg::padded(0, 1).with_stride(2),
+    ] {
+        let err = conv2d(&x, &w, None, cfg).unwrap_err().to_string();
+        assert!(err.contains("smaller than the dilated kernel"), "{err}");
+    }
+    let y = conv2d(&x, &w, None, Conv2dCfg::padded(0, 2)).unwrap();
+    assert_eq!(y.shape(), [1, 2, 4, 2]);
+    // The backward passes check the same settings.
+    let dy = Tensor::zeros(&[1, 2, 4, 2], &Device::Cpu).unwrap();
+    let bad = Conv2dCfg::padded(0, 2).with_stride(0);
+    assert!(conv2d_backward_data(&dy, &w, x.shape(), bad).is_err());
+    assert!(conv2d_backward_weight(&dy, &x, w.shape(), bad).is_err());
+}
+
+#[test]
+fn strided_conv_output_size_is_pytorchs() {
+    // PyTorch rounds (size + 2 pad - dil (k - 1) - 1) / stride down: InceptionV3's stride-2
+    // 3x3 convolutions take 299 to 149, 35 to 17 and 17 to 8; padding=(0, 3) keeps a 1x7's
+    // 17x17 at stride 1 and halves it, rounded up, at stride 2.
+    let size = |h: usize, w: usize, k: [usize; 2], cfg: Conv2dCfg| {
+        let x = Tensor::zeros(&[1, 1, h, w], &Device::Cpu).unwrap();
+        let w = Tensor::zeros(&[1, 1, k[0], k[1]], &Device::Cpu).unwrap();
+        conv2d(&x, &w, None, cfg).unwrap().shape()[2..].to_vec()
+    };
+    let s2 = Conv2dCfg::default().with_stride(2);
+    assert_eq!(size(299, 299, [3, 3], s2), [149, 149]);
+    assert_eq!(size(35, 35, [3, 3], s2), [17, 17]);
+    assert_eq!(size(17, 17, [3, 3], s2), [8, 8]);
+    assert_eq!(size(8, 7, [3, 3], s2), [3, 3]);
+    assert_eq!(size(17, 17, [1, 7], Conv2dCfg::padded(0, 3)), [17, 17]);
+    assert_eq!(size(17, 17, [7, 1], Conv2dCfg::padded(3, 0)), [17, 17]);
+    assert_eq!(
+        size(17, 17, [1, 7], Conv2dCfg::padded(0, 3).with_stride(2)),
+        [9, 9]
+    );
+    let d2 = Conv2dCfg {
+        dilation: 2,
+        ..Conv2dCfg::padded(2, 1).with_stride(2)
+    };
+    assert_eq!(size(11, 10, [3, 3], d2), [6, 4]);
+}
+
+#[test]
+fn conv_cfg_constructors_name_pytorchs_arguments() {
+    let cfg = |stride, padding, dilation| Conv2dCfg {
+        stride,
+        padding,
+        dilation,
+        precision: ConvPrecision::Fp32,
+    };
+    assert_eq!(Conv2dCfg::default(), cfg(1, [0, 0], 1));
+    assert_eq!(Conv2dCfg::same(3, 2), cfg(1, [2, 2], 2));
+    assert_eq!(Conv2dCfg::same(1, 1), cfg(1, [0, 0], 1));
+    assert_eq!(Conv2dCfg::padded(0, 3), cfg(1, [0, 3], 1));
+    assert_eq!(Conv2dCfg::padded(3, 0).with_stride(2), cfg(2, [3, 0], 1));
+    assert_eq!(
+        Conv2dCfg::padded(0, 3)
+            .with_stride(2)
+            .with_precision(ConvPrecision::Tf32),
+        Conv2dCfg {
+            precision: ConvPrecision::Tf32,
+            ..cfg(2, [0, 3], 1)
+        }
+    );
+}
+
 /// Shapes for the tf32 tensor-core forward: odd sizes, K = 63 over two 32-wide slices, c_out
 /// across the 64-wide tile, 1x1, size 1. Few and small: the emulator runs every lane's mma.
 const TF32_SHAPES: &[Shape] = &[
-    (2, 3, 7, 7, 5, 3, 1, 1),
-    (1, 7, 6, 5, 9, 3, 1, 1),
-    (1, 2, 9, 8, 3, 3, 2, 2),
-    (3, 5, 6, 5, 7, 1, 0, 1),
-    (1, 1, 1, 1, 1, 1, 0, 1),
-    (2, 3, 8, 8, 70, 3, 1, 1),
+    square((2, 3, 7, 7, 5, 3, 1, 1)),
+    square((1, 7, 6, 5, 9, 3, 1, 1)),
+    square((1, 2, 9, 8, 3, 3, 2, 2)),
+    square((3, 5, 6, 5, 7, 1, 0, 1)),
+    square((1, 1, 1, 1, 1, 1, 0, 1)),
+    square((2, 3, 8, 8, 70, 3, 1, 1)),
 ];
 
 fn forward(c: &Case, dev: &Device, precision: ConvPrecision) -> Vec<f32> {
@@ -296,64 +555,64 @@ fn tf32_rounding_matches_cvt_rna() {
     }
 }
 
+/// The tf32 forward of `c` on `dev` against the cpu's tf32 reference and against fp32, element
+/// by element and in aggregate.
+fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
+    let got = forward(c, dev, ConvPrecision::Tf32);
+    // The same rounded operands and fp32 sums in another order.
+    let want = forward(c, &Device::Cpu, ConvPrecision::Tf32);
+    assert_close(&format!("{what} on {dev}"), &got, &want, 1e-5, 1e-5);
+    // Against fp32: each product is off by at most 2^-10 of its size (two operands each
+    // within 2^-11), so |error| <= 2^-10 sum |w x|, plus fp32 rounding.
+    let fp32 = forward(c, &Device::Cpu, ConvPrecision::Fp32);
+    let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
+    let magnitude = forward_of(
+        &abs(&c.x),
+        &abs(&c.w),
+        None,
+        c,
+        &Device::Cpu,
+        ConvPrecision::Fp32,
+    );
+    for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
+        let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+        assert!(
+            (g - f).abs() <= bound,
+            "{what} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+        );
+    }
+    // In aggregate, against the size of the sums, sum |w x| + |b| (not of the outputs, which
+    // the bias can cancel to near zero): the bound above summed in squares gives
+    // |err| <= 2^-10 |size| plus fp32 rounding, a few ulp of the size.
+    let size_of_sums = forward_of(
+        &abs(&c.x),
+        &abs(&c.w),
+        Some(&abs(&c.b)),
+        c,
+        &Device::Cpu,
+        ConvPrecision::Fp32,
+    );
+    let (err, size) = got
+        .iter()
+        .zip(&fp32)
+        .zip(&size_of_sums)
+        .fold((0.0, 0.0), |(e, n), ((&g, &f), &m)| {
+            (e + ((g - f) as f64).powi(2), n + (m as f64).powi(2))
+        });
+    let relative = (err / size.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(
+        relative <= 2f64.powi(-10) + 1e-5,
+        "{what} on {dev}: error {relative:e} of the sums' size vs fp32"
+    );
+}
+
 #[test]
 fn conv_tf32_kernel_matches_tf32_reference() {
     let mut rng = test_rng("conv_tf32");
     for dev in kernel_devices("conv_tf32") {
         for &s in TF32_SHAPES {
             let c = case(&mut rng, s);
-            let got = forward(&c, &dev, ConvPrecision::Tf32);
-            // The same rounded operands and fp32 sums in another order.
-            let want = forward(&c, &Device::Cpu, ConvPrecision::Tf32);
-            assert_close(
-                &format!("tf32 conv {s:?} on {dev}"),
-                &got,
-                &want,
-                1e-5,
-                1e-5,
-            );
-            // Against fp32: each product is off by at most 2^-10 of its size (two operands each
-            // within 2^-11), so |error| <= 2^-10 sum |w x|, plus fp32 rounding.
-            let fp32 = forward(&c, &Device::Cpu, ConvPrecision::Fp32);
-            let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
-            let magnitude = forward_of(
-                &abs(&c.x),
-                &abs(&c.w),
-                None,
-                &c,
-                &Device::Cpu,
-                ConvPrecision::Fp32,
-            );
-            for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
-                let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
-                assert!(
-                    (g - f).abs() <= bound,
-                    "tf32 conv {s:?} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
-                );
-            }
-            // In aggregate, against the size of the sums, sum |w x| + |b| (not of the outputs,
-            // which the bias can cancel to near zero): the bound above summed in squares gives
-            // |err| <= 2^-10 |size| plus fp32 rounding, a few ulp of the size.
-            let size_of_sums = forward_of(
-                &abs(&c.x),
-                &abs(&c.w),
-                Some(&abs(&c.b)),
-                &c,
-                &Device::Cpu,
-                ConvPrecision::Fp32,
-            );
-            let (err, size) = got
-                .iter()
-                .zip(&fp32)
-                .zip(&size_of_sums)
-                .fold((0.0, 0.0), |(e, n), ((&g, &f), &m)| {
-                    (e + ((g - f) as f64).powi(2), n + (m as f64).powi(2))
-                });
-            let relative = (err / size.max(f64::MIN_POSITIVE)).sqrt();
-            assert!(
-                relative <= 2f64.powi(-10) + 1e-5,
-                "tf32 conv {s:?} on {dev}: error {relative:e} of the sums' size vs fp32"
-            );
+            check_tf32_forward(&format!("tf32 conv {s:?}"), &c, &dev);
         }
     }
 }
@@ -361,7 +620,7 @@ fn conv_tf32_kernel_matches_tf32_reference() {
 #[test]
 fn conv_tf32_kernel_has_no_races() {
     let mut rng = test_rng("conv_tf32_races");
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let c = case(&mut rng, square((2, 3, 7, 7, 5, 3, 1, 1)));
     let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), ConvPrecision::Tf32);
     let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), ConvPrecision::Tf32);
     assert_eq!(fwd, rev);
@@ -372,9 +631,13 @@ fn conv_precision_defaults_to_fp32_and_is_named_as_stored() {
     // Every constructor of a convolution's settings, and so every layer, starts in fp32.
     assert_eq!(Conv2dCfg::default().precision, ConvPrecision::Fp32);
     assert_eq!(Conv2dCfg::same(3, 2).precision, ConvPrecision::Fp32);
+    assert_eq!(
+        Conv2dCfg::padded(0, 3).with_stride(2).precision,
+        ConvPrecision::Fp32
+    );
     assert_eq!(ConvPrecision::default(), ConvPrecision::Fp32);
     let mut rng = test_rng("conv_default_precision");
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let c = case(&mut rng, square((2, 3, 7, 7, 5, 3, 1, 1)));
     let x = Tensor::from_slice(&c.x, &c.x_shape, &Device::Cpu).unwrap();
     let w = Tensor::from_slice(&c.w, &c.w_shape, &Device::Cpu).unwrap();
     let cfg = Conv2dCfg::same(3, 1);
@@ -457,14 +720,15 @@ fn check_tf32_backward(
     }
 }
 
-/// The tf32 `pass` gives the same bits in both emulator schedules.
+/// The tf32 `pass` of `shape` gives the same bits in both emulator schedules.
 fn check_tf32_backward_has_no_races(
     test: &str,
+    shape: Shape,
     pass: BackwardPass,
     operands: fn(&Case) -> (&[f32], &[f32]),
 ) {
     let mut rng = test_rng(test);
-    let c = case(&mut rng, (2, 3, 7, 7, 5, 3, 1, 1));
+    let c = case(&mut rng, shape);
     let (a, b) = operands(&c);
     let run = |schedule| pass(a, b, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
     assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
@@ -486,9 +750,12 @@ fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
 
 #[test]
 fn conv_tf32_backward_data_kernel_has_no_races() {
-    check_tf32_backward_has_no_races("conv_tf32_bwd_data_races", backward_data_of, |c| {
-        (&c.dy, &c.w)
-    });
+    check_tf32_backward_has_no_races(
+        "conv_tf32_bwd_data_races",
+        square((2, 3, 7, 7, 5, 3, 1, 1)),
+        backward_data_of,
+        |c| (&c.dy, &c.w),
+    );
 }
 
 #[test]
@@ -497,7 +764,8 @@ fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     // 10x10 batch of 4 has K = 400 in 2 splits of 208 (src/ops/conv.rs weight_grad_splits): the
     // first split ends halfway through a 32-wide k slice, the second at K.
     let mut rng = test_rng("conv_tf32_bwd_weight");
-    let shapes = TF32_SHAPES.iter().chain(&[(4, 2, 10, 10, 3, 3, 1, 1)]);
+    let split = [square((4, 2, 10, 10, 3, 3, 1, 1))];
+    let shapes = TF32_SHAPES.iter().chain(&split);
     for dev in kernel_devices("conv_tf32_bwd_weight") {
         for &s in shapes.clone() {
             let c = case(&mut rng, s);
@@ -509,7 +777,47 @@ fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
 
 #[test]
 fn conv_tf32_backward_weight_kernel_has_no_races() {
-    check_tf32_backward_has_no_races("conv_tf32_bwd_weight_races", backward_weight_of, |c| {
-        (&c.dy, &c.x)
-    });
+    check_tf32_backward_has_no_races(
+        "conv_tf32_bwd_weight_races",
+        square((2, 3, 7, 7, 5, 3, 1, 1)),
+        backward_weight_of,
+        |c| (&c.dy, &c.x),
+    );
+}
+
+#[test]
+fn strided_conv_tf32_kernels_match_tf32_reference() {
+    // All three tensor-core passes on the strided shapes: the forward's and weight gradient's
+    // strided gather, the backward data's exact-quotient gather.
+    let mut rng = test_rng("conv_strided_tf32");
+    for dev in kernel_devices("conv_strided_tf32") {
+        for &s in STRIDED_SHAPES {
+            let c = case(&mut rng, s);
+            check_tf32_forward(&format!("tf32 conv {s:?}"), &c, &dev);
+            let what = format!("tf32 conv backward data {s:?}");
+            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
+            let what = format!("tf32 conv backward weight {s:?}");
+            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
+        }
+    }
+}
+
+#[test]
+fn strided_conv_tf32_kernels_have_no_races() {
+    let mut rng = test_rng("conv_strided_tf32_races");
+    let c = case(&mut rng, STRIDED_RACE_SHAPE);
+    let run = |schedule| forward(&c, &Device::Emu(schedule), ConvPrecision::Tf32);
+    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
+    check_tf32_backward_has_no_races(
+        "conv_strided_tf32_bwd_data_races",
+        STRIDED_RACE_SHAPE,
+        backward_data_of,
+        |c| (&c.dy, &c.w),
+    );
+    check_tf32_backward_has_no_races(
+        "conv_strided_tf32_bwd_weight_races",
+        STRIDED_RACE_SHAPE,
+        backward_weight_of,
+        |c| (&c.dy, &c.x),
+    );
 }

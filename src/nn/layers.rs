@@ -4,7 +4,7 @@ use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::Result;
 use crate::ops::conv::Conv2dCfg;
 
-/// `nn.Conv2d(c_in, c_out, kernel, padding, dilation, bias)`: parameters `{prefix}.weight`
+/// `nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation, bias)`: parameters `{prefix}.weight`
 /// [c_out, c_in, k, k] and, with a bias, `{prefix}.bias` [c_out].
 #[derive(Clone, Debug)]
 pub struct Conv2d {

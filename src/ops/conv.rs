@@ -1,6 +1,7 @@
-//! 2-D convolution, NCHW, stride 1, zero padding, dilation (kernels/conv.cu), as in PyTorch's
-//! `nn.Conv2d(c_in, c_out, k, padding=p, dilation=d)`: y[b,co,oh,ow] = bias[co] +
-//! sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,oh-p+ki*d,ow-p+kj*d] (SPEC section 9).
+//! 2-D convolution, NCHW, stride, zero padding per axis, dilation (kernels/conv.cu), as in
+//! PyTorch's `nn.Conv2d(c_in, c_out, (kh, kw), stride=s, padding=(ph, pw), dilation=d)`:
+//! y[b,co,oh,ow] = bias[co] + sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,ih,iw] with
+//! ih = oh s - ph + ki d, iw = ow s - pw + kj d (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (the `gemm` crate) and spreads samples over
 //! threads; emu and cuda run the implicit-GEMM kernels. All three passes run in the
@@ -14,26 +15,43 @@ use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
-/// Padding and dilation of a stride-1 convolution (the kernel size comes from the weight), and
-/// the arithmetic of its forward pass.
+/// Stride, padding and dilation of a convolution (the kernel size comes from the weight), and
+/// the arithmetic of its passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dCfg {
-    /// Zeros added on every side (PyTorch's `padding=p`).
-    pub padding: usize,
+    /// Output pixels step this many input pixels along both axes (PyTorch's `stride=s`).
+    pub stride: usize,
+    /// Zeros added above and below, and left and right (PyTorch's `padding=(ph, pw)`).
+    pub padding: [usize; 2],
     pub dilation: usize,
     /// How all three passes multiply.
     pub precision: ConvPrecision,
 }
 
 impl Conv2dCfg {
-    /// The "same"-size convolution of an odd `kernel` at `dilation`: padding = dilation (k-1)/2,
-    /// as ncsn's `conv3x3` (padding 1), `conv1x1` (padding 0) and `dilated_conv3x3`; fp32.
+    /// The "same"-size convolution of an odd `kernel` at `dilation`: stride 1, padding
+    /// dilation (k-1)/2 on both axes, as ncsn's `conv3x3` (padding 1), `conv1x1` (padding 0) and
+    /// `dilated_conv3x3`; fp32.
     pub fn same(kernel: usize, dilation: usize) -> Self {
+        let p = dilation * (kernel.saturating_sub(1)) / 2;
         Self {
-            padding: dilation * (kernel.saturating_sub(1)) / 2,
             dilation,
-            precision: ConvPrecision::Fp32,
+            ..Self::padded(p, p)
         }
+    }
+
+    /// Stride 1, dilation 1, `ph` zero rows above and below and `pw` zero columns either side
+    /// (PyTorch's `padding=(ph, pw)`); fp32.
+    pub fn padded(ph: usize, pw: usize) -> Self {
+        Self {
+            padding: [ph, pw],
+            ..Self::default()
+        }
+    }
+
+    /// This convolution with output pixels `stride` input pixels apart on both axes.
+    pub fn with_stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
     }
 
     /// This convolution with its three passes in `precision`.
@@ -45,7 +63,8 @@ impl Conv2dCfg {
 impl Default for Conv2dCfg {
     fn default() -> Self {
         Self {
-            padding: 0,
+            stride: 1,
+            padding: [0, 0],
             dilation: 1,
             precision: ConvPrecision::Fp32,
         }
@@ -71,7 +90,9 @@ struct ConvDims {
     w_out: usize,
     kh: usize,
     kw: usize,
-    pad: usize,
+    stride: usize,
+    pad_h: usize,
+    pad_w: usize,
     dil: usize,
 }
 
@@ -83,18 +104,27 @@ impl ConvDims {
                 format!("input {x_shape:?} and weight {w_shape:?} must both be 4-D (NCHW, OIHW)"),
             ));
         };
-        if wc_in != c_in || cfg.dilation == 0 || kh == 0 || kw == 0 {
+        if wc_in != c_in || kh == 0 || kw == 0 {
             return Err(Error::shape(
                 op,
                 format!("input {x_shape:?} vs weight {w_shape:?} with {cfg:?}"),
             ));
         }
-        let out = |size: usize, k: usize| {
-            (size + 2 * cfg.padding)
-                .checked_sub(cfg.dilation * (k - 1))
-                .filter(|&o| o > 0)
+        if cfg.stride == 0 || cfg.dilation == 0 {
+            return Err(Error::shape(
+                op,
+                format!("stride and dilation must be at least 1, got {cfg:?}"),
+            ));
+        }
+        let [pad_h, pad_w] = cfg.padding;
+        // PyTorch's (size + 2 pad - dil (k - 1) - 1) / stride + 1, empty when the dilated kernel
+        // is wider than the padded input.
+        let out = |size: usize, pad: usize, k: usize| {
+            (size + 2 * pad)
+                .checked_sub(cfg.dilation * (k - 1) + 1)
+                .map(|span| span / cfg.stride + 1)
         };
-        let (Some(h_out), Some(w_out)) = (out(h_in, kh), out(w_in, kw)) else {
+        let (Some(h_out), Some(w_out)) = (out(h_in, pad_h, kh), out(w_in, pad_w, kw)) else {
             return Err(Error::shape(
                 op,
                 format!(
@@ -112,7 +142,9 @@ impl ConvDims {
             w_out,
             kh,
             kw,
-            pad: cfg.padding,
+            stride: cfg.stride,
+            pad_h,
+            pad_w,
             dil: cfg.dilation,
         };
         // The kernels index with 32-bit ints; the products are of sizes a user chose, so they
@@ -150,10 +182,21 @@ impl ConvDims {
     }
 
     /// The integer arguments every conv kernel takes, in kernel order.
-    fn args(&self) -> [Arg<'static>; 11] {
+    fn args(&self) -> [Arg<'static>; 13] {
         [
-            self.batch, self.c_in, self.h_in, self.w_in, self.c_out, self.h_out, self.w_out,
-            self.kh, self.kw, self.pad, self.dil,
+            self.batch,
+            self.c_in,
+            self.h_in,
+            self.w_in,
+            self.c_out,
+            self.h_out,
+            self.w_out,
+            self.kh,
+            self.kw,
+            self.stride,
+            self.pad_h,
+            self.pad_w,
+            self.dil,
         ]
         .map(|v| Arg::I32(v as i32))
     }
@@ -200,8 +243,8 @@ fn check_device(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
 }
 
 /// The forward convolution: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], optional `bias`
-/// [C_out]; the result is [B, C_out, H + 2p - d(KH-1), W + 2p - d(KW-1)]. Runs in
-/// `cfg.precision`.
+/// [C_out]; the result is [B, C_out, H_out, W_out] with H_out = (H + 2ph - d(KH-1) - 1)/s + 1
+/// rounded down, as PyTorch, and W_out likewise. Runs in `cfg.precision`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
     let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
     check_device(x, w, "conv2d")?;
@@ -400,30 +443,50 @@ fn check_output_grad(dy: &Tensor, d: &ConvDims, op: &'static str) -> Result<()> 
 /// The cpu backend: im2col + GEMM per sample, samples spread over threads.
 mod cpu {
     use super::*;
+    use std::ops::Range;
 
-    /// The output columns `ow` whose input column `ow - p + kj d` lies inside the image, and
-    /// that input column's offset from `ow` (so a row of taps is one contiguous slice).
-    fn valid_columns(d: &ConvDims, kj: usize) -> (std::ops::Range<usize>, isize) {
-        let shift = (kj * d.dil) as isize - d.pad as isize;
-        let lo = (-shift).clamp(0, d.w_out as isize) as usize;
-        let hi = (d.w_in as isize - shift).clamp(lo as isize, d.w_out as isize) as usize;
-        (lo..hi, shift)
+    /// The outputs `o` (of `out` along one axis) whose input `o stride + shift` lies inside
+    /// `[0, size)`, for the tap at `offset` = k dil of the kernel and `pad` zeros before the
+    /// image, and that `shift` = offset - pad.
+    fn valid_outputs(
+        d: &ConvDims,
+        out: usize,
+        size: usize,
+        offset: usize,
+        pad: usize,
+    ) -> (Range<usize>, isize) {
+        let shift = offset as isize - pad as isize;
+        // The first output whose input is at or past `i`.
+        let first_reaching = |i: isize| ((i - shift).max(0) as usize).div_ceil(d.stride).min(out);
+        let lo = first_reaching(0);
+        (lo..first_reaching(size as isize).max(lo), shift)
     }
 
-    /// The output rows `oh` whose input row `oh - p + ki d` lies inside the image, and that
-    /// input row's offset from `oh`.
-    fn valid_rows(d: &ConvDims, ki: usize) -> (std::ops::Range<usize>, isize) {
-        let shift = (ki * d.dil) as isize - d.pad as isize;
-        let lo = (-shift).clamp(0, d.h_out as isize) as usize;
-        let hi = (d.h_in as isize - shift).clamp(lo as isize, d.h_out as isize) as usize;
-        (lo..hi, shift)
+    /// The output columns `ow` whose input column `ow s - pw + kj d` lies inside the image, and
+    /// that input column's offset from `ow s` (at stride 1 a row of taps is one contiguous
+    /// slice).
+    fn valid_columns(d: &ConvDims, kj: usize) -> (Range<usize>, isize) {
+        valid_outputs(d, d.w_out, d.w_in, kj * d.dil, d.pad_w)
     }
 
-    /// Where tap `t` of a same-width convolution (`w_out == w_in`, every convolution of the
-    /// network) reads: its valid outputs lie in one run of the flattened output plane, read from
-    /// the input plane at a fixed offset, apart from the columns `valid_columns` excludes in
-    /// each row. Returns the run and the offset, or None when no output reads the image.
-    fn same_width_run(d: &ConvDims, t: usize) -> Option<(std::ops::Range<usize>, isize)> {
+    /// The output rows `oh` whose input row `oh s - ph + ki d` lies inside the image, and that
+    /// input row's offset from `oh s`.
+    fn valid_rows(d: &ConvDims, ki: usize) -> (Range<usize>, isize) {
+        valid_outputs(d, d.h_out, d.h_in, ki * d.dil, d.pad_h)
+    }
+
+    /// A stride-1 convolution whose output rows are as wide as its input rows (every
+    /// convolution of the network), so one tap's reads are one run of the input plane
+    /// ([`same_width_run`]).
+    fn same_width(d: &ConvDims) -> bool {
+        d.stride == 1 && d.w_out == d.w_in
+    }
+
+    /// Where tap `t` of a [`same_width`] convolution reads: its valid outputs lie in one run of
+    /// the flattened output plane, read from the input plane at a fixed offset, apart from the
+    /// columns `valid_columns` excludes in each row. Returns the run and the offset, or None when
+    /// no output reads the image.
+    fn same_width_run(d: &ConvDims, t: usize) -> Option<(Range<usize>, isize)> {
         let (rows, sh) = valid_rows(d, t / d.kw);
         let (cols, sw) = valid_columns(d, t % d.kw);
         if rows.is_empty() || cols.is_empty() {
@@ -436,7 +499,7 @@ mod cpu {
 
     /// Zeroes, in each valid row of one tap's column-matrix row, the columns whose input column
     /// lies in the padding (the run of [`same_width_run`] crosses them). Column by column down
-    /// the rows: there are at most `pad` such columns on each side, one or two per row, and a
+    /// the rows: there are at most `pad_w` such columns on each side, one or two per row, and a
     /// row-by-row fill would be a call per element.
     fn zero_padding_columns(d: &ConvDims, t: usize, row: &mut [f32]) {
         let (rows, _) = valid_rows(d, t / d.kw);
@@ -448,14 +511,61 @@ mod cpu {
         }
     }
 
-    /// col[(ci, ki, kj), (oh, ow)] = x[ci, oh - p + ki d, ow - p + kj d] (0 in the padding).
+    /// For each output row of tap `t` where the convolution is not [`same_width`]: its valid
+    /// columns and the index in the input plane of the first one's input pixel, or None when
+    /// the row reads only padding.
+    fn tap_rows<'a>(
+        d: &'a ConvDims,
+        t: usize,
+    ) -> impl Iterator<Item = Option<(Range<usize>, usize)>> + 'a {
+        let (rows, sh) = valid_rows(d, t / d.kw);
+        let (cols, sw) = valid_columns(d, t % d.kw);
+        (0..d.h_out).map(move |oh| {
+            if !rows.contains(&oh) || cols.is_empty() {
+                return None;
+            }
+            let ih = (oh * d.stride) as isize + sh;
+            let iw = (cols.start * d.stride) as isize + sw;
+            Some((cols.clone(), (ih * d.w_in as isize + iw) as usize))
+        })
+    }
+
+    /// Copies every `stride`-th element of `src` into `dst`; a slice copy at stride 1, where it
+    /// vectorises.
+    fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
+        if stride == 1 {
+            dst.copy_from_slice(&src[..dst.len()]);
+        } else {
+            dst.iter_mut()
+                .zip(src.iter().step_by(stride))
+                .for_each(|(o, &v)| *o = v);
+        }
+    }
+
+    /// The adjoint of [`gather`]: adds `src` into every `stride`-th element of `dst`.
+    fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
+        if stride == 1 {
+            dst[..src.len()]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(o, &v)| *o += v);
+        } else {
+            dst.iter_mut()
+                .step_by(stride)
+                .zip(src)
+                .for_each(|(o, &v)| *o += v);
+        }
+    }
+
+    /// col[(ci, ki, kj), (oh, ow)] = x[ci, oh s - ph + ki d, ow s - pw + kj d] (0 in the
+    /// padding).
     fn im2col(d: &ConvDims, x: &[f32], col: &mut [f32]) {
         let (hw_out, hw_in) = (d.h_out * d.w_out, d.h_in * d.w_in);
         for ci in 0..d.c_in {
             let plane = &x[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
                 let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
-                if d.w_out == d.w_in {
+                if same_width(d) {
                     // One copy per tap instead of one per output row: rows are 7-28 wide.
                     match same_width_run(d, t) {
                         Some((run, offset)) => {
@@ -469,18 +579,13 @@ mod cpu {
                     }
                     continue;
                 }
-                let (ki, kj) = (t / d.kw, t % d.kw);
-                let (cols, shift) = valid_columns(d, kj);
-                for oh in 0..d.h_out {
-                    let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
-                    let out_row = &mut row[oh * d.w_out..][..d.w_out];
-                    if ih >= d.h_in || cols.is_empty() {
+                for (out_row, taps) in row.chunks_exact_mut(d.w_out).zip(tap_rows(d, t)) {
+                    let Some((cols, src)) = taps else {
                         out_row.fill(0.0);
                         continue;
-                    }
-                    let src = (ih * d.w_in) as isize + cols.start as isize + shift;
+                    };
                     out_row[..cols.start].fill(0.0);
-                    out_row[cols.clone()].copy_from_slice(&plane[src as usize..][..cols.len()]);
+                    gather(&mut out_row[cols.clone()], &plane[src..], d.stride);
                     out_row[cols.end..].fill(0.0);
                 }
             }
@@ -496,7 +601,7 @@ mod cpu {
             let plane = &mut dx[ci * hw_in..][..hw_in];
             for t in 0..d.taps() {
                 let row = &mut col[(ci * d.taps() + t) * hw_out..][..hw_out];
-                if d.w_out == d.w_in {
+                if same_width(d) {
                     if let Some((run, offset)) = same_width_run(d, t) {
                         zero_padding_columns(d, t, row);
                         let dst = (run.start as isize + offset) as usize;
@@ -507,27 +612,18 @@ mod cpu {
                     }
                     continue;
                 }
-                let (ki, kj) = (t / d.kw, t % d.kw);
-                let (cols, shift) = valid_columns(d, kj);
-                for oh in 0..d.h_out {
-                    let ih = (oh + ki * d.dil).wrapping_sub(d.pad);
-                    if ih >= d.h_in || cols.is_empty() {
-                        continue;
+                for (out_row, taps) in row.chunks_exact(d.w_out).zip(tap_rows(d, t)) {
+                    if let Some((cols, dst)) = taps {
+                        scatter_add(&mut plane[dst..], &out_row[cols], d.stride);
                     }
-                    let dst = (ih * d.w_in) as isize + cols.start as isize + shift;
-                    let src = &row[oh * d.w_out..][cols.clone()];
-                    plane[dst as usize..][..cols.len()]
-                        .iter_mut()
-                        .zip(src)
-                        .for_each(|(o, &v)| *o += v);
                 }
             }
         }
     }
 
-    /// A 1x1 convolution without padding: the im2col matrix is the input itself.
+    /// A 1x1 convolution at stride 1 without padding: the im2col matrix is the input itself.
     fn pointwise(d: &ConvDims) -> bool {
-        d.taps() == 1 && d.pad == 0
+        d.taps() == 1 && d.stride == 1 && d.pad_h == 0 && d.pad_w == 0
     }
 
     fn col_len(d: &ConvDims) -> usize {
