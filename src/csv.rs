@@ -37,7 +37,9 @@ pub fn split_line(line: &str) -> Vec<String> {
 }
 
 /// The data lines of the CSV file at `path` (none when it does not exist), after checking that
-/// its first line is `header`.
+/// its first line is `header`. A file written before `header` gained trailing columns (its
+/// header a prefix of `header`, whole columns) is read with those columns empty, so that the
+/// next [`replace`] upgrades it instead of refusing it.
 pub fn read_rows(path: &Path, header: &str) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(vec![]);
@@ -50,6 +52,15 @@ pub fn read_rows(path: &Path, header: &str) -> Result<Vec<String>> {
     match lines.next() {
         None => Ok(vec![]),
         Some(first) if first == header => Ok(lines.map(str::to_string).collect()),
+        Some(first)
+            if header
+                .strip_prefix(first)
+                .is_some_and(|rest| rest.starts_with(',')) =>
+        {
+            let added = header[first.len()..].matches(',').count();
+            let padding = ",".repeat(added);
+            Ok(lines.map(|l| format!("{l}{padding}")).collect())
+        }
         Some(first) => Err(Error::file(
             path,
             format!("its header is '{first}', expected '{header}': not a file this command wrote"),
@@ -100,5 +111,24 @@ mod tests {
         let fields = ["plain", "a,b", "say \"hi\"", ""];
         let line: Vec<String> = fields.iter().map(|f| quote(f)).collect();
         assert_eq!(split_line(&line.join(",")), fields);
+    }
+
+    #[test]
+    fn a_file_from_before_trailing_columns_reads_upgraded_and_others_are_refused() {
+        let dir = std::env::temp_dir().join(format!("dml-csv-upgrade-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eval.csv");
+        fs::write(&path, "a,b\n1,2\n").unwrap();
+        assert_eq!(read_rows(&path, "a,b,c,d").unwrap(), ["1,2,,"]);
+        append_atomically(&path, "a,b,c,d", "3,4,5,6").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "a,b,c,d\n1,2,,\n3,4,5,6\n"
+        );
+        // A prefix that stops inside a column name, or another header, is not an older version.
+        fs::write(&path, "a,b\n1,2\n").unwrap();
+        assert!(read_rows(&path, "a,bc").is_err());
+        assert!(read_rows(&path, "x,b,c").is_err());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

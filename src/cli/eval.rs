@@ -1,8 +1,6 @@
 //! `dml eval`: evaluate a checkpoint's samples (SPEC section 10): distances to the test split in
 //! the features of the engine's own classifier, nearest training images (numbers and a figure),
 //! sign changes; prints a table and appends a CSV row.
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -71,14 +69,14 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
     let mut inputs = vec![path.as_path(), Path::new(&data_name), &cached];
     inputs.extend(args.samples.as_deref());
     inputs.extend(args.scoring.classifier.as_deref());
+    inputs.extend(args.scoring.inception.as_deref());
     check_outputs(&[("--neighbours-png", &png), ("--csv", &csv)], &inputs)?;
-    let samples = match &args.samples {
-        Some(file) => read_samples(file, &model)?,
-        None => {
-            print_model(&model, device);
-            draw_samples(&model, &args.sampling, &args.checkpoint)?
-        }
-    };
+    // Inputs first: a wrong samples, classifier or Inception file is refused before any sampling.
+    let given = args
+        .samples
+        .as_ref()
+        .map(|file| read_samples(file, &model))
+        .transpose()?;
     let scorer = Scorer::new(
         &args.scoring,
         splits,
@@ -86,6 +84,13 @@ pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
         args.neighbours,
         device,
     )?;
+    let samples = match given {
+        Some(samples) => samples,
+        None => {
+            print_model(&model, device);
+            draw_samples(&model, &args.sampling, &args.checkpoint)?
+        }
+    };
     eprintln!(
         "evaluating {} samples against {} test images",
         samples.images.len() / scorer.train.image_len(),
@@ -196,20 +201,8 @@ fn write_figure(
     write_png(path, &picture)
 }
 
-/// Appends `row` to the CSV file at `path`, writing [`EVAL_CSV_HEADER`] first when the file is
-/// new or empty.
+/// Appends `row` to the eval CSV file at `path` (written whole and renamed, so a kill never
+/// leaves half a row; a file from before the Inception columns is upgraded).
 fn append_csv(path: &Path, row: &str) -> Result<()> {
-    let io = |e| Error::Io {
-        context: format!("appending to {}", path.display()),
-        source: e,
-    };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
-        writeln!(file, "{EVAL_CSV_HEADER}").map_err(io)?;
-    }
-    writeln!(file, "{row}").map_err(io)
+    crate::csv::append_atomically(path, EVAL_CSV_HEADER, row)
 }

@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::train_classifier::{cached_classifier_path, check_steps, train_and_save};
+use super::train_classifier::{cache_dir, cached_classifier_path, check_steps, train_and_save};
 use crate::data::{Dataset, PixelRange, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::eval::inception::InceptionReference;
 use crate::eval::{
-    evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, EvalReport, Samples,
+    evaluate, fixed_subset, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions,
+    EvalReport, Samples,
 };
+use crate::nn::inception::FidInception;
 
 /// The options that choose the data, the classifier and the reference set of a score.
 #[derive(Args, Debug, Clone)]
@@ -30,6 +33,11 @@ pub struct ScoringArgs {
     /// Test images the samples are compared with, at most.
     #[arg(long, default_value_t = EvalOptions::default().max_reference)]
     pub max_reference: usize,
+    /// FID InceptionV3 weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth converted
+    /// by reference/convert_inception.py (README, "Inception FID and KID"). Adds Inception FID
+    /// and KID to the report; the test images' features are cached after the first use.
+    #[arg(long, value_name = "FILE")]
+    pub inception: Option<PathBuf>,
 }
 
 impl ScoringArgs {
@@ -59,8 +67,12 @@ impl ScoringArgs {
             || format!("cached-{}steps", self.classifier_steps),
             |p| p.display().to_string(),
         );
+        let inception = self
+            .inception
+            .as_ref()
+            .map_or_else(String::new, |p| format!(";inception={}", p.display()));
         format!(
-            "data={data_name};classifier={classifier};max_reference={}",
+            "data={data_name};classifier={classifier};max_reference={}{inception}",
             self.max_reference
         )
     }
@@ -72,6 +84,8 @@ pub struct Scorer {
     pub test: Dataset,
     pub classifier: Classifier,
     pub options: EvalOptions,
+    /// The FID Inception and its reference features, with `--inception`.
+    pub inception: Option<InceptionReference>,
 }
 
 impl Scorer {
@@ -108,6 +122,14 @@ impl Scorer {
         device: &Device,
     ) -> Result<Self> {
         let classifier = classifier_for(args, range, &train, &test, device)?;
+        let inception = match &args.inception {
+            None => None,
+            Some(path) => {
+                let net = FidInception::load(path, device)?;
+                let indices = fixed_subset(test.n, args.max_reference);
+                Some(InceptionReference::new(net, &test, &indices, &cache_dir())?)
+            }
+        };
         Ok(Self {
             train,
             test,
@@ -116,6 +138,7 @@ impl Scorer {
                 max_reference: args.max_reference,
                 neighbours,
             },
+            inception,
         })
     }
 
@@ -125,13 +148,18 @@ impl Scorer {
             images,
             sign_changes,
         };
-        evaluate(
+        let mut report = evaluate(
             &samples,
             &self.train,
             &self.test,
             &self.classifier,
             &self.options,
-        )
+        )?;
+        if let Some(inception) = &self.inception {
+            let spec = &self.classifier.spec;
+            report.inception = Some(inception.score(images, spec.image_shape, spec.range)?);
+        }
+        Ok(report)
     }
 }
 

@@ -204,6 +204,14 @@ struct Outputs {
 
 pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
     args.scoring.check()?;
+    if args.scoring.inception.is_some() {
+        // sweep.csv has no Inception columns yet; scoring every setting by them and dropping the
+        // numbers would cost the user the time for nothing.
+        return Err(Error::invalid(
+            "--inception is not supported by `dml sweep` yet: sweep by the classifier \
+             distances, then score the best setting with `dml eval --inception FILE`",
+        ));
+    }
     let path = existing_checkpoint(&args.checkpoint)?;
     let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
     let additive = !model.spec.objective.diffusion().requires_positive_pixels();
@@ -258,6 +266,7 @@ fn outputs_checked(
     let cached = Scorer::cached_classifier(&args.scoring, train, model.spec.range);
     let mut inputs = vec![checkpoint, Path::new(data_name), &cached];
     inputs.extend(args.scoring.classifier.as_deref());
+    inputs.extend(args.scoring.inception.as_deref());
     check_outputs(
         &[
             ("sweep.csv", &outputs.csv),

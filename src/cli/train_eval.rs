@@ -62,6 +62,10 @@ pub struct EvalEveryArgs {
     /// Test images each evaluation compares the samples with, at most.
     #[arg(long, default_value_t = EvalOptions::default().max_reference)]
     pub eval_max_reference: usize,
+    /// Also score each evaluation by Inception FID and KID with these converted FID InceptionV3
+    /// weights (as `dml eval --inception`; slow on a CPU: the samples' features each time).
+    #[arg(long, value_name = "FILE")]
+    pub eval_inception: Option<PathBuf>,
 }
 
 /// No evaluation, the other options at their defaults (`dml demo`'s run).
@@ -73,6 +77,7 @@ impl Default for EvalEveryArgs {
             eval_seed: 0,
             eval_classifier_steps: ClassifierTraining::default().steps,
             eval_max_reference: EvalOptions::default().max_reference,
+            eval_inception: None,
         }
     }
 }
@@ -104,6 +109,7 @@ impl TrainEval {
             classifier_steps: args.eval_classifier_steps,
             data: Some(data_name.to_string()),
             max_reference: args.eval_max_reference,
+            inception: args.eval_inception.clone(),
         };
         scoring.check()?;
         if args.eval_count < 2 {

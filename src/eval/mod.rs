@@ -2,6 +2,7 @@
 //! space, and pixel-space nearest neighbours.
 mod classifier;
 mod frechet;
+pub mod inception;
 mod kid;
 mod neighbours;
 mod report;
@@ -11,7 +12,8 @@ pub use frechet::frechet_distance;
 pub use kid::{kernel_inception_distance as kid, KidReference};
 pub use neighbours::{nearest_neighbours, Neighbour};
 pub use report::{
-    evaluate, nearest_training_images, EvalOptions, EvalReport, Samples, EVAL_CSV_HEADER,
+    evaluate, nearest_training_images, subset as fixed_subset, EvalOptions, EvalReport, Samples,
+    EVAL_CSV_HEADER,
 };
 
 /// Feature vectors, one row per image.

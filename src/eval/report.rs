@@ -3,6 +3,7 @@
 //! nearest neighbours in the training split, and the fraction of non-positive entries; with a
 //! reference "floor" (the same distances for real training images) to read the numbers against.
 use super::classifier::{accuracy_of, Classifier};
+use super::inception::InceptionScores;
 use super::neighbours::{nearest_neighbours, Neighbour};
 use super::{frechet_distance, Features, KidReference};
 use crate::data::{epoch_permutation, Dataset, PixelRange};
@@ -18,7 +19,8 @@ const SUBSET_SEED: u64 = 0x4556_414c;
 pub const EVAL_CSV_HEADER: &str = "samples,n_samples,n_reference,feature_dim,\
 frechet_classifier_features,kid_classifier_features,floor_frechet_classifier_features,\
 floor_kid_classifier_features,classifier_test_accuracy,nn_train_l2_mean,nn_train_l2_median,\
-test_nn_train_l2_mean,test_nn_train_l2_median,nonpositive_fraction,sampler_sign_changes";
+test_nn_train_l2_mean,test_nn_train_l2_median,nonpositive_fraction,sampler_sign_changes,\
+inception_fid,inception_kid_mean,inception_kid_std";
 
 /// The samples to evaluate: `n` concatenated CHW images in the classifier's pixel range.
 pub struct Samples<'a> {
@@ -75,6 +77,8 @@ pub struct EvalReport {
     /// The nearest training images of each sample, closest first (indices into the training
     /// split).
     pub neighbours: Vec<Vec<Neighbour>>,
+    /// FID and KID in the FID Inception's features, when its weights were given.
+    pub inception: Option<InceptionScores>,
 }
 
 impl EvalReport {
@@ -139,6 +143,22 @@ impl EvalReport {
             ),
             ("sign changes counted by the sampler".to_string(), flips),
         ];
+        let inception = self.inception.iter().flat_map(|i| {
+            [
+                (
+                    "FID (Inception features, 2048-d)".to_string(),
+                    format!("{:.3}", i.fid),
+                ),
+                (
+                    format!(
+                        "KID (Inception, {} subsets of {})",
+                        i.kid_subsets, i.kid_subset_size
+                    ),
+                    format!("{:.5} +- {:.5}", i.kid_mean, i.kid_std),
+                ),
+            ]
+        });
+        let rows: Vec<(String, String)> = rows.into_iter().chain(inception).collect();
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
@@ -168,6 +188,18 @@ impl EvalReport {
             format!("{:e}", self.nonpositive_fraction),
             flips,
         ]
+        .into_iter()
+        .chain(self.inception.map_or_else(
+            || vec![String::new(); 3],
+            |i| {
+                vec![
+                    format!("{}", i.fid),
+                    format!("{:e}", i.kid_mean),
+                    format!("{:e}", i.kid_std),
+                ]
+            },
+        ))
+        .collect::<Vec<_>>()
         .join(",")
     }
 }
@@ -261,13 +293,14 @@ pub fn evaluate(
             / samples.images.len() as f64,
         sampler_sign_changes: samples.sign_changes,
         neighbours,
+        inception: None,
     };
     report.ensure_finite()?;
     Ok(report)
 }
 
 /// `count` indices of `0..n`: all in order when `count >= n`, else a fixed random subset.
-fn subset(n: usize, count: usize) -> Vec<usize> {
+pub fn subset(n: usize, count: usize) -> Vec<usize> {
     if count >= n {
         return (0..n).collect();
     }

@@ -1,0 +1,113 @@
+//! `dml eval --inception FILE`: Inception FID and KID beside the classifier distances, the test
+//! images' features cached, files that are not the converted weights refused with a clear error.
+//! The weights are the formula stand-ins (tests/inception.rs checks them against PyTorch), written
+//! as reference/convert_inception.py writes a converted file.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cli::{fails, ok, s, train_tiny_run};
+use dalemeetslangevin::checkpoint::Checkpoint;
+use dalemeetslangevin::nn::inception::formula_state_dict;
+
+fn formula_weights(dir: &Path) -> PathBuf {
+    let path = dir.join("fid_inception.safetensors");
+    let mut file = Checkpoint::new();
+    file.tensors = formula_state_dict();
+    file.put_meta("format", "dml-fid-inception-v3");
+    file.save(&path).unwrap();
+    path
+}
+
+fn eval_args<'a>(run: &'a str, csv: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        run,
+        "--count",
+        "4",
+        "--max-reference",
+        "6",
+        "--classifier-steps",
+        "2",
+        "--csv",
+        csv,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn eval_reports_inception_fid_and_kid_and_caches_the_reference() {
+    let run = train_tiny_run("cli-inception", 10, 2);
+    let weights = formula_weights(&run);
+    let csv = run.join("inception-eval.csv");
+    let args = eval_args(s(&run), s(&csv), &["--inception", s(&weights)]);
+    let first = ok(&args);
+    assert!(
+        first.contains("FID (Inception features, 2048-d)"),
+        "{first}"
+    );
+    assert!(
+        first.contains("KID (Inception, 100 subsets of 4)"),
+        "{first}"
+    );
+    let second = ok(&args);
+    assert!(
+        second.contains("using cached Inception features"),
+        "{second}"
+    );
+
+    // Both rows carry the three Inception columns, equal (same seed, same cached reference).
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].ends_with("inception_fid,inception_kid_mean,inception_kid_std"),
+        "{text}"
+    );
+    let tail = |line: &str| {
+        line.rsplitn(4, ',')
+            .take(3)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (tail(lines[1]), tail(lines[2]));
+    assert!(
+        a.iter().all(|v| v.parse::<f64>().is_ok_and(f64::is_finite)),
+        "{a:?}"
+    );
+    assert_eq!(a, b);
+
+    // Without --inception the columns stay empty.
+    ok(&eval_args(s(&run), s(&csv), &[]));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.lines().last().unwrap().ends_with(",,,"), "{text}");
+}
+
+#[test]
+fn eval_refuses_files_that_are_not_the_inception_weights() {
+    let run = train_tiny_run("cli-inception-bad", 10, 2);
+    let csv = run.join("eval.csv");
+    // The score network's own checkpoint, passed by mistake.
+    let checkpoint = run.join("checkpoint.safetensors");
+    let e = fails(&eval_args(
+        s(&run),
+        s(&csv),
+        &["--inception", s(&checkpoint)],
+    ));
+    assert!(
+        e.contains("checkpoint.safetensors") && e.contains("convert_inception.py"),
+        "{e}"
+    );
+    // A file that is not safetensors at all (pytorch-fid's .pth, unconverted).
+    let pth = run.join("pt_inception-2015-12-05-6726825d.pth");
+    std::fs::write(&pth, b"PK\x03\x04 a zip archive").unwrap();
+    let e = fails(&eval_args(s(&run), s(&csv), &["--inception", s(&pth)]));
+    assert!(e.contains("pt_inception-2015-12-05-6726825d.pth"), "{e}");
+    let e = fails(&eval_args(
+        s(&run),
+        s(&csv),
+        &["--inception", s(&run.join("absent"))],
+    ));
+    assert!(e.contains("absent"), "{e}");
+}
