@@ -229,3 +229,56 @@ fn write_cache(path: &Path, features: &[f32], n: usize) -> Result<()> {
     );
     file.save(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::kid;
+    use crate::rng;
+
+    fn features(n: usize, shift: f32, seed: u64) -> Vec<f32> {
+        (0..n * FEATURES)
+            .map(|i| (shift + rng::normal(seed, 0, 0, i as u64)).max(0.0))
+            .collect()
+    }
+
+    #[test]
+    fn kid_by_gemm_over_whole_sets_is_the_direct_estimator() {
+        // Subsets as large as both sets are permutations of them: every subset's MMD is the
+        // direct O(n^2) estimator of eval::kid, so the mean equals it and the spread vanishes.
+        let (a, b) = (features(12, 0.5, 1), features(12, 0.8, 2));
+        let scores = inception_scores(&a, &b).unwrap();
+        let direct = kid(
+            &Features {
+                data: &a,
+                dim: FEATURES,
+            },
+            &Features {
+                data: &b,
+                dim: FEATURES,
+            },
+        )
+        .unwrap();
+        assert_eq!(scores.kid_subset_size, 12);
+        assert!(
+            (scores.kid_mean - direct).abs() <= 1e-6 * direct.abs(),
+            "{scores:?} vs {direct}"
+        );
+        assert!(scores.kid_std <= 1e-6 * direct.abs(), "{scores:?}");
+        assert!(direct > 0.0, "shifted sets must differ: {direct}");
+    }
+
+    #[test]
+    fn kid_subsets_shrink_to_the_smaller_set_and_vary() {
+        let (a, b) = (features(5, 0.5, 3), features(30, 0.5, 4));
+        let scores = inception_scores(&a, &b).unwrap();
+        assert_eq!(
+            (scores.kid_subsets, scores.kid_subset_size),
+            (KID_SUBSETS, 5)
+        );
+        assert!(
+            scores.kid_std > 0.0,
+            "subsets of 5 from 30 differ: {scores:?}"
+        );
+    }
+}
