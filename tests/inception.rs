@@ -255,3 +255,20 @@ fn images_of_other_channel_counts_are_refused() {
     let e = net.features(&x).err().unwrap().to_string();
     assert!(e.contains("[1, 2, 28, 28]") && e.contains("1 or 3"), "{e}");
 }
+
+#[test]
+fn the_network_on_the_emulator_matches_the_cpu() {
+    // Every kernel of the network (strided and 1x7/7x1 convolutions, both pools, the resize,
+    // ReLU, concatenation) in place, on one image: ~40 s on the emulator. The kernels' own tests
+    // run both schedules on edge sizes; this checks the network's use of them.
+    use dalemeetslangevin::device::EmuSchedule;
+    let x = one_image();
+    let cpu = FidInception::with_formula_weights(&Device::Cpu).unwrap();
+    let want = cpu.blocks(&x).unwrap();
+    let emu = FidInception::with_formula_weights(&Device::Emu(EmuSchedule::Forward)).unwrap();
+    let got = emu.blocks(&x).unwrap();
+    for (i, (g, w)) in got.blocks.iter().zip(&want.blocks).enumerate() {
+        let w: Vec<f64> = w.to_vec().unwrap().into_iter().map(f64::from).collect();
+        assert_matches(&format!("block {i} on emu"), &g.to_vec().unwrap(), &w, 1e-5);
+    }
+}
