@@ -111,3 +111,47 @@ fn eval_refuses_files_that_are_not_the_inception_weights() {
     ));
     assert!(e.contains("absent"), "{e}");
 }
+
+#[test]
+fn train_eval_every_adds_the_inception_columns() {
+    let dir = common::tempdir("cli-inception-train");
+    let weights = formula_weights(&dir);
+    let out = dir.join("run");
+    ok(&[
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "tiny",
+        "--max-images",
+        "16",
+        "--levels",
+        "10",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        s(&out),
+        "--eval-every",
+        "2",
+        "--eval-count",
+        "4",
+        "--eval-max-reference",
+        "6",
+        "--eval-classifier-steps",
+        "2",
+        "--eval-inception",
+        s(&weights),
+    ]);
+    let text = std::fs::read_to_string(out.join("eval.csv")).unwrap();
+    let row = text.lines().nth(1).expect("one evaluation row");
+    let fields = dalemeetslangevin::csv::split_line(row);
+    let inception = &fields[fields.len() - 3..];
+    assert!(
+        inception
+            .iter()
+            .all(|v| v.parse::<f64>().is_ok_and(f64::is_finite)),
+        "{text}"
+    );
+}
