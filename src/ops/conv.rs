@@ -8,7 +8,7 @@
 //! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
 //! their operands to tf32 to match the tensor-core kernels).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
-use super::cpu_gemm::{gemm, MatRef};
+use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -638,6 +638,7 @@ mod cpu {
         let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
         let x_len = d.c_in * d.h_in * d.w_in;
         let workers = batch_workers(d.batch, flops_per_sample(d));
+        let w_lhs = SharedLhs::new(MatRef::row_major(w, d.c_out, k));
         for_each_item_chunk(y, d.c_out * p, workers, |first, ys| {
             let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
             for (i, y_b) in ys.chunks_mut(d.c_out * p).enumerate() {
@@ -657,12 +658,7 @@ mod cpu {
                     }
                     None => 0.0,
                 };
-                gemm(
-                    MatRef::row_major(w, d.c_out, k),
-                    MatRef::row_major(col, k, p),
-                    beta,
-                    y_b,
-                );
+                gemm_shared(&w_lhs, MatRef::row_major(col, k, p), beta, y_b);
             }
         });
     }
@@ -671,18 +667,16 @@ mod cpu {
         let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
         let x_len = d.c_in * d.h_in * d.w_in;
         let workers = batch_workers(d.batch, flops_per_sample(d));
+        let w_t = SharedLhs::new(MatRef::row_major(w, d.c_out, k).t());
         for_each_item_chunk(dx, x_len, workers, |first, dxs| {
             let mut col = vec![0.0; if pointwise(d) { 0 } else { col_len(d) }];
             for (i, dx_b) in dxs.chunks_mut(x_len).enumerate() {
                 let dy_b = &dy[(first + i) * d.c_out * p..][..d.c_out * p];
-                let (w_t, dy_m) = (
-                    MatRef::row_major(w, d.c_out, k).t(),
-                    MatRef::row_major(dy_b, d.c_out, p),
-                );
+                let dy_m = MatRef::row_major(dy_b, d.c_out, p);
                 if pointwise(d) {
-                    gemm(w_t, dy_m, 0.0, dx_b);
+                    gemm_shared(&w_t, dy_m, 0.0, dx_b);
                 } else {
-                    gemm(w_t, dy_m, 0.0, &mut col);
+                    gemm_shared(&w_t, dy_m, 0.0, &mut col);
                     col2im(d, &mut col, dx_b);
                 }
             }

@@ -92,6 +92,44 @@ pub(crate) fn gemm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     }
 }
 
+/// The left operand of many products (a convolution's weights, the same for every sample of a
+/// batch), packed once for all of them where the AVX-512 GEMM will take it, instead of once per
+/// product: at 8x8 and 17x17 pixels (the FID Inception's late blocks) repacking the weights for
+/// each sample cost about as much as the product.
+pub(crate) struct SharedLhs<'a> {
+    plain: MatRef<'a>,
+    #[cfg(target_arch = "x86_64")]
+    packed: Option<avx512::PackedA>,
+}
+
+impl<'a> SharedLhs<'a> {
+    pub fn new(a: MatRef<'a>) -> Self {
+        assert!(a.fits(), "gemm operand out of bounds");
+        Self {
+            plain: a,
+            #[cfg(target_arch = "x86_64")]
+            packed: (avx512::available() && a.rows >= avx512::MR / 2)
+                .then(|| avx512::PackedA::new(a)),
+        }
+    }
+}
+
+/// [`gemm`] with a shared left operand: the same dispatch, arithmetic and bits.
+pub(crate) fn gemm_shared(a: &SharedLhs<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = &a.packed {
+        assert!(
+            packed.depth() == b.rows && b.fits() && c.len() >= packed.rows() * b.cols,
+            "gemm operands out of bounds"
+        );
+        if b.cols > 0 {
+            avx512::gemm_packed(packed, b, beta, c);
+        }
+        return;
+    }
+    gemm(a.plain, b, beta, c);
+}
+
 /// `c = a b` with the rows of `a` (and `c`) spread over every core: the cpu backend's GEMM rate
 /// on the whole machine, which `dml bench` takes as its GEMM ceiling.
 pub(crate) fn gemm_all_cores(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32]) {

@@ -447,11 +447,18 @@ mod cpu {
         for_each_item_chunk(y, ho * wo, workers, |first, ys| {
             for (i, y_p) in ys.chunks_mut(ho * wo).enumerate() {
                 let x_p = &x[(first + i) * h * w..][..h * w];
-                for (o, out) in y_p.iter_mut().enumerate() {
-                    let (rows, cols) = (window(o / wo, cfg, h), window(o % wo, cfg, w));
-                    *out = rows
-                        .flat_map(|ih| x_p[ih * w..][cols.clone()].iter())
-                        .fold(f32::NEG_INFINITY, |best, &v| nan_max(best, v));
+                for (oh, y_row) in y_p.chunks_mut(wo).enumerate() {
+                    let rows = window(oh, cfg, h);
+                    for (ow, out) in y_row.iter_mut().enumerate() {
+                        let cols = window(ow, cfg, w);
+                        let mut best = f32::NEG_INFINITY;
+                        for ih in rows.clone() {
+                            for &v in &x_p[ih * w..][cols.clone()] {
+                                best = nan_max(best, v);
+                            }
+                        }
+                        *out = best;
+                    }
                 }
             }
         });
