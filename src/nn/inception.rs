@@ -296,11 +296,9 @@ impl FidInception {
         let x = self.block_d("Mixed_7a", &block2)?;
         let x = self.block_e("Mixed_7b", &x, false)?;
         let x = self.block_e("Mixed_7c", &x, true)?;
-        let &[n, c, h, w] = x.shape() else {
-            unreachable!("convolutions keep NCHW")
-        };
-        // Adaptive average pooling to 1x1: the grid is square, 8x8 from 299x299.
-        let pooled = avg_pool2d(&x, PoolCfg::new(h.max(w), 1, 0))?.reshape(&[n, c])?;
+        let (n, c, side) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        // Adaptive average pooling to 1x1: the grid is square (8x8 from 299x299), one window.
+        let pooled = avg_pool2d(&x, PoolCfg::new(side, 1, 0))?.reshape(&[n, c])?;
         Ok(BlockOutputs {
             blocks: [block0, block1, block2, pooled],
         })
@@ -335,9 +333,11 @@ impl FidInception {
 
     /// BasicConv2d layers applied one after the other.
     fn chain(&self, names: &[&str], x: &Tensor) -> Result<Tensor> {
-        let (first, rest) = names.split_first().expect("a chain has a layer");
-        rest.iter()
-            .try_fold(self.conv(first, x)?, |h, name| self.conv(name, &h))
+        let mut h: Option<Tensor> = None;
+        for name in names {
+            h = Some(self.conv(name, h.as_ref().unwrap_or(x))?);
+        }
+        h.ok_or_else(|| Error::invalid("FID Inception: a branch without layers"))
     }
 
     fn branch(&self, block: &str, branches: &[&str], x: &Tensor) -> Result<Tensor> {
