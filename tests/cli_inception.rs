@@ -1,5 +1,6 @@
 //! `dml eval --inception FILE`: Inception FID and KID beside the classifier distances, the test
-//! images' features cached, files that are not the converted weights refused with a clear error.
+//! images' features cached, files that are not the converted weights refused with a clear error;
+//! `dml sweep --inception FILE` recording them and choosing the best setting by them.
 //! The weights are the formula stand-ins (tests/inception.rs checks them against PyTorch), written
 //! as reference/convert_inception.py writes a converted file.
 mod common;
@@ -154,4 +155,121 @@ fn train_eval_every_adds_the_inception_columns() {
             .all(|v| v.parse::<f64>().is_ok_and(f64::is_finite)),
         "{text}"
     );
+}
+
+/// The column `name` of the CSV file at `path`, one value per row.
+fn column(path: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == name).unwrap_or_else(|| {
+        panic!("no column {name} in {header:?}");
+    });
+    lines
+        .map(|l| dalemeetslangevin::csv::split_line(l)[at].clone())
+        .collect()
+}
+
+/// `dml sweep` of one setting (delta_s 0.01) on 4 images against 6 test images: each Inception
+/// FID costs about a minute on 2 cores (two 2048x2048 eigendecompositions), so one setting;
+/// src/sweep/best.rs tests the choice among several by each metric.
+fn sweep_args<'a>(run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "sweep",
+        "--checkpoint",
+        run,
+        "--delta-s",
+        "0.01",
+        "--count",
+        "4",
+        "--batch",
+        "4",
+        "--max-reference",
+        "6",
+        "--classifier-steps",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn sweep_records_inception_distances_and_chooses_the_best_by_them() {
+    let run = train_tiny_run("cli-inception-sweep", 10, 2);
+    let weights = formula_weights(&run);
+    let out = ok(&sweep_args(
+        s(&run),
+        &["--inception", s(&weights), "--metric", "inception-fid"],
+    ));
+    let csv = run.join("sweep.csv");
+    assert_eq!(column(&csv, "status"), ["scored"], "{out}");
+    let value = |name: &str| -> f64 {
+        let values = column(&csv, name);
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        let v = values[0].parse::<f64>();
+        assert!(
+            v.as_ref().is_ok_and(|v| v.is_finite()),
+            "{name}: {values:?}"
+        );
+        v.unwrap()
+    };
+    let fid = value("inception_fid");
+    let kid = value("inception_kid_mean");
+    assert!(value("inception_kid_std") >= 0.0);
+    // best_settings.json names the metric and carries the row's Inception numbers.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best_settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["metric"], "inception-fid", "{doc}");
+    assert_eq!(doc["options"]["delta-s"], "0.01", "{doc}");
+    assert_eq!(doc["scores"]["inception_fid"].as_f64(), Some(fid), "{doc}");
+    assert_eq!(
+        doc["scores"]["inception_kid_mean"].as_f64(),
+        Some(kid),
+        "{doc}"
+    );
+    // The table has the Inception columns; the best line and the plot go by the metric.
+    assert!(out.contains("inception_fid"), "{out}");
+    assert!(
+        out.contains(&format!("best by inception-fid ({fid:.5})")),
+        "{out}"
+    );
+    assert!(out.contains("inception-fid (y, "), "{out}");
+
+    // The same row, chosen by Inception KID: nothing sampled, the file names that metric.
+    let out = ok(&sweep_args(
+        s(&run),
+        &["--inception", s(&weights), "--metric", "inception-kid"],
+    ));
+    assert!(out.contains("0 to try") && !out.contains("[1/"), "{out}");
+    assert!(
+        out.contains(&format!("best by inception-kid ({kid:.5})")),
+        "{out}"
+    );
+    let best = std::fs::read_to_string(run.join("best_settings.json")).unwrap();
+    assert!(best.contains("\"metric\": \"inception-kid\""), "{best}");
+
+    // A sweep without --inception does not mix its rows into this record.
+    let before = std::fs::read_to_string(&csv).unwrap();
+    let e = fails(&sweep_args(s(&run), &[]));
+    assert!(
+        e.contains("sweep.csv") && e.contains("(inception=") && e.contains("(no inception)"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), before);
+}
+
+#[test]
+fn sweep_refuses_an_inception_metric_without_inception_weights() {
+    let run = train_tiny_run("cli-inception-sweep-refused", 10, 2);
+    for metric in ["inception-fid", "inception-kid"] {
+        let e = fails(&sweep_args(s(&run), &["--metric", metric]));
+        assert!(
+            e.contains(&format!("--metric {metric}")) && e.contains("--inception FILE"),
+            "{e}"
+        );
+    }
+    // Refused before anything was sampled or written.
+    assert!(!run.join("sweep.csv").exists());
+    assert!(!run.join("best_settings.json").exists());
 }

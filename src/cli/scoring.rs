@@ -35,7 +35,8 @@ pub struct ScoringArgs {
     pub max_reference: usize,
     /// FID InceptionV3 weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth converted
     /// by reference/convert_inception.py (README, "Inception FID and KID"). Adds Inception FID
-    /// and KID to the report; the test images' features are cached after the first use.
+    /// and KID to the scores (eval's report and CSV, each row of sweep.csv); the test images'
+    /// features are cached after the first use.
     #[arg(long, value_name = "FILE")]
     pub inception: Option<PathBuf>,
 }

@@ -86,7 +86,8 @@ pub struct SweepArgs {
     /// Arithmetic of the network's forward convolutions [default: the checkpoint's].
     #[arg(long, value_enum)]
     pub precision: Option<ConvPrecision>,
-    /// The distance the best setting minimises.
+    /// The distance the best setting minimises (inception-fid and inception-kid need
+    /// --inception, which adds the Inception distances to every row of sweep.csv).
     #[arg(long, value_enum, default_value_t = Metric::Frechet)]
     pub metric: Metric,
     #[command(flatten)]
@@ -204,13 +205,15 @@ struct Outputs {
 
 pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
     args.scoring.check()?;
-    if args.scoring.inception.is_some() {
-        // sweep.csv has no Inception columns yet; scoring every setting by them and dropping the
-        // numbers would cost the user the time for nothing.
-        return Err(Error::invalid(
-            "--inception is not supported by `dml sweep` yet: sweep by the classifier \
-             distances, then score the best setting with `dml eval --inception FILE`",
-        ));
+    if args.metric.needs_inception() && args.scoring.inception.is_none() {
+        return Err(Error::invalid(format!(
+            "--metric {} is measured in the FID InceptionV3's features: give its converted \
+             weights with --inception FILE (README, \"Inception FID and KID\"), or sweep by \
+             --metric {} or {}",
+            args.metric,
+            Metric::Frechet,
+            Metric::Kid
+        )));
     }
     let path = existing_checkpoint(&args.checkpoint)?;
     let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
@@ -303,6 +306,9 @@ fn try_setting(
                 floor_frechet: report.floor_frechet,
                 floor_kid: report.floor_kid,
                 n_samples: report.n_samples,
+                inception_fid: report.inception.map(|i| i.fid),
+                inception_kid_mean: report.inception.map(|i| i.kid_mean),
+                inception_kid_std: report.inception.map(|i| i.kid_std),
             }),
             Err(e) => Status::Failed(e.to_string()),
         },
@@ -318,13 +324,21 @@ fn try_setting(
 /// One line on a row: its setting and how it ended.
 fn describe(row: &Row, metric: Metric, additive: bool) -> String {
     let outcome = match &row.status {
-        Status::Scored(s) => format!(
-            "{} {:.5} (frechet {:.5}, kid {:.6})",
-            metric,
-            s.get(metric),
-            s.frechet,
-            s.kid
-        ),
+        Status::Scored(s) => {
+            let value = s
+                .get(metric)
+                .map_or_else(|| "-".into(), |v| format!("{v:.5}"));
+            let inception = match (s.inception_fid, s.inception_kid_mean) {
+                (Some(fid), Some(kid)) => {
+                    format!(", inception fid {fid:.3}, inception kid {kid:.5}")
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{metric} {value} (frechet {:.5}, kid {:.6}{inception})",
+                s.frechet, s.kid
+            )
+        }
         Status::Refused(why) => format!("refused: {why}"),
         Status::Failed(why) => format!("failed: {why}"),
     };
@@ -371,22 +385,31 @@ fn report(
         .filter(|r| settings.contains(&r.setting))
         .collect();
     let score = |r: &Row| match &r.status {
-        Status::Scored(s) if s.get(args.metric).is_finite() => s.get(args.metric),
+        Status::Scored(s) => s
+            .get(args.metric)
+            .filter(|v| v.is_finite())
+            .unwrap_or(f64::INFINITY),
         _ => f64::INFINITY,
     };
     rows.sort_by(|a, b| score(a).total_cmp(&score(b)));
-    match additive {
-        true => println!(
-            "{:>10} {:>5} {:>12} {:>12}  status",
-            "eps", "T", "frechet", "kid"
+    // The Inception columns when the rows have them (a sweep with --inception).
+    let inception = args.scoring.inception.is_some();
+    let scores_header = match inception {
+        true => format!(
+            "{:>12} {:>12} {:>13} {:>13}",
+            "frechet", "kid", "inception_fid", "inception_kid"
         ),
+        false => format!("{:>12} {:>12}", "frechet", "kid"),
+    };
+    match additive {
+        true => println!("{:>10} {:>5} {scores_header}  status", "eps", "T"),
         false => println!(
-            "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  status",
-            "sampler", "delta_s", "L", "chi", "kappa", "init", "frechet", "kid"
+            "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {scores_header}  status",
+            "sampler", "delta_s", "L", "chi", "kappa", "init"
         ),
     }
     for r in &rows {
-        println!("{}", table_line(r, additive));
+        println!("{}", table_line(r, additive, inception));
     }
     println!("wrote {}", outputs.csv.display());
     let Some(best) = best_row(&record.rows, args.metric) else {
@@ -397,42 +420,49 @@ fn report(
     };
     print_plot_legend(record, args, outputs, additive);
     println!(
-        "best by {}: {}\nwrote {} (use it with `dml sample --settings best` or `dml eval \
-         --settings best`)",
+        "best by {} ({:.5}): {}\nwrote {} (use it with `dml sample --settings best` or `dml \
+         eval --settings best`)",
         args.metric,
+        score(best),
         best.setting.describe(additive),
         outputs.best.display()
     );
     Ok(())
 }
 
-fn table_line(r: &Row, additive: bool) -> String {
+/// One row of the table; with `inception`, the Inception FID and KID columns too.
+fn table_line(r: &Row, additive: bool, inception: bool) -> String {
     let s = &r.setting;
-    let (frechet, kid, status) = match &r.status {
+    let optional =
+        |x: Option<f64>, digits: usize| x.map_or_else(String::new, |v| format!("{v:.digits$}"));
+    let ([frechet, kid, inception_fid, inception_kid], status) = match &r.status {
         Status::Scored(x) => (
-            format!("{:.5}", x.frechet),
-            format!("{:.6}", x.kid),
+            [
+                format!("{:.5}", x.frechet),
+                format!("{:.6}", x.kid),
+                optional(x.inception_fid, 3),
+                optional(x.inception_kid_mean, 5),
+            ],
             "scored".into(),
         ),
-        Status::Refused(why) => (String::new(), String::new(), format!("refused: {why}")),
-        Status::Failed(why) => (String::new(), String::new(), format!("failed: {why}")),
+        Status::Refused(why) => (Default::default(), format!("refused: {why}")),
+        Status::Failed(why) => (Default::default(), format!("failed: {why}")),
+    };
+    let scores = match inception {
+        true => format!("{frechet:>12} {kid:>12} {inception_fid:>13} {inception_kid:>13}"),
+        false => format!("{frechet:>12} {kid:>12}"),
     };
     if additive {
-        return format!(
-            "{:>10} {:>5} {:>12} {:>12}  {status}",
-            s.eps, s.steps_per_level, frechet, kid
-        );
+        return format!("{:>10} {:>5} {scores}  {status}", s.eps, s.steps_per_level);
     }
     format!(
-        "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {:>12} {:>12}  {status}",
+        "{:<8} {:>10} {:>3} {:>8} {:>6} {:<14} {scores}  {status}",
         s.sampler.name(),
         s.delta_s,
         s.inner_steps,
         s.chi,
         s.kappa,
         s.init.name(),
-        frechet,
-        kid
     )
 }
 

@@ -4,13 +4,17 @@ use super::record::{Metric, Row, Status};
 use super::setting::Setting;
 use crate::plot::{Chart, Series};
 
-/// The chart of the scored rows, and the setting (step size left out) each line stands for;
-/// `additive` says which step size is on the x axis ([`Setting::step_size`]).
+/// The chart of the scored rows that have `metric`, and the setting (step size left out) each
+/// line stands for; `additive` says which step size is on the x axis ([`Setting::step_size`]).
 pub fn sweep_chart(rows: &[Row], metric: Metric, additive: bool) -> (Chart, Vec<Setting>) {
     let mut lines: Vec<Setting> = Vec::new();
     let mut series: Vec<Series> = Vec::new();
     for row in rows {
-        let Status::Scored(scores) = &row.status else {
+        let value = match &row.status {
+            Status::Scored(scores) => scores.get(metric),
+            _ => None,
+        };
+        let Some(value) = value else {
             continue;
         };
         let key = row.setting.without_step_size();
@@ -21,7 +25,7 @@ pub fn sweep_chart(rows: &[Row], metric: Metric, additive: bool) -> (Chart, Vec<
         });
         series[i]
             .points
-            .push((row.setting.step_size(additive) as f64, scores.get(metric)));
+            .push((row.setting.step_size(additive) as f64, value));
     }
     for s in &mut series {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -47,4 +51,23 @@ fn spans_decades(series: &[Series]) -> bool {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     lo > 0.0 && hi > 10.0 * lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::best::tests::row;
+    use super::*;
+
+    #[test]
+    fn the_chart_plots_the_metric_and_leaves_out_rows_without_it() {
+        let rows = [row(1e-3, 10.0, Some((300.0, 0.2))), row(2e-3, 20.0, None)];
+        let (chart, lines) = sweep_chart(&rows, Metric::InceptionFid, false);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(chart.series[0].points, [(1e-3f32 as f64, 300.0)]);
+        let (chart, _) = sweep_chart(&rows, Metric::Frechet, false);
+        assert_eq!(
+            chart.series[0].points,
+            [(1e-3f32 as f64, 10.0), (2e-3f32 as f64, 20.0)]
+        );
+    }
 }

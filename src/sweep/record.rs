@@ -15,15 +15,31 @@ pub const SWEEP_CSV_FILE: &str = "sweep.csv";
 const STATUS_COLUMNS: &str =
     "status,frechet,kid,floor_frechet,floor_kid,n_samples,seconds,conditions,reason";
 
+/// The Inception distances' columns, named as in eval.csv: empty in rows scored without
+/// `--inception`. Last, so that a record from before them reads as one with them empty
+/// ([`read_rows`]).
+const INCEPTION_COLUMNS: &str = "inception_fid,inception_kid_mean,inception_kid_std";
+
 crate::named::value_names! {
     /// The distance a sweep minimises.
     pub enum Metric {
         Frechet = "frechet" => "Frechet distance in classifier features (as `dml eval` reports it)",
         Kid = "kid" => "kernel distance (cubic kernel, MMD^2) in classifier features",
+        InceptionFid = "inception-fid" => "Inception FID (needs --inception)",
+        InceptionKid = "inception-kid" => "Inception KID, the mean over its subsets (needs --inception)",
     }
 }
 
-/// The distances `dml eval` reports for one setting's samples.
+impl Metric {
+    /// Whether the metric is measured in the FID Inception's features, which only a sweep with
+    /// `--inception` scores.
+    pub fn needs_inception(self) -> bool {
+        matches!(self, Self::InceptionFid | Self::InceptionKid)
+    }
+}
+
+/// The distances `dml eval` reports for one setting's samples; the Inception ones only when the
+/// sweep was given `--inception`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scores {
     pub frechet: f64,
@@ -31,13 +47,19 @@ pub struct Scores {
     pub floor_frechet: f64,
     pub floor_kid: f64,
     pub n_samples: usize,
+    pub inception_fid: Option<f64>,
+    pub inception_kid_mean: Option<f64>,
+    pub inception_kid_std: Option<f64>,
 }
 
 impl Scores {
-    pub fn get(&self, metric: Metric) -> f64 {
+    /// The value of `metric`; `None` for an Inception metric in a row scored without it.
+    pub fn get(&self, metric: Metric) -> Option<f64> {
         match metric {
-            Metric::Frechet => self.frechet,
-            Metric::Kid => self.kid,
+            Metric::Frechet => Some(self.frechet),
+            Metric::Kid => Some(self.kid),
+            Metric::InceptionFid => self.inception_fid,
+            Metric::InceptionKid => self.inception_kid_mean,
         }
     }
 }
@@ -73,14 +95,18 @@ pub struct Row {
 
 impl Row {
     fn header() -> String {
-        format!("{},{STATUS_COLUMNS}", Setting::CSV_COLUMNS)
+        format!(
+            "{},{STATUS_COLUMNS},{INCEPTION_COLUMNS}",
+            Setting::CSV_COLUMNS
+        )
     }
 
     /// The row as one CSV line; the distances as `dml eval`'s CSV writes them (`{:e}`, which
     /// reads back to the same number).
     fn to_line(&self) -> String {
         let mut fields: Vec<String> = self.setting.fields().to_vec();
-        let (scores, reason) = match &self.status {
+        let optional = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v:e}"));
+        let (scores, reason, inception) = match &self.status {
             Status::Scored(s) => (
                 vec![
                     format!("{:e}", s.frechet),
@@ -90,8 +116,15 @@ impl Row {
                     s.n_samples.to_string(),
                 ],
                 String::new(),
+                vec![
+                    optional(s.inception_fid),
+                    optional(s.inception_kid_mean),
+                    optional(s.inception_kid_std),
+                ],
             ),
-            Status::Refused(why) | Status::Failed(why) => (vec![String::new(); 5], why.clone()),
+            Status::Refused(why) | Status::Failed(why) => {
+                (vec![String::new(); 5], why.clone(), vec![String::new(); 3])
+            }
         };
         fields.push(self.status.name().to_string());
         fields.extend(scores);
@@ -99,6 +132,7 @@ impl Row {
         fields.push(self.conditions.clone());
         // One row a line: a multi-line error message is joined.
         fields.push(reason.replace(['\n', '\r'], " "));
+        fields.extend(inception);
         fields
             .iter()
             .map(|f| quote(f))
@@ -108,9 +142,10 @@ impl Row {
 
     fn parse(line: &str) -> Result<Self> {
         let f = split_line(line);
-        // The setting's fields, then the status columns.
+        // The setting's fields, then the status columns, then the Inception ones.
         let n = Setting::CSV_COLUMNS.split(',').count();
-        let expected = n + STATUS_COLUMNS.split(',').count();
+        let status_columns = STATUS_COLUMNS.split(',').count();
+        let expected = n + status_columns + INCEPTION_COLUMNS.split(',').count();
         if f.len() != expected {
             return Err(Error::invalid(format!(
                 "{} fields, expected {expected}",
@@ -122,6 +157,8 @@ impl Row {
                 .parse()
                 .map_err(|_| Error::invalid(format!("'{}' is not a number", f[n + i])))
         };
+        let [inception_fid, inception_kid_mean, inception_kid_std] =
+            inception_numbers(&f[n + status_columns..])?;
         let status = match f[n].as_str() {
             "scored" => Status::Scored(Scores {
                 frechet: number(1)?,
@@ -131,6 +168,9 @@ impl Row {
                 n_samples: f[n + 5]
                     .parse()
                     .map_err(|_| Error::invalid(format!("'{}' is not a count", f[n + 5])))?,
+                inception_fid,
+                inception_kid_mean,
+                inception_kid_std,
             }),
             "refused" => Status::Refused(f[n + 8].clone()),
             "failed" => Status::Failed(f[n + 8].clone()),
@@ -145,6 +185,23 @@ impl Row {
     }
 }
 
+/// The Inception distances of `fields` (the [`INCEPTION_COLUMNS`]): all three numbers, or all
+/// three empty (a row scored without `--inception`).
+fn inception_numbers(fields: &[String]) -> Result<[Option<f64>; 3]> {
+    if fields.iter().all(String::is_empty) {
+        return Ok([None; 3]);
+    }
+    let mut values = [None; 3];
+    for (value, field) in values.iter_mut().zip(fields) {
+        *value = Some(field.parse::<f64>().map_err(|_| {
+            Error::invalid(format!(
+                "'{field}' is not a number ({INCEPTION_COLUMNS} are all numbers or all empty)"
+            ))
+        })?);
+    }
+    Ok(values)
+}
+
 /// The rows of one run directory's sweep.csv.
 pub struct SweepRecord {
     pub path: PathBuf,
@@ -153,11 +210,13 @@ pub struct SweepRecord {
 
 impl SweepRecord {
     /// The record at `path` (empty when there is none), which must hold only scores made under
-    /// `conditions`. A record written before settings had the additive baseline's columns is
-    /// rewritten in today's form first (its GBM rows keep their scores).
+    /// `conditions`. A record written before settings had the additive baseline's columns, or
+    /// before the Inception columns, is rewritten in today's form (its rows keep their scores,
+    /// the Inception columns empty).
     pub fn open(path: &Path, conditions: &str) -> Result<Self> {
         upgrade_gbm_only_record(path)?;
-        let rows = read_rows(path, &Row::header())?
+        let lines = read_rows(path, &Row::header())?;
+        let rows = lines
             .iter()
             .enumerate()
             .map(|(i, line)| {
@@ -175,6 +234,14 @@ impl SweepRecord {
                     differing(conditions, &other.conditions)
                 ),
             ));
+        }
+        if first_line(path).is_some_and(|h| h != Row::header()) {
+            // read_rows accepted it: its header is today's without the Inception columns.
+            eprintln!(
+                "{}: adding the Inception columns ({INCEPTION_COLUMNS}) to the record",
+                path.display()
+            );
+            replace(path, &Row::header(), &lines)?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -196,12 +263,20 @@ impl SweepRecord {
     }
 }
 
-/// The columns of sweep.csv before settings carried `eps` and `steps_per_level`.
+/// The first line of the file at `path`, if it can be read and has one.
+fn first_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next().map(str::to_string)
+}
+
+/// The columns of sweep.csv before settings carried `eps` and `steps_per_level` (and before the
+/// Inception columns).
 const GBM_ONLY_HEADER: &str = "sampler,delta_s,inner_steps,chi,kappa,init,\
     status,frechet,kid,floor_frechet,floor_kid,n_samples,seconds,conditions,reason";
 
 /// Rewrites a record with [`GBM_ONLY_HEADER`] in today's columns, giving each row the additive
-/// sampler's defaults (which did not affect its GBM samples); any other file is left as it is.
+/// sampler's defaults (which did not affect its GBM samples) and empty Inception columns; any
+/// other file is left as it is.
 fn upgrade_gbm_only_record(path: &Path) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
@@ -220,6 +295,7 @@ fn upgrade_gbm_only_record(path: &Path) -> Result<()> {
             let mut f = split_line(line);
             let at = 6.min(f.len());
             f.splice(at..at, defaults.iter().cloned());
+            f.extend(INCEPTION_COLUMNS.split(',').map(|_| String::new()));
             f.iter().map(|x| quote(x)).collect::<Vec<_>>().join(",")
         })
         .collect();
@@ -230,14 +306,23 @@ fn upgrade_gbm_only_record(path: &Path) -> Result<()> {
     replace(path, &Row::header(), &rows)
 }
 
-/// The `key=value` parts of `conditions` that `other` does not have.
+/// The `key=value` parts of `conditions` that `other` does not have; a key that only `other`
+/// has (`inception`, given to one sweep and not the other) as `no KEY`.
 fn differing(conditions: &str, other: &str) -> String {
+    let key = |part: &str| part.split('=').next().unwrap_or_default().to_string();
+    let ours: Vec<&str> = conditions.split(';').collect();
     let theirs: Vec<&str> = other.split(';').collect();
-    conditions
-        .split(';')
+    let our_keys: Vec<String> = ours.iter().map(|p| key(p)).collect();
+    let changed = ours
+        .iter()
         .filter(|part| !theirs.contains(part))
-        .collect::<Vec<_>>()
-        .join(";")
+        .map(|p| p.to_string());
+    let missing = theirs
+        .iter()
+        .map(|p| key(p))
+        .filter(|k| !our_keys.contains(k))
+        .map(|k| format!("no {k}"));
+    changed.chain(missing).collect::<Vec<_>>().join(";")
 }
 
 #[cfg(test)]
@@ -264,9 +349,19 @@ mod tests {
             floor_frechet: 0.1,
             floor_kid: -1e-6,
             n_samples: 8,
+            inception_fid: None,
+            inception_kid_mean: None,
+            inception_kid_std: None,
+        };
+        let with_inception = Scores {
+            inception_fid: Some(116.15 / 7.0),
+            inception_kid_mean: Some(-3e-4),
+            inception_kid_std: Some(1.0 / 3.0),
+            ..scores
         };
         let statuses = [
             Status::Scored(scores),
+            Status::Scored(with_inception),
             Status::Refused("delta_s too big, \"see\" SPEC".into()),
             Status::Failed("NaN".into()),
         ];
@@ -294,9 +389,84 @@ mod tests {
         let row = &record.rows[0];
         assert_eq!((row.setting.delta_s, row.setting.inner_steps), (0.01, 2));
         assert_eq!(row.setting.eps, additive::DEFAULT_EPS);
-        assert_eq!(row.status.name(), "scored");
+        let Status::Scored(scores) = &row.status else {
+            panic!("{row:?}");
+        };
+        assert_eq!((scores.frechet, scores.n_samples), (89.0, 128));
+        assert_eq!(scores.get(Metric::InceptionFid), None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(&Row::header()), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_from_before_the_inception_columns_is_upgraded_with_its_scores() {
+        let dir = std::env::temp_dir().join(format!("dml-sweep-inception-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SWEEP_CSV_FILE);
+        let old_header = format!("{},{STATUS_COLUMNS}", Setting::CSV_COLUMNS);
+        let scored = "adls,0.01,2,1,1,lognormal,0.00002,100,scored,8.9e1,4.9e0,5.2e0,-2.5e-1,\
+            128,60.000,\"seed=0;count=128\",";
+        let refused = "adls,1000000,2,1,1,lognormal,0.00002,100,refused,,,,,,0.001,\
+            \"seed=0;count=128\",beyond the bound";
+        std::fs::write(&path, format!("{old_header}\n{scored}\n{refused}\n")).unwrap();
+        let record = SweepRecord::open(&path, "seed=0;count=128").unwrap();
+        assert_eq!(record.rows.len(), 2);
+        let Status::Scored(scores) = &record.rows[0].status else {
+            panic!("{:?}", record.rows[0]);
+        };
+        assert_eq!(
+            (scores.frechet, scores.kid, scores.n_samples),
+            (89.0, 4.9, 128)
+        );
+        assert_eq!(
+            (
+                scores.inception_fid,
+                scores.inception_kid_mean,
+                scores.inception_kid_std
+            ),
+            (None, None, None)
+        );
+        assert_eq!(scores.get(Metric::Frechet), Some(89.0));
+        assert_eq!(scores.get(Metric::InceptionKid), None);
+        assert_eq!(
+            record.rows[1].status,
+            Status::Refused("beyond the bound".into())
+        );
+        // Rewritten in today's form on opening, each row with three empty columns more.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("{}\n{scored},,,\n{refused},,,\n", Row::header())
+        );
+        assert!(Row::header().ends_with(INCEPTION_COLUMNS));
+        // Opening again reads the same rows and leaves the file as it is.
+        let again = SweepRecord::open(&path, "seed=0;count=128").unwrap();
+        assert_eq!(again.rows, record.rows);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn inception_columns_are_all_numbers_or_all_empty() {
+        let empty = vec![String::new(); 3];
+        assert_eq!(inception_numbers(&empty).unwrap(), [None; 3]);
+        let full: Vec<String> = ["1.5e1", "2e-3", "1e-4"].map(String::from).to_vec();
+        assert_eq!(
+            inception_numbers(&full).unwrap(),
+            [Some(15.0), Some(2e-3), Some(1e-4)]
+        );
+        let partial: Vec<String> = ["1.5e1", "", "1e-4"].map(String::from).to_vec();
+        let e = inception_numbers(&partial).unwrap_err().to_string();
+        assert!(e.contains("all numbers or all empty"), "{e}");
+    }
+
+    #[test]
+    fn conditions_with_and_without_inception_name_what_differs() {
+        let without = "seed=0;data=shapes;max_reference=6";
+        let with = "seed=0;data=shapes;max_reference=6;inception=w.safetensors";
+        assert_eq!(differing(with, without), "inception=w.safetensors");
+        assert_eq!(differing(without, with), "no inception");
+        assert_eq!(differing("seed=7;count=4", "seed=0;count=4"), "seed=7");
     }
 }
