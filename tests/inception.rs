@@ -257,18 +257,28 @@ fn images_of_other_channel_counts_are_refused() {
 }
 
 #[test]
-fn the_network_on_the_emulator_matches_the_cpu() {
+fn the_network_on_the_emulator_and_gpu_matches_the_cpu() {
     // Every kernel of the network (strided and 1x7/7x1 convolutions, both pools, the resize,
-    // ReLU, concatenation) in place, on one image: ~40 s on the emulator. The kernels' own tests
-    // run both schedules on edge sizes; this checks the network's use of them.
+    // ReLU, concatenation) in place, on one image: ~40 s on the emulator, one schedule (the
+    // kernels' own tests run both on edge sizes); on the GPU too when there is one.
     use dalemeetslangevin::device::EmuSchedule;
     let x = one_image();
     let cpu = FidInception::with_formula_weights(&Device::Cpu).unwrap();
     let want = cpu.blocks(&x).unwrap();
-    let emu = FidInception::with_formula_weights(&Device::Emu(EmuSchedule::Forward)).unwrap();
-    let got = emu.blocks(&x).unwrap();
-    for (i, (g, w)) in got.blocks.iter().zip(&want.blocks).enumerate() {
-        let w: Vec<f64> = w.to_vec().unwrap().into_iter().map(f64::from).collect();
-        assert_matches(&format!("block {i} on emu"), &g.to_vec().unwrap(), &w, 1e-5);
+    let devices = common::kernel_devices("inception_network")
+        .into_iter()
+        .filter(|d| !matches!(d, Device::Emu(EmuSchedule::Reverse)));
+    for dev in devices {
+        let net = FidInception::with_formula_weights(&dev).unwrap();
+        let got = net.blocks(&x).unwrap();
+        for (i, (g, w)) in got.blocks.iter().zip(&want.blocks).enumerate() {
+            let w: Vec<f64> = w.to_vec().unwrap().into_iter().map(f64::from).collect();
+            assert_matches(
+                &format!("block {i} on {dev}"),
+                &g.to_vec().unwrap(),
+                &w,
+                1e-5,
+            );
+        }
     }
 }
