@@ -13,6 +13,8 @@ them as JSON so that `dml bench` can print ours/theirs ratios:
   mdsm_loss               the M-DSM loss and its gradient w.r.t. the network output (SPEC 3)
   sampler_step            network forward (no grad) + Dale step, presets `paper` and `tiny`
   train_step              noising, forward, M-DSM loss, backward, AdamW step, presets `paper` and `tiny`
+  inception_features      the FID InceptionV3's 2048 features of a batch of grey 28x28 images in [0, 1]
+                          (reference/inception.py on its formula weights), also reported in images/s
 
 Each item: warm-up, then repeats until --budget-ms has passed (at least 3), the device synchronised
 around every repeat (CUDA events on a GPU), median reported. Inputs are fresh random non-zero draws,
@@ -40,6 +42,7 @@ import torch._functorch.config
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inception  # noqa: E402  (the FID InceptionV3, next to this file)
 import ncsn  # noqa: E402  (the reference network, next to this file)
 
 F32 = 4  # bytes per element
@@ -108,11 +111,14 @@ class Item:
     eager_s: Optional[float] = None
     compile_s: Optional[float] = None
     compile_note: Optional[str] = None
+    images: Optional[int] = None  # images per call, for items also read in images/s
 
     def as_json(self) -> dict:
         out = {"eager_s": self.eager_s, "compile_s": self.compile_s, "bytes": self.bytes, "flops": self.flops}
         if self.compile_note:
             out["compile_note"] = self.compile_note
+        if self.images is not None:
+            out["images"] = self.images
         return out
 
 
@@ -141,9 +147,10 @@ class Bench:
         make_run: Callable[[Callable], Callable[[int], object]],
         eager_fn: Callable,
         small: bool,
+        images: Optional[int] = None,
     ) -> Item:
         """Times make_run(eager_fn) and, when enabled, make_run(torch.compile(eager_fn))."""
-        item = Item(key, bytes_, flops)
+        item = Item(key, bytes_, flops, images=images)
         item.eager_s = time_median(make_run(eager_fn), self.device, self.budget_s)
         skip = self.compile_enabled(small)
         if skip is None:
@@ -156,7 +163,8 @@ class Bench:
         else:
             item.compile_note = skip
         self.items.append(item)
-        print(f"  {key}: eager {fmt_s(item.eager_s)}  compile {fmt_s(item.compile_s)}", flush=True)
+        rate = f"  ({images / item.eager_s:.1f} images/s eager)" if images else ""
+        print(f"  {key}: eager {fmt_s(item.eager_s)}  compile {fmt_s(item.compile_s)}{rate}", flush=True)
         return item
 
 
@@ -482,6 +490,55 @@ def bench_train_step(bench: Bench, preset: str, batch: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 8. FID InceptionV3 features
+
+
+def inception_counts(model: inception.FIDInceptionV3, batch: int) -> tuple[float, float]:
+    """(bytes, flops) of one call at `batch` (BENCH.md): the folded parameters (every conv weight and
+    one bias per output channel, fc unused) read, the images read and the features written; the
+    FLOPs of every Conv2d call of a 1-image forward, found by hooking them, times the batch."""
+    conv_flops = []
+
+    def hook(module: nn.Conv2d, inputs, output):
+        kh, kw = module.kernel_size
+        conv_flops.append(2.0 * output[0].numel() * module.in_channels * kh * kw)
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    inception.features(model, torch.rand((1, *IMAGE)))
+    for handle in handles:
+        handle.remove()
+    if len(conv_flops) != len(convs):
+        raise ValueError(f"{len(conv_flops)} conv calls for {len(convs)} Conv2d modules")
+    params = sum(m.weight.numel() + m.out_channels for m in convs)
+    c, h, w = IMAGE
+    return float(F32 * (params + batch * (c * h * w + inception.FEATURE_DIM))), batch * sum(conv_flops)
+
+
+def bench_inception(bench: Bench, batch: int) -> None:
+    dev = bench.device
+    # Built (and its FLOPs counted) outside the timed region, float32 on the formula weights.
+    model = inception.load_formula(inception.FIDInceptionV3()).eval()
+    bytes_, flops = inception_counts(model, batch)
+    model = model.to(dev)
+    c, h, w = IMAGE
+    sets = 2
+    xs = [torch.rand((batch, c, h, w), device=dev) for _ in range(sets)]
+
+    def extract(x):
+        return inception.features(model, x)
+
+    def run_of(fn):
+        def run(i):
+            with torch.no_grad():
+                return fn(xs[i % sets])
+        return run
+
+    bench.measure(f"inception_features/{c}x{h}x{w}/b{batch}", bytes_, flops, run_of, extract, small=False,
+                  images=batch)
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -495,6 +552,13 @@ def print_table(bench: Bench, ceilings: dict) -> None:
         s = it.eager_s
         print(f"| {it.key} | {fmt_s(s)} | {fmt_s(it.compile_s)} | {it.bytes / s / 1e9:.2f} | "
               f"{it.flops / s / 1e9:.2f} | {s / floor:.2f} |")
+    per_image = [it for it in bench.items if it.images]
+    if per_image:
+        print("\n| item | images per call | eager images/s | compile images/s |")
+        print("| --- | ---: | ---: | ---: |")
+        for it in per_image:
+            compiled = f"{it.images / it.compile_s:.1f}" if it.compile_s else "-"
+            print(f"| {it.key} | {it.images} | {it.images / it.eager_s:.1f} | {compiled} |")
     for note in bench.notes:
         print(f"note: {note}")
 
@@ -507,6 +571,8 @@ def parse_args() -> argparse.Namespace:
                    help="batch of the sampler steps (default 1000 on cuda, 16 on cpu)")
     p.add_argument("--elementwise-batch", type=int, default=1000,
                    help="images of 28x28 for gbm_dale_step and mdsm_loss (n = this x 784)")
+    p.add_argument("--inception-batch", type=int, default=16,
+                   help="grey 28x28 images per call of inception_features")
     p.add_argument("--budget-ms", type=float, default=500.0, help="timing budget per item (at least 3 repeats)")
     p.add_argument("--compile", choices=["all", "small", "none"], default=None,
                    help="which items also run under torch.compile: all, only the small element-wise/norm "
@@ -514,7 +580,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile-mode", default="default", help="torch.compile mode")
     p.add_argument("--presets", default=None,
                    help="comma-separated presets for the sampler/train steps (default paper,tiny)")
-    p.add_argument("--only", default=None, help="only item groups, comma-separated: conv,norm,elementwise,sampler,train")
+    p.add_argument("--only", default=None,
+                   help="only item groups, comma-separated: conv,norm,elementwise,sampler,train,inception")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--tf32", choices=["off", "on"], default="off",
@@ -544,7 +611,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     torch.manual_seed(1234)
-    groups = set((args.only or "conv,norm,elementwise,sampler,train").split(","))
+    groups = set((args.only or "conv,norm,elementwise,sampler,train,inception").split(","))
     presets = (args.presets or "paper,tiny").split(",")
 
     bench = Bench(args, device)
@@ -571,6 +638,8 @@ def main() -> None:
     if "train" in groups:
         for preset in presets:
             bench_train_step(bench, preset, args.batch)
+    if "inception" in groups:
+        bench_inception(bench, args.inception_batch)
 
     if device.type == "cpu":
         bench.notes.append(f"load average at end {os.getloadavg()[0]:.2f}")
@@ -591,6 +660,7 @@ def main() -> None:
                 "batch": args.batch,
                 "sampler_batch": args.sampler_batch,
                 "elementwise_batch": args.elementwise_batch,
+                "inception_batch": args.inception_batch,
                 "budget_ms": args.budget_ms,
             },
             "notes": bench.notes,

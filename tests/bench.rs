@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use dalemeetslangevin::bench::{self, BenchConfig, NetworkTrace, TorchResults};
+use dalemeetslangevin::nn::inception;
 use dalemeetslangevin::nn::ncsn::{NcsnConfig, Preset};
 use dalemeetslangevin::{Device, Tensor};
 
@@ -78,6 +79,33 @@ fn network_trace_gives_bench_md_constants() {
     assert_eq!(paper.distinct_norms().len(), 3);
 }
 
+/// BENCH.md's FID Inception constants: conv FLOPs per image at 299x299 (torchvision's 5.71 G
+/// multiply-adds) and the folded parameters the forward reads.
+#[test]
+fn inception_counts_are_bench_md_constants() {
+    assert_eq!(inception::conv_flops_per_image(), 11_422_336_192.0);
+    assert_eq!(inception::folded_parameter_count(), 21_768_352);
+    let weights: usize = inception::expected_tensors()
+        .iter()
+        .filter(|(name, _)| name.ends_with(".conv.weight"))
+        .map(|(_, shape)| shape.iter().product::<usize>())
+        .sum();
+    assert!(weights < 21_768_352 && 21_768_352 - weights < 20_000);
+    let mut cfg = BenchConfig::defaults(&Device::Cpu);
+    cfg.inception_batch = 3;
+    let items = bench::select(&cfg, &["inception".to_string()]).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].key, "inception_features/1x28x28/b3");
+    assert_eq!(items[0].images, Some(3));
+    assert!(items[0].reports_memory);
+    assert_eq!(items[0].flops, 3.0 * 11_422_336_192.0);
+    assert_eq!(items[0].bytes, 4.0 * (21_768_352 + 3 * (784 + 2048)) as f64);
+    // `dml profile` leaves it out unless named (over 10 minutes on the profiler).
+    let families = bench::families();
+    let family = families.iter().find(|f| f.name == "inception").unwrap();
+    assert!(!family.profiled_by_default);
+}
+
 #[test]
 fn tensor_memory_counts_a_training_step() {
     // A tensor made during the call is seen by the high-water mark.
@@ -142,6 +170,50 @@ fn quick_run_prints_a_table_with_the_chosen_keys() {
         .eager_s
         .unwrap();
     assert!((ratio - time / theirs).abs() <= 1e-9 * ratio);
+}
+
+/// The Inception item on the cpu at batch 1 (6 forwards, a few seconds): its row, the images/s
+/// table under the main one, and images/s in the JSON.
+#[test]
+fn inception_features_run_and_report_images_per_second() {
+    let json = std::env::temp_dir().join(format!("dml-bench-inc-{}.json", std::process::id()));
+    let out = dml(&[
+        "bench",
+        "--quick",
+        "--items",
+        "inception",
+        "--inception-batch",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = "inception_features/1x28x28/b1";
+    assert!(stdout.contains(&format!("| {key} | ")), "{stdout}");
+    assert!(
+        stdout.contains("| item | images per call | images/s | torch eager images/s |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("| {key} | 1 | ")), "{stdout}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let item = &written["items"][key];
+    let time = item["time_s"].as_f64().unwrap();
+    assert_eq!(item["images"].as_u64(), Some(1));
+    let per_s = item["images_per_s"].as_f64().unwrap();
+    assert!((per_s * time - 1.0).abs() < 1e-9, "{item}");
+    // The network's parameters are live during the call.
+    let peak = item["memory_peak_bytes"].as_f64().unwrap();
+    assert!(peak >= 4.0 * 21_768_352.0, "{item}");
+    assert_eq!(written["settings"]["inception_batch"].as_u64(), Some(1));
 }
 
 #[test]

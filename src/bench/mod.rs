@@ -11,6 +11,7 @@ mod ceilings;
 mod items_conv;
 mod items_elementwise;
 mod items_gbm;
+mod items_inception;
 mod items_norm;
 mod items_sampler;
 mod items_train;
@@ -46,6 +47,8 @@ pub struct BenchConfig {
     /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items (BENCH.md
     /// `--elementwise-batch`: 1000).
     pub elementwise_images: usize,
+    /// Grey 28x28 images per call of the FID Inception item (BENCH.md `--inception-batch`: 16).
+    pub inception_batch: usize,
     /// The forward convolutions' arithmetic in the conv, train and sampler items (BENCH.md and
     /// PyTorch's results: fp32).
     pub precision: ConvPrecision,
@@ -59,6 +62,7 @@ impl BenchConfig {
             batch: 8,
             sampler_batch: default_sampler_batch(device),
             elementwise_images: 1000,
+            inception_batch: DEFAULT_INCEPTION_BATCH,
             precision: ConvPrecision::Fp32,
         }
     }
@@ -71,10 +75,14 @@ impl BenchConfig {
             "batch": self.batch,
             "sampler_batch": self.sampler_batch,
             "elementwise_batch": self.elementwise_images,
+            "inception_batch": self.inception_batch,
             "conv_precision": self.precision.name(),
         })
     }
 }
+
+/// BENCH.md's batch of the FID Inception item, on every device: 16 images.
+pub const DEFAULT_INCEPTION_BATCH: usize = 16;
 
 /// BENCH.md's sampler batch: 1000 images on a GPU, 16 on the host.
 pub fn default_sampler_batch(device: &Device) -> usize {
@@ -96,6 +104,8 @@ pub struct Item {
     pub flops: f64,
     /// Whether the table reports the item's peak memory (the network items).
     pub reports_memory: bool,
+    /// Images one call processes, for items whose throughput is read in images/s.
+    pub images: Option<usize>,
     prepare: Box<dyn Fn() -> Result<Run>>,
 }
 
@@ -111,6 +121,7 @@ impl Item {
             bytes,
             flops,
             reports_memory: false,
+            images: None,
             prepare: Box::new(prepare),
         }
     }
@@ -118,6 +129,12 @@ impl Item {
     /// The same item with its peak memory reported.
     pub fn with_memory(mut self) -> Self {
         self.reports_memory = true;
+        self
+    }
+
+    /// The same item with its throughput also reported in images/s, `images` per call.
+    pub fn with_images(mut self, images: usize) -> Self {
+        self.images = Some(images);
         self
     }
 

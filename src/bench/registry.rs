@@ -3,8 +3,8 @@ use std::collections::HashMap;
 
 use super::network_trace::NetworkTrace;
 use super::{
-    items_conv, items_elementwise, items_gbm, items_norm, items_sampler, items_train, BenchConfig,
-    Item,
+    items_conv, items_elementwise, items_gbm, items_inception, items_norm, items_sampler,
+    items_train, BenchConfig, Item,
 };
 use crate::error::{Error, Result};
 use crate::nn::ncsn::Preset;
@@ -14,6 +14,11 @@ use crate::nn::ncsn::Preset;
 pub struct Family {
     pub name: &'static str,
     pub key_roots: &'static [&'static str],
+    /// Whether `dml profile` (every kernel through the emulator's profiler) includes it when no
+    /// item is named. Not the FID Inception: its 253 launches over grids up to 299x299 took
+    /// 12.6 minutes on the profiler at one image (2 shared cores), as long as every other item
+    /// together; `--items inception` still profiles it.
+    pub profiled_by_default: bool,
     items: fn(&BenchConfig, &mut Traces) -> Result<Vec<Item>>,
 }
 
@@ -46,32 +51,44 @@ pub fn families() -> Vec<Family> {
         Family {
             name: "elementwise",
             key_roots: items_elementwise::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, _| Ok(items_elementwise::items(cfg)),
         },
         Family {
             name: "conv",
             key_roots: items_conv::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, t| Ok(items_conv::items(cfg, t.get(Preset::Paper)?)),
         },
         Family {
             name: "norm",
             key_roots: items_norm::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, t| Ok(items_norm::items(cfg, t.get(Preset::Paper)?)),
         },
         Family {
             name: "gbm",
             key_roots: items_gbm::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, _| Ok(items_gbm::items(cfg)),
         },
         Family {
             name: "sampler",
             key_roots: items_sampler::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, t| Ok(items_sampler::items(cfg, &t.presets()?)),
         },
         Family {
             name: "train",
             key_roots: items_train::KEY_ROOTS,
+            profiled_by_default: true,
             items: |cfg, t| Ok(items_train::items(cfg, &t.presets()?)),
+        },
+        Family {
+            name: "inception",
+            key_roots: items_inception::KEY_ROOTS,
+            profiled_by_default: false,
+            items: |cfg, _| Ok(items_inception::items(cfg)),
         },
     ]
 }

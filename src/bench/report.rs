@@ -28,6 +28,10 @@ pub fn write_json(
                 "torch_eager_ratio": r.torch_eager,
                 "torch_compile_ratio": r.torch_compile,
             });
+            if let (Some(images), Some(per_s)) = (r.images, r.images_per_s) {
+                item["images"] = json!(images);
+                item["images_per_s"] = json!(per_s);
+            }
             if let Some(m) = r.memory {
                 item["memory_peak_bytes"] = json!(m.peak_bytes);
                 item["memory_step_bytes"] = json!(m.step_bytes);

@@ -57,6 +57,15 @@ pub fn positive(shape: &[usize], draw: u32, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(values, shape, device)
 }
 
+/// Uniform in [0, 1): pixel intensities.
+pub fn unit(shape: &[usize], draw: u32, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let values = (0..n as u64)
+        .map(|i| rng::uniform_closed_open(rng::philox_bits(4, BENCH_STREAM, draw, i)[0]))
+        .collect();
+    Tensor::from_vec(values, shape, device)
+}
+
 /// `batch` level indices uniform in 0..n_levels, as f32 (the norms' and network's level input).
 pub fn levels(batch: usize, n_levels: usize, draw: u32, device: &Device) -> Result<Tensor> {
     let values = (0..batch as u64)

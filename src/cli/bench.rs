@@ -16,10 +16,11 @@ use crate::ops::ConvPrecision;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Only these items: comma-separated key prefixes (`conv_fwd`, `train_step/paper`) or family
-    /// names (elementwise, conv, norm, gbm, sampler, train). Default: every item.
+    /// names (elementwise, conv, norm, gbm, sampler, train, inception). Default: every item.
     #[arg(long, value_delimiter = ',')]
     pub items: Vec<String>,
-    /// A short run: 50 ms per item and a small sampler batch (keys then differ from PyTorch's).
+    /// A short run: 50 ms per item and small sampler and Inception batches (keys then differ from
+    /// PyTorch's).
     #[arg(long)]
     pub quick: bool,
     /// Batch of the conv, norm and training items.
@@ -31,6 +32,9 @@ pub struct BenchArgs {
     /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items.
     #[arg(long, default_value_t = 1000)]
     pub elementwise_batch: usize,
+    /// Grey 28x28 images per call of the FID Inception item (default: 16; 4 with --quick).
+    #[arg(long)]
+    pub inception_batch: Option<usize>,
     /// Arithmetic of the forward convolutions in the conv, train and sampler items (PyTorch's
     /// results are fp32).
     #[arg(long, value_enum, default_value_t = ConvPrecision::Fp32)]
@@ -58,6 +62,7 @@ pub struct BenchArgs {
 const QUICK_BUDGET_MS: u64 = 50;
 const DEFAULT_BUDGET_MS: u64 = 500;
 const QUICK_SAMPLER_BATCH: usize = 4;
+const QUICK_INCEPTION_BATCH: usize = 4;
 
 impl BenchArgs {
     fn config(&self, device: &Device) -> Result<BenchConfig> {
@@ -66,9 +71,22 @@ impl BenchArgs {
         } else {
             bench::default_sampler_batch(device)
         });
-        if self.batch == 0 || sampler_batch == 0 || self.elementwise_batch == 0 {
+        let inception_batch = self.inception_batch.unwrap_or(if self.quick {
+            QUICK_INCEPTION_BATCH
+        } else {
+            bench::DEFAULT_INCEPTION_BATCH
+        });
+        if [
+            self.batch,
+            sampler_batch,
+            self.elementwise_batch,
+            inception_batch,
+        ]
+        .contains(&0)
+        {
             return Err(Error::invalid(
-                "bench: --batch, --sampler-batch and --elementwise-batch must be at least 1",
+                "bench: --batch, --sampler-batch, --elementwise-batch and --inception-batch must \
+                 be at least 1",
             ));
         }
         Ok(BenchConfig {
@@ -76,6 +94,7 @@ impl BenchArgs {
             batch: self.batch,
             sampler_batch,
             elementwise_images: self.elementwise_batch,
+            inception_batch,
             precision: self.precision,
         })
     }
@@ -254,7 +273,8 @@ pub(super) fn ensure_items_fit(items: &[bench::Item], device: &Device) -> Result
     memory_budget::ensure_fits(
         device,
         &format!(
-            "bench: item {} (see --batch, --sampler-batch, --elementwise-batch)",
+            "bench: item {} (see --batch, --sampler-batch, --elementwise-batch, \
+             --inception-batch)",
             largest.key
         ),
         bytes,

@@ -18,7 +18,8 @@ use crate::profile::{self, report};
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
     /// Only these items: comma-separated key prefixes or family names, as `dml bench --items`
-    /// (elementwise, conv, norm, gbm, sampler, train). Default: every item.
+    /// (elementwise, conv, norm, gbm, sampler, train, inception). Default: every item but the FID
+    /// Inception's (over 10 minutes on the profiler even at one image: name it to profile it).
     #[arg(long, value_delimiter = ',')]
     pub items: Vec<String>,
     /// Batch of the conv, norm and training items (`dml bench`: 8). Every memory access goes
@@ -31,6 +32,9 @@ pub struct ProfileArgs {
     /// Images of 28x28 per tensor of the element-wise, Dale-step and M-DSM items (`dml bench`: 1000).
     #[arg(long, default_value_t = 4)]
     pub elementwise_batch: usize,
+    /// Grey 28x28 images per call of the FID Inception item (`dml bench`: 16).
+    #[arg(long, default_value_t = 1)]
+    pub inception_batch: usize,
     /// Arithmetic of the convolutions: fp32 (SIMT) or tf32 (tensor cores).
     #[arg(long, value_enum, default_value_t = ConvPrecision::Fp32)]
     pub precision: ConvPrecision,
@@ -47,9 +51,16 @@ pub struct ProfileArgs {
 
 impl ProfileArgs {
     fn config(&self, device: &Device) -> Result<BenchConfig> {
-        if self.batch == 0 || self.sampler_batch == 0 || self.elementwise_batch == 0 {
+        let batches = [
+            self.batch,
+            self.sampler_batch,
+            self.elementwise_batch,
+            self.inception_batch,
+        ];
+        if batches.contains(&0) {
             return Err(Error::invalid(
-                "profile: --batch, --sampler-batch and --elementwise-batch must be at least 1",
+                "profile: --batch, --sampler-batch, --elementwise-batch and --inception-batch \
+                 must be at least 1",
             ));
         }
         Ok(BenchConfig {
@@ -57,6 +68,7 @@ impl ProfileArgs {
             batch: self.batch,
             sampler_batch: self.sampler_batch,
             elementwise_images: self.elementwise_batch,
+            inception_batch: self.inception_batch,
             precision: self.precision,
         })
     }
@@ -77,7 +89,16 @@ fn emulator(choice: DeviceChoice) -> Result<Device> {
 pub fn run(choice: DeviceChoice, args: &ProfileArgs) -> Result<()> {
     let device = emulator(choice)?;
     let cfg = args.config(&device)?;
-    let items = bench::select(&cfg, &args.items)?;
+    let wanted = if args.items.is_empty() {
+        bench::families()
+            .into_iter()
+            .filter(|f| f.profiled_by_default)
+            .map(|f| f.name.to_string())
+            .collect()
+    } else {
+        args.items.clone()
+    };
+    let items = bench::select(&cfg, &wanted)?;
     ensure_items_fit(&items, &device)?;
     let mut profiles = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -99,7 +120,18 @@ pub fn run(choice: DeviceChoice, args: &ProfileArgs) -> Result<()> {
         }
     }
     println!("{text}");
-    let notes = notes(&cfg);
+    let mut notes = notes(&cfg);
+    if args.items.is_empty() {
+        let left_out: Vec<&str> = bench::families()
+            .into_iter()
+            .filter(|f| !f.profiled_by_default)
+            .map(|f| f.name)
+            .collect();
+        notes.push(format!(
+            "not profiled unless named in --items (over 10 minutes on the profiler): {}",
+            left_out.join(", ")
+        ));
+    }
     for note in &notes {
         println!("note: {note}");
     }
@@ -119,11 +151,12 @@ pub fn run(choice: DeviceChoice, args: &ProfileArgs) -> Result<()> {
 fn notes(cfg: &BenchConfig) -> Vec<String> {
     vec![
         format!(
-            "profiled at batch {} (conv, norm, train), {} (sampler), {} images (element-wise); \
+            "profiled at batch {} (conv, norm, train), {} (sampler), {} images (element-wise), \
+             {} (inception); \
              the DRAM, L2, shared and FLOP terms grow in proportion to the batch, the launch \
              overhead does not, and launches of fewer blocks than SMs are predicted at that \
              fraction of the GPU",
-            cfg.batch, cfg.sampler_batch, cfg.elementwise_images
+            cfg.batch, cfg.sampler_batch, cfg.elementwise_images, cfg.inception_batch
         ),
         "predictions are a roofline (src/profile/roofline.rs): not yet calibrated against a GPU"
             .to_string(),

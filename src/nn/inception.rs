@@ -41,9 +41,23 @@ struct ConvSpec {
     kernel: [usize; 2],
     stride: usize,
     padding: [usize; 2],
+    /// The side of its square input grid at the network's 299x299 input.
+    input_side: usize,
 }
 
 impl ConvSpec {
+    /// The side of its output grid along axis 0 (rows) or 1 (columns), as PyTorch rounds it.
+    fn output_side(&self, axis: usize) -> usize {
+        (self.input_side + 2 * self.padding[axis] - self.kernel[axis]) / self.stride + 1
+    }
+
+    /// Its multiply-adds for one image, times 2.
+    fn flops_per_image(&self) -> f64 {
+        let [kh, kw] = self.kernel;
+        let outputs = self.c_out * self.output_side(0) * self.output_side(1);
+        2.0 * (outputs * self.c_in * kh * kw) as f64
+    }
+
     fn weight_shape(&self) -> Vec<usize> {
         vec![self.c_out, self.c_in, self.kernel[0], self.kernel[1]]
     }
@@ -53,11 +67,21 @@ impl ConvSpec {
     }
 }
 
-/// The network's layers in state-dict order, each block adding its branches.
-#[derive(Default)]
-struct Layers(Vec<ConvSpec>);
+/// The network's layers in state-dict order, each block adding its branches; `side` is the input
+/// grid of the layers added next (every convolution of a block reads the block's input grid: a
+/// block's stride-2 convolutions end their branch).
+struct Layers {
+    specs: Vec<ConvSpec>,
+    side: usize,
+}
 
 impl Layers {
+    /// The layers added next read a `side` x `side` grid.
+    fn at(&mut self, side: usize) -> &mut Self {
+        self.side = side;
+        self
+    }
+
     /// A square `k` x `k` convolution.
     fn conv(&mut self, name: &str, c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize) {
         self.conv_hw(name, c_in, c_out, [k, k], stride, [pad, pad]);
@@ -80,8 +104,9 @@ impl Layers {
             kernel,
             stride,
             padding,
+            input_side: self.side,
         };
-        self.0.push(spec);
+        self.specs.push(spec);
     }
 
     /// FIDInceptionA: 1x1; 1x1 then 5x5; 1x1 then two 3x3; 3x3 average pool then 1x1.
@@ -145,16 +170,22 @@ impl Layers {
 
 /// Every BasicConv2d of the network, in pytorch-fid's state-dict order.
 fn layer_specs() -> Vec<ConvSpec> {
-    let mut l = Layers::default();
-    l.conv("Conv2d_1a_3x3", 3, 32, 3, 2, 0);
-    l.conv("Conv2d_2a_3x3", 32, 32, 3, 1, 0);
-    l.conv("Conv2d_2b_3x3", 32, 64, 3, 1, 1);
-    l.conv("Conv2d_3b_1x1", 64, 80, 1, 1, 0);
+    let mut l = Layers {
+        specs: Vec::new(),
+        side: INPUT_SIZE,
+    };
+    l.at(INPUT_SIZE).conv("Conv2d_1a_3x3", 3, 32, 3, 2, 0);
+    l.at(149).conv("Conv2d_2a_3x3", 32, 32, 3, 1, 0);
+    l.at(147).conv("Conv2d_2b_3x3", 32, 64, 3, 1, 1);
+    // The stem's max pool: 147 -> 73.
+    l.at(73).conv("Conv2d_3b_1x1", 64, 80, 1, 1, 0);
     l.conv("Conv2d_4a_3x3", 80, 192, 3, 1, 0);
-    l.block_a("Mixed_5b", 192, 32);
+    // The second max pool: 71 -> 35.
+    l.at(35).block_a("Mixed_5b", 192, 32);
     l.block_a("Mixed_5c", 256, 64);
     l.block_a("Mixed_5d", 288, 64);
     l.block_b("Mixed_6a", 288);
+    l.at(17);
     for (b, c7) in [
         ("Mixed_6b", 128),
         ("Mixed_6c", 160),
@@ -164,9 +195,25 @@ fn layer_specs() -> Vec<ConvSpec> {
         l.block_c(b, c7);
     }
     l.block_d("Mixed_7a");
-    l.block_e("Mixed_7b", 1280);
+    l.at(8).block_e("Mixed_7b", 1280);
     l.block_e("Mixed_7c", 2048);
-    l.0
+    l.specs
+}
+
+/// The FLOPs of one image's convolutions (2 per multiply-add) at the 299x299 input, every
+/// BasicConv2d counted once: the convention of the `inception_features` bench item
+/// (reference/BENCH.md), which counts nothing else (resize, bias, ReLU and pools are about 0.1%).
+pub fn conv_flops_per_image() -> f64 {
+    layer_specs().iter().map(ConvSpec::flops_per_image).sum()
+}
+
+/// The parameters the forward pass reads: every convolution's weight and its folded bias (one
+/// per output channel); pytorch-fid's unused classifier `fc` is not among them.
+pub fn folded_parameter_count() -> usize {
+    layer_specs()
+        .iter()
+        .map(|s| s.weight_shape().iter().product::<usize>() + s.c_out)
+        .sum()
 }
 
 /// The names and shapes of the tensors a weights file must hold, in state-dict order.
@@ -185,6 +232,9 @@ struct FoldedConv {
     weight: Tensor,
     bias: Tensor,
     cfg: Conv2dCfg,
+    /// The grid side the layer table says it reads (checked in debug builds: the FLOP count of
+    /// [`conv_flops_per_image`] rests on it).
+    input_side: usize,
 }
 
 /// The FID InceptionV3 with its weights on one device.
@@ -244,6 +294,7 @@ impl FidInception {
                 weight: Tensor::from_vec(weight, &spec.weight_shape(), device)?,
                 bias: Tensor::from_vec(bias, &[spec.c_out], device)?,
                 cfg: spec.cfg(),
+                input_side: spec.input_side,
             };
             convs.insert(spec.name, folded);
         }
@@ -328,6 +379,13 @@ impl FidInception {
                 "FID Inception: no layer {name} (the layer table and the forward pass disagree)"
             ))
         })?;
+        debug_assert!(
+            matches!(x.shape(), [_, _, h, w] if *h == c.input_side && *w == c.input_side),
+            "{name}: input {:?}, the layer table says {} x {}",
+            x.shape(),
+            c.input_side,
+            c.input_side
+        );
         ops::relu(&conv2d(x, &c.weight, Some(&c.bias), c.cfg)?)
     }
 
