@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cli::{fails, ok, s, train_tiny_run};
+use common::cli::{fails, ok, s, train_tiny_run, train_tiny_run_with};
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::nn::inception::formula_state_dict;
 
@@ -115,25 +115,8 @@ fn eval_refuses_files_that_are_not_the_inception_weights() {
 
 #[test]
 fn train_eval_every_adds_the_inception_columns() {
-    let dir = common::tempdir("cli-inception-train");
-    let weights = formula_weights(&dir);
-    let out = dir.join("run");
-    ok(&[
-        "train",
-        "--data",
-        "shapes",
-        "--preset",
-        "tiny",
-        "--max-images",
-        "16",
-        "--levels",
-        "10",
-        "--batch",
-        "2",
-        "--steps",
-        "2",
-        "--out",
-        s(&out),
+    let weights = formula_weights(&common::tempdir("cli-inception-train-weights"));
+    let eval = [
         "--eval-every",
         "2",
         "--eval-count",
@@ -144,7 +127,8 @@ fn train_eval_every_adds_the_inception_columns() {
         "2",
         "--eval-inception",
         s(&weights),
-    ]);
+    ];
+    let out = train_tiny_run_with("cli-inception-train", 10, 2, &eval);
     let text = std::fs::read_to_string(out.join("eval.csv")).unwrap();
     let row = text.lines().nth(1).expect("one evaluation row");
     let fields = dalemeetslangevin::csv::split_line(row);

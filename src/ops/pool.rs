@@ -237,32 +237,8 @@ fn check_resize(
 
 /// Bilinear resizing of `x` [B, C, H, W] to [B, C, size.0, size.1], align_corners=True.
 pub fn upsample_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-    let (p, h, w) = check_resize(x.shape(), size, "upsample_bilinear")?;
-    let (ho, wo) = size;
-    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
-    match x.device() {
-        Device::Cpu => {
-            let (xs, ys) = (x.host()?, y.host_mut()?);
-            for (i, o) in ys.iter_mut().enumerate() {
-                let (plane, oh, ow) = (i / (ho * wo), i / wo % ho, i % wo);
-                let src = &xs[plane * h * w..][..h * w];
-                let (h0, h1, a0, a1) = bilinear_tap(oh, h, ho);
-                let (w0, w1, b0, b1) = bilinear_tap(ow, w, wo);
-                *o = a0 * (b0 * src[h0 * w + w0] + b1 * src[h0 * w + w1])
-                    + a1 * (b0 * src[h1 * w + w0] + b1 * src[h1 * w + w1]);
-            }
-        }
-        dev => launch_planes(
-            dev,
-            "upsample_bilinear_forward_f32",
-            x,
-            &mut y,
-            p,
-            &[h, w, ho, wo],
-            p * ho * wo,
-        )?,
-    }
-    Ok(y)
+    let op = "upsample_bilinear";
+    resize_planes(x, size, op, "upsample_bilinear_forward_f32", bilinear_tap)
 }
 
 /// One axis of align_corners=False bilinear sampling: output index `o` samples the input at
@@ -281,14 +257,35 @@ fn half_pixel_tap(o: usize, size_in: usize, size_out: usize) -> (usize, usize, f
 /// Bilinear resizing of `x` [B, C, H, W] to [B, C, size.0, size.1] with align_corners=False
 /// (`F.interpolate(x, size, mode='bilinear')`, no antialiasing). Forward only.
 pub fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-    let (p, h, w) = check_resize(x.shape(), size, "resize_bilinear")?;
+    resize_planes(
+        x,
+        size,
+        "resize_bilinear",
+        "resize_bilinear_forward_f32",
+        half_pixel_tap,
+    )
+}
+
+/// One axis's sampling rule: output index, input size, output size -> (i0, i1, w0, w1).
+type Tap = fn(usize, usize, usize) -> (usize, usize, f32, f32);
+
+/// Bilinear resizing by the taps `tap` gives each axis on cpu, `kernel` elsewhere (which must
+/// compute the same taps).
+fn resize_planes(
+    x: &Tensor,
+    size: (usize, usize),
+    op: &'static str,
+    kernel: &str,
+    tap: Tap,
+) -> Result<Tensor> {
+    let (p, h, w) = check_resize(x.shape(), size, op)?;
     let (ho, wo) = size;
     let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
     match x.device() {
         Device::Cpu => {
             let (xs, ys) = (x.host()?, y.host_mut()?);
-            let rows: Vec<_> = (0..ho).map(|o| half_pixel_tap(o, h, ho)).collect();
-            let cols: Vec<_> = (0..wo).map(|o| half_pixel_tap(o, w, wo)).collect();
+            let rows: Vec<_> = (0..ho).map(|o| tap(o, h, ho)).collect();
+            let cols: Vec<_> = (0..wo).map(|o| tap(o, w, wo)).collect();
             for_each_item_chunk(ys, ho * wo, batch_workers(p, 8 * ho * wo), |first, ys| {
                 for (i, y_p) in ys.chunks_mut(ho * wo).enumerate() {
                     let src = &xs[(first + i) * h * w..][..h * w];
@@ -301,15 +298,7 @@ pub fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
                 }
             });
         }
-        dev => launch_planes(
-            dev,
-            "resize_bilinear_forward_f32",
-            x,
-            &mut y,
-            p,
-            &[h, w, ho, wo],
-            p * ho * wo,
-        )?,
+        dev => launch_planes(dev, kernel, x, &mut y, p, &[h, w, ho, wo], p * ho * wo)?,
     }
     Ok(y)
 }
