@@ -4,6 +4,7 @@
 //! data's content and the reference subset, since extracting them is the slow part on a CPU.
 use std::path::{Path, PathBuf};
 
+use super::kid::cubic_kernel;
 use super::{frechet_distance, Features};
 use crate::checkpoint::Checkpoint;
 use crate::data::{epoch_permutation, Dataset, PixelRange};
@@ -150,7 +151,7 @@ fn polynomial_mmd(a: &[f32], b: &[f32], m: usize) -> Result<f64> {
         gemm_all_cores(x, y.t(), &mut g);
         g
     };
-    let kernel = |dot: f32| (dot as f64 / FEATURES as f64 + 1.0).powi(3);
+    let kernel = |dot: f32| cubic_kernel(dot as f64, FEATURES);
     let off_diagonal = |g: &[f32]| -> f64 {
         g.iter()
             .enumerate()

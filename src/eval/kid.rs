@@ -6,7 +6,13 @@ use crate::error::{Error, Result};
 /// `k(x, y) = (x.y / d + 1)^3`.
 fn kernel(x: &[f32], y: &[f32]) -> f64 {
     let dot: f64 = x.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum();
-    (dot / x.len() as f64 + 1.0).powi(3)
+    cubic_kernel(dot, x.len())
+}
+
+/// The cubic kernel of two `dim`-wide vectors from their dot product: `(dot / dim + 1)^3`
+/// (torchmetrics' `poly_kernel` with degree 3, gamma 1/dim, coef 1).
+pub(super) fn cubic_kernel(dot: f64, dim: usize) -> f64 {
+    (dot / dim as f64 + 1.0).powi(3)
 }
 
 /// The unbiased estimate of the squared maximum mean discrepancy under the cubic kernel.

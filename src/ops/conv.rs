@@ -3,7 +3,7 @@
 //! y[b,co,oh,ow] = bias[co] + sum over ci, ki, kj of w[co,ci,ki,kj] x[b,ci,ih,iw] with
 //! ih = oh s - ph + ki d, iw = ow s - pw + kj d (SPEC section 9).
 //!
-//! The cpu backend lowers each sample to im2col + GEMM (the `gemm` crate) and spreads samples over
+//! The cpu backend lowers each sample to im2col + GEMM (ops/cpu_gemm.rs) and spreads samples over
 //! threads; emu and cuda run the implicit-GEMM kernels. All three passes run in the
 //! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
 //! their operands to tf32 to match the tensor-core kernels).
@@ -12,7 +12,7 @@ use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Stride, padding and dilation of a convolution (the kernel size comes from the weight), and
@@ -230,26 +230,14 @@ fn weight_grad_splits(d: &ConvDims) -> (usize, usize) {
     (k.div_ceil(chunk), chunk)
 }
 
-fn check_device(a: &Tensor, b: &Tensor, op: &'static str) -> Result<()> {
-    if a.device().same(b.device()) {
-        Ok(())
-    } else {
-        Err(Error::DeviceMismatch {
-            op,
-            a: a.device().to_string(),
-            b: b.device().to_string(),
-        })
-    }
-}
-
 /// The forward convolution: `x` [B, C_in, H, W], `w` [C_out, C_in, KH, KW], optional `bias`
 /// [C_out]; the result is [B, C_out, H_out, W_out] with H_out = (H + 2ph - d(KH-1) - 1)/s + 1
 /// rounded down, as PyTorch, and W_out likewise. Runs in `cfg.precision`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
     let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
-    check_device(x, w, "conv2d")?;
+    check_same_device(&[x, w], "conv2d")?;
     if let Some(b) = bias {
-        check_device(x, b, "conv2d")?;
+        check_same_device(&[x, b], "conv2d")?;
         if b.shape() != [d.c_out] {
             return Err(Error::shape(
                 "conv2d",
@@ -306,7 +294,7 @@ fn check_backward(
 ) -> Result<ConvDims> {
     let d = ConvDims::new(x_shape, w_shape, cfg, op)?;
     check_output_grad(dy, &d, op)?;
-    check_device(dy, other, op)?;
+    check_same_device(&[dy, other], op)?;
     Ok(d)
 }
 

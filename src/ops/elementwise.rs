@@ -7,7 +7,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::cpu_exp;
 use crate::ops::cpu_parallel::for_each_element_chunk;
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// `out[i] = f(x[i])`: the reference on cpu, else `kernel(x, out, scalars.., n)` (f32 scalars).
@@ -153,14 +153,8 @@ pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor> {
                 ))
             }
         }
-        if !p.device().same(first.device()) {
-            return Err(Error::DeviceMismatch {
-                op,
-                a: first.device().to_string(),
-                b: p.device().to_string(),
-            });
-        }
     }
+    check_same_device(parts, op)?;
     let hw = h * w;
     let mut out = Tensor::uninit(&[batch, c_dst, h, w], first.device())?;
     let mut c_offset = 0;

@@ -59,6 +59,22 @@ impl Arg<'_> {
     }
 }
 
+/// An error naming `op` unless every tensor of `ts` lives on the first one's device (the same
+/// GPU, not only a GPU).
+pub(super) fn check_same_device(ts: &[&Tensor], op: &'static str) -> Result<()> {
+    let Some((first, rest)) = ts.split_first() else {
+        return Ok(());
+    };
+    match rest.iter().find(|t| !t.device().same(first.device())) {
+        None => Ok(()),
+        Some(t) => Err(Error::DeviceMismatch {
+            op,
+            a: first.device().to_string(),
+            b: t.device().to_string(),
+        }),
+    }
+}
+
 /// Launches `kernel` on `device` with `args` (see the module doc).
 pub(super) fn launch(
     device: &Device,

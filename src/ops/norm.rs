@@ -15,7 +15,7 @@
 //! values; a value that is not an integer in [0, n_classes) makes that sample's output NaN.
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::launch::{launch, Arg, LaunchGeometry};
+use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// The variance epsilon of both normalisations (PyTorch's default, used by ncsn).
@@ -54,7 +54,7 @@ impl NormDims {
 
 /// The dimensions of `x`, checked against the levels and the embedding, all on one device.
 fn check(x: &Tensor, levels: &Tensor, embed: &Tensor, op: &'static str) -> Result<NormDims> {
-    check_devices(&[x, levels, embed], op)?;
+    check_same_device(&[x, levels, embed], op)?;
     let x_shape = x.shape();
     let &[batch, channels, h, w] = x_shape else {
         return Err(Error::shape(op, format!("input {x_shape:?} is not NCHW")));
@@ -83,19 +83,6 @@ fn check(x: &Tensor, levels: &Tensor, embed: &Tensor, op: &'static str) -> Resul
         )));
     }
     Ok(dims)
-}
-
-fn check_devices(ts: &[&Tensor], op: &'static str) -> Result<()> {
-    for t in &ts[1..] {
-        if !t.device().same(ts[0].device()) {
-            return Err(Error::DeviceMismatch {
-                op,
-                a: ts[0].device().to_string(),
-                b: t.device().to_string(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The embedding row of a level, or None when it is not an integer in [0, n_classes).
@@ -175,7 +162,7 @@ pub fn cond_instance_norm_pp_backward(
     let op = "cond_instance_norm_pp_backward";
     let d = check(x, levels, embed, op)?;
     dy.check_same_shape(x, op)?;
-    check_devices(&[x, &saved.stats], op)?;
+    check_same_device(&[x, &saved.stats], op)?;
     if saved.stats.shape() != [3, d.planes()] {
         return Err(Error::shape(
             op,

@@ -116,28 +116,36 @@ fn check_pool(
 
 /// Average pooling of `x` [B, C, H, W].
 pub fn avg_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
-    let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, "avg_pool2d")?;
+    let include_pad = [cfg.count_include_pad as usize];
+    pool_forward(
+        x,
+        cfg,
+        "avg_pool2d",
+        "avg_pool2d_forward_f32",
+        &include_pad,
+        cpu::avg_pool,
+    )
+}
+
+/// One pooling forward pass: `cpu_pool` on cpu, else `kernel(x, y, planes, h, w, ho, wo,
+/// kernel, stride, padding, extra..)`.
+fn pool_forward(
+    x: &Tensor,
+    cfg: PoolCfg,
+    op: &'static str,
+    kernel: &str,
+    extra: &[usize],
+    cpu_pool: fn(&[f32], &mut [f32], [usize; 4], PoolCfg),
+) -> Result<Tensor> {
+    let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, op)?;
     let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
     match x.device() {
-        Device::Cpu => cpu::avg_pool(x.host()?, y.host_mut()?, [h, w, ho, wo], cfg),
-        dev => launch_planes(
-            dev,
-            "avg_pool2d_forward_f32",
-            x,
-            &mut y,
-            p,
-            &[
-                h,
-                w,
-                ho,
-                wo,
-                cfg.kernel,
-                cfg.stride,
-                cfg.padding,
-                cfg.count_include_pad as usize,
-            ],
-            p * ho * wo,
-        )?,
+        Device::Cpu => cpu_pool(x.host()?, y.host_mut()?, [h, w, ho, wo], cfg),
+        dev => {
+            let mut dims = vec![h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding];
+            dims.extend_from_slice(extra);
+            launch_planes(dev, kernel, x, &mut y, p, &dims, p * ho * wo)?
+        }
     }
     Ok(y)
 }
@@ -188,21 +196,14 @@ pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], cfg: PoolCfg) -> Resu
 /// Max pooling of `x` [B, C, H, W] (`cfg.count_include_pad` plays no part). Forward only: the
 /// networks that use it (the FID Inception) are never trained here.
 pub fn max_pool2d(x: &Tensor, cfg: PoolCfg) -> Result<Tensor> {
-    let (p, h, w, ho, wo) = check_pool(x.shape(), cfg, "max_pool2d")?;
-    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
-    match x.device() {
-        Device::Cpu => cpu::max_pool(x.host()?, y.host_mut()?, [h, w, ho, wo], cfg),
-        dev => launch_planes(
-            dev,
-            "max_pool2d_forward_f32",
-            x,
-            &mut y,
-            p,
-            &[h, w, ho, wo, cfg.kernel, cfg.stride, cfg.padding],
-            p * ho * wo,
-        )?,
-    }
-    Ok(y)
+    pool_forward(
+        x,
+        cfg,
+        "max_pool2d",
+        "max_pool2d_forward_f32",
+        &[],
+        cpu::max_pool,
+    )
 }
 
 /// One axis of align_corners=True bilinear sampling: for output index `o`, the two input indices
