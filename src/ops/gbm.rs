@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::cpu_parallel::for_each_element_chunk;
-use super::launch::{launch, with_partials, Arg, LaunchGeometry};
+use super::launch::{check_same_device, launch, with_partials, Arg, LaunchGeometry};
 use super::random::{fill_normals, PhiloxDraw};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -184,13 +184,7 @@ pub fn gbm_sign_agnostic_step(
     noise_coef: f32,
     draw: PhiloxDraw,
 ) -> Result<()> {
-    if !flips.count.device().same(x.device()) {
-        return Err(Error::DeviceMismatch {
-            op: "sign_agnostic_step",
-            a: x.device().to_string(),
-            b: flips.count.device().to_string(),
-        });
-    }
+    check_same_device(&[x, &flips.count], "sign_agnostic_step")?;
     let step = FusedStep {
         op: "sign_agnostic_step",
         kernel: "gbm_sign_agnostic_step_f32",

@@ -5,7 +5,7 @@
 //! [`super::sum`], so the loss is deterministic.
 use super::cpu_parallel::map_items;
 use super::gbm::batch_layout;
-use super::launch::{launch, with_partials, Arg};
+use super::launch::{check_same_device, launch, with_partials, Arg};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -33,13 +33,7 @@ fn per_sample_inputs(
             ),
         ));
     }
-    if !per_sample.device().same(output.device()) {
-        return Err(Error::DeviceMismatch {
-            op,
-            a: output.device().to_string(),
-            b: per_sample.device().to_string(),
-        });
-    }
+    check_same_device(&[output, per_sample], op)?;
     let (batch, n_per) = batch_layout(output, per_sample.numel(), op)?;
     if batch == 0 {
         return Err(Error::shape(op, "empty batch"));

@@ -4,9 +4,9 @@
 //! norm (per-tensor sums of squares into one buffer of partials, summed in a fixed order) and the
 //! in-place scaling. The scalars (learning rate after warm-up, bias corrections, clip factor) are
 //! computed by the optimisers in optim/.
-use super::launch::{launch, with_partials, Arg, LaunchGeometry};
+use super::launch::{check_same_device, launch, with_partials, Arg, LaunchGeometry};
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// The scalars of one AdamW update (`adamw_step_f32`): `bias1 = 1 - beta1^t` and
@@ -134,14 +134,8 @@ pub fn global_norm(tensors: &[&Tensor]) -> Result<f32> {
     let Some(first) = tensors.first() else {
         return Ok(0.0);
     };
+    check_same_device(tensors, "global_norm")?;
     let device = first.device().clone();
-    if let Some(other) = tensors.iter().find(|t| !t.device().same(&device)) {
-        return Err(Error::DeviceMismatch {
-            op: "global_norm",
-            a: device.to_string(),
-            b: other.device().to_string(),
-        });
-    }
     if device.is_cpu() {
         let mut total = 0f64;
         for t in tensors {
