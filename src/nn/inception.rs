@@ -46,9 +46,12 @@ struct ConvSpec {
 }
 
 impl ConvSpec {
-    /// The side of its output grid along axis 0 (rows) or 1 (columns), as PyTorch rounds it.
+    /// The side of its output grid along axis 0 (rows) or 1 (columns), as the convolution
+    /// computes it (0 for a kernel longer than the padded grid, which the table never holds).
     fn output_side(&self, axis: usize) -> usize {
-        (self.input_side + 2 * self.padding[axis] - self.kernel[axis]) / self.stride + 1
+        self.cfg()
+            .output_size(axis, self.input_side, self.kernel[axis])
+            .unwrap_or(0)
     }
 
     /// Its multiply-adds for one image, times 2.

@@ -54,6 +54,18 @@ impl Conv2dCfg {
         Self { stride, ..self }
     }
 
+    /// The output size along `axis` (0: rows, 1: columns) of an input `size` long under a kernel
+    /// `k` long: PyTorch's (size + 2 pad - dil (k - 1) - 1) / stride + 1, rounded down; None when
+    /// the dilated kernel is longer than the padded input, or the stride or dilation is 0.
+    pub fn output_size(&self, axis: usize, size: usize, k: usize) -> Option<usize> {
+        if self.stride == 0 || self.dilation == 0 || k == 0 {
+            return None;
+        }
+        (size + 2 * self.padding[axis])
+            .checked_sub(self.dilation * (k - 1) + 1)
+            .map(|span| span / self.stride + 1)
+    }
+
     /// This convolution with its three passes in `precision`.
     pub fn with_precision(self, precision: ConvPrecision) -> Self {
         Self { precision, ..self }
@@ -117,14 +129,9 @@ impl ConvDims {
             ));
         }
         let [pad_h, pad_w] = cfg.padding;
-        // PyTorch's (size + 2 pad - dil (k - 1) - 1) / stride + 1, empty when the dilated kernel
-        // is wider than the padded input.
-        let out = |size: usize, pad: usize, k: usize| {
-            (size + 2 * pad)
-                .checked_sub(cfg.dilation * (k - 1) + 1)
-                .map(|span| span / cfg.stride + 1)
-        };
-        let (Some(h_out), Some(w_out)) = (out(h_in, pad_h, kh), out(w_in, pad_w, kw)) else {
+        let (Some(h_out), Some(w_out)) =
+            (cfg.output_size(0, h_in, kh), cfg.output_size(1, w_in, kw))
+        else {
             return Err(Error::shape(
                 op,
                 format!(
