@@ -1,5 +1,5 @@
 // elementwise.cu: the tensor basics every later family needs: fill, copy, add, mul,
-// scale, exp, log, ELU and its backward, ReLU, channel concatenation, sum reduction, and Philox normals.
+// scale, exp, log, ELU and its backward, ReLU, channel concatenation and slicing, sum reduction, and Philox normals.
 // One thread per element with a grid-stride loop; the geometry is chosen in src/device/launch.rs.
 #include "common.cuh"
 
@@ -77,6 +77,18 @@ extern "C" __global__ void copy_channels_f32(const float* __restrict__ src, floa
     }
 }
 EMU_EXPORT(copy_channels_f32)
+
+// Its inverse, the gradient of a concatenation: channels [c_offset, c_offset + c_dst) of src
+// [batch, c_src, hw] into dst [batch, c_dst, hw].
+extern "C" __global__ void slice_channels_f32(const float* __restrict__ src, float* __restrict__ dst, uint64_t batch,
+                                              int c_src, int c_dst, int c_offset, uint64_t hw) {
+    const uint64_t block = (uint64_t)c_dst * hw, n = batch * block;
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        const uint64_t b = i / block;
+        dst[i] = src[(b * c_src + c_offset) * hw + i % block];
+    }
+}
+EMU_EXPORT(slice_channels_f32)
 
 // First pass of a deterministic sum: block b writes the sum of its grid-stride share to
 // partial[b]. A second launch with one block sums the partials. blockDim.x is a multiple of 32.

@@ -7,7 +7,7 @@ use common::*;
 use dalemeetslangevin::nn::PoolCfg;
 use dalemeetslangevin::ops::pool::{
     avg_pool2d, avg_pool2d_backward, max_pool2d, resize_bilinear, upsample_bilinear,
-    upsample_bilinear_backward,
+    upsample_bilinear_backward, upsample_nearest, upsample_nearest_backward,
 };
 use dalemeetslangevin::{Device, Tensor};
 
@@ -71,6 +71,65 @@ fn avg_pool_kernels_match_cpu_reference() {
             );
         }
     }
+}
+
+/// (input [N, C, H, W], factor): DDPM++'s x2 on odd and 1x1 planes, a non-square plane, x3 and
+/// the identity x1; more elements than one block of threads.
+const NEAREST: &[([usize; 4], usize)] = &[
+    ([2, 3, 7, 7], 2),
+    ([1, 2, 1, 1], 2),
+    ([2, 1, 5, 3], 3),
+    ([1, 2, 4, 6], 1),
+    ([3, 5, 14, 14], 2),
+];
+
+#[test]
+fn nearest_upsample_kernels_match_cpu_reference() {
+    let mut rng = test_rng("nearest_kernels");
+    for dev in kernel_devices("nearest_kernels") {
+        for &(shape, factor) in NEAREST {
+            let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
+            let dy = random_vec(&mut rng, x.len() * factor * factor, -1.0, 1.0);
+            let run = |d: &Device| {
+                let y =
+                    upsample_nearest(&Tensor::from_slice(&x, &shape, d).unwrap(), factor).unwrap();
+                let dy = Tensor::from_slice(&dy, y.shape(), d).unwrap();
+                let dx = upsample_nearest_backward(&dy, &shape, factor).unwrap();
+                [y.to_vec().unwrap(), dx.to_vec().unwrap()]
+            };
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            // Copies are exact; the backward sums the f^2 gradients in the same order on both.
+            let what = format!("upsample_nearest {shape:?} x{factor} on {dev}");
+            assert_close(&what, &got[0], &want[0], 0.0, 0.0);
+            assert_close(&format!("{what} backward"), &got[1], &want[1], 0.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn nearest_upsample_copies_each_pixel_into_a_square() {
+    let x =
+        Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[1, 1, 2, 3], &Device::Cpu).unwrap();
+    let y = upsample_nearest(&x, 2).unwrap();
+    assert_eq!(y.shape(), [1, 1, 4, 6]);
+    #[rustfmt::skip]
+    let want = [
+        1.0, 1.0, 2.0, 2.0, 3.0, 3.0,
+        1.0, 1.0, 2.0, 2.0, 3.0, 3.0,
+        4.0, 4.0, 5.0, 5.0, 6.0, 6.0,
+        4.0, 4.0, 5.0, 5.0, 6.0, 6.0,
+    ];
+    assert_eq!(y.to_vec().unwrap(), want);
+    let dx = upsample_nearest_backward(&y, x.shape(), 2).unwrap();
+    assert_eq!(dx.to_vec().unwrap(), [4.0, 8.0, 12.0, 16.0, 20.0, 24.0]);
+    for bad in [0, usize::MAX / 4] {
+        let err = upsample_nearest(&x, bad).unwrap_err().to_string();
+        assert!(err.contains("upsample_nearest"), "{err}");
+    }
+    let err = upsample_nearest_backward(&x, &[1, 1, 2, 3], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("output gradient"), "{err}");
 }
 
 #[test]
@@ -329,6 +388,20 @@ fn pool_and_upsample_gradients_match_finite_differences() {
             1e-2,
             1e-3,
             &move |t, v| t.upsample_bilinear(&v[0], size),
+        );
+    }
+    for &(shape, factor) in NEAREST {
+        let x = vec![(
+            random_vec(&mut rng, shape.iter().product(), -1.0, 1.0),
+            shape.to_vec(),
+        )];
+        check_gradients(
+            "upsample_nearest",
+            &mut rng,
+            &x,
+            1e-2,
+            1e-3,
+            &move |t, v| t.upsample_nearest(&v[0], factor),
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Element-wise operations (kernels/elementwise.cu): fill, copy, affine maps, exp, log, sums and
-//! products of tensors, the ELU of the score network (SPEC section 9) with its backward, and the
-//! ReLU and channel concatenation of the FID Inception (forward only). Each
+//! products of tensors, the ELU of the score network (SPEC section 9) with its backward, the ReLU
+//! of the FID Inception (forward only), and channel concatenation with its inverse, the slice. Each
 //! kernel takes its tensor operands, the output, any scalars, and the element count last;
 //! [`map_unary`] and [`map_binary`] hold that convention and the CPU reference loop once.
 use crate::device::Device;
@@ -183,6 +183,51 @@ pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor> {
             )?,
         }
         c_offset += c_src;
+    }
+    Ok(out)
+}
+
+/// Channels `[c_offset, c_offset + channels)` of the NCHW tensor `x` (`x[:, c_offset:c_offset +
+/// channels]`), the gradient of [`concat_channels`] for one part.
+pub fn slice_channels(x: &Tensor, c_offset: usize, channels: usize) -> Result<Tensor> {
+    let op = "slice_channels";
+    let &[batch, c_src, h, w] = x.shape() else {
+        return Err(Error::shape(op, format!("{:?} is not NCHW", x.shape())));
+    };
+    if c_offset.checked_add(channels).is_none_or(|end| end > c_src) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "channels [{c_offset}, {c_offset} + {channels}) of {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    let hw = h * w;
+    let mut out = Tensor::uninit(&[batch, channels, h, w], x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (src, dst) = (x.host()?, out.host_mut()?);
+            if channels * hw > 0 {
+                for (b, part) in dst.chunks_mut(channels * hw).enumerate() {
+                    part.copy_from_slice(&src[(b * c_src + c_offset) * hw..][..channels * hw]);
+                }
+            }
+        }
+        dev => launch(
+            dev,
+            "slice_channels_f32",
+            LaunchGeometry::elementwise(out.numel()),
+            &mut [
+                Arg::In(x),
+                Arg::Out(&mut out),
+                Arg::U64(batch as u64),
+                Arg::I32(c_src as i32),
+                Arg::I32(channels as i32),
+                Arg::I32(c_offset as i32),
+                Arg::U64(hw as u64),
+            ],
+        )?,
     }
     Ok(out)
 }

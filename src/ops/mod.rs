@@ -11,11 +11,13 @@ mod cpu_gemm;
 mod cpu_gemm_avx512;
 mod cpu_parallel;
 mod elementwise;
+pub mod embedding;
 mod gbm;
 mod launch;
 mod loss;
 pub mod norm;
 mod optim;
+pub mod planes;
 pub mod pool;
 mod random;
 mod reduce;
@@ -26,7 +28,7 @@ pub use conv_precision::ConvPrecision;
 pub(crate) use cpu_gemm::{gemm_all_cores, MatRef};
 pub use elementwise::{
     add, axpby, concat_channels, copy, copy_into, elu, elu_backward, exp, fill, log, mul, relu,
-    scale, sub,
+    scale, slice_channels, sub,
 };
 pub use gbm::{
     additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,

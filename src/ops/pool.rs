@@ -11,6 +11,8 @@
 //! - [`upsample_bilinear`] is `F.interpolate(x, size, mode='bilinear', align_corners=True)`.
 //! - [`resize_bilinear`] is the same with `align_corners=False` (PyTorch's default, the FID
 //!   Inception's resize to 299x299); forward only.
+//! - [`upsample_nearest`] is `F.interpolate(x, scale_factor=f, mode='nearest')` for an integer
+//!   factor, the DDPM++ residual blocks' upsampling (SPEC section 11), with its backward.
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
@@ -302,6 +304,102 @@ fn resize_planes(
         dev => launch_planes(dev, kernel, x, &mut y, p, &[h, w, ho, wo], p * ho * wo)?,
     }
     Ok(y)
+}
+
+/// The plane count and input size of a nearest upsampling by `factor` of `x_shape`.
+fn check_nearest(
+    x_shape: &[usize],
+    factor: usize,
+    op: &'static str,
+) -> Result<(usize, usize, usize)> {
+    let (p, h, w) = planes(x_shape, op)?;
+    let fits = |size: usize| {
+        size.checked_mul(factor)
+            .is_some_and(|s| s <= i32::MAX as usize)
+    };
+    if factor == 0 || !fits(h) || !fits(w) {
+        return Err(Error::invalid(format!(
+            "{op}: factor {factor} for a {h}x{w} plane (want a factor >= 1 and a size that fits i32)"
+        )));
+    }
+    Ok((p, h, w))
+}
+
+/// Nearest-neighbour upsampling of `x` [B, C, H, W] to [B, C, H f, W f]: each pixel copied into
+/// an f x f square.
+pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
+    let (p, h, w) = check_nearest(x.shape(), factor, "upsample_nearest")?;
+    let (ho, wo) = (h * factor, w * factor);
+    let mut y = Tensor::uninit(&[x.shape()[0], x.shape()[1], ho, wo], x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (src, dst) = (x.host()?, y.host_mut()?);
+            for (plane, out) in src.chunks(h * w).zip(dst.chunks_mut(ho * wo)) {
+                for (oh, row) in out.chunks_mut(wo).enumerate() {
+                    let from = &plane[oh / factor * w..][..w];
+                    for (ow, v) in row.iter_mut().enumerate() {
+                        *v = from[ow / factor];
+                    }
+                }
+            }
+        }
+        dev => launch_planes(
+            dev,
+            "upsample_nearest_forward_f32",
+            x,
+            &mut y,
+            p,
+            &[h, w, factor],
+            p * ho * wo,
+        )?,
+    }
+    Ok(y)
+}
+
+/// The gradient of [`upsample_nearest`] by `factor` with respect to its input of shape
+/// `x_shape`: each input pixel's f x f outputs summed, row by row.
+pub fn upsample_nearest_backward(dy: &Tensor, x_shape: &[usize], factor: usize) -> Result<Tensor> {
+    let op = "upsample_nearest_backward";
+    let (p, h, w) = check_nearest(x_shape, factor, op)?;
+    let (ho, wo) = (h * factor, w * factor);
+    if dy.shape() != [x_shape[0], x_shape[1], ho, wo] {
+        return Err(Error::shape(
+            op,
+            format!(
+                "output gradient {:?} for input {x_shape:?} upsampled by {factor}",
+                dy.shape()
+            ),
+        ));
+    }
+    let mut dx = Tensor::uninit(x_shape, dy.device())?;
+    match dy.device() {
+        Device::Cpu => {
+            let (g, d) = (dy.host()?, dx.host_mut()?);
+            for (plane, out) in g.chunks(ho * wo).zip(d.chunks_mut(h * w)) {
+                for (i, v) in out.iter_mut().enumerate() {
+                    let (ih, iw) = (i / w, i % w);
+                    let mut acc = 0.0f32;
+                    for a in 0..factor {
+                        let row = &plane[(ih * factor + a) * wo + iw * factor..][..factor];
+                        for &gv in row {
+                            acc += gv;
+                        }
+                    }
+                    *v = acc;
+                }
+            }
+        }
+        dev => launch_planes(
+            dev,
+            "upsample_nearest_backward_f32",
+            dy,
+            &mut dx,
+            p,
+            &[h, w, factor],
+            p * h * w,
+        )?,
+    }
+    Ok(dx)
 }
 
 /// The gradient of [`upsample_bilinear`] with respect to its input of shape `x_shape`.

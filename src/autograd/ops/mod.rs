@@ -1,6 +1,8 @@
 //! The differentiable operations, one file each: a `Tape` method for the forward pass and a
 //! [`super::BackwardOp`] for the backward pass (docs/ADDING_A_KERNEL.md).
+mod concat;
 mod conv;
 mod elementwise;
 mod norm;
+mod planes;
 mod pool;

@@ -1,5 +1,6 @@
 //! Pooling and upsampling on the tape: [`pool`]'s average pooling (count_include_pad=True) and
-//! bilinear upsampling (align_corners=True), forward and backward.
+//! bilinear upsampling (align_corners=True) and nearest upsampling by an integer factor, forward
+//! and backward.
 use crate::autograd::backward::{BackwardOp, InputGrads};
 use crate::autograd::tape::{Node, Tape, Var};
 use crate::error::Result;
@@ -34,6 +35,22 @@ impl<'p> BackwardOp<'p> for UpsampleBilinearBackward {
     }
 }
 
+struct UpsampleNearestBackward {
+    x: Node,
+    x_shape: Vec<usize>,
+    factor: usize,
+}
+
+impl<'p> BackwardOp<'p> for UpsampleNearestBackward {
+    fn backward(self: Box<Self>, g: Tensor, inputs: &mut InputGrads) -> Result<()> {
+        inputs.add(
+            self.x,
+            pool::upsample_nearest_backward(&g, &self.x_shape, self.factor)?,
+        );
+        Ok(())
+    }
+}
+
 impl<'p> Tape<'p> {
     /// [`pool::avg_pool2d`] (count_include_pad=True).
     pub fn avg_pool2d(&mut self, x: &Var<'p>, cfg: PoolCfg) -> Result<Var<'p>> {
@@ -54,6 +71,18 @@ impl<'p> Tape<'p> {
             Box::new(UpsampleBilinearBackward {
                 x: x.node(),
                 x_shape: x.shape().to_vec(),
+            })
+        }))
+    }
+
+    /// [`pool::upsample_nearest`] by an integer `factor`.
+    pub fn upsample_nearest(&mut self, x: &Var<'p>, factor: usize) -> Result<Var<'p>> {
+        let y = pool::upsample_nearest(x.value(), factor)?;
+        Ok(self.apply(y, &[x], || {
+            Box::new(UpsampleNearestBackward {
+                x: x.node(),
+                x_shape: x.shape().to_vec(),
+                factor,
             })
         }))
     }
