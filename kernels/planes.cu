@@ -1,5 +1,5 @@
 // planes.cu: one value per (sample, channel) plane of an NCHW tensor, broadcast over the plane or
-// reduced from it. DDPM++ adds its time embedding to every residual block this way
+// reduced from it, and one value per channel broadcast over the batch and the plane. DDPM++ adds its time embedding to every residual block this way
 // (h + Dense(temb)[:, :, None, None], SPEC section 11); the gradient of that bias is the plane sum.
 #include "common.cuh"
 
@@ -25,3 +25,13 @@ extern "C" __global__ void sum_planes_f32(const float* __restrict__ x, float* __
     }
 }
 EMU_EXPORT(sum_planes_f32)
+
+// y[b][c][i] = x[b][c][i] + bias[c]: a bias per channel, shared by the batch (DDPM++'s linear and
+// 1x1 layers; the gradient is conv.cu's bias reduction).
+extern "C" __global__ void add_channel_bias_f32(const float* __restrict__ x, const float* __restrict__ bias,
+                                                float* __restrict__ y, uint64_t planes, int channels,
+                                                uint64_t hw) {
+    const uint64_t n = planes * hw;
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) y[i] = x[i] + bias[(i / hw) % channels];
+}
+EMU_EXPORT(add_channel_bias_f32)

@@ -1,11 +1,11 @@
 //! The per-plane and per-channel layout ops DDPM++ needs (SPEC section 11): kernels/planes.cu's
-//! plane bias and plane sums and elementwise.cu's channel slice against the cpu reference in both
-//! schedules; the concatenation and the plane bias on the tape by finite differences.
+//! plane and channel biases and plane sums and elementwise.cu's channel slice against the cpu reference in both
+//! schedules; the concatenation, the biases and the reshape on the tape by finite differences.
 mod common;
 
 use common::gradcheck::check_gradients;
 use common::*;
-use dalemeetslangevin::ops::planes::{add_plane_bias, sum_planes};
+use dalemeetslangevin::ops::planes::{add_channel_bias, add_plane_bias, sum_planes};
 use dalemeetslangevin::ops::{concat_channels, slice_channels};
 use dalemeetslangevin::{Device, Tensor};
 
@@ -78,7 +78,9 @@ fn plane_ops_match_their_definition_and_refuse_bad_shapes() {
     let wrong = tensor(&[1.0, 2.0], &[2], &Device::Cpu);
     let e = add_plane_bias(&x, &wrong).unwrap_err().to_string();
     assert!(e.contains("add_plane_bias") && e.contains("[B, C]"), "{e}");
-    let e = sum_planes(&wrong).unwrap_err().to_string();
+    let e = sum_planes(&tensor(&[1.0], &[1], &Device::Cpu))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("sum_planes"), "{e}");
 }
 
@@ -130,10 +132,7 @@ fn concatenation_and_plane_bias_gradients_match_finite_differences() {
             random_vec(&mut rng, 2 * 2 * 4 * 5, -1.0, 1.0),
             vec![2, 2, 4, 5],
         ),
-        (
-            random_vec(&mut rng, 2 * 4 * 5, -1.0, 1.0),
-            vec![2, 1, 4, 5],
-        ),
+        (random_vec(&mut rng, 2 * 4 * 5, -1.0, 1.0), vec![2, 1, 4, 5]),
     ];
     // Linear graphs: only round-off, e_L / eps with e_L ~ 1e-6 here.
     check_gradients("concat_channels", &mut rng, &parts, 1e-2, 1e-3, &|t, v| {
@@ -151,4 +150,25 @@ fn concatenation_and_plane_bias_gradients_match_finite_differences() {
         let y = t.add_plane_bias(&v[0], &v[1])?;
         t.mul(&y, &v[0])
     });
+    let inputs = vec![
+        (
+            random_vec(&mut rng, 3 * 4 * 3 * 2, -1.0, 1.0),
+            vec![3, 4, 3, 2],
+        ),
+        (random_vec(&mut rng, 4, -1.0, 1.0), vec![4]),
+    ];
+    // The channel bias, then a reshape to [B, C*H*W] and back through another product.
+    check_gradients(
+        "add_channel_bias",
+        &mut rng,
+        &inputs,
+        1e-2,
+        1e-3,
+        &|t, v| {
+            let y = t.add_channel_bias(&v[0], &v[1])?;
+            let y = t.reshape(&y, &[3, 24])?;
+            let x = t.reshape(&v[0], &[3, 24])?;
+            t.mul(&y, &x)
+        },
+    );
 }

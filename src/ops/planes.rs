@@ -1,7 +1,8 @@
 //! One value per (sample, channel) plane of an NCHW tensor (kernels/planes.cu): added to every
 //! element of its plane, or summed from it. DDPM++ conditions each residual block on the level
 //! this way, `h + Dense(temb)[:, :, None, None]` (SPEC section 11); the bias's gradient is the
-//! plane sum of the output's.
+//! plane sum of the output's. [`add_channel_bias`] adds one value per channel instead, shared by
+//! the batch (the bias of DDPM++'s linear and 1x1 layers).
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
@@ -10,11 +11,11 @@ use crate::tensor::Tensor;
 /// Most blocks [`sum_planes`] launches; the kernel strides over planes beyond them.
 const MAX_PLANE_BLOCKS: usize = 65_535;
 
-/// (planes, elements per plane) of a [B, C, ...] shape with at least one element per plane.
+/// (planes, elements per plane) of a [B, C, ...] shape (no trailing axes: one element each).
 fn plane_dims(shape: &[usize], op: &'static str) -> Result<(usize, usize)> {
     match shape {
-        [b, c, rest @ ..] if !rest.is_empty() => Ok((b * c, rest.iter().product())),
-        _ => Err(Error::shape(op, format!("{shape:?} is not [B, C, H, ...]"))),
+        [b, c, rest @ ..] => Ok((b * c, rest.iter().product())),
+        _ => Err(Error::shape(op, format!("{shape:?} is not [B, C, ...]"))),
     }
 }
 
@@ -87,4 +88,49 @@ pub fn sum_planes(x: &Tensor) -> Result<Tensor> {
         }
     }
     Ok(sums)
+}
+
+/// `x + bias[None, :, None, None]`: `x` [B, C, ...], `bias` [C]. Its gradient with respect to the
+/// bias is `conv::conv2d_backward_bias` of the output's, viewed as [B, C, HW, 1].
+pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let op = "add_channel_bias";
+    let (planes, hw) = plane_dims(x.shape(), op)?;
+    let channels = x.shape()[1];
+    if bias.shape() != [channels] || channels > i32::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!(
+                "bias {:?} for input {:?} (want [C])",
+                bias.shape(),
+                x.shape()
+            ),
+        ));
+    }
+    check_same_device(&[x, bias], op)?;
+    let mut y = Tensor::uninit(x.shape(), x.device())?;
+    match x.device() {
+        Device::Cpu => {
+            let (xs, bs, ys) = (x.host()?, bias.host()?, y.host_mut()?);
+            if hw > 0 {
+                let per_plane = xs.chunks(hw).zip(ys.chunks_mut(hw));
+                for ((src, dst), &b) in per_plane.zip(bs.iter().cycle()) {
+                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = v + b);
+                }
+            }
+        }
+        dev => launch(
+            dev,
+            "add_channel_bias_f32",
+            LaunchGeometry::elementwise(planes * hw),
+            &mut [
+                Arg::In(x),
+                Arg::In(bias),
+                Arg::Out(&mut y),
+                Arg::U64(planes as u64),
+                Arg::I32(channels as i32),
+                Arg::U64(hw as u64),
+            ],
+        )?,
+    }
+    Ok(y)
 }

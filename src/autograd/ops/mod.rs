@@ -6,3 +6,4 @@ mod elementwise;
 mod norm;
 mod planes;
 mod pool;
+mod reshape;
