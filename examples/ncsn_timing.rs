@@ -11,7 +11,8 @@ use dalemeetslangevin::autograd::{ParamStore, Tape};
 use dalemeetslangevin::bench::time_median;
 use dalemeetslangevin::cli::DeviceChoice;
 use dalemeetslangevin::named;
-use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig};
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::ops::copy;
 use dalemeetslangevin::{Device, Error, Result, Tensor};
 

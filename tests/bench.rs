@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use dalemeetslangevin::bench::{self, BenchConfig, NetworkTrace, TorchResults};
 use dalemeetslangevin::nn::inception;
-use dalemeetslangevin::nn::ncsn::{NcsnConfig, Preset};
+use dalemeetslangevin::nn::ncsn::NcsnConfig;
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::{Device, Tensor};
 
 fn torch_cpu() -> TorchResults {

@@ -11,7 +11,7 @@ use dalemeetslangevin::device::launch::{
     ParamType,
 };
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::{ops, Device, Error, Tensor};
 
 #[test]

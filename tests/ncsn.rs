@@ -4,24 +4,15 @@
 //! end to end on cpu and the parameter counts of every preset.
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
+use common::golden::{self, Golden, Tolerances};
 use common::kernel_devices;
 use dalemeetslangevin::autograd::{ParamStore, Tape};
-use dalemeetslangevin::checkpoint::Checkpoint;
-use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig, Preset, IMAGE_SIZES};
+use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig, IMAGE_SIZES};
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::{Device, Tensor};
-
-/// Largest allowed max|got - want| / max|want| per tensor, and the loss's error against
-/// sum |out * g| (the loss is a sum of terms of both signs).
-struct Tolerances {
-    output: f64,
-    input_grad: f64,
-    param_grad: f64,
-    loss: f64,
-}
 
 /// fp32 convolutions. The reference is float64 rounded to float32; PyTorch's own float32 run
 /// deviates by about 1e-6 (outputs) and 1.5e-5 (gradients) from it (the files' metadata) and this
@@ -53,247 +44,36 @@ const GOLDEN_FILES: [&str; 3] = [
     "ncsn_tiny_deep_28.safetensors",
 ];
 
-struct Golden {
-    name: &'static str,
-    file: Checkpoint,
-}
-
-impl Golden {
-    fn load(name: &'static str) -> Self {
-        let path = common::source_dir().join("tests/data").join(name);
-        let file = Checkpoint::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        Self { name, file }
-    }
-
-    fn host(&self, key: &str) -> &(Vec<usize>, Vec<f32>) {
-        self.file
-            .tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no tensor '{key}'", self.name))
-    }
-
-    fn tensor(&self, key: &str, dev: &Device) -> Tensor {
-        let (shape, data) = self.host(key);
-        Tensor::from_slice(data, shape, dev).unwrap()
-    }
-
-    fn meta<T: std::str::FromStr>(&self, key: &str) -> T
-    where
-        T::Err: std::fmt::Display,
-    {
-        self.file
-            .meta_parse(key)
-            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
-    }
-
-    /// The network the file was made with; its width and topology must be what the preset says.
-    fn config(&self) -> NcsnConfig {
-        let preset = Preset::parse(self.file.meta("preset").unwrap()).unwrap();
-        let cfg = NcsnConfig::new(
-            preset,
-            self.meta("channels"),
-            self.meta("image_size"),
-            self.meta("num_classes"),
-        )
-        .unwrap();
-        assert_eq!(cfg.ngf, self.meta::<usize>("ngf"), "{}: ngf", self.name);
-        assert_eq!(
-            cfg.topology.name(),
-            self.file.meta("topology").unwrap(),
-            "{}: topology",
-            self.name
-        );
-        cfg
-    }
-
-    /// The file's parameter names in PyTorch's state_dict order.
-    fn parameter_names(&self) -> Vec<String> {
-        let names: Vec<String> = self
-            .file
-            .meta("parameter_names")
-            .unwrap()
-            .split(',')
-            .map(str::to_string)
-            .collect();
-        let keys: BTreeSet<&str> = self
-            .file
-            .tensors
-            .keys()
-            .filter_map(|k| k.strip_prefix("param."))
-            .collect();
-        let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-        assert_eq!(listed, keys, "{}: metadata vs param.* tensors", self.name);
-        names
-    }
-}
-
-/// The network of `golden` on `dev` with every parameter taken from the file. The Rust parameter
-/// list must be the file's exactly: same names, same order, same shapes.
-fn load_network(golden: &Golden, dev: &Device, precision: ConvPrecision) -> (ParamStore, Ncsn) {
-    let cfg = golden.config().with_precision(precision);
-    let mut store = ParamStore::new(dev, 0);
-    let net = Ncsn::new(&mut store, &cfg).unwrap();
-    let ours: Vec<String> = store.names().map(str::to_string).collect();
-    let theirs = golden.parameter_names();
-    let missing: Vec<&String> = theirs.iter().filter(|n| !ours.contains(n)).collect();
-    let extra: Vec<&String> = ours.iter().filter(|n| !theirs.contains(n)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{}: parameters in the file but not the network: {missing:?}; in the network but not \
-         the file: {extra:?}",
+/// The NCSN configuration of a golden file; its width and topology must be what the preset says.
+fn config_of(golden: &Golden) -> NcsnConfig {
+    let preset = Preset::parse(golden.file.meta("preset").unwrap()).unwrap();
+    let cfg = NcsnConfig::new(
+        preset,
+        golden.meta("channels"),
+        golden.meta("image_size"),
+        golden.meta("num_classes"),
+    )
+    .unwrap();
+    assert_eq!(cfg.ngf, golden.meta::<usize>("ngf"), "{}: ngf", golden.name);
+    assert_eq!(
+        cfg.topology.name(),
+        golden.file.meta("topology").unwrap(),
+        "{}: topology",
         golden.name
     );
-    assert_eq!(ours, theirs, "{}: parameter order", golden.name);
-    assert_eq!(
-        store.num_elements(),
-        golden.meta::<usize>("parameter_count"),
-        "{}: parameter count",
-        golden.name
-    );
-    for name in &theirs {
-        let shape = store.get(name).unwrap().shape().to_vec();
-        let value = golden
-            .file
-            .tensor(&format!("param.{name}"), &shape, dev)
-            .unwrap_or_else(|e| panic!("{}: parameter {name}: {e}", golden.name));
-        store.set(name, value).unwrap();
-    }
-    (store, net)
+    cfg
 }
 
-/// Everything the golden file holds a reference for, from one forward and backward pass.
-struct Results {
-    output: Vec<f32>,
-    loss: f64,
-    /// sum |out * g|, the scale of the loss's rounding error.
-    loss_scale: f64,
-    input_grad: Vec<f32>,
-    param_grads: Vec<(String, Vec<f32>)>,
-}
-
-fn run_network(golden: &Golden, dev: &Device, precision: ConvPrecision) -> Results {
-    let (store, net) = load_network(golden, dev, precision);
-    let mut tape = Tape::new(&store);
-    let x = tape.leaf(golden.tensor("input.x", dev));
-    let levels = tape.constant(golden.tensor("input.levels", dev));
-    let out = net.forward(&mut tape, &x, &levels).unwrap();
-    let output = out.value().to_vec().unwrap();
-    // make_golden.py: L = sum(out * g), so dL/dout = g.
-    let (_, g) = golden.host("input.grad_out");
-    let loss = output
-        .iter()
-        .zip(g)
-        .map(|(&o, &g)| o as f64 * g as f64)
-        .sum();
-    let loss_scale = output
-        .iter()
-        .zip(g)
-        .map(|(&o, &g)| (o as f64 * g as f64).abs())
-        .sum();
-    let grads = tape
-        .backward(&out, golden.tensor("input.grad_out", dev))
-        .unwrap();
-    let input_grad = grads
-        .wrt(&x)
-        .unwrap_or_else(|| panic!("{}: no gradient for the input", golden.name))
-        .to_vec()
-        .unwrap();
-    let param_grads = store
-        .names()
-        .map(|name| {
-            let g = grads
-                .param(name)
-                .unwrap_or_else(|| panic!("{}: no gradient for {name}", golden.name));
-            (name.to_string(), g.to_vec().unwrap())
-        })
-        .collect();
-    Results {
-        output,
-        loss,
-        loss_scale,
-        input_grad,
-        param_grads,
-    }
-}
-
-/// max|got - want| / max|want| of one tensor, failing with the tensor's name and worst element
-/// when it exceeds `rtol` or anything is not finite.
-fn relative_error(what: &str, got: &[f32], want: &[f32], rtol: f64) -> f64 {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: {} elements vs {}",
-        got.len(),
-        want.len()
-    );
-    let scale = want.iter().fold(0.0f64, |m, &w| m.max((w as f64).abs()));
-    let scale = if scale > 0.0 { scale } else { 1.0 };
-    let (worst, err) = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).abs())
-        .enumerate()
-        .fold((0, 0.0f64), |best, (i, e)| {
-            if e > best.1 || e.is_nan() {
-                (i, e)
-            } else {
-                best
-            }
-        });
-    let rel = err / scale;
-    assert!(
-        rel <= rtol && got.iter().all(|g| g.is_finite()),
-        "{what}: relative error {rel:.3e} > {rtol:.0e} (max |want| {scale:.4e}); worst element \
-         {worst}: got {}, want {}",
-        got[worst],
-        want[worst]
-    );
-    rel
-}
-
-/// Compares everything against the file on `dev` with convolutions in `precision`; prints the
-/// worst relative errors.
+/// Compares the NCSN network built from the file's configuration, on `dev` with convolutions in
+/// `precision`, against everything the file holds.
 fn check_golden(name: &'static str, dev: &Device, precision: ConvPrecision, tol: &Tolerances) {
     let golden = Golden::load(name);
-    let start = Instant::now();
-    let got = run_network(&golden, dev, precision);
-    let elapsed = start.elapsed();
-    let tag = format!("{name} on {dev} in {precision}");
-    let out_err = relative_error(
-        &format!("{tag}: output"),
-        &got.output,
-        &golden.host("output").1,
-        tol.output,
-    );
-    let want_loss: f64 = golden.meta("loss_float64");
-    let loss_err = (got.loss - want_loss).abs() / got.loss_scale;
-    assert!(
-        loss_err <= tol.loss,
-        "{tag}: loss {} vs {want_loss} (error {loss_err:.3e} of sum |out * g| = {})",
-        got.loss,
-        got.loss_scale
-    );
-    let x_err = relative_error(
-        &format!("{tag}: input_grad.x"),
-        &got.input_grad,
-        &golden.host("input_grad.x").1,
-        tol.input_grad,
-    );
-    let (worst_param, param_err) = got
-        .param_grads
-        .iter()
-        .map(|(pname, g)| {
-            let want = &golden.host(&format!("grad.{pname}")).1;
-            let e = relative_error(&format!("{tag}: grad.{pname}"), g, want, tol.param_grad);
-            (pname.as_str(), e)
-        })
-        .fold(("", 0.0f64), |a, b| if b.1 > a.1 { b } else { a });
-    eprintln!(
-        "{tag}: {:.2?}; worst relative errors: output {out_err:.2e}, loss {loss_err:.2e}, \
-         input grad {x_err:.2e}, parameter grads {param_err:.2e} ({worst_param}); {} parameters",
-        elapsed,
-        got.param_grads.len()
-    );
+    let cfg = config_of(&golden).with_precision(precision);
+    let mut store = ParamStore::new(dev, 0);
+    let net = Ncsn::new(&mut store, &cfg).unwrap();
+    golden.load_parameters(&mut store, dev);
+    let forward: &golden::Forward = &|t, x, k| net.forward(t, x, k);
+    golden::check(&golden, &store, forward, &format!("{name} on {dev} in {precision}"), tol);
 }
 
 #[test]

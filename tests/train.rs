@@ -12,7 +12,7 @@ use dalemeetslangevin::diffusion::loss::{LossTarget, LossWeighting};
 use dalemeetslangevin::diffusion::samplers::SamplerConfig;
 use dalemeetslangevin::diffusion::{Parameterisation, Schedule, SigmaShape};
 use dalemeetslangevin::generate::{generate, GenerateOptions, InitKind};
-use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::optim::LrDecay;
 use dalemeetslangevin::train::{
@@ -314,10 +314,10 @@ fn the_convolution_precision_is_stored_and_reloaded() {
     assert_eq!(ckpt.meta("net.conv_precision").unwrap(), "tf32");
 
     let stored = ScoreModel::load(&path, Weights::Ema, None, &Device::Cpu).unwrap();
-    assert_eq!(stored.spec.net.precision, ConvPrecision::Tf32);
+    assert_eq!(stored.spec.net.precision(), ConvPrecision::Tf32);
     let fp32 =
         ScoreModel::load(&path, Weights::Ema, Some(ConvPrecision::Fp32), &Device::Cpu).unwrap();
-    assert_eq!(fp32.spec.net.precision, ConvPrecision::Fp32);
+    assert_eq!(fp32.spec.net.precision(), ConvPrecision::Fp32);
     assert_ne!(
         output_of(&stored),
         output_of(&fp32),
@@ -325,7 +325,7 @@ fn the_convolution_precision_is_stored_and_reloaded() {
     );
 
     let resumed = Trainer::resume(&path, &data, &Device::Cpu, &steps(2)).unwrap();
-    assert_eq!(resumed.model.spec.net.precision, ConvPrecision::Tf32);
+    assert_eq!(resumed.model.spec.net.precision(), ConvPrecision::Tf32);
     Trainer::resume(
         &path,
         &data,
@@ -343,7 +343,7 @@ fn the_convolution_precision_is_stored_and_reloaded() {
     let old_path = dir.join("old.safetensors");
     old.save(&old_path).unwrap();
     let model = ScoreModel::load(&old_path, Weights::Ema, None, &Device::Cpu).unwrap();
-    assert_eq!(model.spec.net.precision, ConvPrecision::Fp32);
+    assert_eq!(model.spec.net.precision(), ConvPrecision::Fp32);
     assert_eq!(output_of(&model), output_of(&fp32));
 }
 

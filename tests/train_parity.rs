@@ -12,7 +12,7 @@ use dalemeetslangevin::data::{Dataset, PixelRange};
 use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::diffusion::loss::{LossTarget, LossWeighting};
 use dalemeetslangevin::diffusion::{Parameterisation, SigmaShape};
-use dalemeetslangevin::nn::ncsn::Preset;
+use dalemeetslangevin::nn::Preset;
 use dalemeetslangevin::train::{
     Diffusion, ModelSpec, ObjectiveSettings, OptimizerKind, TrainConfig, Trainer, EMA_PREFIX,
 };

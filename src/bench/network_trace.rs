@@ -6,7 +6,8 @@ use crate::autograd::{ParamStore, RecordedLayer, Tape};
 use crate::device::launch::launches_on_this_thread;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::nn::ncsn::{Ncsn, NcsnConfig};
+use crate::nn::Preset;
 use crate::ops::ConvPrecision;
 use crate::tensor::Tensor;
 

@@ -7,7 +7,7 @@ use super::{
     items_train, BenchConfig, Item,
 };
 use crate::error::{Error, Result};
-use crate::nn::ncsn::Preset;
+use crate::nn::Preset;
 
 /// One kind of work: its name (usable in `--items`), the first component of its keys, and how
 /// its items are listed.

@@ -10,7 +10,7 @@ use crate::bench::{self, BenchConfig, Row, TorchResults};
 use crate::device::{Device, EmuSchedule};
 use crate::error::{Error, Result};
 use crate::memory_budget;
-use crate::nn::ncsn::Preset;
+use crate::nn::Preset;
 use crate::ops::ConvPrecision;
 
 #[derive(Args, Debug)]

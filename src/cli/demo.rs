@@ -16,7 +16,7 @@ use crate::diffusion::loss::{LossTarget, LossWeighting};
 use crate::diffusion::samplers::{DaleVariant, SamplerKind};
 use crate::diffusion::Parameterisation;
 use crate::error::{Error, Result};
-use crate::nn::ncsn::Preset;
+use crate::nn::Preset;
 use crate::ops::ConvPrecision;
 use crate::optim::LrDecay;
 use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};

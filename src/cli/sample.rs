@@ -190,7 +190,7 @@ pub fn print_model(model: &ScoreModel, device: &Device) {
     eprintln!(
         "model {} ({} convolutions; {}) on {device}",
         model.spec.net.describe(),
-        model.spec.net.precision,
+        model.spec.net.precision(),
         model.spec.objective.summary()
     );
 }

@@ -16,7 +16,7 @@ use crate::device::Device;
 use crate::diffusion::loss::{LossTarget, LossWeighting};
 use crate::diffusion::{Parameterisation, SigmaShape};
 use crate::error::{Error, Result};
-use crate::nn::ncsn::Preset;
+use crate::nn::Preset;
 use crate::ops::ConvPrecision;
 use crate::optim::LrDecay;
 use crate::train::{
@@ -386,7 +386,7 @@ fn print_header(trainer: &Trainer, data: &Dataset, device: &Device, dir: &Path) 
         "model {} ({} parameters, {} convolutions) on {device}",
         spec.net.describe(),
         trainer.model.store.num_elements(),
-        spec.net.precision
+        spec.net.precision()
     );
     eprintln!("diffusion {}", spec.objective.summary());
     let c = &trainer.config;

@@ -15,4 +15,5 @@ pub mod stream {
     pub const SAMPLER_INIT: u32 = 4;
     pub const PARAM_INIT: u32 = 5;
     pub const DATA_ORDER: u32 = 6;
+    pub const DROPOUT: u32 = 7;
 }

@@ -9,7 +9,7 @@ use crate::data::{Dataset, PixelRange};
 use crate::device::Device;
 use crate::diffusion::samplers::LogNormalInit;
 use crate::error::{Error, Result};
-use crate::nn::ncsn::{Ncsn, NcsnConfig, Preset};
+use crate::nn::{Preset, ScoreNet, ScoreNetConfig};
 use crate::ops::{self, ConvPrecision};
 use crate::tensor::Tensor;
 
@@ -29,7 +29,7 @@ const FORMAT: &str = "dml-score-model-1";
 /// Everything about a model except its weights and training state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
-    pub net: NcsnConfig,
+    pub net: ScoreNetConfig,
     pub objective: Objective,
     pub range: PixelRange,
     /// The training set's name (or path), for messages and evaluation defaults.
@@ -61,7 +61,7 @@ impl ModelSpec {
                 data.name, data.height, data.width
             )));
         }
-        let net = NcsnConfig::new(preset, data.channels, data.height, objective.n_levels())
+        let net = ScoreNetConfig::new(preset, data.channels, data.height, objective.n_levels())
             .map_err(|e| {
                 Error::invalid(format!(
                     "dataset '{}' ({} channel(s), {}x{}) does not fit preset '{}': {e}",
@@ -95,13 +95,14 @@ impl ModelSpec {
 
     /// This spec with the network's convolutions in `precision`.
     pub fn with_precision(mut self, precision: ConvPrecision) -> Self {
-        self.net.precision = precision;
+        self.net = self.net.with_precision(precision);
         self
     }
 
     /// `[C, H, W]` of one image.
     pub fn image_shape(&self) -> [usize; 3] {
-        [self.net.channels, self.net.image_size, self.net.image_size]
+        let [_, c, h, w] = self.net.input_shape(1);
+        [c, h, w]
     }
 
     pub fn class_means_tensor(&self, device: &Device) -> Result<Tensor> {
@@ -111,11 +112,11 @@ impl ModelSpec {
 
     pub fn export_to(&self, ckpt: &mut Checkpoint) -> Result<()> {
         ckpt.put_meta(FORMAT_KEY, FORMAT);
-        ckpt.put_meta("net.preset", self.net.preset.name());
-        ckpt.put_meta("net.channels", self.net.channels);
-        ckpt.put_meta("net.image_size", self.net.image_size);
-        ckpt.put_meta("net.levels", self.net.n_levels);
-        ckpt.put_meta(CONV_PRECISION_KEY, self.net.precision.name());
+        ckpt.put_meta("net.preset", self.net.preset().name());
+        ckpt.put_meta("net.channels", self.net.channels());
+        ckpt.put_meta("net.image_size", self.net.image_size());
+        ckpt.put_meta("net.levels", self.net.n_levels());
+        ckpt.put_meta(CONV_PRECISION_KEY, self.net.precision().name());
         ckpt.put_meta("data.name", &self.dataset);
         if let Some(fingerprint) = &self.fingerprint {
             ckpt.put_meta(FINGERPRINT_KEY, fingerprint);
@@ -144,17 +145,17 @@ impl ModelSpec {
             Some(name) => ConvPrecision::parse(name)?,
             None => ConvPrecision::Fp32,
         };
-        let net = NcsnConfig::new(
+        let net = ScoreNetConfig::new(
             preset,
             ckpt.meta_parse("net.channels")?,
             ckpt.meta_parse("net.image_size")?,
             ckpt.meta_parse("net.levels")?,
         )?
         .with_precision(precision);
-        if net.n_levels != objective.n_levels() {
+        if net.n_levels() != objective.n_levels() {
             return Err(Error::invalid(format!(
                 "checkpoint is inconsistent: network has {} level classes, the diffusion {} levels",
-                net.n_levels,
+                net.n_levels(),
                 objective.n_levels()
             )));
         }
@@ -168,7 +169,8 @@ impl ModelSpec {
             Objective::Additive { .. } => None,
         };
         let n_classes: usize = ckpt.meta_parse("data.classes")?;
-        let shape = [n_classes, net.channels, net.image_size, net.image_size];
+        let [_, c, h, w] = net.input_shape(n_classes);
+        let shape = [n_classes, c, h, w];
         let class_means = ckpt.tensor(CLASS_MEANS, &shape, &Device::Cpu)?.to_vec()?;
         Ok(Self {
             net,
@@ -205,7 +207,7 @@ impl Weights {
 /// A network with its weights, ready to evaluate.
 pub struct ScoreModel {
     pub spec: ModelSpec,
-    pub net: Ncsn,
+    pub net: ScoreNet,
     pub store: ParamStore,
 }
 
@@ -234,7 +236,7 @@ impl ScoreModel {
     /// A freshly initialised model (parameters drawn from `seed`).
     pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Self> {
         let mut store = ParamStore::new(device, seed);
-        let net = Ncsn::new(&mut store, &spec.net)?;
+        let net = ScoreNet::new(&mut store, &spec.net)?;
         Ok(Self { spec, net, store })
     }
 
@@ -259,7 +261,7 @@ impl ScoreModel {
     ) -> Result<Self> {
         let mut spec = ModelSpec::import_from(ckpt)?;
         if let Some(precision) = precision {
-            spec.net.precision = precision;
+            spec.net = spec.net.with_precision(precision);
         }
         let mut model = Self::new(spec, device, 0)?;
         model.read_weights(ckpt, weights.prefix(), device)?;

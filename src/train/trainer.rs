@@ -14,7 +14,8 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Batcher, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::ops::{self, ConvPrecision};
+use crate::ops::{self, ConvPrecision, PhiloxDraw};
+use crate::rng;
 use crate::optim::{
     clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad,
 };
@@ -165,14 +166,14 @@ impl Trainer {
     ) -> Result<Self> {
         let in_file = |e: Error| e.in_file(path);
         let spec = ModelSpec::import_from(ckpt).map_err(in_file)?;
-        if let Some(wanted) = changes.precision.filter(|&p| p != spec.net.precision) {
+        if let Some(wanted) = changes.precision.filter(|&p| p != spec.net.precision()) {
             return Err(Error::file(
                 path,
                 format!(
                     "the run was trained with --precision {}; it cannot resume with --precision \
                      {wanted} (the result would not equal an uninterrupted run). Omit --precision, \
                      or start a new run in another --out",
-                    spec.net.precision
+                    spec.net.precision()
                 ),
             ));
         }
@@ -257,7 +258,10 @@ impl Trainer {
             let lv: Vec<f32> = input.levels.iter().map(|&k| k as f32).collect();
             let levels = tape.constant(Tensor::from_vec(lv, &[input.levels.len()], &device)?);
             let x = tape.constant(ops::copy(&input.x)?);
-            let out = self.model.net.forward(&mut tape, &x, &levels)?;
+            // Dropout masks (DDPM++) at this step of the DROPOUT stream (SPEC 5), so a resumed
+            // run draws what the uninterrupted one would have.
+            let dropout = PhiloxDraw::new(self.config.seed, rng::stream::DROPOUT, self.step as u32);
+            let out = self.model.net.forward_train(&mut tape, &x, &levels, dropout)?;
             let lg = objective.loss(out.value(), input)?;
             (lg.loss.item()?, tape.backward(&out, lg.grad)?)
         };

@@ -100,6 +100,7 @@ pub fn tempdir(test: &str) -> std::path::PathBuf {
 }
 
 pub mod cli;
+pub mod golden;
 pub mod gradcheck;
 
 /// `f()`, run on its own thread; a panic naming `what` when it has not returned within `secs`

@@ -2,6 +2,7 @@
 //! [`super::BackwardOp`] for the backward pass (docs/ADDING_A_KERNEL.md).
 mod concat;
 mod conv;
+mod dropout;
 mod elementwise;
 mod norm;
 mod planes;

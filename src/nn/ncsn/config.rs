@@ -1,22 +1,8 @@
-//! Presets and the one description of stages both topologies are built from (reference/NETWORK.md
+//! NCSN's presets and the one description of stages both topologies are built from (reference/NETWORK.md
 //! sections 1 and 5, SPEC section 9).
 use crate::error::{Error, Result};
+use crate::nn::Preset;
 use crate::ops::ConvPrecision;
-
-crate::named::value_names! {
-    /// Named widths and topologies (NETWORK.md section 1).
-    #[derive(Hash)]
-    pub enum Preset parsed as "network preset" {
-        /// Four stages, f = 8, for CPU runs and tests (golden files `ncsn_tiny_28`, `ncsn_tiny_32`).
-        Tiny = "tiny" => "four stages, f = 8: CPU runs and tests",
-        /// ncsn's published widths: four stages, f = 64 at 28x28 and 128 at 32x32.
-        Paper = "paper" => "four stages, the published widths (f = 64 at 28x28, 128 at 32x32)",
-        /// The five-stage network (paper 001 App. D.1, "NCSNDeeper"), the paper's widths.
-        Deep = "deep" => "five stages (paper 001's NCSNDeeper), the published widths",
-        /// Five stages, f = 4 (golden file `ncsn_tiny_deep_28`).
-        TinyDeep = "tiny_deep" | "tiny-deep" => "five stages, f = 4: tests",
-    }
-}
 
 /// Four encoder stages (ncsn's `CondRefineNetDilated`) or five (`CondRefineNetDeeperDilated`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,33 +11,18 @@ pub enum Topology {
     Deeper,
 }
 
-impl Preset {
-    pub fn topology(self) -> Topology {
-        match self {
-            Preset::Tiny | Preset::Paper => Topology::Standard,
-            Preset::Deep | Preset::TinyDeep => Topology::Deeper,
-        }
-    }
-
-    /// The base width f (`ngf`): the paper's 64 for 28x28 and 128 for 32x32 (ncsn's
-    /// configs/anneal.yml), fixed for the test presets.
-    pub fn base_width(self, image_size: usize) -> usize {
-        match self {
-            Preset::Paper | Preset::Deep if image_size <= 28 => 64,
-            Preset::Paper | Preset::Deep => 128,
-            Preset::Tiny => 8,
-            Preset::TinyDeep => 4,
-        }
-    }
-
-    /// The number of levels N the preset is usually trained with: one per discretisation step of
-    /// paper 001 (N = 1000) for the paper widths, 10 for the test presets.
-    pub fn default_levels(self) -> usize {
-        match self {
-            Preset::Paper | Preset::Deep => 1000,
-            Preset::Tiny | Preset::TinyDeep => 10,
-        }
-    }
+/// NCSN's topology and base width f (`ngf`) for a preset: the paper's 64 for 28x28 and 128 for
+/// 32x32 (ncsn's configs/anneal.yml), fixed for the test presets; `None` for another family.
+fn ncsn_shape(preset: Preset, image_size: usize) -> Option<(Topology, usize)> {
+    Some(match preset {
+        Preset::Paper if image_size <= 28 => (Topology::Standard, 64),
+        Preset::Paper => (Topology::Standard, 128),
+        Preset::Deep if image_size <= 28 => (Topology::Deeper, 64),
+        Preset::Deep => (Topology::Deeper, 128),
+        Preset::Tiny => (Topology::Standard, 8),
+        Preset::TinyDeep => (Topology::Deeper, 4),
+        Preset::Ddpmpp | Preset::DdpmppTiny => return None,
+    })
 }
 
 /// One conditional residual block `resS.i`; widths in units of f (NETWORK.md section 4).
@@ -159,6 +130,11 @@ impl NcsnConfig {
         image_size: usize,
         n_levels: usize,
     ) -> Result<Self> {
+        let Some((topology, ngf)) = ncsn_shape(preset, image_size) else {
+            return Err(Error::invalid(format!(
+                "network preset '{preset}' is not an NCSN preset"
+            )));
+        };
         if !matches!(channels, 1 | 3) {
             return Err(Error::invalid(format!(
                 "network preset '{preset}': {channels} image channels; supported: 1 (greyscale) or 3 (colour)"
@@ -180,8 +156,8 @@ impl NcsnConfig {
             channels,
             image_size,
             n_levels,
-            ngf: preset.base_width(image_size),
-            topology: preset.topology(),
+            ngf,
+            topology,
             precision: ConvPrecision::Fp32,
         })
     }

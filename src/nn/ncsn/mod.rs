@@ -7,5 +7,5 @@ pub mod network;
 pub mod refine;
 pub mod residual;
 
-pub use config::{NcsnConfig, Preset, RefineSpec, ResidualSpec, Topology, IMAGE_SIZES};
+pub use config::{NcsnConfig, RefineSpec, ResidualSpec, Topology, IMAGE_SIZES};
 pub use network::Ncsn;

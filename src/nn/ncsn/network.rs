@@ -11,7 +11,7 @@ use super::config::NcsnConfig;
 use super::refine::RefineBlock;
 use super::residual::ConditionalResidualBlock;
 use crate::autograd::{ParamStore, Tape, Var};
-use crate::device::Device;
+use crate::nn::ScoreNetConfig;
 use crate::error::{Error, Result};
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
 use crate::ops::conv::Conv2dCfg;
@@ -94,7 +94,7 @@ impl Ncsn {
     /// `2 x - 1` itself), `k` [B] holding integer level indices in [0, N) (a constant).
     /// Returns the score [B, C, H, W].
     pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>, k: &Var<'p>) -> Result<Var<'p>> {
-        self.check_inputs(x, k)?;
+        ScoreNetConfig::Ncsn(self.config.clone()).check_inputs("Ncsn::forward", x, k)?;
         let h = tape.affine(x, 2.0, -1.0)?;
         let mut h = self.begin_conv.forward(tape, &h)?;
         let mut layers = Vec::with_capacity(self.stages.len());
@@ -117,48 +117,5 @@ impl Ncsn {
         let refined = refined.ok_or_else(|| Error::invalid("network without refine blocks"))?;
         let h = self.normalizer.forward_elu(tape, &refined, k)?;
         self.end_conv.forward(tape, &h)
-    }
-
-    /// Shapes always; level values where they can be read without a device round trip (on the
-    /// kernel devices an invalid level makes that sample's output NaN, see nn::norm).
-    fn check_inputs(&self, x: &Var<'_>, levels: &Var<'_>) -> Result<()> {
-        let cfg = &self.config;
-        let batch = x.shape().first().copied().unwrap_or(0);
-        if batch == 0 || x.shape() != cfg.input_shape(batch) {
-            return Err(Error::shape(
-                "Ncsn::forward",
-                format!(
-                    "input {:?} does not fit the network '{}' (want [B, {}, {s}, {s}] with B >= 1)",
-                    x.shape(),
-                    cfg.describe(),
-                    cfg.channels,
-                    s = cfg.image_size
-                ),
-            ));
-        }
-        if levels.shape() != [batch] {
-            return Err(Error::shape(
-                "Ncsn::forward",
-                format!(
-                    "levels {:?} for a batch of {batch} (want [{batch}])",
-                    levels.shape()
-                ),
-            ));
-        }
-        if let Device::Cpu = levels.value().device() {
-            let n = cfg.n_levels;
-            if let Some(bad) = levels
-                .value()
-                .host()?
-                .iter()
-                .find(|&&k| !(k >= 0.0 && k.fract() == 0.0 && (k as usize) < n))
-            {
-                return Err(Error::invalid(format!(
-                    "Ncsn::forward: level {bad} is not an integer in [0, {n}) for '{}'",
-                    cfg.describe()
-                )));
-            }
-        }
-        Ok(())
     }
 }
