@@ -26,7 +26,7 @@ pub use conv_precision::ConvPrecision;
 pub(crate) use cpu_gemm::{gemm_all_cores, MatRef};
 pub use elementwise::{
     add, axpby, concat_channels, copy, copy_into, elu, elu_backward, exp, fill, log, mul, relu,
-    scale, sub,
+    scale, silu, silu_backward, sub,
 };
 pub use gbm::{
     additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,
