@@ -12,6 +12,7 @@ mod cpu_gemm_avx512;
 mod cpu_parallel;
 mod elementwise;
 mod gbm;
+pub mod group_norm;
 mod launch;
 mod loss;
 pub mod norm;
