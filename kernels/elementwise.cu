@@ -1,5 +1,6 @@
 // elementwise.cu: the tensor basics every later family needs: fill, copy, add, mul,
-// scale, exp, log, ELU and its backward, ReLU, channel concatenation and slicing, sum reduction, and Philox normals.
+// scale, exp, log, ELU and SiLU with their backwards, ReLU, channel concatenation and slicing, sum
+// reduction, and Philox normals.
 // One thread per element with a grid-stride loop; the geometry is chosen in src/device/launch.rs.
 #include "common.cuh"
 
@@ -65,6 +66,38 @@ extern "C" __global__ void elu_backward_f32(const float* __restrict__ x, const f
     }
 }
 EMU_EXPORT(elu_backward_f32)
+
+// sigmoid(x) and 1 - sigmoid(x), both from e = exp(-|x|) <= 1: exp never overflows, and each
+// of the pair keeps its full relative precision where it is tiny (1 - sigmoid(x) is not formed
+// by a subtraction that would cancel). NaN gives NaN for both. The same operations as
+// `sigmoid_pair` in src/ops/elementwise.rs.
+__device__ __forceinline__ void sigmoid_pair(float x, float* s, float* s_comp) {
+    const float e = expf(-fabsf(x));
+    const float big = 1.0f / (1.0f + e), small = e / (1.0f + e);
+    *s = x >= 0.0f ? big : small;
+    *s_comp = x >= 0.0f ? small : big;
+}
+
+// SiLU (swish): x sigmoid(x).
+extern "C" __global__ void silu_f32(const float* __restrict__ x, float* __restrict__ out, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        float s, s_comp;
+        sigmoid_pair(x[i], &s, &s_comp);
+        out[i] = x[i] * s;
+    }
+}
+EMU_EXPORT(silu_f32)
+
+// dx = dy * silu'(x), silu'(x) = s + x s (1 - s) = s (1 + x (1 - s)) with s = sigmoid(x).
+extern "C" __global__ void silu_backward_f32(const float* __restrict__ x, const float* __restrict__ dy,
+                                             float* __restrict__ dx, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        float s, s_comp;
+        sigmoid_pair(x[i], &s, &s_comp);
+        dx[i] = dy[i] * (s * (1.0f + x[i] * s_comp));
+    }
+}
+EMU_EXPORT(silu_backward_f32)
 
 // Channel concatenation, one part per launch: src [batch, c_src, hw] into the channels
 // [c_offset, c_offset + c_src) of dst [batch, c_dst, hw].

@@ -2,6 +2,7 @@
 //! edge sizes, outputs poisoned before the launch.
 mod common;
 
+use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::{ops, Device, Tensor};
 
@@ -177,4 +178,99 @@ fn concat_channels_refuses_mismatched_parts() {
         let e = ops::concat_channels(&parts).unwrap_err().to_string();
         assert!(e.contains("concat_channels"), "{e}");
     }
+}
+
+#[test]
+fn silu_kernels_match_reference_at_every_size() {
+    // The kernels do the cpu's f32 operations in the same order, with CUDA's expf (2 ulp) for
+    // the cpu's exp (under 1 ulp): sigmoid within ~3 ulp, so the SiLU within ~4 ulp relative,
+    // rtol 1e-6. The slope s (1 + x (1 - s)) passes through zero near x = -1.28, where the
+    // relative error is unbounded but the absolute one stays a few ulp of s |x (1 - s)| <= 1.1
+    // times |dy| <= 4: atol 2e-6. Empty tensors included.
+    let mut rng = test_rng("silu_kernels");
+    for dev in kernel_devices("silu_kernels") {
+        for &n in std::iter::once(&0).chain(EDGE_SIZES) {
+            let x = random_vec(&mut rng, n, -10.0, 10.0);
+            let dy = random_vec(&mut rng, n, -4.0, 4.0);
+            let run = |d: &Device| {
+                let xt = Tensor::from_slice(&x, &[n], d).unwrap();
+                let dyt = Tensor::from_slice(&dy, &[n], d).unwrap();
+                [
+                    ops::silu(&xt).unwrap(),
+                    ops::silu_backward(&xt, &dyt).unwrap(),
+                ]
+                .map(|t| t.to_vec().unwrap())
+            };
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            assert_close(
+                &format!("silu n={n} on {dev}"),
+                &got[0],
+                &want[0],
+                1e-6,
+                0.0,
+            );
+            let what = format!("silu_backward n={n} on {dev}");
+            assert_close(&what, &got[1], &want[1], 1e-6, 2e-6);
+        }
+    }
+}
+
+#[test]
+fn silu_is_finite_at_large_inputs_and_keeps_nan() {
+    // Against the f64 formula. exp(-|x|) never overflows; below x = -87 the true values are
+    // under f32's normal range, where a subnormal carries fewer bits: atol is that range's edge.
+    let x = [
+        -100.0f32, -87.0, -30.0, -3.0, -1e-3, -0.0, 0.0, 1e-3, 0.5, 3.0, 30.0, 87.0, 100.0,
+    ];
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let want_y: Vec<f32> = x
+        .iter()
+        .map(|&v| (v as f64 * sigmoid(v as f64)) as f32)
+        .collect();
+    let want_slope: Vec<f32> = x
+        .iter()
+        .map(|&v| {
+            let (v, s) = (v as f64, sigmoid(v as f64));
+            (s + v * s * (1.0 - s)) as f32
+        })
+        .collect();
+    for dev in std::iter::once(Device::Cpu).chain(kernel_devices("silu_large")) {
+        let xt = Tensor::from_slice(&x, &[x.len()], &dev).unwrap();
+        let ones = Tensor::from_vec(vec![1.0; x.len()], &[x.len()], &dev).unwrap();
+        let y = ops::silu(&xt).unwrap().to_vec().unwrap();
+        let slope = ops::silu_backward(&xt, &ones).unwrap().to_vec().unwrap();
+        let tiny = f32::MIN_POSITIVE;
+        assert_close(&format!("silu on {dev}"), &y, &want_y, 1e-6, tiny);
+        assert_close(
+            &format!("silu slope on {dev}"),
+            &slope,
+            &want_slope,
+            1e-6,
+            tiny,
+        );
+        assert_eq!((y[12], slope[12]), (100.0, 1.0), "on {dev}");
+
+        // A NaN input or upstream gradient gives NaN; the other elements stay finite.
+        let xt = Tensor::from_slice(&[f32::NAN, 1.0, 2.0], &[3], &dev).unwrap();
+        let dyt = Tensor::from_slice(&[1.0, f32::NAN, 1.0], &[3], &dev).unwrap();
+        let y = ops::silu(&xt).unwrap().to_vec().unwrap();
+        let dx = ops::silu_backward(&xt, &dyt).unwrap().to_vec().unwrap();
+        assert!(
+            y[0].is_nan() && y[1..].iter().all(|v| v.is_finite()),
+            "{y:?} on {dev}"
+        );
+        assert!(
+            dx[0].is_nan() && dx[1].is_nan() && dx[2].is_finite(),
+            "{dx:?} on {dev}"
+        );
+    }
+}
+
+#[test]
+fn silu_gradient_matches_finite_differences() {
+    // SiLU is smooth with |silu'''| <= 0.5: truncation eps^2/6 * 0.5 ~ 1e-5 at eps = 1e-2;
+    // round-off: L sums 40 outputs |y| <= 5 at ~1e-7 relative, e_L ~ 2e-5, over 2 eps: 1e-3.
+    let mut rng = test_rng("silu_gradcheck");
+    let inputs = vec![(random_vec(&mut rng, 40, -5.0, 5.0), vec![4, 10])];
+    check_gradients("silu", &mut rng, &inputs, 1e-2, 3e-3, &|t, v| t.silu(&v[0]));
 }

@@ -1,6 +1,7 @@
 //! Element-wise operations (kernels/elementwise.cu): fill, copy, affine maps, exp, log, sums and
-//! products of tensors, the ELU of the score network (SPEC section 9) with its backward, the ReLU
-//! of the FID Inception (forward only), and channel concatenation with its inverse, the slice. Each
+//! products of tensors, the ELU of the score network (SPEC section 9) and the SiLU of the DDPM++
+//! score network (section 11) with their backwards, the ReLU of the FID Inception (forward only),
+//! and channel concatenation with its inverse, the slice. Each
 //! kernel takes its tensor operands, the output, any scalars, and the element count last;
 //! [`map_unary`] and [`map_binary`] hold that convention and the CPU reference loop once.
 use crate::device::Device;
@@ -121,6 +122,35 @@ pub fn log(x: &Tensor) -> Result<Tensor> {
 /// ELU with alpha = 1, the network's activation (SPEC section 9).
 pub fn elu(x: &Tensor) -> Result<Tensor> {
     map_unary(x, "elu_f32", &[], cpu_exp::elu)
+}
+
+/// sigmoid(x) and 1 - sigmoid(x), both from e = exp(-|x|) <= 1: exp never overflows, and each
+/// of the pair keeps its full relative precision where it is tiny (1 - sigmoid(x) is not formed
+/// by a subtraction that would cancel). NaN gives NaN for both. The same f32 operations as
+/// `sigmoid_pair` in kernels/elementwise.cu, which calls expf where this calls f32::exp.
+fn sigmoid_pair(x: f32) -> (f32, f32) {
+    let e = (-x.abs()).exp();
+    let (big, small) = (1.0 / (1.0 + e), e / (1.0 + e));
+    if x >= 0.0 {
+        (big, small)
+    } else {
+        (small, big)
+    }
+}
+
+/// SiLU (swish), `x sigmoid(x)`: the activation of the DDPM++ score network (docs/SPEC.md
+/// section 11). Finite for every finite x; NaN passes through.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    map_unary(x, "silu_f32", &[], |v| v * sigmoid_pair(v).0)
+}
+
+/// The gradient of [`silu`] at `x` applied to the upstream gradient `dy`:
+/// `dy s (1 + x (1 - s))` with s = sigmoid(x), which is `s + x s (1 - s)` (PyTorch's form).
+pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    map_binary("silu_backward", x, dy, "silu_backward_f32", &[], |v, g| {
+        let (s, s_comp) = sigmoid_pair(v);
+        g * (s * (1.0 + v * s_comp))
+    })
 }
 
 /// `max(x, 0)`, NaN passing through as in PyTorch. Forward only (the FID Inception's activation).

@@ -14,6 +14,7 @@ pub mod dropout;
 mod elementwise;
 pub mod embedding;
 mod gbm;
+pub mod group_norm;
 mod launch;
 mod loss;
 pub mod norm;
@@ -29,7 +30,7 @@ pub use conv_precision::ConvPrecision;
 pub(crate) use cpu_gemm::{gemm_all_cores, MatRef};
 pub use elementwise::{
     add, axpby, concat_channels, copy, copy_into, elu, elu_backward, exp, fill, log, mul, relu,
-    scale, slice_channels, sub,
+    scale, silu, silu_backward, slice_channels, sub,
 };
 pub use gbm::{
     additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,

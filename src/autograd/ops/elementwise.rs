@@ -1,5 +1,6 @@
-//! Element-wise operations on the tape (SPEC section 9's ELU, the residual sums, affine maps and
-//! products): [`crate::ops`]'s element-wise kernels forward and backward.
+//! Element-wise operations on the tape (SPEC section 9's ELU, the SiLU of docs/SPEC.md section 11
+//! (DDPM++), the residual sums, affine maps and products): [`crate::ops`]'s element-wise kernels
+//! forward and backward.
 use crate::autograd::backward::{BackwardOp, InputGrads};
 use crate::autograd::tape::{Node, Tape, Var};
 use crate::error::Result;
@@ -14,6 +15,19 @@ impl<'p> BackwardOp<'p> for EluBackward<'p> {
     fn backward(self: Box<Self>, g: Tensor, inputs: &mut InputGrads) -> Result<()> {
         if inputs.wants(self.x.node()) {
             inputs.add(self.x.node(), ops::elu_backward(self.x.value(), &g)?);
+        }
+        Ok(())
+    }
+}
+
+struct SiluBackward<'p> {
+    x: Var<'p>,
+}
+
+impl<'p> BackwardOp<'p> for SiluBackward<'p> {
+    fn backward(self: Box<Self>, g: Tensor, inputs: &mut InputGrads) -> Result<()> {
+        if inputs.wants(self.x.node()) {
+            inputs.add(self.x.node(), ops::silu_backward(self.x.value(), &g)?);
         }
         Ok(())
     }
@@ -66,6 +80,13 @@ impl<'p> Tape<'p> {
     pub fn elu(&mut self, x: &Var<'p>) -> Result<Var<'p>> {
         let y = ops::elu(x.value())?;
         Ok(self.apply(y, &[x], || Box::new(EluBackward { x: x.clone() })))
+    }
+
+    /// SiLU (swish), `x sigmoid(x)`: the DDPM++ score network's activation (docs/SPEC.md
+    /// section 11).
+    pub fn silu(&mut self, x: &Var<'p>) -> Result<Var<'p>> {
+        let y = ops::silu(x.value())?;
+        Ok(self.apply(y, &[x], || Box::new(SiluBackward { x: x.clone() })))
     }
 
     /// `alpha a + beta b`.

@@ -4,6 +4,7 @@ mod concat;
 mod conv;
 mod dropout;
 mod elementwise;
+mod group_norm;
 mod norm;
 mod planes;
 mod pool;
