@@ -14,6 +14,7 @@ mod elementwise;
 mod gbm;
 mod launch;
 mod loss;
+pub mod matmul;
 pub mod norm;
 mod optim;
 pub mod pool;
