@@ -1,8 +1,11 @@
 //! kernels/matmul.cu (fp32 and tf32, the plain batched product and the batch sum) against the cpu
-//! reference, the cpu reference against the definition, and the shapes it refuses.
+//! reference, the cpu reference against the definition, the tape's gradients by finite
+//! differences, and the shapes it refuses.
 mod common;
 
+use common::gradcheck::check_gradients;
 use common::*;
+use dalemeetslangevin::autograd::{ParamStore, Tape};
 use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::ops::conv_precision::round_to_tf32;
 use dalemeetslangevin::ops::matmul::{matmul, matmul_batch_sum};
@@ -362,6 +365,82 @@ fn cpu_matmul_matches_definition() {
 }
 
 #[test]
+fn matmul_gradients_match_finite_differences() {
+    // The loss is bilinear in the operands, so central differences have no truncation error:
+    // only round-off, about 1e-7 sum |r C| / eps, far below the tolerance.
+    let mut rng = test_rng("matmul_gradcheck");
+    let (m, n, k) = (3, 4, 5);
+    let batched = |b: Option<usize>, rows, cols| -> Vec<usize> {
+        b.into_iter().chain([rows, cols]).collect()
+    };
+    // Both batched; a 2-D `a` shared by a batch of 3; `b` a batch of one shared by a batch of 2.
+    for (ab, bb) in [(Some(2), Some(2)), (None, Some(3)), (Some(2), Some(1))] {
+        for (ta, tb) in TRANSPOSES {
+            let a_shape = if ta {
+                batched(ab, k, m)
+            } else {
+                batched(ab, m, k)
+            };
+            let b_shape = if tb {
+                batched(bb, n, k)
+            } else {
+                batched(bb, k, n)
+            };
+            let inputs = vec![
+                (
+                    random_vec(&mut rng, a_shape.iter().product(), -1.0, 1.0),
+                    a_shape,
+                ),
+                (
+                    random_vec(&mut rng, b_shape.iter().product(), -1.0, 1.0),
+                    b_shape,
+                ),
+            ];
+            check_gradients(
+                &format!("matmul batches ({ab:?}, {bb:?}) transposes ({ta}, {tb})"),
+                &mut rng,
+                &inputs,
+                5e-2,
+                1e-3,
+                &move |t, v| t.matmul(&v[0], &v[1], ta, tb, ConvPrecision::Fp32),
+            );
+        }
+    }
+}
+
+#[test]
+fn tape_matmul_gradients_on_kernels_match_cpu() {
+    // The backward pass's products and batch sums run on the kernel devices too.
+    let mut rng = test_rng("matmul_tape_kernels");
+    let c = case(&mut rng, shape(None, Some(3), 17, 9, 6), (true, false));
+    let dc = random_vec(&mut rng, 3 * 17 * 9, -1.0, 1.0);
+    let grads = |dev: &Device| {
+        let store = ParamStore::new(dev, 0);
+        let mut tape = Tape::new(&store);
+        let a = tape.leaf(Tensor::from_slice(&c.a, &c.a_shape, dev).unwrap());
+        let b = tape.leaf(Tensor::from_slice(&c.b, &c.b_shape, dev).unwrap());
+        let out = tape
+            .matmul(&a, &b, c.trans_a, c.trans_b, ConvPrecision::Fp32)
+            .unwrap();
+        let seed = Tensor::from_slice(&dc, &[3, 17, 9], dev).unwrap();
+        let g = tape.backward(&out, seed).unwrap();
+        let da = g.wrt(&a).unwrap();
+        assert_eq!(
+            da.shape(),
+            &c.a_shape[..],
+            "the shared operand's gradient has its shape"
+        );
+        [da.to_vec().unwrap(), g.wrt(&b).unwrap().to_vec().unwrap()]
+    };
+    let want = grads(&Device::Cpu);
+    for dev in kernel_devices("matmul_tape_kernels") {
+        for (got, want) in grads(&dev).iter().zip(&want) {
+            assert_close(&format!("matmul gradient on {dev}"), got, want, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
 fn degenerate_products_are_empty_or_zero() {
     for dev in std::iter::once(Device::Cpu).chain(kernel_devices("matmul_degenerate")) {
         let zeros = |shape: &[usize]| Tensor::zeros(shape, &dev).unwrap();
@@ -462,4 +541,11 @@ fn matmul_refuses_what_it_cannot_multiply() {
     let on_emu = Tensor::zeros(&[4, 5], &emu).unwrap();
     let e = err(&t(&[3, 4]), &on_emu, false, false);
     assert!(e.contains("matmul"), "{e}");
+    // The tape passes the refusal on.
+    let store = ParamStore::new(&cpu, 0);
+    let mut tape = Tape::new(&store);
+    let (a, b) = (tape.leaf(t(&[2, 3, 4])), tape.leaf(t(&[3, 4, 5])));
+    assert!(tape
+        .matmul(&a, &b, false, false, ConvPrecision::Fp32)
+        .is_err());
 }

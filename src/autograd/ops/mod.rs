@@ -2,5 +2,6 @@
 //! [`super::BackwardOp`] for the backward pass (docs/ADDING_A_KERNEL.md).
 mod conv;
 mod elementwise;
+mod matmul;
 mod norm;
 mod pool;
