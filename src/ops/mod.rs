@@ -20,6 +20,7 @@ mod optim;
 pub mod pool;
 mod random;
 mod reduce;
+pub mod softmax;
 mod softmax_xent;
 
 pub use conv::Conv2dCfg;
