@@ -1,5 +1,5 @@
 //! The fused softmax cross-entropy kernel and the softmax over the last axis (forward and
-//! backward kernels) against the Rust reference, and the cross-entropy's gradient against finite
+//! backward kernels) against the Rust reference, and the gradients of both against finite
 //! differences.
 mod common;
 
@@ -219,6 +219,28 @@ fn softmax_rows_nan_poisons_its_row_only() {
                 assert_close(&what, row, want_row, row_rounding(len), f32::MIN_POSITIVE);
             }
         }
+    }
+}
+
+#[test]
+fn softmax_rows_gradients_match_finite_differences() {
+    // Truncation eps^2/6 |L'''| with |L'''| of order 1 (bounded by the softmax's third
+    // derivatives, the weights r within [-1, 1]): under 2e-5 at eps = 1e-2; round-off 1e-7
+    // sum |y| / eps, under 1e-4 for these rows.
+    let mut rng = test_rng("softmax_rows_gradcheck");
+    for shape in [vec![3, 5], vec![2, 2, 7], vec![4, 1]] {
+        let inputs = vec![(
+            random_vec(&mut rng, shape.iter().product(), -2.0, 2.0),
+            shape.clone(),
+        )];
+        common::gradcheck::check_gradients(
+            &format!("softmax_rows {shape:?}"),
+            &mut rng,
+            &inputs,
+            1e-2,
+            1e-3,
+            &|t, v| t.softmax_rows(&v[0]),
+        );
     }
 }
 

@@ -5,3 +5,4 @@ mod elementwise;
 mod matmul;
 mod norm;
 mod pool;
+mod softmax;
