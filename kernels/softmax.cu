@@ -1,6 +1,7 @@
 // softmax.cu: fused softmax cross-entropy, forward and backward in one launch, for the
 // evaluation classifier (SPEC section 10). One thread per row: rows are images, columns classes
 // (10 for the datasets here), so a row fits in registers and loops are short.
+// Below it, the plain softmax over the last axis and its backward pass, for attention.
 #include "common.cuh"
 
 // loss_rows[b] = -log softmax(logits[b])[label_b]; dlogits[b] = (softmax(logits[b]) - onehot) / B.
@@ -29,3 +30,51 @@ extern "C" __global__ void softmax_xent_f32(const float* __restrict__ logits, co
     }
 }
 EMU_EXPORT(softmax_xent_f32)
+
+// ---- softmax over the last axis (src/ops/softmax.rs) ----------------------------------------
+// The attention weights of the DDPM++ self-attention (docs/SPEC.md section 11 (DDPM++)): rows as
+// long as the feature map has pixels (1024 at 32x32), so one warp per row, each lane striding
+// over the row, and the reductions by shuffles; 8 rows per block of 256 threads. A warp whose row
+// is past the end leaves as a whole, so every shuffle sees all 32 lanes.
+
+// Butterfly reductions: every lane ends with the same value (each step adds or compares the same
+// two values on both lanes of a pair), so the whole warp uses one max and one sum.
+__device__ __forceinline__ float warp_max_all(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+__device__ __forceinline__ float warp_sum_all(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// y = exp(x - max x) / sum exp(x - max x) per row of `len`. fmaxf skips a NaN, which then reaches
+// the sum through its exp: a row with a NaN comes out all NaN, as in the cpu reference.
+extern "C" __global__ void softmax_rows_f32(const float* __restrict__ x, float* __restrict__ y, int rows,
+                                            int len) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float* xr = x + (size_t)row * len;
+    float* yr = y + (size_t)row * len;
+    float m = -INFINITY;
+    for (int j = lane; j < len; j += 32) m = fmaxf(m, xr[j]);
+    m = warp_max_all(m);
+    float sum = 0.0f;
+    for (int j = lane; j < len; j += 32) sum += expf(xr[j] - m);
+    sum = warp_sum_all(sum);
+    for (int j = lane; j < len; j += 32) yr[j] = expf(xr[j] - m) / sum;
+}
+EMU_EXPORT(softmax_rows_f32)
+
+// dx = y (dy - sum(dy y)) per row of `len`: the gradient of softmax_rows_f32 from its output.
+extern "C" __global__ void softmax_rows_backward_f32(const float* __restrict__ y, const float* __restrict__ dy,
+                                                     float* __restrict__ dx, int rows, int len) {
+    const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const size_t base = (size_t)row * len;
+    float dot = 0.0f;
+    for (int j = lane; j < len; j += 32) dot = fmaf(dy[base + j], y[base + j], dot);
+    dot = warp_sum_all(dot);
+    for (int j = lane; j < len; j += 32) dx[base + j] = y[base + j] * (dy[base + j] - dot);
+}
+EMU_EXPORT(softmax_rows_backward_f32)

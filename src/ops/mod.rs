@@ -17,12 +17,14 @@ mod gbm;
 pub mod group_norm;
 mod launch;
 mod loss;
+pub mod matmul;
 pub mod norm;
 mod optim;
 pub mod planes;
 pub mod pool;
 mod random;
 mod reduce;
+pub mod softmax;
 mod softmax_xent;
 
 pub use conv::Conv2dCfg;
