@@ -49,8 +49,19 @@ fn synthetic_cifar(name: &str, per_file: usize) -> PathBuf {
 
 fn train_args<'a>(data: &'a Path, out: &'a Path, steps: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", s(data), "--preset", "ddpmpp_tiny", "--levels", "10", "--batch", "2",
-        "--steps", steps, "--out", s(out),
+        "train",
+        "--data",
+        s(data),
+        "--preset",
+        "ddpmpp_tiny",
+        "--levels",
+        "10",
+        "--batch",
+        "2",
+        "--steps",
+        steps,
+        "--out",
+        s(out),
     ]
 }
 
@@ -61,22 +72,50 @@ fn ddpmpp_tiny_trains_resumes_samples_and_evaluates_on_colour_images() {
     let out = ok(&train_args(&data, &run, "2"));
     assert!(out.contains("ddpmpp_tiny c3 32x32 L10 nf8"), "{out}");
     let resumed = ok(&[train_args(&data, &run, "3"), vec!["--resume"]].concat());
-    assert!(resumed.contains("step 3"), "{resumed}");
+    assert!(resumed.contains("done: 3 steps (1 this run"), "{resumed}");
 
     let png = run.join("samples.png");
     let ckpt = run.join("checkpoint.safetensors");
     let sampled = ok(&[
-        "sample", "--checkpoint", s(&ckpt), "--count", "2", "--batch", "2", "--sampler-preset",
-        "cifar10-adls", "--inner-steps", "1", "--out", s(&png),
+        "sample",
+        "--checkpoint",
+        s(&ckpt),
+        "--count",
+        "2",
+        "--batch",
+        "2",
+        "--sampler-preset",
+        "cifar10-adls",
+        "--inner-steps",
+        "1",
+        "--out",
+        s(&png),
     ]);
-    assert!(sampled.contains("terminal steps 25") && sampled.contains("start lognormal"), "{sampled}");
+    assert!(
+        sampled.contains("terminal steps 25") && sampled.contains("start lognormal"),
+        "{sampled}"
+    );
     assert!(png.is_file());
 
     let report = ok(&[
-        "eval", "--checkpoint", s(&ckpt), "--count", "2", "--max-reference", "8",
-        "--classifier-steps", "2", "--sampler-preset", "cifar10-adls", "--inner-steps", "1",
+        "eval",
+        "--checkpoint",
+        s(&ckpt),
+        "--count",
+        "2",
+        "--max-reference",
+        "8",
+        "--classifier-steps",
+        "2",
+        "--sampler-preset",
+        "cifar10-adls",
+        "--inner-steps",
+        "1",
     ]);
-    assert!(report.contains("FID"), "{report}");
+    assert!(
+        report.contains("Frechet distance in classifier features"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -84,18 +123,53 @@ fn ddpmpp_presets_refuse_what_they_cannot_run() {
     let run = common::tempdir("ddpmpp-refusals");
     // The full preset halves the image three times: 28x28 does not divide by 8.
     let e = fails(&[
-        "train", "--data", "shapes", "--preset", "ddpmpp", "--steps", "1", "--out", s(&run),
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "ddpmpp",
+        "--steps",
+        "1",
+        "--out",
+        s(&run),
     ]);
     assert!(e.contains("ddpmpp") && e.contains("multiple of 8"), "{e}");
     // A resumed run cannot change its network.
     let first = common::tempdir("ddpmpp-switch");
     ok(&[
-        "train", "--data", "shapes", "--preset", "ddpmpp_tiny", "--max-images", "8", "--levels", "5",
-        "--batch", "2", "--steps", "1", "--out", s(&first),
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "ddpmpp_tiny",
+        "--max-images",
+        "8",
+        "--levels",
+        "5",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        s(&first),
     ]);
     let e = fails(&[
-        "train", "--data", "shapes", "--preset", "tiny", "--max-images", "8", "--levels", "5",
-        "--batch", "2", "--steps", "2", "--resume", "--out", s(&first),
+        "train",
+        "--data",
+        "shapes",
+        "--preset",
+        "tiny",
+        "--max-images",
+        "8",
+        "--levels",
+        "5",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--resume",
+        "--out",
+        s(&first),
     ]);
     assert!(e.contains("preset"), "{e}");
 }

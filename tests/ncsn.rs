@@ -73,7 +73,13 @@ fn check_golden(name: &'static str, dev: &Device, precision: ConvPrecision, tol:
     let net = Ncsn::new(&mut store, &cfg).unwrap();
     golden.load_parameters(&mut store, dev);
     let forward: &golden::Forward = &|t, x, k| net.forward(t, x, k);
-    golden::check(&golden, &store, forward, &format!("{name} on {dev} in {precision}"), tol);
+    golden::check(
+        &golden,
+        &store,
+        forward,
+        &format!("{name} on {dev} in {precision}"),
+        tol,
+    );
 }
 
 #[test]

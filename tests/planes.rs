@@ -30,12 +30,15 @@ fn plane_kernels_match_cpu_reference() {
         for &shape in SHAPES {
             let x = random_vec(&mut rng, shape.iter().product(), -1.0, 1.0);
             let bias = random_vec(&mut rng, shape[0] * shape[1], -2.0, 2.0);
+            let channel_bias = random_vec(&mut rng, shape[1], -2.0, 2.0);
             let run = |d: &Device| {
                 let xt = tensor(&x, &shape, d);
                 let y = add_plane_bias(&xt, &tensor(&bias, &shape[..2], d)).unwrap();
+                let z = add_channel_bias(&xt, &tensor(&channel_bias, &shape[1..2], d)).unwrap();
                 [
                     y.to_vec().unwrap(),
                     sum_planes(&xt).unwrap().to_vec().unwrap(),
+                    z.to_vec().unwrap(),
                 ]
             };
             let (want, got) = (run(&Device::Cpu), run(&dev));
@@ -57,6 +60,13 @@ fn plane_kernels_match_cpu_reference() {
                 0.0,
                 atol,
             );
+            assert_close(
+                &format!("add_channel_bias {shape:?} on {dev}"),
+                &got[2],
+                &want[2],
+                0.0,
+                0.0,
+            );
         }
     }
 }
@@ -75,6 +85,24 @@ fn plane_ops_match_their_definition_and_refuse_bad_shapes() {
         sum_planes(&x).unwrap().to_vec().unwrap(),
         [3.0, 7.0, 11.0, 15.0]
     );
+    let per_channel = tensor(&[10.0, 20.0], &[2], &Device::Cpu);
+    let z = add_channel_bias(&x, &per_channel)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(z, [11.0, 12.0, 23.0, 24.0, 15.0, 16.0, 27.0, 28.0]);
+    let rows = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], &Device::Cpu);
+    let z = add_channel_bias(&rows, &per_channel)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(
+        z,
+        [11.0, 22.0, 13.0, 24.0],
+        "a [B, C] input: one element per plane"
+    );
+    let e = add_channel_bias(&x, &bias).unwrap_err().to_string();
+    assert!(e.contains("add_channel_bias") && e.contains("[C]"), "{e}");
     let wrong = tensor(&[1.0, 2.0], &[2], &Device::Cpu);
     let e = add_plane_bias(&x, &wrong).unwrap_err().to_string();
     assert!(e.contains("add_plane_bias") && e.contains("[B, C]"), "{e}");

@@ -19,7 +19,12 @@ pub enum ScoreNetConfig {
 impl ScoreNetConfig {
     /// The network `preset` names, sized for `channels` x `image_size`^2 images and `n_levels`
     /// levels; an error names what the preset does not support.
-    pub fn new(preset: Preset, channels: usize, image_size: usize, n_levels: usize) -> Result<Self> {
+    pub fn new(
+        preset: Preset,
+        channels: usize,
+        image_size: usize,
+        n_levels: usize,
+    ) -> Result<Self> {
         Ok(match preset.family() {
             Family::Ncsn => Self::Ncsn(NcsnConfig::new(preset, channels, image_size, n_levels)?),
             Family::Ddpmpp => {

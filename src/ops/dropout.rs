@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 
 /// Which mask a dropout layer applies: the draw (its step is the training step) and the first
 /// Philox element of this layer's slice of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutMask {
     pub draw: PhiloxDraw,
     pub first: u64,

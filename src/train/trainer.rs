@@ -15,10 +15,10 @@ use crate::data::{Batcher, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::{self, ConvPrecision, PhiloxDraw};
-use crate::rng;
 use crate::optim::{
     clip_factor, global_norm, pair_with_store, AdamW, AdamWConfig, Egd, Ema, ParamGrad,
 };
+use crate::rng;
 use crate::tensor::Tensor;
 
 enum Optimizer {
@@ -261,7 +261,10 @@ impl Trainer {
             // Dropout masks (DDPM++) at this step of the DROPOUT stream (SPEC 5), so a resumed
             // run draws what the uninterrupted one would have.
             let dropout = PhiloxDraw::new(self.config.seed, rng::stream::DROPOUT, self.step as u32);
-            let out = self.model.net.forward_train(&mut tape, &x, &levels, dropout)?;
+            let out = self
+                .model
+                .net
+                .forward_train(&mut tape, &x, &levels, dropout)?;
             let lg = objective.loss(out.value(), input)?;
             (lg.loss.item()?, tape.backward(&out, lg.grad)?)
         };

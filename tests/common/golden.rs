@@ -57,7 +57,12 @@ impl Golden {
         self.file
             .metadata
             .get(key)
-            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -200,7 +205,13 @@ pub fn relative_error(what: &str, got: &[f32], want: &[f32], scale: Option<f64>,
 /// Compares `got` against the file, tagging failures with `tag`; prints the worst relative
 /// errors. A parameter the file lists under `zero_gradients` (zero in exact arithmetic, so its
 /// float64 reference is rounding noise) is compared against the largest parameter gradient.
-pub fn check_results(golden: &Golden, tag: &str, got: &Results, elapsed: std::time::Duration, tol: &Tolerances) {
+pub fn check_results(
+    golden: &Golden,
+    tag: &str,
+    got: &Results,
+    elapsed: std::time::Duration,
+    tol: &Tolerances,
+) {
     let out_err = relative_error(
         &format!("{tag}: output"),
         &got.output,
@@ -236,7 +247,10 @@ pub fn check_results(golden: &Golden, tag: &str, got: &Results, elapsed: std::ti
             let want = &golden.host(&format!("grad.{pname}")).1;
             let scale = zero.contains(pname).then_some(largest);
             let what = format!("{tag}: grad.{pname}");
-            (pname.as_str(), relative_error(&what, g, want, scale, tol.param_grad))
+            (
+                pname.as_str(),
+                relative_error(&what, g, want, scale, tol.param_grad),
+            )
         })
         .fold(("", 0.0f64), |a, b| if b.1 > a.1 { b } else { a });
     eprintln!(
@@ -247,7 +261,13 @@ pub fn check_results(golden: &Golden, tag: &str, got: &Results, elapsed: std::ti
 }
 
 /// Loads `golden`, runs `forward` on `store` (the parameters already loaded) and checks.
-pub fn check(golden: &Golden, store: &ParamStore, forward: &Forward<'_>, tag: &str, tol: &Tolerances) {
+pub fn check(
+    golden: &Golden,
+    store: &ParamStore,
+    forward: &Forward<'_>,
+    tag: &str,
+    tol: &Tolerances,
+) {
     let start = Instant::now();
     let got = run_network(golden, store, forward);
     check_results(golden, tag, &got, start.elapsed(), tol);

@@ -23,11 +23,6 @@ impl<'p> Tape<'p> {
     /// [`dropout::dropout`] of `x` with `mask`.
     pub fn dropout(&mut self, x: &Var<'p>, mask: DropoutMask) -> Result<Var<'p>> {
         let y = dropout::dropout(x.value(), mask)?;
-        Ok(self.apply(y, &[x], || {
-            Box::new(DropoutBackward {
-                x: x.node(),
-                mask,
-            })
-        }))
+        Ok(self.apply(y, &[x], || Box::new(DropoutBackward { x: x.node(), mask })))
     }
 }

@@ -45,12 +45,37 @@ impl ResnetBlock {
         precision: ConvPrecision,
     ) -> Result<Self> {
         let norm0 = GroupNorm::new(store, &format!("{prefix}.GroupNorm_0"), c_in)?;
-        let conv0 = conv(store, &format!("{prefix}.Conv_0"), (c_in, c_out, 3), 1.0, precision)?;
-        let dense0 = Linear::new(store, &format!("{prefix}.Dense_0"), (temb_dim, c_out), precision)?;
+        let conv0 = conv(
+            store,
+            &format!("{prefix}.Conv_0"),
+            (c_in, c_out, 3),
+            1.0,
+            precision,
+        )?;
+        let dense0 = Linear::new(
+            store,
+            &format!("{prefix}.Dense_0"),
+            (temb_dim, c_out),
+            precision,
+        )?;
         let norm1 = GroupNorm::new(store, &format!("{prefix}.GroupNorm_1"), c_out)?;
-        let conv1 = conv(store, &format!("{prefix}.Conv_1"), (c_out, c_out, 3), 0.0, precision)?;
+        let conv1 = conv(
+            store,
+            &format!("{prefix}.Conv_1"),
+            (c_out, c_out, 3),
+            0.0,
+            precision,
+        )?;
         let shortcut = (c_in != c_out || resample != Resample::None)
-            .then(|| conv(store, &format!("{prefix}.Conv_2"), (c_in, c_out, 1), 1.0, precision))
+            .then(|| {
+                conv(
+                    store,
+                    &format!("{prefix}.Conv_2"),
+                    (c_in, c_out, 1),
+                    1.0,
+                    precision,
+                )
+            })
             .transpose()?;
         Ok(Self {
             norm0,
@@ -123,7 +148,13 @@ impl AttnBlock {
         let norm = GroupNorm::new(store, &format!("{prefix}.GroupNorm_0"), channels)?;
         // score_sde's NIN defaults to init scale 0.1; the attention leaves q, k and v there.
         let mut nin = |i: usize, scale: f32| {
-            Nin::new(store, &format!("{prefix}.NIN_{i}"), channels, scale, precision)
+            Nin::new(
+                store,
+                &format!("{prefix}.NIN_{i}"),
+                channels,
+                scale,
+                precision,
+            )
         };
         Ok(Self {
             norm,

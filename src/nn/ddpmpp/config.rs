@@ -36,7 +36,12 @@ impl DdpmppConfig {
     /// resolution, attention at 16x16, dropout 0.1; 106.6M parameters at 3x32x32).
     /// `ddpmpp_tiny`: nf 8, widths 1, 2, one block, attention at half the image size, no
     /// dropout: the same structure for tests and CPU runs.
-    pub fn new(preset: Preset, channels: usize, image_size: usize, n_levels: usize) -> Result<Self> {
+    pub fn new(
+        preset: Preset,
+        channels: usize,
+        image_size: usize,
+        n_levels: usize,
+    ) -> Result<Self> {
         let (nf, ch_mult, num_res_blocks, attn, dropout) = match preset {
             Preset::Ddpmpp => (128, vec![1, 2, 2, 2], 8, vec![16], 0.1),
             Preset::DdpmppTiny => (8, vec![1, 2], 1, vec![image_size / 2], 0.0),
@@ -53,7 +58,7 @@ impl DdpmppConfig {
         }
         // Every downsampling halves an even size (score_sde's naive 2x2 mean).
         let halvings = ch_mult.len() - 1;
-        if image_size == 0 || image_size % (1 << halvings) != 0 {
+        if image_size == 0 || !image_size.is_multiple_of(1 << halvings) {
             return Err(Error::invalid(format!(
                 "network preset '{preset}': image size {image_size}x{image_size} does not halve \
                  {halvings} time(s) evenly; use a multiple of {}",

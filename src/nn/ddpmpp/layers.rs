@@ -2,8 +2,8 @@
 //! parameters under score_sde's names and applying itself on a [`Tape`].
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::Result;
-use crate::ops::{Conv2dCfg, ConvPrecision};
 use crate::nn::Conv2d;
+use crate::ops::{Conv2dCfg, ConvPrecision};
 
 /// GroupNorm's epsilon in every DDPM++ normalisation.
 pub const GROUP_NORM_EPS: f32 = 1e-6;
@@ -90,7 +90,11 @@ impl Linear {
     ) -> Result<Self> {
         let weight = format!("{prefix}.weight");
         let bias = format!("{prefix}.bias");
-        store.init_uniform(&weight, &[d_out, d_in], default_init_bound(d_in, d_out, 1.0))?;
+        store.init_uniform(
+            &weight,
+            &[d_out, d_in],
+            default_init_bound(d_in, d_out, 1.0),
+        )?;
         store.init_constant(&bias, &[d_out], 0.0)?;
         Ok(Self {
             weight,

@@ -14,9 +14,9 @@ use super::blocks::{AttnBlock, Resample, ResnetBlock};
 use super::config::DdpmppConfig;
 use super::layers::{conv, GroupNorm, Linear};
 use crate::autograd::{ParamStore, Tape, Var};
-use crate::nn::ScoreNetConfig;
 use crate::error::{Error, Result};
 use crate::nn::Conv2d;
+use crate::nn::ScoreNetConfig;
 use crate::ops::dropout::DropoutMask;
 use crate::ops::embedding::timestep_embedding;
 use crate::ops::PhiloxDraw;
@@ -24,7 +24,10 @@ use crate::ops::PhiloxDraw;
 /// One module of the U-Net, in forward order.
 enum Module {
     /// A residual block; `skip` pops the latest saved activation and concatenates it first.
-    Res { block: ResnetBlock, skip: bool },
+    Res {
+        block: ResnetBlock,
+        skip: bool,
+    },
     Attn(AttnBlock),
     /// Save the current activation for the decoder.
     Push,
@@ -195,7 +198,9 @@ impl Ddpmpp {
                 }
                 Module::Res { block, skip: true } => {
                     let skip = saved.pop().ok_or_else(|| {
-                        Error::invalid("Ddpmpp::forward: a decoder block without a saved activation")
+                        Error::invalid(
+                            "Ddpmpp::forward: a decoder block without a saved activation",
+                        )
                     })?;
                     let joined = tape.concat_channels(&[&h, &skip])?;
                     block.forward(tape, &joined, &act_temb, dropout())?

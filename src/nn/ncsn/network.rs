@@ -11,9 +11,9 @@ use super::config::NcsnConfig;
 use super::refine::RefineBlock;
 use super::residual::ConditionalResidualBlock;
 use crate::autograd::{ParamStore, Tape, Var};
-use crate::nn::ScoreNetConfig;
 use crate::error::{Error, Result};
 use crate::nn::layers::{CondInstanceNormPp, Conv2d};
+use crate::nn::ScoreNetConfig;
 use crate::ops::conv::Conv2dCfg;
 
 pub struct Ncsn {
