@@ -11,8 +11,10 @@ them as JSON so that `dml bench` can print ours/theirs ratios:
   cin_pp_fwd / cin_pp_bwd conditional instance norm++ (SPEC 9) at every width and size the network uses
   gbm_dale_step           the Dale-Langevin sampler update (SPEC 4) as element-wise PyTorch code
   mdsm_loss               the M-DSM loss and its gradient w.r.t. the network output (SPEC 3)
-  sampler_step            network forward (no grad) + Dale step, presets `paper` and `tiny`
+  sampler_step            network forward (no grad) + Dale step, presets `paper` and `tiny` (1x28x28)
   train_step              noising, forward, M-DSM loss, backward, AdamW step, presets `paper` and `tiny`
+  ddpmpp                  the same two steps for DDPM++ (reference/ddpmpp.py, dropout active in training),
+                          presets `ddpmpp_tiny` and `ddpmpp` on 3x32x32 images
   inception_features      the FID InceptionV3's 2048 features of a batch of grey 28x28 images in [0, 1]
                           (reference/inception.py on its formula weights), also reported in images/s
 
@@ -43,10 +45,13 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inception  # noqa: E402  (the FID InceptionV3, next to this file)
+import ddpmpp  # noqa: E402  (the DDPM++ reference network, next to this file)
 import ncsn  # noqa: E402  (the reference network, next to this file)
 
 F32 = 4  # bytes per element
 IMAGE = (1, 28, 28)  # the benchmark image: 28x28 greyscale (C, H, W)
+DDPMPP_IMAGE = (3, 32, 32)  # DDPM++'s: CIFAR-10's colour 32x32
+DDPMPP_PRESETS = ("ddpmpp_tiny", "ddpmpp")
 
 # Schedule constants of the paper's sampler (SPEC 2 and 4): sigma = 0.8, mu = sigma^2/2, delta_s = 2e-4.
 SIGMA = 0.8
@@ -248,7 +253,7 @@ class NetworkTrace:
         return sum(s.flops(batch) for s in self.convs)
 
 
-def trace_network(net: ncsn.CondRefineNetDilated) -> NetworkTrace:
+def trace_network(net: nn.Module, image: tuple[int, int, int] = IMAGE) -> NetworkTrace:
     convs: list[ConvShape] = []
     norms: list[tuple[int, int, int]] = []
 
@@ -269,7 +274,7 @@ def trace_network(net: ncsn.CondRefineNetDilated) -> NetworkTrace:
             handles.append(module.register_forward_pre_hook(conv_hook))
         elif isinstance(module, ncsn.ConditionalInstanceNorm2dPlus):
             handles.append(module.register_forward_pre_hook(norm_hook))
-    c, h, w = IMAGE
+    c, h, w = image
     with torch.no_grad():
         net(positive((1, c, h, w), "cpu"), torch.zeros(1, dtype=torch.long))
     for handle in handles:
@@ -415,23 +420,41 @@ def bench_elementwise(bench: Bench, batch: int) -> None:
 # 5-7. Whole steps: sampler step and training step
 
 
+def image_of(preset: str) -> tuple[int, int, int]:
+    return DDPMPP_IMAGE if preset in DDPMPP_PRESETS else IMAGE
+
+
+def levels_of(preset: str) -> int:
+    """N, the levels the preset is trained with (dml's Preset::default_levels)."""
+    if preset in DDPMPP_PRESETS:
+        return 1000 if preset == "ddpmpp" else 10
+    c, h, _ = IMAGE
+    return ncsn.preset(preset, c, h).num_classes
+
+
 def image_suffix(preset: str, batch: int) -> str:
-    c, h, w = IMAGE
+    c, h, w = image_of(preset)
     return f"{preset}/{c}x{h}x{w}/b{batch}"
 
 
-def make_network(preset: str, dev: torch.device) -> ncsn.CondRefineNetDilated:
+def make_network(preset: str, dev: torch.device) -> nn.Module:
     torch.manual_seed(0)
-    c, h, _ = IMAGE
+    c, h, _ = image_of(preset)
+    if preset in DDPMPP_PRESETS:
+        return ddpmpp.Ddpmpp(ddpmpp.preset(preset, c, h)).to(dev)
     return ncsn.CondRefineNetDilated(ncsn.preset(preset, c, h)).to(dev)
+
+
+def trace_of(preset: str) -> NetworkTrace:
+    return trace_network(make_network(preset, torch.device("cpu")), image_of(preset))
 
 
 def bench_sampler_step(bench: Bench, preset: str, batch: int) -> None:
     dev = bench.device
     net = make_network(preset, dev).eval()
-    trace = trace_network(make_network(preset, torch.device("cpu")))
-    n_levels = net.config.num_classes
-    c, h, w = IMAGE
+    trace = trace_of(preset)
+    n_levels = levels_of(preset)
+    c, h, w = image_of(preset)
     levels = torch.full((batch,), n_levels // 2, dtype=torch.long, device=dev)  # one level per sampler step
     sets = 2
     xs = [positive((batch, c, h, w), dev) for _ in range(sets)]
@@ -452,9 +475,9 @@ def bench_sampler_step(bench: Bench, preset: str, batch: int) -> None:
 
 def bench_train_step(bench: Bench, preset: str, batch: int) -> None:
     dev = bench.device
-    trace = trace_network(make_network(preset, torch.device("cpu")))
-    c, h, w = IMAGE
-    n_levels = ncsn.preset(preset, c, h).num_classes
+    trace = trace_of(preset)
+    c, h, w = image_of(preset)
+    n_levels = levels_of(preset)
     sets = 2
     x0s = [positive((batch, c, h, w), dev) for _ in range(sets)]
     bytes_ = F32 * (8 * trace.parameters + batch * c * h * w)
@@ -581,7 +604,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--presets", default=None,
                    help="comma-separated presets for the sampler/train steps (default paper,tiny)")
     p.add_argument("--only", default=None,
-                   help="only item groups, comma-separated: conv,norm,elementwise,sampler,train,inception")
+                   help="only item groups, comma-separated: conv,norm,elementwise,sampler,train,ddpmpp,inception")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--tf32", choices=["off", "on"], default="off",
@@ -611,7 +634,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     torch.manual_seed(1234)
-    groups = set((args.only or "conv,norm,elementwise,sampler,train,inception").split(","))
+    groups = set((args.only or "conv,norm,elementwise,sampler,train,ddpmpp,inception").split(","))
     presets = (args.presets or "paper,tiny").split(",")
 
     bench = Bench(args, device)
@@ -638,6 +661,11 @@ def main() -> None:
     if "train" in groups:
         for preset in presets:
             bench_train_step(bench, preset, args.batch)
+    if "ddpmpp" in groups:
+        for preset in DDPMPP_PRESETS:
+            bench_train_step(bench, preset, args.batch)
+        for preset in DDPMPP_PRESETS:
+            bench_sampler_step(bench, preset, args.sampler_batch)
     if "inception" in groups:
         bench_inception(bench, args.inception_batch)
 

@@ -52,7 +52,7 @@ fn counts_match_pytorch_for_every_key() {
     }
 }
 
-/// BENCH.md's "Network constants" table and its 75 conv / 71 CIN++ calls.
+/// BENCH.md's "Network constants" tables: NCSN's 75 conv / 71 CIN++ calls, DDPM++'s convolutions.
 #[test]
 fn network_trace_gives_bench_md_constants() {
     for (preset, flops, p, p0, r) in [
@@ -78,6 +78,22 @@ fn network_trace_gives_bench_md_constants() {
     let paper = NetworkTrace::of(Preset::Paper).unwrap();
     assert_eq!(paper.distinct_convs().len(), 10);
     assert_eq!(paper.distinct_norms().len(), 3);
+    // DDPM++ on 3x32x32: no norm embeddings.
+    for (preset, flops, calls, p) in [
+        (Preset::Ddpmpp, 35_254_697_984.0, 197, 106_632_579),
+        (Preset::DdpmppTiny, 36_241_408.0, 29, 48_275),
+    ] {
+        let t = NetworkTrace::of(preset).unwrap();
+        assert_eq!(t.image, [3, 32, 32], "{preset}");
+        assert_eq!(t.convs.len(), calls, "{preset}");
+        assert!(t.norms.is_empty(), "{preset}");
+        assert_eq!(t.conv_flops_per_image(), flops, "{preset}");
+        assert_eq!(
+            (t.params(), t.params_without_embeddings),
+            (p, p),
+            "{preset}"
+        );
+    }
 }
 
 /// BENCH.md's FID Inception constants: conv FLOPs per image at 299x299 (torchvision's 5.71 G

@@ -1,8 +1,8 @@
-//! `sampler_step/{preset}/1x28x28/b{B}` (BENCH.md): one step of the GBM sampler, the network
+//! `sampler_step/{preset}/{c}x{h}x{w}/b{B}` (BENCH.md): one step of the GBM sampler, the network
 //! forward without gradients at level k = N/2 for the whole batch, then the Dale-Langevin update
 //! (SPEC 4) of the batch in place.
 use super::items_gbm::dale_coefficients;
-use super::network_trace::{fresh_network, network_items, NetworkStep, NetworkTrace, IMAGE};
+use super::network_trace::{fresh_network, network_items, NetworkStep, NetworkTrace};
 use super::rotation::{positive, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::autograd::Tape;
@@ -27,7 +27,7 @@ pub(super) fn items(cfg: &BenchConfig, traces: &[&NetworkTrace]) -> Vec<Item> {
 /// Parameters without the embeddings, one embedding row per sample and norm layer, and x read
 /// and written; only convolution FLOPs.
 fn cost(trace: &NetworkTrace, batch: usize) -> (f64, f64) {
-    let [c, h, w] = IMAGE;
+    let [c, h, w] = trace.image;
     let bytes = 4.0
         * (trace.params_without_embeddings
             + batch * trace.embedding_row_width

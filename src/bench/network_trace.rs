@@ -6,17 +6,27 @@ use crate::autograd::{ParamStore, RecordedLayer, Tape};
 use crate::device::launch::launches_on_this_thread;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::nn::ncsn::{Ncsn, NcsnConfig};
-use crate::nn::Preset;
+use crate::nn::{Family, Preset, ScoreNet, ScoreNetConfig};
 use crate::ops::ConvPrecision;
 use crate::tensor::Tensor;
 
-/// BENCH.md's image: 1x28x28.
+/// BENCH.md's image: 1x28x28 (Fashion-MNIST's) for NCSN and the FID Inception.
 pub const IMAGE: [usize; 3] = [1, 28, 28];
+/// DDPM++'s benchmark image: 3x32x32 (CIFAR-10's, what paper 003 trains it on).
+pub const DDPMPP_IMAGE: [usize; 3] = [3, 32, 32];
+
+/// The image a preset's network items run on.
+pub fn image_of(preset: Preset) -> [usize; 3] {
+    match preset.family() {
+        Family::Ncsn => IMAGE,
+        Family::Ddpmpp => DDPMPP_IMAGE,
+    }
+}
 
 /// What a whole-network item's step is made from.
 pub(super) struct NetworkStep {
     pub preset: Preset,
+    pub image: [usize; 3],
     pub n_levels: usize,
     pub batch: usize,
     pub precision: ConvPrecision,
@@ -33,13 +43,14 @@ pub(super) fn network_items(
     cost: fn(&NetworkTrace, usize) -> (f64, f64),
     prepare: fn(&NetworkStep) -> Result<Run>,
 ) -> Vec<Item> {
-    let [c, h, w] = IMAGE;
     traces
         .iter()
         .map(|trace| {
+            let [c, h, w] = trace.image;
             let (bytes, flops) = cost(trace, batch);
             let step = NetworkStep {
                 preset: trace.preset,
+                image: trace.image,
                 n_levels: trace.n_levels,
                 batch,
                 precision: cfg.precision,
@@ -56,16 +67,17 @@ pub(super) fn network_items(
         .collect()
 }
 
-/// A fresh score network for BENCH.md's image: its config, its parameters (seed 0) and itself.
-pub(super) fn fresh_network(step: &NetworkStep) -> Result<(NcsnConfig, ParamStore, Ncsn)> {
-    let [c, h, _] = IMAGE;
-    let config = NcsnConfig::new(step.preset, c, h, step.n_levels)?.with_precision(step.precision);
+/// A fresh score network for the step's image: its config, its parameters (seed 0) and itself.
+pub(super) fn fresh_network(step: &NetworkStep) -> Result<(ScoreNetConfig, ParamStore, ScoreNet)> {
+    let [c, h, _] = step.image;
+    let config =
+        ScoreNetConfig::new(step.preset, c, h, step.n_levels)?.with_precision(step.precision);
     let mut store = ParamStore::new(&step.device, 0);
-    let net = Ncsn::new(&mut store, &config)?;
+    let net = ScoreNet::new(&mut store, &config)?;
     Ok((config, store, net))
 }
 
-/// Kernel launches of one inference forward pass of `preset` (BENCH.md's image, batch 1) on
+/// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) on
 /// `device`, which must run kernels (`emu` or `cuda`; the count does not depend on which, nor on
 /// the batch): what launch overhead scales with at the small batches people sample with.
 pub fn launches_per_forward(preset: Preset, device: &Device) -> Result<u64> {
@@ -74,10 +86,10 @@ pub fn launches_per_forward(preset: Preset, device: &Device) -> Result<u64> {
             "launches are counted on a kernel device (emu or cuda); the cpu launches none",
         ));
     }
-    let [c, h, _] = IMAGE;
-    let cfg = NcsnConfig::new(preset, c, h, 2)?;
+    let [c, h, _] = image_of(preset);
+    let cfg = ScoreNetConfig::new(preset, c, h, 2)?;
     let mut store = ParamStore::new(device, 0);
-    let net = Ncsn::new(&mut store, &cfg)?;
+    let net = ScoreNet::new(&mut store, &cfg)?;
     let mut tape = Tape::inference(&store);
     let shape = cfg.input_shape(1);
     let x = tape.constant(Tensor::from_vec(
@@ -155,11 +167,12 @@ impl NormShape {
     }
 }
 
-/// Every convolution and CIN++ call of one preset's forward pass at 1x28x28, in call order, and
-/// the parameter counts.
+/// Every convolution and CIN++ call of one preset's forward pass on its benchmark image, in call
+/// order, and the parameter counts.
 #[derive(Clone, Debug)]
 pub struct NetworkTrace {
     pub preset: Preset,
+    pub image: [usize; 3],
     pub n_levels: usize,
     pub convs: Vec<ConvShape>,
     pub norms: Vec<NormShape>,
@@ -174,16 +187,17 @@ impl NetworkTrace {
     /// on the number of levels, so the recorded network has 2 and P is computed for the real N.
     pub fn of(preset: Preset) -> Result<Self> {
         let device = Device::Cpu;
-        let [c, h, _] = IMAGE;
-        let cfg = NcsnConfig::new(preset, c, h, 2)?;
+        let image = image_of(preset);
+        let cfg = ScoreNetConfig::new(preset, image[0], image[1], 2)?;
         let mut store = ParamStore::new(&device, 0);
-        let net = Ncsn::new(&mut store, &cfg)?;
+        let net = ScoreNet::new(&mut store, &cfg)?;
         let mut tape = Tape::new(&store);
         let x = tape.constant(Tensor::zeros(&cfg.input_shape(1), &device)?);
         let levels = tape.constant(Tensor::zeros(&[1], &device)?);
         net.forward(&mut tape, &x, &levels)?;
         let mut trace = Self {
             preset,
+            image,
             n_levels: preset.default_levels(),
             convs: Vec::new(),
             norms: Vec::new(),

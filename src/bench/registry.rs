@@ -9,8 +9,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::nn::Preset;
 
-/// One kind of work: its name (usable in `--items`), the first component of its keys, and how
-/// its items are listed.
+/// One kind of work: its name (usable in `--items`), the prefixes of its keys (the first
+/// component, or more where two families share it), and how its items are listed.
 pub struct Family {
     pub name: &'static str,
     pub key_roots: &'static [&'static str],
@@ -24,6 +24,8 @@ pub struct Family {
 
 /// BENCH.md's presets, in its order.
 const PRESETS: [Preset; 2] = [Preset::Paper, Preset::Tiny];
+/// The DDPM++ presets, on CIFAR-10's 3x32x32 images.
+const DDPMPP_PRESETS: [Preset; 2] = [Preset::DdpmppTiny, Preset::Ddpmpp];
 
 /// Network traces, recorded once per preset and only when a chosen family needs one.
 #[derive(Default)]
@@ -37,11 +39,11 @@ impl Traces {
         Ok(&self.0[&preset])
     }
 
-    fn presets(&mut self) -> Result<Vec<&NetworkTrace>> {
-        for p in PRESETS {
+    fn presets(&mut self, presets: &[Preset]) -> Result<Vec<&NetworkTrace>> {
+        for &p in presets {
             self.get(p)?;
         }
-        Ok(PRESETS.iter().map(|p| &self.0[p]).collect())
+        Ok(presets.iter().map(|p| &self.0[p]).collect())
     }
 }
 
@@ -76,13 +78,27 @@ pub fn families() -> Vec<Family> {
             name: "sampler",
             key_roots: items_sampler::KEY_ROOTS,
             profiled_by_default: true,
-            items: |cfg, t| Ok(items_sampler::items(cfg, &t.presets()?)),
+            items: |cfg, t| Ok(items_sampler::items(cfg, &t.presets(&PRESETS)?)),
         },
         Family {
             name: "train",
             key_roots: items_train::KEY_ROOTS,
             profiled_by_default: true,
-            items: |cfg, t| Ok(items_train::items(cfg, &t.presets()?)),
+            items: |cfg, t| Ok(items_train::items(cfg, &t.presets(&PRESETS)?)),
+        },
+        // DDPM++'s whole steps, under the same key roots as NCSN's. Not profiled unless named:
+        // the full preset's forward pass (106.6M parameters at 3x32x32) would take the emulator's
+        // profiler hours.
+        Family {
+            name: "ddpmpp",
+            key_roots: &["train_step/ddpmpp", "sampler_step/ddpmpp"],
+            profiled_by_default: false,
+            items: |cfg, t| {
+                let traces = t.presets(&DDPMPP_PRESETS)?;
+                let mut items = items_train::items(cfg, &traces);
+                items.extend(items_sampler::items(cfg, &traces));
+                Ok(items)
+            },
         },
         Family {
             name: "inception",
