@@ -108,3 +108,15 @@ __device__ __forceinline__ float block_reduce_sum(float v, float* scratch) {
     __syncthreads();  // scratch may be reused by the caller right after
     return v;
 }
+
+// The block-wide sum, returned to every thread (block_reduce_sum's result broadcast through
+// shared memory). Every thread must call it.
+__device__ __forceinline__ float block_sum_all(float v, float* scratch) {
+    __shared__ float total;
+    v = block_reduce_sum(v, scratch);
+    if (threadIdx.x == 0) total = v;
+    __syncthreads();
+    v = total;
+    __syncthreads();
+    return v;
+}

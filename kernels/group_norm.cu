@@ -15,17 +15,6 @@
 // one block launched for an empty batch) returns at once.
 #include "common.cuh"
 
-// The block-wide sum, returned to every thread.
-__device__ __forceinline__ float group_norm_block_sum(float v, float* scratch) {
-    __shared__ float total;
-    v = block_reduce_sum(v, scratch);
-    if (threadIdx.x == 0) total = v;
-    __syncthreads();
-    v = total;
-    __syncthreads();
-    return v;
-}
-
 // The forward, one block per group (b, g): the mean, then the sum of squared deviations from it
 // (two passes rather than sum and sum of squares, which cancel catastrophically when the mean is
 // large against the spread), then y.
@@ -40,13 +29,13 @@ extern "C" __global__ void group_norm_forward_f32(const float* __restrict__ x, c
     const float* xg = x + (size_t)group * n;
     float acc = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) acc += xg[i];
-    const float mean = group_norm_block_sum(acc, scratch) / (float)n;
+    const float mean = block_sum_all(acc, scratch) / (float)n;
     acc = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float d = xg[i] - mean;
         acc += d * d;
     }
-    const float rstd = rsqrtf(group_norm_block_sum(acc, scratch) / (float)n + eps);
+    const float rstd = rsqrtf(block_sum_all(acc, scratch) / (float)n + eps);
     if (threadIdx.x == 0) {
         stats[group] = mean;
         stats[n_groups + group] = rstd;
@@ -80,8 +69,8 @@ extern "C" __global__ void group_norm_backward_sums_f32(const float* __restrict_
         sg += gp[p];
         sgx += gp[p] * ((xp[p] - mean) * rstd);
     }
-    sg = group_norm_block_sum(sg, scratch);
-    sgx = group_norm_block_sum(sgx, scratch);
+    sg = block_sum_all(sg, scratch);
+    sgx = block_sum_all(sgx, scratch);
     if (threadIdx.x == 0) {
         plane_sums[plane] = sg;
         plane_sums[planes + plane] = sgx;
@@ -110,8 +99,8 @@ extern "C" __global__ void group_norm_backward_input_f32(const float* __restrict
         acc_gx += w * plane_sums[planes + q];
     }
     const float inv_n = 1.0f / (float)(per_group * hw);
-    const float mean_g = group_norm_block_sum(acc_g, scratch) * inv_n;
-    const float mean_gx = group_norm_block_sum(acc_gx, scratch) * inv_n;
+    const float mean_g = block_sum_all(acc_g, scratch) * inv_n;
+    const float mean_gx = block_sum_all(acc_gx, scratch) * inv_n;
     const float mean = stats[group], rstd = stats[batch * groups + group];
     const float w = weight[plane % channels];
     const float* xp = x + (size_t)plane * hw;

@@ -16,17 +16,6 @@
 
 #define NORM_EPS 1e-5f
 
-// The block-wide sum, returned to every thread.
-__device__ __forceinline__ float block_sum_all(float v, float* scratch) {
-    __shared__ float total;
-    v = block_reduce_sum(v, scratch);
-    if (threadIdx.x == 0) total = v;
-    __syncthreads();
-    v = total;
-    __syncthreads();
-    return v;
-}
-
 // The level of sample n as an embedding row, or -1 when it is not an integer in [0, n_classes).
 __device__ __forceinline__ int level_row(const float* levels, int n, int n_classes) {
     const float l = levels[n];

@@ -3,11 +3,13 @@
 // (h + Dense(temb)[:, :, None, None], SPEC section 11); the gradient of that bias is the plane sum.
 #include "common.cuh"
 
-// y[p][i] = x[p][i] + bias[p] for planes p of hw elements.
+// y[p][i] = x[p][i] + bias[p % period] for planes p of hw elements: period B C gives one bias per
+// plane (the level embedding), period C one per channel shared by the batch (a layer's bias).
 extern "C" __global__ void add_plane_bias_f32(const float* __restrict__ x, const float* __restrict__ bias,
-                                              float* __restrict__ y, uint64_t planes, uint64_t hw) {
+                                              float* __restrict__ y, uint64_t planes, uint64_t period,
+                                              uint64_t hw) {
     const uint64_t n = planes * hw;
-    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) y[i] = x[i] + bias[i / hw];
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) y[i] = x[i] + bias[(i / hw) % period];
 }
 EMU_EXPORT(add_plane_bias_f32)
 
@@ -25,13 +27,3 @@ extern "C" __global__ void sum_planes_f32(const float* __restrict__ x, float* __
     }
 }
 EMU_EXPORT(sum_planes_f32)
-
-// y[b][c][i] = x[b][c][i] + bias[c]: a bias per channel, shared by the batch (DDPM++'s linear and
-// 1x1 layers; the gradient is conv.cu's bias reduction).
-extern "C" __global__ void add_channel_bias_f32(const float* __restrict__ x, const float* __restrict__ bias,
-                                                float* __restrict__ y, uint64_t planes, int channels,
-                                                uint64_t hw) {
-    const uint64_t n = planes * hw;
-    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) y[i] = x[i] + bias[(i / hw) % channels];
-}
-EMU_EXPORT(add_channel_bias_f32)

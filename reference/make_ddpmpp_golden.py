@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddpmpp import GROUP_NORM_EPS, Ddpmpp, parameter_count, preset  # noqa: E402
-from make_golden import canonical_safetensors, max_relative_deviation, uniform  # noqa: E402
+from make_golden import golden_tensors, max_relative_deviation, uniform, write_golden  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,20 +104,7 @@ def make_case(case: GoldenCase, out_dir: Path) -> Path:
     zero_grads = [n for n in grads64 if grads64[n].abs().max().item() < 1e-10]
     grad_dev = max(max_relative_deviation(grads32[n], grads64[n]) for n in grads64 if n not in zero_grads)
 
-    tensors = {
-        "input.x": x,
-        "input.levels": levels,
-        "input.grad_out": g,
-        "output": out64.float(),
-        "loss": loss64.float().reshape(1),
-        "input_grad.x": xgrad64.float(),
-    }
-    for name, value in params32.items():
-        tensors[f"param.{name}"] = value
-    for name, value in grads64.items():
-        tensors[f"grad.{name}"] = value.float()
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-
+    tensors = golden_tensors(x, levels, g, (out64, loss64, xgrad64, grads64), params32)
     metadata = config.as_metadata()
     metadata.update(
         {
@@ -139,15 +125,7 @@ def make_case(case: GoldenCase, out_dir: Path) -> Path:
             "generator": "reference/make_ddpmpp_golden.py",
         }
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / case.file_name
-    path.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
-    print(
-        f"{path}: {path.stat().st_size / 1e6:.2f} MB, {parameter_count(model)} params, "
-        f"loss {loss64.item():.6f}, |out|max {out64.abs().max().item():.3f}, f32 deviation: output "
-        f"{metadata['f32_output_max_rel_dev']}, grads {metadata['f32_grad_max_rel_dev']}"
-    )
-    return path
+    return write_golden(out_dir / case.file_name, tensors, metadata, parameter_count(model), loss64, out64)
 
 
 def main() -> None:

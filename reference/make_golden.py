@@ -136,20 +136,7 @@ def make_case(case: GoldenCase, out_dir: Path) -> Path:
     out32, loss32, grads32, xgrad32 = run(model, x, levels, g, torch.float32)
     grad_dev = max(max_relative_deviation(grads32[n], grads64[n]) for n in grads64)
 
-    tensors = {
-        "input.x": x,
-        "input.levels": levels.float(),
-        "input.grad_out": g,
-        "output": out64.float(),
-        "loss": loss64.float().reshape(1),
-        "input_grad.x": xgrad64.float(),
-    }
-    for name, value in params32.items():
-        tensors[f"param.{name}"] = value
-    for name, value in grads64.items():
-        tensors[f"grad.{name}"] = value.float()
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-
+    tensors = golden_tensors(x, levels, g, (out64, loss64, xgrad64, grads64), params32)
     metadata = config.as_metadata()
     metadata.update(
         {
@@ -169,11 +156,34 @@ def make_case(case: GoldenCase, out_dir: Path) -> Path:
             "generator": "reference/make_golden.py",
         }
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / case.file_name
+    return write_golden(out_dir / case.file_name, tensors, metadata, parameter_count(model), loss64, out64)
+
+
+def golden_tensors(x, levels, g, results64, params32) -> dict[str, torch.Tensor]:
+    """The file's tensors: inputs, the float64 results rounded to float32, every parameter and
+    every parameter gradient."""
+    out64, loss64, xgrad64, grads64 = results64
+    tensors = {
+        "input.x": x,
+        "input.levels": levels.float(),
+        "input.grad_out": g,
+        "output": out64.float(),
+        "loss": loss64.float().reshape(1),
+        "input_grad.x": xgrad64.float(),
+    }
+    for name, value in params32.items():
+        tensors[f"param.{name}"] = value
+    for name, value in grads64.items():
+        tensors[f"grad.{name}"] = value.float()
+    return {k: v.contiguous() for k, v in tensors.items()}
+
+
+def write_golden(path: Path, tensors, metadata, n_params: int, loss64, out64) -> Path:
+    """Writes one golden file, byte-reproducibly, and prints a line about it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
     print(
-        f"{path}: {path.stat().st_size / 1e6:.2f} MB, {parameter_count(model)} params, "
+        f"{path}: {path.stat().st_size / 1e6:.2f} MB, {n_params} params, "
         f"loss {loss64.item():.6f}, |out|max {out64.abs().max().item():.3f}, f32 deviation: output "
         f"{metadata['f32_output_max_rel_dev']}, grads {metadata['f32_grad_max_rel_dev']}"
     )

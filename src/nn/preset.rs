@@ -1,5 +1,7 @@
 //! The named networks a run can train (`--preset`, stored in checkpoints): the NCSN RefineNet
 //! presets of SPEC section 9 and the DDPM++ presets of section 11.
+use crate::error::{Error, Result};
+
 crate::named::value_names! {
     /// Named networks: an architecture with its widths (reference/NETWORK.md section 1 for NCSN).
     #[derive(Hash)]
@@ -41,5 +43,21 @@ impl Preset {
             Preset::Paper | Preset::Deep | Preset::Ddpmpp => 1000,
             Preset::Tiny | Preset::TinyDeep | Preset::DdpmppTiny => 10,
         }
+    }
+
+    /// What every network checks of its images and levels: 1 (greyscale) or 3 (colour)
+    /// channels, at least one noise level.
+    pub(crate) fn check_channels_and_levels(self, channels: usize, n_levels: usize) -> Result<()> {
+        if !matches!(channels, 1 | 3) {
+            return Err(Error::invalid(format!(
+                "network preset '{self}': {channels} image channels; supported: 1 (greyscale) or 3 (colour)"
+            )));
+        }
+        if n_levels == 0 {
+            return Err(Error::invalid(format!(
+                "network preset '{self}': needs at least one noise level (n_levels = 0)"
+            )));
+        }
+        Ok(())
     }
 }

@@ -21,25 +21,57 @@ fn plane_dims(shape: &[usize], op: &'static str) -> Result<(usize, usize)> {
 
 /// `x + bias[:, :, None, None]`: `x` [B, C, H, W] (or any [B, C, ...]), `bias` [B, C].
 pub fn add_plane_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let op = "add_plane_bias";
+    add_bias(
+        "add_plane_bias",
+        x,
+        bias,
+        &x.shape()[..x.shape().len().min(2)],
+        "[B, C]",
+    )
+}
+
+/// `x + bias[None, :, None, None]`: `x` [B, C, ...], `bias` [C]. Its gradient with respect to the
+/// bias is `conv::conv2d_backward_bias` of the output's, viewed as [B, C, HW, 1].
+pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    add_bias(
+        "add_channel_bias",
+        x,
+        bias,
+        &x.shape()[1..x.shape().len().min(2)],
+        "[C]",
+    )
+}
+
+/// `x` plus `bias` on every element of each plane, the bias's elements taken in order one per
+/// plane and repeated (the whole [B, C], or [C] once per sample); `bias_shape` is what it must be.
+fn add_bias(
+    op: &'static str,
+    x: &Tensor,
+    bias: &Tensor,
+    bias_shape: &[usize],
+    want: &str,
+) -> Result<Tensor> {
     let (planes, hw) = plane_dims(x.shape(), op)?;
-    if bias.shape() != &x.shape()[..2] {
+    if bias.shape() != bias_shape {
         return Err(Error::shape(
             op,
             format!(
-                "bias {:?} for input {:?} (want [B, C])",
+                "bias {:?} for input {:?} (want {want})",
                 bias.shape(),
                 x.shape()
             ),
         ));
     }
     check_same_device(&[x, bias], op)?;
+    // Zero only when there are no planes (B C = 0), so the kernel never divides by it.
+    let period = bias.numel();
     let mut y = Tensor::uninit(x.shape(), x.device())?;
     match x.device() {
         Device::Cpu => {
             let (xs, bs, ys) = (x.host()?, bias.host()?, y.host_mut()?);
             if hw > 0 {
-                for ((src, dst), &b) in xs.chunks(hw).zip(ys.chunks_mut(hw)).zip(bs) {
+                let per_plane = xs.chunks(hw).zip(ys.chunks_mut(hw));
+                for ((src, dst), &b) in per_plane.zip(bs.iter().cycle()) {
                     dst.iter_mut().zip(src).for_each(|(o, &v)| *o = v + b);
                 }
             }
@@ -53,6 +85,7 @@ pub fn add_plane_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
                 Arg::In(bias),
                 Arg::Out(&mut y),
                 Arg::U64(planes as u64),
+                Arg::U64(period as u64),
                 Arg::U64(hw as u64),
             ],
         )?,
@@ -88,49 +121,4 @@ pub fn sum_planes(x: &Tensor) -> Result<Tensor> {
         }
     }
     Ok(sums)
-}
-
-/// `x + bias[None, :, None, None]`: `x` [B, C, ...], `bias` [C]. Its gradient with respect to the
-/// bias is `conv::conv2d_backward_bias` of the output's, viewed as [B, C, HW, 1].
-pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let op = "add_channel_bias";
-    let (planes, hw) = plane_dims(x.shape(), op)?;
-    let channels = x.shape()[1];
-    if bias.shape() != [channels] || channels > i32::MAX as usize {
-        return Err(Error::shape(
-            op,
-            format!(
-                "bias {:?} for input {:?} (want [C])",
-                bias.shape(),
-                x.shape()
-            ),
-        ));
-    }
-    check_same_device(&[x, bias], op)?;
-    let mut y = Tensor::uninit(x.shape(), x.device())?;
-    match x.device() {
-        Device::Cpu => {
-            let (xs, bs, ys) = (x.host()?, bias.host()?, y.host_mut()?);
-            if hw > 0 {
-                let per_plane = xs.chunks(hw).zip(ys.chunks_mut(hw));
-                for ((src, dst), &b) in per_plane.zip(bs.iter().cycle()) {
-                    dst.iter_mut().zip(src).for_each(|(o, &v)| *o = v + b);
-                }
-            }
-        }
-        dev => launch(
-            dev,
-            "add_channel_bias_f32",
-            LaunchGeometry::elementwise(planes * hw),
-            &mut [
-                Arg::In(x),
-                Arg::In(bias),
-                Arg::Out(&mut y),
-                Arg::U64(planes as u64),
-                Arg::I32(channels as i32),
-                Arg::U64(hw as u64),
-            ],
-        )?,
-    }
-    Ok(y)
 }

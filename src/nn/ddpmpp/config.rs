@@ -51,11 +51,7 @@ impl DdpmppConfig {
                 )))
             }
         };
-        if !matches!(channels, 1 | 3) {
-            return Err(Error::invalid(format!(
-                "network preset '{preset}': {channels} image channels; supported: 1 (greyscale) or 3 (colour)"
-            )));
-        }
+        preset.check_channels_and_levels(channels, n_levels)?;
         // Every downsampling halves an even size (score_sde's naive 2x2 mean).
         let halvings = ch_mult.len() - 1;
         if image_size == 0 || !image_size.is_multiple_of(1 << halvings) {
@@ -63,11 +59,6 @@ impl DdpmppConfig {
                 "network preset '{preset}': image size {image_size}x{image_size} does not halve \
                  {halvings} time(s) evenly; use a multiple of {}",
                 1 << halvings
-            )));
-        }
-        if n_levels == 0 {
-            return Err(Error::invalid(format!(
-                "network preset '{preset}': needs at least one noise level (n_levels = 0)"
             )));
         }
         Ok(Self {

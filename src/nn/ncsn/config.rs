@@ -135,20 +135,11 @@ impl NcsnConfig {
                 "network preset '{preset}' is not an NCSN preset"
             )));
         };
-        if !matches!(channels, 1 | 3) {
-            return Err(Error::invalid(format!(
-                "network preset '{preset}': {channels} image channels; supported: 1 (greyscale) or 3 (colour)"
-            )));
-        }
+        preset.check_channels_and_levels(channels, n_levels)?;
         if !IMAGE_SIZES.contains(&image_size) {
             return Err(Error::invalid(format!(
                 "network preset '{preset}': image size {image_size}x{image_size} is not supported; \
                  supported sizes: 28x28 and 32x32"
-            )));
-        }
-        if n_levels == 0 {
-            return Err(Error::invalid(format!(
-                "network preset '{preset}': needs at least one noise level (n_levels = 0)"
             )));
         }
         Ok(Self {
