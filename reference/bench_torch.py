@@ -44,8 +44,8 @@ import torch._functorch.config
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import inception  # noqa: E402  (the FID InceptionV3, next to this file)
 import ddpmpp  # noqa: E402  (the DDPM++ reference network, next to this file)
+import inception  # noqa: E402  (the FID InceptionV3, next to this file)
 import ncsn  # noqa: E402  (the reference network, next to this file)
 
 F32 = 4  # bytes per element

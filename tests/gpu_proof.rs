@@ -94,13 +94,29 @@ fn pack_holds_dml_the_tests_and_the_torch_benchmark_with_a_manifest() {
         assert!(pack.join(file).is_file(), "{file} missing from the pack");
     }
     let manifest = fs::read_to_string(pack.join("manifest.txt")).unwrap();
-    for file in [
-        "./bin/dml",
-        "./tests/conv",
-        "./reference/bench_torch.py",
-        "./reference/ncsn.py",
-    ] {
+    for file in ["./bin/dml", "./tests/conv", "./reference/bench_torch.py"] {
         assert!(manifest.contains(file), "{file} not in:\n{manifest}");
+    }
+    // Every reference module bench_torch.py imports (`import name  # noqa: E402`) travels with it.
+    let bench_torch = fs::read_to_string(common::source_dir().join("reference/bench_torch.py"));
+    let modules: Vec<String> = bench_torch
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("# noqa: E402"))
+        .filter_map(|l| {
+            l.strip_prefix("import ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        modules.len() >= 3,
+        "bench_torch.py's local imports: {modules:?}"
+    );
+    for module in modules {
+        let file = format!("./reference/{module}.py");
+        assert!(manifest.contains(&file), "{file} not in:\n{manifest}");
     }
     assert!(manifest.contains("bytes (limit 58720256)"), "{manifest}");
 }
