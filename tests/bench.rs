@@ -278,3 +278,28 @@ fn emulator_is_refused() {
         "{stderr}"
     );
 }
+
+/// A family's name selects that family alone, though `train` and `sampler` are also prefixes of
+/// DDPM++'s keys: `dml profile` names its default families, and must not pick up the full
+/// DDPM++ (hours on the profiler).
+#[test]
+fn family_names_select_their_family_only() {
+    let cfg = BenchConfig::defaults(&Device::Cpu);
+    let keys = |wanted: &[&str]| -> Vec<String> {
+        let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+        bench::select(&cfg, &wanted)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect()
+    };
+    let ncsn = keys(&["train", "sampler"]);
+    assert_eq!(ncsn.len(), 4, "{ncsn:?}");
+    assert!(ncsn.iter().all(|k| !k.contains("ddpmpp")), "{ncsn:?}");
+    let ddpmpp = keys(&["ddpmpp"]);
+    assert_eq!(ddpmpp.len(), 4, "{ddpmpp:?}");
+    assert!(ddpmpp.iter().all(|k| k.contains("/ddpmpp")), "{ddpmpp:?}");
+    // A key prefix still reaches every family it names.
+    assert_eq!(keys(&["train_step"]).len(), 4);
+    assert_eq!(keys(&["sampler_step/ddpmpp_tiny"]).len(), 1);
+}

@@ -111,18 +111,29 @@ pub fn families() -> Vec<Family> {
 
 impl Family {
     /// Whether a `--items` entry can select something of this family: the family's name, or a
-    /// prefix of (or a key under) one of its key roots.
+    /// prefix of (or a key under) one of its key roots. A family's name selects that family
+    /// alone: `train` is NCSN's training steps, not DDPM++'s `train_step/ddpmpp...` too (which
+    /// `dml profile`, naming its default families, must not run).
     fn may_match(&self, wanted: &str) -> bool {
-        wanted == self.name
-            || self
-                .key_roots
-                .iter()
-                .any(|root| root.starts_with(wanted) || wanted.starts_with(root))
+        if is_family_name(wanted) {
+            return wanted == self.name;
+        }
+        self.key_roots
+            .iter()
+            .any(|root| root.starts_with(wanted) || wanted.starts_with(root))
     }
 }
 
+fn is_family_name(wanted: &str) -> bool {
+    families().iter().any(|f| f.name == wanted)
+}
+
 fn selects(wanted: &str, family: &Family, item: &Item) -> bool {
-    wanted == family.name || item.key.starts_with(wanted)
+    if is_family_name(wanted) {
+        wanted == family.name
+    } else {
+        item.key.starts_with(wanted)
+    }
 }
 
 /// The items whose key starts with one of `wanted` (or whose family is named there), in table
