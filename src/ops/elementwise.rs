@@ -199,20 +199,16 @@ pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor> {
                     dst[(b * c_dst + c_offset) * hw..][..c_src * hw].copy_from_slice(part);
                 }
             }
-            dev => launch(
-                dev,
-                "copy_channels_f32",
-                LaunchGeometry::elementwise(p.numel()),
-                &mut [
-                    Arg::In(p),
-                    Arg::Out(&mut out),
-                    Arg::U64(batch as u64),
-                    Arg::I32(c_src as i32),
-                    Arg::I32(c_dst as i32),
-                    Arg::I32(c_offset as i32),
-                    Arg::U64(hw as u64),
-                ],
-            )?,
+            dev => {
+                let dims = ChannelBlock {
+                    batch,
+                    c_src,
+                    c_dst,
+                    c_offset,
+                    hw,
+                };
+                launch_channel_copy(dev, "copy_channels_f32", p, &mut out, dims)?
+            }
         }
         c_offset += c_src;
     }
@@ -246,22 +242,54 @@ pub fn slice_channels(x: &Tensor, c_offset: usize, channels: usize) -> Result<Te
                 }
             }
         }
-        dev => launch(
-            dev,
-            "slice_channels_f32",
-            LaunchGeometry::elementwise(out.numel()),
-            &mut [
-                Arg::In(x),
-                Arg::Out(&mut out),
-                Arg::U64(batch as u64),
-                Arg::I32(c_src as i32),
-                Arg::I32(channels as i32),
-                Arg::I32(c_offset as i32),
-                Arg::U64(hw as u64),
-            ],
-        )?,
+        dev => {
+            let dims = ChannelBlock {
+                batch,
+                c_src,
+                c_dst: channels,
+                c_offset,
+                hw,
+            };
+            launch_channel_copy(dev, "slice_channels_f32", x, &mut out, dims)?
+        }
     }
     Ok(out)
+}
+
+/// Where a block of channels moves between two NCHW tensors of `hw` pixels per plane: `c_offset`
+/// is its first channel in the wider of `src` (`c_src` channels) and `dst` (`c_dst`).
+struct ChannelBlock {
+    batch: usize,
+    c_src: usize,
+    c_dst: usize,
+    c_offset: usize,
+    hw: usize,
+}
+
+/// Launches `copy_channels_f32` (a part into the concatenation) or `slice_channels_f32` (a part
+/// out of it), which take the same arguments; one thread per element of the part.
+fn launch_channel_copy(
+    dev: &Device,
+    kernel: &str,
+    src: &Tensor,
+    dst: &mut Tensor,
+    d: ChannelBlock,
+) -> Result<()> {
+    let part = d.batch * d.c_src.min(d.c_dst) * d.hw;
+    launch(
+        dev,
+        kernel,
+        LaunchGeometry::elementwise(part),
+        &mut [
+            Arg::In(src),
+            Arg::Out(dst),
+            Arg::U64(d.batch as u64),
+            Arg::I32(d.c_src as i32),
+            Arg::I32(d.c_dst as i32),
+            Arg::I32(d.c_offset as i32),
+            Arg::U64(d.hw as u64),
+        ],
+    )
 }
 
 /// The gradient of [`elu`] at `x` applied to the upstream gradient `dy`.
