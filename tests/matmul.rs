@@ -131,21 +131,6 @@ fn magnitude(c: &Case, product: Product) -> Vec<f32> {
     product_of(&a, &b, c, &Device::Cpu, ConvPrecision::Fp32, product)
 }
 
-/// One unit in the last place of 1 (2^-23): the fp32 rounding unit the tolerances count in.
-const ULP: f32 = 1.0 / (1 << 23) as f32;
-
-/// |got - want| <= rel magnitude element by element; NaN anywhere fails.
-fn assert_within(what: &str, got: &[f32], want: &[f32], magnitude: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(magnitude).enumerate() {
-        let bound = rel * m;
-        assert!(
-            (g - w).abs() <= bound,
-            "{what}: element {i}: got {g}, want {w}, bound {bound:e}"
-        );
-    }
-}
-
 /// The fp32 kernels sum the same products as the cpu in another order (16-wide K slices, FMAs in
 /// the tile against the GEMM's blocking). Each sum's rounding errors are bounded by K ulp of
 /// sum |a||b| and, for random signs, grow like sqrt(K) ulp of the partial sums, which are

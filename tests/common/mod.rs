@@ -88,6 +88,23 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     }
 }
 
+/// One unit in the last place of 1 (2^-23): the fp32 rounding unit the tolerances count in.
+pub const ULP: f32 = 1.0 / (1 << 23) as f32;
+
+/// |got - want| <= rel magnitude element by element, where `magnitude` is each sum's sum |a||b|:
+/// the size its rounding errors scale with, whatever the order it was summed in (a fixed
+/// tolerance does not: it fails by chance on long sums that cancel). NaN anywhere fails.
+pub fn assert_within(what: &str, got: &[f32], want: &[f32], magnitude: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(magnitude).enumerate() {
+        let bound = rel * m;
+        assert!(
+            (g - w).abs() <= bound,
+            "{what}: element {i}: got {g}, want {w}, bound {bound:e}"
+        );
+    }
+}
+
 /// Sizes that are not multiples of the block or tile sizes, and the degenerate ones.
 pub const EDGE_SIZES: &[usize] = &[1, 31, 33, 255, 256, 257, 1000, 4099];
 
