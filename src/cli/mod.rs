@@ -3,6 +3,7 @@ mod bench;
 mod demo;
 mod eval;
 mod info;
+mod level_loss;
 pub mod paths;
 mod profile;
 mod progress;
@@ -61,6 +62,10 @@ pub enum Command {
     /// sweep.csv, sweep.png and best_settings.json (`sample`/`eval --settings best`) into the
     /// run directory.
     Sweep(sweep::SweepArgs),
+    /// The test loss level by level (SPEC 3.2) of one or more checkpoints, on the same test
+    /// images and noise: which levels a model has learnt, and where one checkpoint beats
+    /// another. Prints a table; writes level_loss.csv and level_loss.png into the run directory.
+    LevelLoss(level_loss::LevelLossArgs),
     /// Print the build (kernels compiled or not, nvcc version, architectures), the devices found,
     /// and the backend that would be chosen; with --kernels, what the compiler made of each kernel.
     Info(info::InfoArgs),
@@ -197,6 +202,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::TrainClassifier(args) => train_classifier::run(&device()?, &args),
         Command::Eval(args) => eval::run(&device()?, &args),
         Command::Sweep(args) => sweep::run(&device()?, &args),
+        Command::LevelLoss(args) => level_loss::run(&device()?, &args),
         Command::Info(args) => info::run(cli.device, &args),
         Command::Bench(args) => bench::run(&device()?, &args),
         Command::Profile(args) => profile::run(cli.device, &args),

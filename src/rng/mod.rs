@@ -16,4 +16,5 @@ pub mod stream {
     pub const PARAM_INIT: u32 = 5;
     pub const DATA_ORDER: u32 = 6;
     pub const DROPOUT: u32 = 7;
+    pub const LEVEL_LOSS: u32 = 8;
 }

@@ -2,6 +2,7 @@
 //! holds it, the optimiser loop with exact resume, the loss log and the run directory.
 mod config;
 mod divergence;
+mod level_loss;
 mod loss_log;
 mod model;
 mod objective;
@@ -12,6 +13,7 @@ mod trainer;
 
 pub use config::{OptimizerKind, TrainConfig};
 pub use divergence::DivergenceGuard;
+pub use level_loss::{level_losses, spread_levels, LevelLoss};
 pub use loss_log::{read_losses, LossLog};
 pub use model::{ModelSpec, ScoreModel, Weights, EMA_PREFIX, PARAM_PREFIX};
 pub use objective::{Diffusion, NoiseDefaults, NoisedInput, Objective, ObjectiveSettings};

@@ -175,6 +175,23 @@ impl Objective {
         }
     }
 
+    /// The levels a network learns: `1..N` for GBM (`s_0 = 0` leaves no noise to learn), all
+    /// of the additive ones.
+    pub fn trainable_levels(&self) -> std::ops::Range<usize> {
+        match self {
+            Self::Gbm { .. } => 1..self.n_levels(),
+            Self::Additive { .. } => 0..self.n_levels(),
+        }
+    }
+
+    /// The noise's scale at `level`: `s_k` (GBM, in log space) or `sigma_i` (additive).
+    pub fn noise_scale(&self, level: usize) -> f32 {
+        match self {
+            Self::Gbm { schedule, .. } => schedule.s(level),
+            Self::Additive { levels } => levels.sigma(level),
+        }
+    }
+
     /// Batch `step`'s noised input; levels and noise are Philox draws keyed by (seed, step), so a
     /// resumed run draws exactly what an uninterrupted one would (SPEC 5).
     pub fn noise(&self, x0: &Tensor, seed: u64, step: u32) -> Result<NoisedInput> {
@@ -218,14 +235,12 @@ impl Objective {
                 levels.len()
             )));
         }
-        let lowest = match self {
-            Self::Gbm { .. } => 1,
-            Self::Additive { .. } => 0,
-        };
-        if let Some(&k) = levels.iter().find(|&&k| k < lowest || k >= self.n_levels()) {
+        let trainable = self.trainable_levels();
+        if let Some(&k) = levels.iter().find(|&&k| !trainable.contains(&k)) {
             return Err(Error::invalid(format!(
-                "noise_given: level {k} is outside the trainable levels {lowest}..{}",
-                self.n_levels() - 1
+                "noise_given: level {k} is outside the trainable levels {}..{}",
+                trainable.start,
+                trainable.end - 1
             )));
         }
         let (x0_host, z_host) = (x0.to_vec()?, z.to_vec()?);
