@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::model_args::ModelArgs;
 use super::sample::{self, SampleArgs, SamplerArgs};
 use super::train::{self, TrainArgs};
 use super::train_eval::EvalEveryArgs;
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::nn::Preset;
 use crate::ops::ConvPrecision;
 use crate::optim::LrDecay;
-use crate::train::{checkpoint_path, Diffusion, OptimizerKind, Weights};
+use crate::train::{checkpoint_path, Diffusion, OptimizerKind};
 
 /// The demo's schedule: fewer levels than the paper's 1000 so that sampling takes seconds on a
 /// CPU; the sampling step covers the same reverse time per level as training's delta = 1/N.
@@ -140,8 +141,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
             steps_per_level: 1,
             eps: 2e-5,
             seed: args.seed,
-            weights: Weights::Ema,
-            precision: None,
+            model: ModelArgs::default(),
         },
         out: args.out.join("samples.png"),
         tensors: None,

@@ -56,7 +56,7 @@ pub struct SampleSet {
 pub fn run(device: &Device, args: &EvalArgs) -> Result<()> {
     args.scoring.check()?;
     let path = existing_checkpoint(&args.checkpoint)?;
-    let model = args.sampling.load_model(&path, device)?;
+    let model = args.sampling.model.load(&path, device)?;
     let data_name = args.scoring.data_name(&model.spec.dataset);
     let splits = Scorer::datasets(&args.scoring, &data_name, model.spec.image_shape())?;
     let run_dir = run_dir_of(&args.checkpoint);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::model_args::ModelArgs;
 use super::paths::{check_outputs, run_dir_of};
 use super::progress::Progress;
 use super::sample::existing_checkpoint;
@@ -13,9 +14,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::eval::fixed_subset;
 use crate::image::write_png;
-use crate::nn::ConvPrecision;
 use crate::plot::{colour_name, Chart, Series};
-use crate::train::{level_losses, spread_levels, LevelLoss, ScoreModel, Weights};
+use crate::train::{level_losses, spread_levels, LevelLoss, ScoreModel};
 
 /// One line per checkpoint in the chart, each its own colour: the palette's size.
 const MAX_CHECKPOINTS: usize = 8;
@@ -47,12 +47,8 @@ pub struct LevelLossArgs {
     /// Seed of the noise (the LEVEL_LOSS stream, SPEC 5).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Which weights of each checkpoint.
-    #[arg(long, value_enum, default_value_t = Weights::Ema)]
-    pub weights: Weights,
-    /// Arithmetic of the forward convolutions [default: each checkpoint's own].
-    #[arg(long, value_enum)]
-    pub precision: Option<ConvPrecision>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The CSV written (replaced) [default: <first run dir>/level_loss.csv].
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -92,7 +88,7 @@ pub fn run(device: &Device, args: &LevelLossArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let models = paths
         .iter()
-        .map(|p| ScoreModel::load(p, args.weights, args.precision, device))
+        .map(|p| args.model.load(p, device))
         .collect::<Result<Vec<_>>>()?;
     check_comparable(&models, &paths)?;
     let first = &models[0];

@@ -4,6 +4,7 @@ mod demo;
 mod eval;
 mod info;
 mod level_loss;
+mod model_args;
 pub mod paths;
 mod profile;
 mod progress;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::model_args::ModelArgs;
 use super::paths::check_outputs;
 use super::progress::Progress;
 use crate::device::Device;
@@ -16,9 +17,8 @@ use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions, Generated, InitKind};
 use crate::image::{write_grid, ImageShape};
 use crate::memory_budget;
-use crate::ops::ConvPrecision;
 use crate::sample_file::SampleFile;
-use crate::train::{checkpoint_path, ScoreModel, Weights};
+use crate::train::{checkpoint_path, ScoreModel};
 
 #[derive(Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -88,21 +88,11 @@ pub struct SamplerArgs {
     pub eps: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Which weights of the checkpoint to sample from.
-    #[arg(long, value_enum, default_value_t = Weights::Ema)]
-    pub weights: Weights,
-    /// Arithmetic of the network's forward convolutions [default: the one the checkpoint was
-    /// trained with].
-    #[arg(long, value_enum)]
-    pub precision: Option<ConvPrecision>,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
 impl SamplerArgs {
-    /// The model in the checkpoint file `path`, with the weights and precision asked for.
-    pub fn load_model(&self, path: &Path, device: &Device) -> Result<ScoreModel> {
-        ScoreModel::load(path, self.weights, self.precision, device)
-    }
-
     fn sampler_config(&self) -> Result<SamplerConfig> {
         let mut config = self.sampler.config(
             self.delta_s,
@@ -162,7 +152,7 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
     let mut outputs = vec![("--out", args.out.as_path())];
     outputs.extend(args.tensors.as_deref().map(|t| ("--tensors", t)));
     check_outputs(&outputs, &[&path])?;
-    let model = args.sampling.load_model(&path, device)?;
+    let model = args.sampling.model.load(&path, device)?;
     let opts = args.sampling.generate_options(&model)?;
     ensure_outputs_fit(&model, args)?;
     print_model(&model, device);

@@ -10,6 +10,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::eval::draw_samples;
+use super::model_args::ModelArgs;
 use super::paths::{check_outputs, run_dir_of};
 use super::sample::{existing_checkpoint, print_model, SamplerArgs};
 use super::scoring::{Scorer, ScoringArgs};
@@ -22,13 +23,12 @@ use crate::error::{Error, Result};
 use crate::eval::EvalOptions;
 use crate::generate::{validate, InitKind};
 use crate::image::write_png;
-use crate::ops::ConvPrecision;
 use crate::plot::colour_name;
 use crate::sweep::{
     best_row, sweep_chart, BestSettings, Grid, Metric, Row, Scores, Setting, Status, SweepRecord,
     BEST_SETTINGS_FILE, SWEEP_CSV_FILE,
 };
-use crate::train::{ScoreModel, Weights};
+use crate::train::ScoreModel;
 
 /// The plot's size in pixels.
 const PLOT_SIZE: (usize, usize) = (640, 400);
@@ -80,12 +80,8 @@ pub struct SweepArgs {
     /// Drift of the Dale-Langevin step (adls, em), for every setting.
     #[arg(long, value_enum, default_value_t = DaleVariant::Derived)]
     pub variant: DaleVariant,
-    /// Which weights of the checkpoint to sample from.
-    #[arg(long, value_enum, default_value_t = Weights::Ema)]
-    pub weights: Weights,
-    /// Arithmetic of the network's forward convolutions [default: the checkpoint's].
-    #[arg(long, value_enum)]
-    pub precision: Option<ConvPrecision>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The distance the best setting minimises (inception-fid and inception-kid need
     /// --inception, which adds the Inception distances to every row of sweep.csv).
     #[arg(long, value_enum, default_value_t = Metric::Frechet)]
@@ -160,8 +156,7 @@ impl SweepArgs {
             steps_per_level: setting.steps_per_level,
             eps: setting.eps,
             seed: self.seed,
-            weights: self.weights,
-            precision: self.precision,
+            model: self.model.clone(),
         }
     }
 
@@ -179,13 +174,14 @@ impl SweepArgs {
     fn conditions(&self, checkpoint: &Path, data_name: &str) -> Result<String> {
         let bytes = crate::regular_file::read(checkpoint)?;
         let precision = self
+            .model
             .precision
             .map_or_else(|| "checkpoint's".to_string(), |p| p.to_string());
         Ok(format!(
             "checkpoint={};weights={};precision={precision};seed={};count={};batch={};\
              terminal_steps={};variant={};{}",
             crate::checksum::of(&bytes),
-            self.weights,
+            self.model.weights,
             self.seed,
             self.count,
             self.batch,
@@ -216,7 +212,7 @@ pub fn run(device: &Device, args: &SweepArgs) -> Result<()> {
         )));
     }
     let path = existing_checkpoint(&args.checkpoint)?;
-    let model = ScoreModel::load(&path, args.weights, args.precision, device)?;
+    let model = args.model.load(&path, device)?;
     let additive = !model.spec.objective.diffusion().requires_positive_pixels();
     let settings = args.grid(additive)?.settings();
     let data_name = args.scoring.data_name(&model.spec.dataset);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::model_args::ModelArgs;
 use super::sample::SamplerArgs;
 use super::scoring::{Scorer, ScoringArgs};
 use crate::csv::{read_rows, replace, split_line};
@@ -203,8 +204,7 @@ fn default_sampling(count: usize, seed: u64) -> SamplerArgs {
         steps_per_level: additive::DEFAULT_STEPS_PER_LEVEL,
         eps: additive::DEFAULT_EPS,
         seed,
-        weights: Weights::Ema,
-        precision: None,
+        model: ModelArgs::default(),
     }
 }
 
