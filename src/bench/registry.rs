@@ -27,23 +27,62 @@ const PRESETS: [Preset; 2] = [Preset::Paper, Preset::Tiny];
 /// The DDPM++ presets, on CIFAR-10's 3x32x32 images.
 const DDPMPP_PRESETS: [Preset; 2] = [Preset::DdpmppTiny, Preset::Ddpmpp];
 
-/// Network traces, recorded once per preset and only when a chosen family needs one.
-#[derive(Default)]
-struct Traces(HashMap<Preset, NetworkTrace>);
+/// Network traces, recorded once per preset and only for the presets whose items `--items`
+/// can select: tracing the full DDPM++ (106.6M parameters) takes far longer than the tiny
+/// item that was asked for.
+struct Traces {
+    traced: HashMap<Preset, NetworkTrace>,
+    wanted: Vec<String>,
+}
 
 impl Traces {
-    fn get(&mut self, preset: Preset) -> Result<&NetworkTrace> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(preset) {
-            slot.insert(NetworkTrace::of(preset)?);
+    fn new(wanted: &[String]) -> Self {
+        Self {
+            traced: HashMap::new(),
+            wanted: wanted.to_vec(),
         }
-        Ok(&self.0[&preset])
     }
 
-    fn presets(&mut self, presets: &[Preset]) -> Result<Vec<&NetworkTrace>> {
-        for &p in presets {
+    fn get(&mut self, preset: Preset) -> Result<&NetworkTrace> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.traced.entry(preset) {
+            slot.insert(NetworkTrace::of(preset)?);
+        }
+        Ok(&self.traced[&preset])
+    }
+
+    /// The traces of those of `presets` whose items, keyed `{root}/{preset}/...` with `root`
+    /// one of `roots`, the family named `family` could be asked for.
+    fn selectable(
+        &mut self,
+        family: &str,
+        roots: &[&str],
+        presets: &[Preset],
+    ) -> Result<Vec<&NetworkTrace>> {
+        let chosen: Vec<Preset> = presets
+            .iter()
+            .copied()
+            .filter(|&p| self.may_select(family, roots, p))
+            .collect();
+        for &p in &chosen {
             self.get(p)?;
         }
-        Ok(presets.iter().map(|p| &self.0[p]).collect())
+        Ok(chosen.iter().map(|p| &self.traced[p]).collect())
+    }
+
+    /// Whether `--items` selects any item of `preset`: when it names nothing or the family,
+    /// or a key under or above `{root}/{preset}/` (a family's name is not a key prefix, as in
+    /// [`select`]).
+    fn may_select(&self, family: &str, roots: &[&str], preset: Preset) -> bool {
+        self.wanted.is_empty()
+            || self.wanted.iter().any(|w| {
+                if is_family_name(w) {
+                    return w == family;
+                }
+                roots.iter().any(|root| {
+                    let prefix = format!("{root}/{}/", preset.name());
+                    prefix.starts_with(w.as_str()) || w.starts_with(&prefix)
+                })
+            })
     }
 }
 
@@ -78,13 +117,19 @@ pub fn families() -> Vec<Family> {
             name: "sampler",
             key_roots: items_sampler::KEY_ROOTS,
             profiled_by_default: true,
-            items: |cfg, t| Ok(items_sampler::items(cfg, &t.presets(&PRESETS)?)),
+            items: |cfg, t| {
+                let traces = t.selectable("sampler", items_sampler::KEY_ROOTS, &PRESETS)?;
+                Ok(items_sampler::items(cfg, &traces))
+            },
         },
         Family {
             name: "train",
             key_roots: items_train::KEY_ROOTS,
             profiled_by_default: true,
-            items: |cfg, t| Ok(items_train::items(cfg, &t.presets(&PRESETS)?)),
+            items: |cfg, t| {
+                let traces = t.selectable("train", items_train::KEY_ROOTS, &PRESETS)?;
+                Ok(items_train::items(cfg, &traces))
+            },
         },
         // DDPM++'s whole steps, under the same key roots as NCSN's. Not profiled unless named:
         // the full preset's forward pass (106.6M parameters at 3x32x32) would take the emulator's
@@ -94,7 +139,8 @@ pub fn families() -> Vec<Family> {
             key_roots: &["train_step/ddpmpp", "sampler_step/ddpmpp"],
             profiled_by_default: false,
             items: |cfg, t| {
-                let traces = t.presets(&DDPMPP_PRESETS)?;
+                let roots = [items_train::KEY_ROOTS, items_sampler::KEY_ROOTS].concat();
+                let traces = t.selectable("ddpmpp", &roots, &DDPMPP_PRESETS)?;
                 let mut items = items_train::items(cfg, &traces);
                 items.extend(items_sampler::items(cfg, &traces));
                 Ok(items)
@@ -139,7 +185,7 @@ fn selects(wanted: &str, family: &Family, item: &Item) -> bool {
 /// The items whose key starts with one of `wanted` (or whose family is named there), in table
 /// order; every item when `wanted` is empty. An entry that selects nothing is an error.
 pub fn select(cfg: &BenchConfig, wanted: &[String]) -> Result<Vec<Item>> {
-    let mut traces = Traces::default();
+    let mut traces = Traces::new(wanted);
     let mut chosen = Vec::new();
     let mut used = vec![false; wanted.len()];
     for family in families() {
@@ -165,4 +211,41 @@ pub fn select(cfg: &BenchConfig, wanted: &[String]) -> Result<Vec<Item>> {
         )));
     }
     Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traces(wanted: &[&str]) -> Traces {
+        Traces::new(&wanted.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn only_presets_whose_items_can_be_selected_are_traced() {
+        let roots = ["train_step", "sampler_step"];
+        let (tiny, full) = (Preset::DdpmppTiny, Preset::Ddpmpp);
+        let selects = |wanted: &[&str], preset| traces(wanted).may_select("ddpmpp", &roots, preset);
+        // Nothing named, the family named, or a key root: every preset.
+        for wanted in [
+            &[][..],
+            &["ddpmpp"],
+            &["sampler_step"],
+            &["train_step/ddpmpp"],
+        ] {
+            assert!(selects(wanted, tiny) && selects(wanted, full), "{wanted:?}");
+        }
+        // The tiny network's item alone, or its preset's keys: not the full network.
+        for wanted in [
+            "train_step/ddpmpp_tiny/3x32x32/b8",
+            "sampler_step/ddpmpp_tiny",
+        ] {
+            assert!(selects(&[wanted], tiny), "{wanted}");
+            assert!(!selects(&[wanted], full), "{wanted}");
+        }
+        assert!(selects(&["train_step/ddpmpp/3x32x32/b8"], full));
+        assert!(!selects(&["train_step/ddpmpp/3x32x32/b8"], tiny));
+        // Another family's name selects nothing of this one.
+        assert!(!selects(&["train"], tiny) && !selects(&["train"], full));
+    }
 }
