@@ -254,6 +254,22 @@ fn list_names_every_key() {
 }
 
 #[test]
+fn help_names_every_family() {
+    for command in ["bench", "profile"] {
+        let out = dml(&[command, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout).replace(char::is_whitespace, "");
+        for family in bench::families() {
+            assert!(
+                help.contains(&format!("{},", family.name))
+                    || help.contains(&format!("{})", family.name)),
+                "`dml {command} --help` does not name the family {}",
+                family.name
+            );
+        }
+    }
+}
+
+#[test]
 fn unknown_item_is_an_error_naming_it() {
     let out = dml(&[
         "bench",

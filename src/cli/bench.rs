@@ -16,7 +16,7 @@ use crate::ops::ConvPrecision;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Only these items: comma-separated key prefixes (`conv_fwd`, `train_step/paper`) or family
-    /// names (elementwise, conv, norm, gbm, sampler, train, inception). Default: every item.
+    /// names (elementwise, conv, norm, gbm, sampler, train, ddpmpp, inception). Default: every item.
     #[arg(long, value_delimiter = ',')]
     pub items: Vec<String>,
     /// A short run: 50 ms per item and small sampler and Inception batches (keys then differ from

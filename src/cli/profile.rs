@@ -18,8 +18,9 @@ use crate::profile::{self, report};
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
     /// Only these items: comma-separated key prefixes or family names, as `dml bench --items`
-    /// (elementwise, conv, norm, gbm, sampler, train, inception). Default: every item but the FID
-    /// Inception's (over 10 minutes on the profiler even at one image: name it to profile it).
+    /// (elementwise, conv, norm, gbm, sampler, train, ddpmpp, inception). Default: every item but
+    /// DDPM++'s and the FID Inception's (hours and over 10 minutes on the profiler even at one
+    /// image: name them to profile them).
     #[arg(long, value_delimiter = ',')]
     pub items: Vec<String>,
     /// Batch of the conv, norm and training items (`dml bench`: 8). Every memory access goes
