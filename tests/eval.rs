@@ -196,6 +196,21 @@ fn evaluate_separates_real_from_shifted_images() {
     assert!(same.kid.abs() < 0.05, "KID {}", same.kid);
     assert_eq!(same.sampler_sign_changes, Some(7));
     assert_eq!(same.nonpositive_fraction, 0.0);
+    // The same images in the same classes as the reference.
+    assert_eq!(same.class_balance_tv, 0.0);
+    assert!((same.class_fractions.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!(same.floor_class_balance_tv > 0.0 && same.floor_class_balance_tv < 1.0);
+
+    // Every sample the same image: all in its class, as far from the reference's classes as
+    // the other classes' share of it.
+    let image_len = train.image_len();
+    let one_image: Vec<f32> = real[..image_len].repeat(test.n);
+    let single = run(&one_image);
+    let class = single.class_fractions.iter().position(|&f| f == 1.0);
+    let class = class.expect("every sample in one class");
+    let want = 1.0 - same.class_fractions[class];
+    assert!((single.class_balance_tv - want).abs() < 1e-12, "{single:?}");
+    assert_eq!(single.floor_class_balance_tv, same.floor_class_balance_tv);
 
     // Brighter images with some entries negated.
     let mut shifted: Vec<f32> = real.iter().map(|v| v + 0.4).collect();
@@ -284,13 +299,22 @@ fn csv_row_matches_the_header_and_table_names_the_metrics() {
     let row = csv_fields(&report.csv_row("run \"a\", adls"));
     assert_eq!(row.len(), header.len(), "{row:?}");
     assert_eq!(row[0], "run \"a\", adls");
-    assert_eq!(row.last().unwrap(), "", "no sign-change count was recorded");
+    let column = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
+    assert_eq!(column("sampler_sign_changes"), "", "no count was recorded");
+    assert_eq!(
+        column("inception_fid"),
+        "",
+        "no Inception weights were given"
+    );
+    let tv: f64 = column("class_balance_tv").parse().unwrap();
+    assert_eq!(tv, report.class_balance_tv);
     let table = report.to_table();
     assert!(
         table.contains("Frechet distance in classifier features"),
         "{table}"
     );
     assert!(!table.contains("FID"));
+    assert!(table.contains("class balance"), "{table}");
 }
 
 fn dml(args: &[&str], cache: &Path) -> Output {

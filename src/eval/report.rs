@@ -20,7 +20,7 @@ pub const EVAL_CSV_HEADER: &str = "samples,n_samples,n_reference,feature_dim,\
 frechet_classifier_features,kid_classifier_features,floor_frechet_classifier_features,\
 floor_kid_classifier_features,classifier_test_accuracy,nn_train_l2_mean,nn_train_l2_median,\
 test_nn_train_l2_mean,test_nn_train_l2_median,nonpositive_fraction,sampler_sign_changes,\
-inception_fid,inception_kid_mean,inception_kid_std";
+inception_fid,inception_kid_mean,inception_kid_std,class_balance_tv,floor_class_balance_tv";
 
 /// The samples to evaluate: `n` concatenated CHW images in the classifier's pixel range.
 pub struct Samples<'a> {
@@ -79,6 +79,14 @@ pub struct EvalReport {
     pub neighbours: Vec<Vec<Neighbour>>,
     /// FID and KID in the FID Inception's features, when its weights were given.
     pub inception: Option<InceptionScores>,
+    /// The fraction of the samples the classifier puts in each class.
+    pub class_fractions: Vec<f64>,
+    /// How far those fractions are from the reference's (classified by the same classifier):
+    /// the total variation distance, half the summed absolute differences, 0 to 1. A model that
+    /// draws some classes too often scores high here, whatever its images look like.
+    pub class_balance_tv: f64,
+    /// The same for the floor's training images: what sampling alone gives at this count.
+    pub floor_class_balance_tv: f64,
 }
 
 impl EvalReport {
@@ -142,6 +150,21 @@ impl EvalReport {
                 format!("{:.4}%", 100.0 * self.nonpositive_fraction),
             ),
             ("sign changes counted by the sampler".to_string(), flips),
+            (
+                "class balance: total variation from the reference".to_string(),
+                format!(
+                    "{:.4}  (train-image floor {:.4})",
+                    self.class_balance_tv, self.floor_class_balance_tv
+                ),
+            ),
+            (
+                "samples per class (classifier), %".to_string(),
+                self.class_fractions
+                    .iter()
+                    .map(|f| format!("{:.1}", 100.0 * f))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
         ];
         let inception = self.inception.iter().flat_map(|i| {
             [
@@ -199,9 +222,30 @@ impl EvalReport {
                 ]
             },
         ))
+        .chain([
+            format!("{}", self.class_balance_tv),
+            format!("{}", self.floor_class_balance_tv),
+        ])
         .collect::<Vec<_>>()
         .join(",")
     }
+}
+
+/// The fraction of images in each of `classes` classes, by the largest of their logits
+/// (`[n, classes]`, row-major).
+fn class_fractions(logits: &[f32], classes: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; classes];
+    for row in logits.chunks_exact(classes) {
+        let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+        counts[best] += 1;
+    }
+    let n = (logits.len() / classes).max(1) as f64;
+    counts.iter().map(|&c| c as f64 / n).collect()
+}
+
+/// Half the summed absolute differences of two distributions over the same classes.
+fn total_variation(p: &[f64], q: &[f64]) -> f64 {
+    0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f64>()
 }
 
 /// Evaluates `samples` against the `test` split, with nearest neighbours in `train`, in the
@@ -253,8 +297,12 @@ pub fn evaluate(
             .collect::<Vec<u8>>(),
     );
     let (ref_features, ref_logits) = classifier.features_and_logits(&reference)?;
-    let sample_features = classifier.features(samples.images)?;
-    let floor_features = classifier.features(&train.images_in_range(&floor_idx, range))?;
+    let (sample_features, sample_logits) = classifier.features_and_logits(samples.images)?;
+    let (floor_features, floor_logits) =
+        classifier.features_and_logits(&train.images_in_range(&floor_idx, range))?;
+    let classes = classifier.spec.n_classes;
+    let reference_classes = class_fractions(&ref_logits, classes);
+    let sample_classes = class_fractions(&sample_logits, classes);
     let dim = classifier.spec.feature_dim;
     let r = Features {
         data: &ref_features,
@@ -294,6 +342,12 @@ pub fn evaluate(
         sampler_sign_changes: samples.sign_changes,
         neighbours,
         inception: None,
+        class_balance_tv: total_variation(&sample_classes, &reference_classes),
+        floor_class_balance_tv: total_variation(
+            &class_fractions(&floor_logits, classes),
+            &reference_classes,
+        ),
+        class_fractions: sample_classes,
     };
     report.ensure_finite()?;
     Ok(report)
