@@ -316,3 +316,37 @@ fn eval_messages_say_what_to_do() {
     let e = grid(&[1.0; 5], shape, 1, 2, range).unwrap_err().to_string();
     assert!(e.contains("1x28x28") && !e.contains("ImageShape"), "{e}");
 }
+
+#[test]
+fn demo_runs_end_to_end_from_the_class_averages() {
+    // The demo's sampler starts from each class's mean image (README, "What the demo reaches");
+    // its grid then has one class per column.
+    let dir = common::tempdir("cli-demo-end-to-end");
+    let out = ok(&[
+        "demo",
+        "--data",
+        "shapes",
+        "--steps",
+        "3",
+        "--count",
+        "6",
+        "--out",
+        s(&dir),
+    ]);
+    assert!(out.contains("start class-average"), "{out}");
+    assert!(out.contains("demo done"), "{out}");
+    assert!(dir.join("samples.png").is_file());
+    // Run again with more steps: the same run continues.
+    let out = ok(&[
+        "demo",
+        "--data",
+        "shapes",
+        "--steps",
+        "4",
+        "--count",
+        "6",
+        "--out",
+        s(&dir),
+    ]);
+    assert!(out.contains("start class-average"), "{out}");
+}
