@@ -319,8 +319,7 @@ fn eval_messages_say_what_to_do() {
 
 #[test]
 fn demo_runs_end_to_end_from_the_class_averages() {
-    // The demo's sampler starts from each class's mean image (README, "What the demo reaches");
-    // its grid then has one class per column.
+    // The demo's sampler starts from each class's mean image (README, "What the demo reaches").
     let dir = common::tempdir("cli-demo-end-to-end");
     let out = ok(&[
         "demo",
