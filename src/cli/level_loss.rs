@@ -8,6 +8,7 @@ use super::model_args::ModelArgs;
 use super::paths::{check_outputs, run_dir_of};
 use super::progress::Progress;
 use super::sample::existing_checkpoint;
+use super::scoring::check_image_shape;
 use crate::csv;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
@@ -171,13 +172,7 @@ fn check_comparable(models: &[ScoreModel], paths: &[PathBuf]) -> Result<()> {
 /// `count` test images (the fixed subset `dml eval` compares with), in the model's range.
 fn test_images(data_name: &str, model: &ScoreModel, count: usize) -> Result<Vec<f32>> {
     let test = Dataset::load(data_name, Split::Test)?;
-    let [c, h, w] = model.spec.image_shape();
-    if [test.channels, test.height, test.width] != [c, h, w] {
-        return Err(Error::invalid(format!(
-            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {c}x{h}x{w}",
-            test.channels, test.height, test.width
-        )));
-    }
+    check_image_shape(&test, data_name, model.spec.image_shape())?;
     Ok(test.images_in_range(&fixed_subset(test.n, count), model.spec.range))
 }
 

@@ -98,13 +98,7 @@ impl Scorer {
     ) -> Result<(Dataset, Dataset)> {
         let train = load_dataset(data_name, Split::Train, args)?;
         let test = load_dataset(data_name, Split::Test, args)?;
-        let [c, h, w] = image_shape;
-        if [train.channels, train.height, train.width] != [c, h, w] {
-            return Err(Error::invalid(format!(
-                "dataset '{data_name}' has {}x{}x{} images, the checkpoint {c}x{h}x{w}",
-                train.channels, train.height, train.width
-            )));
-        }
+        check_image_shape(&train, data_name, image_shape)?;
         Ok((train, test))
     }
 
@@ -166,6 +160,18 @@ impl Scorer {
 
 /// The dataset `name`; when it came from the checkpoint (a path is kept as `train` was given
 /// it, relative to where `train` ran), the error says how to point at it.
+/// An error unless `data` (named `data_name`) holds images of a checkpoint's `image_shape`.
+pub fn check_image_shape(data: &Dataset, data_name: &str, image_shape: [usize; 3]) -> Result<()> {
+    let [c, h, w] = image_shape;
+    if [data.channels, data.height, data.width] != [c, h, w] {
+        return Err(Error::invalid(format!(
+            "dataset '{data_name}' has {}x{}x{} images, the checkpoint {c}x{h}x{w}",
+            data.channels, data.height, data.width
+        )));
+    }
+    Ok(())
+}
+
 fn load_dataset(name: &str, split: Split, args: &ScoringArgs) -> Result<Dataset> {
     Dataset::load(name, split).map_err(|e| {
         if args.data.is_some() {

@@ -430,19 +430,24 @@ impl Classifier {
     }
 }
 
+/// The class of each row of `logits` ([n, classes]): where its largest entry is.
+pub(super) fn predicted_classes(
+    logits: &[f32],
+    classes: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    logits.chunks_exact(classes).map(|row| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    })
+}
+
 /// The fraction of rows of `logits` ([n, classes]) whose largest entry is at the label.
 pub fn accuracy_of(logits: &[f32], labels: &[u8], classes: usize) -> f64 {
-    let correct = logits
-        .chunks_exact(classes)
+    let correct = predicted_classes(logits, classes)
         .zip(labels)
-        .filter(|(row, &label)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i);
-            best == Some(label as usize)
-        })
+        .filter(|&(class, &label)| class == label as usize)
         .count();
     correct as f64 / labels.len().max(1) as f64
 }

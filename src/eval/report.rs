@@ -2,7 +2,7 @@
 //! test split in the classifier's feature space, the classifier's own test accuracy, pixel-space
 //! nearest neighbours in the training split, and the fraction of non-positive entries; with a
 //! reference "floor" (the same distances for real training images) to read the numbers against.
-use super::classifier::{accuracy_of, Classifier};
+use super::classifier::{accuracy_of, predicted_classes, Classifier};
 use super::inception::InceptionScores;
 use super::neighbours::{nearest_neighbours, Neighbour};
 use super::{frechet_distance, Features, KidReference};
@@ -235,9 +235,8 @@ impl EvalReport {
 /// (`[n, classes]`, row-major).
 fn class_fractions(logits: &[f32], classes: usize) -> Vec<f64> {
     let mut counts = vec![0usize; classes];
-    for row in logits.chunks_exact(classes) {
-        let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-        counts[best] += 1;
+    for class in predicted_classes(logits, classes) {
+        counts[class] += 1;
     }
     let n = (logits.len() / classes).max(1) as f64;
     counts.iter().map(|&c| c as f64 / n).collect()
