@@ -190,13 +190,11 @@ const MAX_REPEATS: usize = 500;
 pub fn peak_memory(device: &Device, run: &mut dyn FnMut() -> Result<()>) -> Result<PeakMemory> {
     device.synchronize()?;
     let before = memory::live_bytes();
-    memory::reset_peak();
-    run()?;
-    device.synchronize()?;
-    let peak = memory::peak_bytes();
+    let (ran, step_bytes) = memory::high_water(|| run().and_then(|()| device.synchronize()));
+    ran?;
     Ok(PeakMemory {
-        peak_bytes: peak,
-        step_bytes: peak.saturating_sub(before),
+        peak_bytes: before + step_bytes,
+        step_bytes,
     })
 }
 

@@ -218,19 +218,21 @@ impl ScoreModel {
     /// batch, so this times the batch estimates what a batch needs.
     pub fn peak_bytes_per_image(&self, backward: bool) -> Result<u64> {
         let device = self.store.device().clone();
-        let base = crate::tensor::memory::live_bytes();
-        crate::tensor::memory::reset_peak();
-        let mut tape = Tape::new(&self.store);
-        let shape = self.spec.net.input_shape(1);
-        let pixels = vec![self.spec.range.lo; shape.iter().product()];
-        let x = tape.constant(Tensor::from_vec(pixels, &shape, &device)?);
-        let levels = tape.constant(Tensor::from_vec(vec![1.0], &[1], &device)?);
-        let out = self.net.forward(&mut tape, &x, &levels)?;
-        if backward {
-            let grad = Tensor::from_vec(vec![1.0; out.value().numel()], out.shape(), &device)?;
-            drop(tape.backward(&out, grad)?);
-        }
-        Ok(crate::tensor::memory::peak_bytes().saturating_sub(base) as u64)
+        let (pass, bytes) = crate::tensor::memory::high_water(|| -> Result<()> {
+            let mut tape = Tape::new(&self.store);
+            let shape = self.spec.net.input_shape(1);
+            let pixels = vec![self.spec.range.lo; shape.iter().product()];
+            let x = tape.constant(Tensor::from_vec(pixels, &shape, &device)?);
+            let levels = tape.constant(Tensor::from_vec(vec![1.0], &[1], &device)?);
+            let out = self.net.forward(&mut tape, &x, &levels)?;
+            if backward {
+                let grad = Tensor::from_vec(vec![1.0; out.value().numel()], out.shape(), &device)?;
+                drop(tape.backward(&out, grad)?);
+            }
+            Ok(())
+        });
+        pass?;
+        Ok(bytes as u64)
     }
 
     /// A freshly initialised model (parameters drawn from `seed`).
