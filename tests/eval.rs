@@ -8,7 +8,8 @@ use common::gradcheck::check_gradients;
 use dalemeetslangevin::checkpoint::Checkpoint;
 use dalemeetslangevin::data::{Dataset, PixelRange, Split};
 use dalemeetslangevin::eval::{
-    evaluate, Classifier, ClassifierSpec, ClassifierTraining, EvalOptions, Samples, EVAL_CSV_HEADER,
+    evaluate, fixed_subset, Classifier, ClassifierSpec, ClassifierTraining, CopyTest, EvalOptions,
+    Samples, EVAL_CSV_HEADER,
 };
 use dalemeetslangevin::nn::{Conv2dCfg, PoolCfg};
 use dalemeetslangevin::{Device, Tensor};
@@ -237,6 +238,27 @@ fn evaluate_separates_real_from_shifted_images() {
     assert_eq!(found, [5, 17, 42]);
     assert!(memorised.neighbours.iter().all(|n| n.len() == 2));
     assert!(memorised.test_nn_mean > 0.0);
+
+    // The copy test compares each sample with 200 training and 200 test images (the smaller
+    // split). Test images lie at 0 from the test set; copies of images in the training set at
+    // 0 from it; training images the test left out are, like a model that does not copy, as
+    // often nearer one set as the other.
+    assert_eq!(same.copy_test.images_per_set, 200);
+    assert_eq!(same.copy_test.test_mean, 0.0);
+    assert_eq!(same.copy_test.nearer_train_fraction, 0.0);
+    let in_set = fixed_subset(train.n, test.n);
+    let copies = run(&train.images_in_range(&in_set[..50], range()));
+    assert_eq!(copies.copy_test.train_mean, 0.0);
+    assert_eq!(copies.copy_test.nearer_train_fraction, 1.0);
+    let unseen: Vec<usize> = (0..train.n).filter(|i| !in_set.contains(i)).collect();
+    let fresh = run(&train.images_in_range(&unseen, range()));
+    let sigma = CopyTest::no_copying_std_error(unseen.len());
+    let fraction = fresh.copy_test.nearer_train_fraction;
+    assert!(
+        (fraction - 0.5).abs() < 4.0 * sigma,
+        "{fraction} of {}",
+        unseen.len()
+    );
 }
 
 #[test]

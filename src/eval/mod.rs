@@ -1,6 +1,7 @@
 //! Evaluation (SPEC section 10): distances between sample and data distributions in a feature
 //! space, and pixel-space nearest neighbours.
 mod classifier;
+mod copying;
 mod frechet;
 pub mod inception;
 mod kid;
@@ -8,6 +9,7 @@ mod neighbours;
 mod report;
 
 pub use classifier::{accuracy_of, Classifier, ClassifierSpec, ClassifierTraining};
+pub use copying::{copy_test, CopyTest};
 pub use frechet::frechet_distance;
 pub use kid::{kernel_inception_distance as kid, KidReference};
 pub use neighbours::{nearest_neighbours, Neighbour};

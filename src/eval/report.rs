@@ -3,6 +3,7 @@
 //! nearest neighbours in the training split, and the fraction of non-positive entries; with a
 //! reference "floor" (the same distances for real training images) to read the numbers against.
 use super::classifier::{accuracy_of, predicted_classes, Classifier};
+use super::copying::{copy_test, CopyTest};
 use super::inception::InceptionScores;
 use super::neighbours::{nearest_neighbours, Neighbour};
 use super::{frechet_distance, Features, KidReference};
@@ -20,7 +21,9 @@ pub const EVAL_CSV_HEADER: &str = "samples,n_samples,n_reference,feature_dim,\
 frechet_classifier_features,kid_classifier_features,floor_frechet_classifier_features,\
 floor_kid_classifier_features,classifier_test_accuracy,nn_train_l2_mean,nn_train_l2_median,\
 test_nn_train_l2_mean,test_nn_train_l2_median,nonpositive_fraction,sampler_sign_changes,\
-inception_fid,inception_kid_mean,inception_kid_std,class_balance_tv,floor_class_balance_tv";
+inception_fid,inception_kid_mean,inception_kid_std,class_balance_tv,floor_class_balance_tv,\
+copy_test_images_per_set,copy_test_nn_train_l2_mean,copy_test_nn_test_l2_mean,\
+copy_test_nearer_train_fraction";
 
 /// The samples to evaluate: `n` concatenated CHW images in the classifier's pixel range.
 pub struct Samples<'a> {
@@ -87,6 +90,9 @@ pub struct EvalReport {
     pub class_balance_tv: f64,
     /// The same for the floor's training images: what sampling alone gives at this count.
     pub floor_class_balance_tv: f64,
+    /// Nearest neighbours among equal numbers of training and test images: copying shows as
+    /// samples nearer the training images far more than half the time.
+    pub copy_test: CopyTest,
 }
 
 impl EvalReport {
@@ -100,6 +106,8 @@ impl EvalReport {
             ("kernel distance floor", self.floor_kid),
             ("nearest-neighbour distance", self.nn_mean),
             ("test nearest-neighbour distance", self.test_nn_mean),
+            ("copy test's training distance", self.copy_test.train_mean),
+            ("copy test's test distance", self.copy_test.test_mean),
         ];
         match values.iter().find(|(_, v)| !v.is_finite()) {
             None => Ok(()),
@@ -143,6 +151,24 @@ impl EvalReport {
                 format!(
                     "{:.3} / {:.3}  (test images: {:.3} / {:.3})",
                     self.nn_mean, self.nn_median, self.test_nn_mean, self.test_nn_median
+                ),
+            ),
+            (
+                format!(
+                    "copy test: nearest of {} train / {} test images, pixel L2 mean",
+                    self.copy_test.images_per_set, self.copy_test.images_per_set
+                ),
+                format!(
+                    "{:.3} / {:.3}",
+                    self.copy_test.train_mean, self.copy_test.test_mean
+                ),
+            ),
+            (
+                "copy test: samples nearer a training image".to_string(),
+                format!(
+                    "{:.1}%  (without copying 50% +- {:.1}%)",
+                    100.0 * self.copy_test.nearer_train_fraction,
+                    100.0 * CopyTest::no_copying_std_error(self.n_samples)
                 ),
             ),
             (
@@ -225,6 +251,10 @@ impl EvalReport {
         .chain([
             format!("{}", self.class_balance_tv),
             format!("{}", self.floor_class_balance_tv),
+            self.copy_test.images_per_set.to_string(),
+            format!("{}", self.copy_test.train_mean),
+            format!("{}", self.copy_test.test_mean),
+            format!("{}", self.copy_test.nearer_train_fraction),
         ])
         .collect::<Vec<_>>()
         .join(",")
@@ -347,6 +377,7 @@ pub fn evaluate(
             &reference_classes,
         ),
         class_fractions: sample_classes,
+        copy_test: copy_test(samples.images, train, test, range)?,
     };
     report.ensure_finite()?;
     Ok(report)
@@ -366,23 +397,35 @@ pub fn subset(n: usize, count: usize) -> Vec<usize> {
 }
 
 /// The `k` nearest training images of each of `images` (pixel space, training images mapped
-/// into `range`), searching the training set a chunk at a time.
+/// into `range`).
 pub fn nearest_training_images(
     images: &[f32],
     train: &Dataset,
     range: PixelRange,
     k: usize,
 ) -> Result<Vec<Vec<Neighbour>>> {
-    let d = train.image_len();
+    let all: Vec<usize> = (0..train.n).collect();
+    nearest_images(images, train, &all, range, k)
+}
+
+/// The `k` nearest of the images `indices` of `data` to each of `images` (pixel space, `data`
+/// mapped into `range`; neighbours' indices are into `data`), searching a chunk at a time.
+pub(super) fn nearest_images(
+    images: &[f32],
+    data: &Dataset,
+    indices: &[usize],
+    range: PixelRange,
+    k: usize,
+) -> Result<Vec<Vec<Neighbour>>> {
+    let d = data.image_len();
     let n = images.len() / d.max(1);
     let mut best: Vec<Vec<Neighbour>> = vec![Vec::new(); n];
-    for start in (0..train.n).step_by(NEIGHBOUR_CHUNK) {
-        let indices: Vec<usize> = (start..(start + NEIGHBOUR_CHUNK).min(train.n)).collect();
-        let chunk = train.images_in_range(&indices, range);
-        let found = nearest_neighbours(images, &chunk, d, k.min(indices.len()))?;
+    for chunk_indices in indices.chunks(NEIGHBOUR_CHUNK) {
+        let chunk = data.images_in_range(chunk_indices, range);
+        let found = nearest_neighbours(images, &chunk, d, k.min(chunk_indices.len()))?;
         for (kept, new) in best.iter_mut().zip(found) {
             kept.extend(new.into_iter().map(|nb| Neighbour {
-                index: nb.index + start,
+                index: chunk_indices[nb.index],
                 ..nb
             }));
             kept.sort_by(|a, b| a.distance.total_cmp(&b.distance));
