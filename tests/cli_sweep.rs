@@ -138,7 +138,7 @@ fn a_sweep_refuses_a_record_made_under_other_conditions() {
 #[test]
 fn sweep_scores_equal_eval_scores_and_settings_best_reuses_them() {
     let run = run_copy("cli-sweep-equal");
-    ok(&refs(&sweep(
+    let table = ok(&refs(&sweep(
         &run,
         &[
             "--delta-s",
@@ -149,6 +149,10 @@ fn sweep_scores_equal_eval_scores_and_settings_best_reuses_them() {
             "2",
         ],
     )));
+    assert!(
+        table.contains("nearest") && table.contains("(test images: "),
+        "{table}"
+    );
     let csv = run.join("sweep.csv");
     let frechet = column(&csv, "frechet");
     let best = (0..frechet.len())
@@ -177,6 +181,11 @@ fn sweep_scores_equal_eval_scores_and_settings_best_reuses_them() {
         column(&eval_csv, "kid_classifier_features"),
         [column(&csv, "kid")[best].clone()]
     );
+    // And the same distances to the nearest training image, which the table shows.
+    for name in ["nn_train_l2_mean", "test_nn_train_l2_mean"] {
+        let value = |path: &Path, row: usize| column(path, name)[row].parse::<f64>().unwrap();
+        assert_eq!(value(&eval_csv, 0), value(&csv, best), "{name}");
+    }
 
     // Options given on the command line win over the settings file.
     let png = run.join("x.png");

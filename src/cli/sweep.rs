@@ -305,6 +305,8 @@ fn try_setting(
                 inception_fid: report.inception.map(|i| i.fid),
                 inception_kid_mean: report.inception.map(|i| i.kid_mean),
                 inception_kid_std: report.inception.map(|i| i.kid_std),
+                nn_mean: Some(report.nn_mean),
+                test_nn_mean: Some(report.test_nn_mean),
             }),
             Err(e) => Status::Failed(e.to_string()),
         },
@@ -392,10 +394,10 @@ fn report(
     let inception = args.scoring.inception.is_some();
     let scores_header = match inception {
         true => format!(
-            "{:>12} {:>12} {:>13} {:>13}",
-            "frechet", "kid", "inception_fid", "inception_kid"
+            "{:>12} {:>12} {:>13} {:>13} {:>8}",
+            "frechet", "kid", "inception_fid", "inception_kid", "nearest"
         ),
-        false => format!("{:>12} {:>12}", "frechet", "kid"),
+        false => format!("{:>12} {:>12} {:>8}", "frechet", "kid", "nearest"),
     };
     match additive {
         true => println!("{:>10} {:>5} {scores_header}  status", "eps", "T"),
@@ -406,6 +408,15 @@ fn report(
     }
     for r in &rows {
         println!("{}", table_line(r, additive, inception));
+    }
+    if let Some(test_nn) = rows
+        .iter()
+        .find_map(|r| scores_of(r).and_then(|s| s.test_nn_mean))
+    {
+        println!(
+            "nearest: mean pixel L2 from a sample to its nearest training image (test images: \
+             {test_nn:.3})"
+        );
     }
     println!("wrote {}", outputs.csv.display());
     let Some(best) = best_row(&record.rows, args.metric) else {
@@ -423,7 +434,36 @@ fn report(
         best.setting.describe(additive),
         outputs.best.display()
     );
+    if let Some(warning) = scores_of(best).and_then(noise_warning) {
+        println!("{warning}");
+    }
     Ok(())
+}
+
+fn scores_of(row: &Row) -> Option<&Scores> {
+    match &row.status {
+        Status::Scored(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Samples further than this times the test images' distance from their nearest training image
+/// carry pixel noise: the grainy samples of `--kappa 1.414` on the demo's model lie 5.8 from it
+/// where test images lie 3.6 and clean samples 3.2-3.9 (README, "What the demo reaches").
+const NOISY_SAMPLES_RATIO: f64 = 1.25;
+
+/// A warning when `best`'s samples lie much further from every training image than test images
+/// do: speckled samples can score well in the classifier's features, which barely see pixel
+/// noise.
+fn noise_warning(best: &Scores) -> Option<String> {
+    let (nn, test_nn) = (best.nn_mean?, best.test_nn_mean?);
+    (nn > NOISY_SAMPLES_RATIO * test_nn).then(|| {
+        format!(
+            "note: the best setting's samples lie {nn:.2} from their nearest training image, \
+             test images {test_nn:.2}: they carry pixel noise, which the classifier's features \
+             barely see; look at them (`dml sample --settings best`) before trusting the score"
+        )
+    })
 }
 
 /// One row of the table; with `inception`, the Inception FID and KID columns too.
@@ -431,13 +471,14 @@ fn table_line(r: &Row, additive: bool, inception: bool) -> String {
     let s = &r.setting;
     let optional =
         |x: Option<f64>, digits: usize| x.map_or_else(String::new, |v| format!("{v:.digits$}"));
-    let ([frechet, kid, inception_fid, inception_kid], status) = match &r.status {
+    let ([frechet, kid, inception_fid, inception_kid, nearest], status) = match &r.status {
         Status::Scored(x) => (
             [
                 format!("{:.5}", x.frechet),
                 format!("{:.6}", x.kid),
                 optional(x.inception_fid, 3),
                 optional(x.inception_kid_mean, 5),
+                optional(x.nn_mean, 3),
             ],
             "scored".into(),
         ),
@@ -445,8 +486,10 @@ fn table_line(r: &Row, additive: bool, inception: bool) -> String {
         Status::Failed(why) => (Default::default(), format!("failed: {why}")),
     };
     let scores = match inception {
-        true => format!("{frechet:>12} {kid:>12} {inception_fid:>13} {inception_kid:>13}"),
-        false => format!("{frechet:>12} {kid:>12}"),
+        true => {
+            format!("{frechet:>12} {kid:>12} {inception_fid:>13} {inception_kid:>13} {nearest:>8}")
+        }
+        false => format!("{frechet:>12} {kid:>12} {nearest:>8}"),
     };
     if additive {
         return format!("{:>10} {:>5} {scores}  {status}", s.eps, s.steps_per_level);
@@ -498,5 +541,35 @@ fn print_plot_legend(record: &SweepRecord, args: &SweepArgs, outputs: &Outputs, 
                 line.init
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noisy_best_samples_are_flagged() {
+        let scores = |nn: Option<f64>| Scores {
+            frechet: 26.3,
+            kid: 1.5,
+            floor_frechet: 5.2,
+            floor_kid: -0.25,
+            n_samples: 256,
+            inception_fid: None,
+            inception_kid_mean: None,
+            inception_kid_std: None,
+            nn_mean: nn,
+            test_nn_mean: Some(3.611),
+        };
+        // The demo's model with kappa 1.414 (grainy) and 1 (clean), and a row from before the
+        // neighbour columns.
+        let warning = noise_warning(&scores(Some(5.778))).unwrap();
+        assert!(
+            warning.contains("5.78") && warning.contains("3.61"),
+            "{warning}"
+        );
+        assert_eq!(noise_warning(&scores(Some(3.666))), None);
+        assert_eq!(noise_warning(&scores(None)), None);
     }
 }

@@ -28,7 +28,9 @@ pub struct CopyTest {
 
 impl CopyTest {
     /// The binomial standard error of `nearer_train_fraction` for `n` samples when there is no
-    /// copying (a fair coin per sample): 0.5 / sqrt(n).
+    /// copying (a fair coin per sample): 0.5 / sqrt(n). It holds for samples whose comparisons
+    /// are independent; samples that collapse onto a few shapes share their nearest images, and
+    /// their fraction can stray further (SPEC 10).
     pub fn no_copying_std_error(n: usize) -> f64 {
         0.5 / (n.max(1) as f64).sqrt()
     }

@@ -158,6 +158,8 @@ pub(super) mod tests {
                 inception_fid: inception.map(|i| i.0),
                 inception_kid_mean: inception.map(|i| i.1),
                 inception_kid_std: inception.map(|_| 0.5),
+                nn_mean: Some(3.5),
+                test_nn_mean: Some(3.6),
             }),
             seconds: 1.0,
             conditions: String::new(),

@@ -20,6 +20,11 @@ const STATUS_COLUMNS: &str =
 /// ([`read_rows`]).
 const INCEPTION_COLUMNS: &str = "inception_fid,inception_kid_mean,inception_kid_std";
 
+/// The samples' nearest training image (pixel L2, mean) and the same for test images, named as
+/// in eval.csv: samples much further from every training image than test images are carry
+/// pixel noise, which the classifier's features barely see. Empty in rows from before them.
+const NEIGHBOUR_COLUMNS: &str = "nn_train_l2_mean,test_nn_train_l2_mean";
+
 crate::named::value_names! {
     /// The distance a sweep minimises.
     pub enum Metric {
@@ -50,6 +55,8 @@ pub struct Scores {
     pub inception_fid: Option<f64>,
     pub inception_kid_mean: Option<f64>,
     pub inception_kid_std: Option<f64>,
+    pub nn_mean: Option<f64>,
+    pub test_nn_mean: Option<f64>,
 }
 
 impl Scores {
@@ -96,7 +103,7 @@ pub struct Row {
 impl Row {
     fn header() -> String {
         format!(
-            "{},{STATUS_COLUMNS},{INCEPTION_COLUMNS}",
+            "{},{STATUS_COLUMNS},{INCEPTION_COLUMNS},{NEIGHBOUR_COLUMNS}",
             Setting::CSV_COLUMNS
         )
     }
@@ -106,7 +113,7 @@ impl Row {
     fn to_line(&self) -> String {
         let mut fields: Vec<String> = self.setting.fields().to_vec();
         let optional = |x: Option<f64>| x.map_or_else(String::new, |v| format!("{v:e}"));
-        let (scores, reason, inception) = match &self.status {
+        let (scores, reason, optional_scores) = match &self.status {
             Status::Scored(s) => (
                 vec![
                     format!("{:e}", s.frechet),
@@ -120,10 +127,12 @@ impl Row {
                     optional(s.inception_fid),
                     optional(s.inception_kid_mean),
                     optional(s.inception_kid_std),
+                    optional(s.nn_mean),
+                    optional(s.test_nn_mean),
                 ],
             ),
             Status::Refused(why) | Status::Failed(why) => {
-                (vec![String::new(); 5], why.clone(), vec![String::new(); 3])
+                (vec![String::new(); 5], why.clone(), vec![String::new(); 5])
             }
         };
         fields.push(self.status.name().to_string());
@@ -132,7 +141,7 @@ impl Row {
         fields.push(self.conditions.clone());
         // One row a line: a multi-line error message is joined.
         fields.push(reason.replace(['\n', '\r'], " "));
-        fields.extend(inception);
+        fields.extend(optional_scores);
         fields
             .iter()
             .map(|f| quote(f))
@@ -142,10 +151,12 @@ impl Row {
 
     fn parse(line: &str) -> Result<Self> {
         let f = split_line(line);
-        // The setting's fields, then the status columns, then the Inception ones.
+        // The setting's fields, then the status columns, the Inception ones and the neighbours'.
         let n = Setting::CSV_COLUMNS.split(',').count();
         let status_columns = STATUS_COLUMNS.split(',').count();
-        let expected = n + status_columns + INCEPTION_COLUMNS.split(',').count();
+        let inception_columns = INCEPTION_COLUMNS.split(',').count();
+        let expected =
+            n + status_columns + inception_columns + NEIGHBOUR_COLUMNS.split(',').count();
         if f.len() != expected {
             return Err(Error::invalid(format!(
                 "{} fields, expected {expected}",
@@ -157,8 +168,11 @@ impl Row {
                 .parse()
                 .map_err(|_| Error::invalid(format!("'{}' is not a number", f[n + i])))
         };
+        let inception_at = n + status_columns;
         let [inception_fid, inception_kid_mean, inception_kid_std] =
-            inception_numbers(&f[n + status_columns..])?;
+            optional_numbers(&f[inception_at..][..inception_columns], INCEPTION_COLUMNS)?;
+        let [nn_mean, test_nn_mean] =
+            optional_numbers(&f[inception_at + inception_columns..], NEIGHBOUR_COLUMNS)?;
         let status = match f[n].as_str() {
             "scored" => Status::Scored(Scores {
                 frechet: number(1)?,
@@ -171,6 +185,8 @@ impl Row {
                 inception_fid,
                 inception_kid_mean,
                 inception_kid_std,
+                nn_mean,
+                test_nn_mean,
             }),
             "refused" => Status::Refused(f[n + 8].clone()),
             "failed" => Status::Failed(f[n + 8].clone()),
@@ -185,17 +201,17 @@ impl Row {
     }
 }
 
-/// The Inception distances of `fields` (the [`INCEPTION_COLUMNS`]): all three numbers, or all
-/// three empty (a row scored without `--inception`).
-fn inception_numbers(fields: &[String]) -> Result<[Option<f64>; 3]> {
+/// The numbers of `fields`, the optional `columns` of a row: all numbers, or all empty (a row
+/// scored without them: without `--inception`, or before the columns existed).
+fn optional_numbers<const N: usize>(fields: &[String], columns: &str) -> Result<[Option<f64>; N]> {
     if fields.iter().all(String::is_empty) {
-        return Ok([None; 3]);
+        return Ok([None; N]);
     }
-    let mut values = [None; 3];
+    let mut values = [None; N];
     for (value, field) in values.iter_mut().zip(fields) {
         *value = Some(field.parse::<f64>().map_err(|_| {
             Error::invalid(format!(
-                "'{field}' is not a number ({INCEPTION_COLUMNS} are all numbers or all empty)"
+                "'{field}' is not a number ({columns} are all numbers or all empty)"
             ))
         })?);
     }
@@ -211,8 +227,8 @@ pub struct SweepRecord {
 impl SweepRecord {
     /// The record at `path` (empty when there is none), which must hold only scores made under
     /// `conditions`. A record written before settings had the additive baseline's columns, or
-    /// before the Inception columns, is rewritten in today's form (its rows keep their scores,
-    /// the Inception columns empty).
+    /// before the Inception or neighbour columns, is rewritten in today's form (its rows keep
+    /// their scores, the new columns empty).
     pub fn open(path: &Path, conditions: &str) -> Result<Self> {
         upgrade_gbm_only_record(path)?;
         let lines = read_rows(path, &Row::header())?;
@@ -236,9 +252,10 @@ impl SweepRecord {
             ));
         }
         if first_line(path).is_some_and(|h| h != Row::header()) {
-            // read_rows accepted it: its header is today's without the Inception columns.
+            // read_rows accepted it: its header is today's without the last columns.
             eprintln!(
-                "{}: adding the Inception columns ({INCEPTION_COLUMNS}) to the record",
+                "{}: adding the columns it lacks (of {INCEPTION_COLUMNS},{NEIGHBOUR_COLUMNS}) to \
+                 the record",
                 path.display()
             );
             replace(path, &Row::header(), &lines)?;
@@ -295,7 +312,8 @@ fn upgrade_gbm_only_record(path: &Path) -> Result<()> {
             let mut f = split_line(line);
             let at = 6.min(f.len());
             f.splice(at..at, defaults.iter().cloned());
-            f.extend(INCEPTION_COLUMNS.split(',').map(|_| String::new()));
+            let trailing = format!("{INCEPTION_COLUMNS},{NEIGHBOUR_COLUMNS}");
+            f.extend(trailing.split(',').map(|_| String::new()));
             f.iter().map(|x| quote(x)).collect::<Vec<_>>().join(",")
         })
         .collect();
@@ -352,11 +370,15 @@ mod tests {
             inception_fid: None,
             inception_kid_mean: None,
             inception_kid_std: None,
+            nn_mean: None,
+            test_nn_mean: None,
         };
         let with_inception = Scores {
             inception_fid: Some(116.15 / 7.0),
             inception_kid_mean: Some(-3e-4),
             inception_kid_std: Some(1.0 / 3.0),
+            nn_mean: Some(5.778),
+            test_nn_mean: Some(1.0 / 7.0),
             ..scores
         };
         let statuses = [
@@ -433,13 +455,14 @@ mod tests {
             record.rows[1].status,
             Status::Refused("beyond the bound".into())
         );
-        // Rewritten in today's form on opening, each row with three empty columns more.
+        // Rewritten in today's form on opening, each row with five empty columns more (the
+        // Inception and neighbour columns).
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            format!("{}\n{scored},,,\n{refused},,,\n", Row::header())
+            format!("{}\n{scored},,,,,\n{refused},,,,,\n", Row::header())
         );
-        assert!(Row::header().ends_with(INCEPTION_COLUMNS));
+        assert!(Row::header().ends_with(&format!("{INCEPTION_COLUMNS},{NEIGHBOUR_COLUMNS}")));
         // Opening again reads the same rows and leaves the file as it is.
         let again = SweepRecord::open(&path, "seed=0;count=128").unwrap();
         assert_eq!(again.rows, record.rows);
@@ -448,16 +471,21 @@ mod tests {
     }
 
     #[test]
-    fn inception_columns_are_all_numbers_or_all_empty() {
+    fn optional_columns_are_all_numbers_or_all_empty() {
         let empty = vec![String::new(); 3];
-        assert_eq!(inception_numbers(&empty).unwrap(), [None; 3]);
+        assert_eq!(
+            optional_numbers(&empty, INCEPTION_COLUMNS).unwrap(),
+            [None; 3]
+        );
         let full: Vec<String> = ["1.5e1", "2e-3", "1e-4"].map(String::from).to_vec();
         assert_eq!(
-            inception_numbers(&full).unwrap(),
+            optional_numbers(&full, INCEPTION_COLUMNS).unwrap(),
             [Some(15.0), Some(2e-3), Some(1e-4)]
         );
         let partial: Vec<String> = ["1.5e1", "", "1e-4"].map(String::from).to_vec();
-        let e = inception_numbers(&partial).unwrap_err().to_string();
+        let e = optional_numbers::<3>(&partial, INCEPTION_COLUMNS)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("all numbers or all empty"), "{e}");
     }
 
