@@ -242,6 +242,7 @@ pub fn group_norm_backward(
 mod cpu {
     use super::*;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
+    use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
 
     /// Inputs in order: x, weight, bias.
     pub(super) fn forward(
@@ -258,8 +259,8 @@ mod cpu {
             for (i, m) in part.iter_mut().enumerate() {
                 let xg = &x[(first + i) * n..][..n];
                 // The mean first, then the squared deviations from it (no cancellation).
-                let mean = xg.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-                let var = xg.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                let mean = lane_sum_of(xg, |v| v as f64) / n as f64;
+                let var = lane_sum_of(xg, |v| (v as f64 - mean).powi(2)) / n as f64;
                 *m = [mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32];
             }
         });
@@ -306,10 +307,8 @@ mod cpu {
                 let plane = first + i;
                 let (mean, rstd) = group_stats(plane);
                 let (gp, xp) = (&dy[plane * hw..][..hw], &x[plane * hw..][..hw]);
-                for (&g, &v) in gp.iter().zip(xp) {
-                    sums[0] += g as f64;
-                    sums[1] += g as f64 * ((v - mean) * rstd) as f64;
-                }
+                sums[0] = lane_sum_of(gp, |g| g as f64);
+                sums[1] = lane_sum(gp, xp, |g, v| g as f64 * ((v - mean) * rstd) as f64);
             }
         });
         // Per group: mean(g') and mean(g' xhat).

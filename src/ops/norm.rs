@@ -238,6 +238,7 @@ mod cpu {
     use super::*;
     use crate::ops::cpu_exp;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
+    use crate::ops::cpu_sum::lane_sum;
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
     fn modulation(
@@ -262,26 +263,6 @@ mod cpu {
         let m = mu.iter().map(|&v| v as f64).sum::<f64>() / c;
         let v = mu.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (c - 1.0);
         (m, 1.0 / (v + CIN_PP_EPS as f64).sqrt())
-    }
-
-    /// `sum_i term(a[i], b[i])` in f64, as eight interleaved partial sums added in a fixed
-    /// order at the end: the loop vectorises, where one running sum waits on every addition.
-    fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
-        const LANES: usize = 8;
-        let mut lanes = [0.0f64; LANES];
-        let (a8, b8) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f64 = a8
-            .remainder()
-            .iter()
-            .zip(b8.remainder())
-            .map(|(&u, &v)| term(u, v))
-            .sum();
-        for (ca, cb) in a8.zip(b8) {
-            for l in 0..LANES {
-                lanes[l] += term(ca[l], cb[l]);
-            }
-        }
-        lanes.iter().sum::<f64>() + tail
     }
 
     /// Per plane: the mean and the reciprocal standard deviation (SPEC section 9), f64 sums.

@@ -8,6 +8,7 @@
 //! all -infinity; other rows are unaffected. The backward pass is dx = y (dy - sum(dy y)).
 use super::cpu_exp;
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
+use super::cpu_sum::{lane_sum, lane_sum_of};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{launch, Arg, LaunchGeometry};
@@ -79,11 +80,11 @@ pub fn softmax_rows(x: &Tensor) -> Result<Tensor> {
                 let row = &x[r * len..][..len];
                 let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 // v - m <= 0: the branch-free exponential (within 2 ulp) vectorises; the sum
-                // is a separate pass in f64.
+                // is a separate pass in f64 lanes.
                 for (o, &v) in out.iter_mut().zip(row) {
                     *o = cpu_exp::exp_nonpositive(v - m);
                 }
-                let sum = out.iter().map(|&e| e as f64).sum::<f64>() as f32;
+                let sum = lane_sum_of(out, |e| e as f64) as f32;
                 out.iter_mut().for_each(|o| *o /= sum);
             });
         }
@@ -117,11 +118,7 @@ pub fn softmax_rows_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
             let (y, dy) = (y.host()?, dy.host()?);
             for_each_row(dx.host_mut()?, len, |r, out| {
                 let (y, dy) = (&y[r * len..][..len], &dy[r * len..][..len]);
-                let dot = y
-                    .iter()
-                    .zip(dy)
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>() as f32;
+                let dot = lane_sum(y, dy, |a, b| a as f64 * b as f64) as f32;
                 for ((o, &y), &g) in out.iter_mut().zip(y).zip(dy) {
                     *o = y * (g - dot);
                 }
