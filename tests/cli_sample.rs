@@ -321,31 +321,15 @@ fn eval_messages_say_what_to_do() {
 fn demo_runs_end_to_end_from_the_class_averages() {
     // The demo's sampler starts from each class's mean image (README, "What the demo reaches").
     let dir = common::tempdir("cli-demo-end-to-end");
-    let out = ok(&[
-        "demo",
-        "--data",
-        "shapes",
-        "--steps",
-        "3",
-        "--count",
-        "6",
-        "--out",
-        s(&dir),
-    ]);
+    let demo = |steps: &str| {
+        let args = ["demo", "--data", "shapes", "--steps", steps, "--count", "6"];
+        ok(&[&args[..], &["--out", s(&dir)]].concat())
+    };
+    let out = demo("3");
     assert!(out.contains("start class-average"), "{out}");
     assert!(out.contains("demo done"), "{out}");
     assert!(dir.join("samples.png").is_file());
     // Run again with more steps: the same run continues.
-    let out = ok(&[
-        "demo",
-        "--data",
-        "shapes",
-        "--steps",
-        "4",
-        "--count",
-        "6",
-        "--out",
-        s(&dir),
-    ]);
+    let out = demo("4");
     assert!(out.contains("start class-average"), "{out}");
 }

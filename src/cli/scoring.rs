@@ -158,8 +158,6 @@ impl Scorer {
     }
 }
 
-/// The dataset `name`; when it came from the checkpoint (a path is kept as `train` was given
-/// it, relative to where `train` ran), the error says how to point at it.
 /// An error unless `data` (named `data_name`) holds images of a checkpoint's `image_shape`.
 pub fn check_image_shape(data: &Dataset, data_name: &str, image_shape: [usize; 3]) -> Result<()> {
     let [c, h, w] = image_shape;
@@ -172,6 +170,8 @@ pub fn check_image_shape(data: &Dataset, data_name: &str, image_shape: [usize; 3
     Ok(())
 }
 
+/// The dataset `name`; when it came from the checkpoint (a path is kept as `train` was given
+/// it, relative to where `train` ran), the error says how to point at it.
 fn load_dataset(name: &str, split: Split, args: &ScoringArgs) -> Result<Dataset> {
     Dataset::load(name, split).map_err(|e| {
         if args.data.is_some() {

@@ -238,7 +238,7 @@ mod cpu {
     use super::*;
     use crate::ops::cpu_exp;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
-    use crate::ops::cpu_sum::lane_sum;
+    use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
     fn modulation(
@@ -272,8 +272,8 @@ mod cpu {
         for_each_item_chunk(&mut moments, 1, workers, |first, part| {
             for (i, m) in part.iter_mut().enumerate() {
                 let xp = &x[(first + i) * d.hw..][..d.hw];
-                let mu = lane_sum(xp, xp, |v, _| v as f64) / d.hw as f64;
-                let var = lane_sum(xp, xp, |v, _| (v as f64 - mu).powi(2)) / d.hw as f64;
+                let mu = lane_sum_of(xp, |v| v as f64) / d.hw as f64;
+                let var = lane_sum_of(xp, |v| (v as f64 - mu).powi(2)) / d.hw as f64;
                 *m = [mu, 1.0 / (var + CIN_PP_EPS as f64).sqrt()];
             }
         });
@@ -374,7 +374,7 @@ mod cpu {
                 let plane = first + i;
                 let (mu, r, _) = plane_stats(stats, d.planes(), plane);
                 let (gp, xp) = (&g[plane * d.hw..][..d.hw], &x[plane * d.hw..][..d.hw]);
-                out[0] = lane_sum(gp, xp, |g, _| g as f64);
+                out[0] = lane_sum_of(gp, |g| g as f64);
                 out[1] = lane_sum(gp, xp, |g, v| g as f64 * ((v - mu) * r) as f64);
             }
         });
