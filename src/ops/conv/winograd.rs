@@ -250,28 +250,26 @@ pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32
             for_each_item_chunk(du, d.c_out * d.c_in, cores(), |first, chunk| {
                 for (i, du_xi) in chunk.chunks_exact_mut(d.c_out * d.c_in).enumerate() {
                     let xi = first + i;
-                    gemm(
-                        point(m, xi, d.c_out, n),
-                        point(v, xi, d.c_in, n).t(),
-                        beta,
-                        du_xi,
-                    );
+                    let m_xi = MatRef {
+                        data: &m[xi * n..],
+                        rows: d.c_out,
+                        cols: n,
+                        row_stride: XI * n,
+                        col_stride: 1,
+                    };
+                    let v_xi_t = MatRef {
+                        data: &v[xi * n..],
+                        rows: n,
+                        cols: d.c_in,
+                        row_stride: 1,
+                        col_stride: XI * n,
+                    };
+                    gemm(m_xi, v_xi_t, beta, du_xi);
                 }
             });
         }
         untransform_weight_grads(du, d.c_out, d.c_in, dw);
     });
-}
-
-/// Point `xi`'s `[channels, n]` matrix in transformed tiles laid out `[channels, XI, n]`.
-fn point(tiles: &[f32], xi: usize, channels: usize, n: usize) -> MatRef<'_> {
-    MatRef {
-        data: &tiles[xi * n..],
-        rows: channels,
-        cols: n,
-        row_stride: XI * n,
-        col_stride: 1,
-    }
 }
 
 /// The forward pass with the kernels already transformed (`u`: [XI, c_out, c_in]).
@@ -303,7 +301,13 @@ fn correlate(
         for_each_item_chunk(m, m_stride, cores(), |first, chunk| {
             for (i, m_xi) in chunk.chunks_exact_mut(m_stride).enumerate() {
                 let xi = first + i;
-                let v_xi = point(v, xi, d.c_in, n);
+                let v_xi = MatRef {
+                    data: &v[xi * n..],
+                    rows: d.c_in,
+                    cols: n,
+                    row_stride: XI * n,
+                    col_stride: 1,
+                };
                 gemm_shared(&u_lhs[xi], v_xi, 0.0, &mut m_xi[..d.c_out * n]);
             }
         });
@@ -356,49 +360,53 @@ fn untransform_weight_grads(du: &[f32], c_out: usize, c_in: usize, dw: &mut [f32
 }
 
 /// `v[c, xi, n] = (B^T d B)_xi` for every tile `n` of every sample of `x` ([samples, channels,
-/// H, W]), `d` the tile's 4x4 inputs, which start `dil` before its outputs: at its origin once
-/// the plane is padded by `dil`.
+/// H, W]), `d` the tile's 4x4 inputs.
 fn transform_inputs(tiling: &Tiling, x: &[f32], channels: usize, v: &mut [f32]) {
-    let dil = tiling.rows.dil;
-    transform_tiles(tiling, x, channels, dil, v, |plane, ro, co| {
-        input_tile(plane.tile::<4>(ro, co, dil))
+    let plane_len = tiling.plane_len();
+    let samples = x.len() / (channels * plane_len).max(1);
+    let (n, dil) = (samples * tiling.per_sample(), tiling.rows.dil);
+    for_each_item_chunk(v, XI * n, cores(), |first, chunk| {
+        let mut padded = tiling.padded_plane();
+        for (i, v_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
+            for b in 0..samples {
+                padded.load(
+                    &x[(b * channels + first + i) * plane_len..][..plane_len],
+                    tiling.cols.size,
+                    dil,
+                );
+                let tile0 = b * tiling.per_sample();
+                // A tile's inputs start `dil` before its outputs: at its origin, padded.
+                tiling.for_each_tile(|t, ro, co| {
+                    let v_t = input_tile(padded.tile::<4>(ro, co, dil));
+                    for (xi, &value) in v_t.iter().enumerate() {
+                        v_c[xi * n + tile0 + t] = value;
+                    }
+                });
+            }
+        }
     });
 }
 
 /// `m[c, xi, n] = (A g A^T)_xi` for every tile of every sample of `dy`, `g` the tile's 2x2
 /// output gradients (zero outside the image): the adjoint of [`untransform_outputs`].
 fn transform_output_grads(tiling: &Tiling, dy: &[f32], channels: usize, m: &mut [f32]) {
-    let dil = tiling.rows.dil;
-    transform_tiles(tiling, dy, channels, 0, m, |plane, ro, co| {
-        output_grad_tile(plane.tile::<2>(ro, co, dil))
-    });
-}
-
-/// `out[c, xi, n] = tile(plane, row_origin, col_origin)_xi` for every tile `n` of every sample of
-/// `planes` ([samples, channels, H, W]), each plane copied into a zeroed larger one with its first
-/// pixel at (`offset`, `offset`) so that `tile` reads without bounds tests. Channels are spread
-/// over the cores.
-fn transform_tiles(
-    tiling: &Tiling,
-    planes: &[f32],
-    channels: usize,
-    offset: usize,
-    out: &mut [f32],
-    tile: impl Fn(&PaddedPlane, usize, usize) -> [f32; XI] + Sync,
-) {
     let plane_len = tiling.plane_len();
-    let samples = planes.len() / (channels * plane_len).max(1);
-    let n = samples * tiling.per_sample();
-    for_each_item_chunk(out, XI * n, cores(), |first, chunk| {
+    let samples = dy.len() / (channels * plane_len).max(1);
+    let (n, dil) = (samples * tiling.per_sample(), tiling.rows.dil);
+    for_each_item_chunk(m, XI * n, cores(), |first, chunk| {
         let mut padded = tiling.padded_plane();
-        for (i, out_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
+        for (i, m_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
             for b in 0..samples {
-                let plane = &planes[(b * channels + first + i) * plane_len..][..plane_len];
-                padded.load(plane, tiling.cols.size, offset);
+                padded.load(
+                    &dy[(b * channels + first + i) * plane_len..][..plane_len],
+                    tiling.cols.size,
+                    0,
+                );
                 let tile0 = b * tiling.per_sample();
                 tiling.for_each_tile(|t, ro, co| {
-                    for (xi, &value) in tile(&padded, ro, co).iter().enumerate() {
-                        out_c[xi * n + tile0 + t] = value;
+                    let m_t = output_grad_tile(padded.tile::<2>(ro, co, dil));
+                    for (xi, &value) in m_t.iter().enumerate() {
+                        m_c[xi * n + tile0 + t] = value;
                     }
                 });
             }
