@@ -97,15 +97,14 @@ const SHAPES: &[Shape] = &[
     square((2, 2, 3, 4, 3, 3, 4, 4)),
 ];
 
-/// 3x3 "same" undilated convolutions with channels enough that the cpu runs them by Winograd's
-/// F(2x2, 3x3) (src/ops/conv/winograd.rs: `c_in c_out >= 40 (c_in + c_out)`): odd sizes (a last
-/// tile of one output), more input than output channels and the reverse, and a single pixel.
-/// Its dilated tiling is tested against im2col in the module's unit tests.
+/// 3x3 "same" convolutions of 32 channels or more, which the cpu runs by Winograd's F(2x2, 3x3)
+/// (src/ops/conv/winograd.rs): odd sizes (a last tile of one output), dilations 2 and 4 (classes
+/// of unequal length, one shorter than a tile), and a single pixel.
 const WINOGRAD_SHAPES: &[Shape] = &[
-    square((2, 80, 7, 7, 81, 3, 1, 1)),
-    square((1, 96, 5, 6, 80, 3, 1, 1)),
-    square((2, 80, 4, 3, 128, 3, 1, 1)),
-    square((1, 80, 1, 1, 80, 3, 1, 1)),
+    square((2, 32, 7, 7, 33, 3, 1, 1)),
+    square((1, 40, 9, 11, 32, 3, 2, 2)),
+    square((2, 32, 6, 5, 35, 3, 4, 4)),
+    square((1, 32, 1, 1, 32, 3, 1, 1)),
 ];
 
 /// The convolutions of an InceptionV3 the shapes above lack: stride 2, 1x7 and 7x1 kernels with

@@ -4,9 +4,9 @@
 //! ih = oh s - ph + ki d, iw = ow s - pw + kj d (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (ops/cpu_gemm.rs) and spreads samples over
-//! threads, except that fp32 undilated 3x3 "same" convolutions with channels enough run
-//! Winograd's F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1); emu and cuda run the
-//! implicit-GEMM kernels. All three passes run in the [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
+//! threads, except that fp32 3x3 "same" convolutions of 32 channels or more run Winograd's
+//! F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1); emu and cuda run the implicit-GEMM kernels. All three passes run in the
+//! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
 //! their operands to tf32 to match the tensor-core kernels).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
