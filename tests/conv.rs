@@ -97,16 +97,6 @@ const SHAPES: &[Shape] = &[
     square((2, 2, 3, 4, 3, 3, 4, 4)),
 ];
 
-/// 3x3 "same" convolutions of 32 channels or more, which the cpu runs by Winograd's F(2x2, 3x3)
-/// (src/ops/conv/winograd.rs): odd sizes (a last tile of one output), dilations 2 and 4 (classes
-/// of unequal length, one shorter than a tile), and a single pixel.
-const WINOGRAD_SHAPES: &[Shape] = &[
-    square((2, 32, 7, 7, 33, 3, 1, 1)),
-    square((1, 40, 9, 11, 32, 3, 2, 2)),
-    square((2, 32, 6, 5, 35, 3, 4, 4)),
-    square((1, 32, 1, 1, 32, 3, 1, 1)),
-];
-
 /// The convolutions of an InceptionV3 the shapes above lack: stride 2, 1x7 and 7x1 kernels with
 /// padding on one axis only.
 const STRIDED_SHAPES: &[Shape] = &[
@@ -211,11 +201,6 @@ fn conv_kernels_match_cpu_reference() {
 }
 
 #[test]
-fn winograd_shapes_kernels_match_cpu_reference() {
-    check_kernels_match_cpu("conv_winograd_kernels", WINOGRAD_SHAPES);
-}
-
-#[test]
 fn strided_conv_kernels_match_cpu_reference() {
     check_kernels_match_cpu("conv_strided_kernels", STRIDED_SHAPES);
 }
@@ -313,11 +298,6 @@ fn check_cpu_matches_definition(test: &str, shapes: &[Shape]) {
 #[test]
 fn cpu_conv_matches_definition() {
     check_cpu_matches_definition("conv_definition", SHAPES);
-}
-
-#[test]
-fn winograd_cpu_conv_matches_definition() {
-    check_cpu_matches_definition("conv_winograd_definition", WINOGRAD_SHAPES);
 }
 
 #[test]
