@@ -97,6 +97,17 @@ const SHAPES: &[Shape] = &[
     square((2, 2, 3, 4, 3, 3, 4, 4)),
 ];
 
+/// 3x3 "same" undilated convolutions with channels enough that the cpu runs them by Winograd's
+/// F(2x2, 3x3) (src/ops/conv/winograd.rs: `c_in c_out >= 40 (c_in + c_out)`): odd sizes (a last
+/// tile of one output), more input than output channels and the reverse, and a single pixel.
+/// Its dilated tiling is tested against im2col in the module's unit tests.
+const WINOGRAD_SHAPES: &[Shape] = &[
+    square((2, 80, 7, 7, 81, 3, 1, 1)),
+    square((1, 96, 5, 6, 80, 3, 1, 1)),
+    square((2, 80, 4, 3, 128, 3, 1, 1)),
+    square((1, 80, 1, 1, 80, 3, 1, 1)),
+];
+
 /// The convolutions of an InceptionV3 the shapes above lack: stride 2, 1x7 and 7x1 kernels with
 /// padding on one axis only.
 const STRIDED_SHAPES: &[Shape] = &[
@@ -174,6 +185,21 @@ fn run_all(c: &Case, dev: &Device) -> [Vec<f32>; 5] {
     .map(|t| t.to_vec().unwrap())
 }
 
+/// Each output's sum of |products| in every pass of [`run_all`]: the passes are linear in each
+/// operand, so running them on the absolute values sums |a| |b| (in f32, whose rounding is
+/// negligible here: no terms cancel).
+fn magnitudes(c: &Case) -> [Vec<f32>; 5] {
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect();
+    let c = Case {
+        x: abs(&c.x),
+        w: abs(&c.w),
+        b: abs(&c.b),
+        dy: abs(&c.dy),
+        ..*c
+    };
+    run_all(&c, &Device::Cpu)
+}
+
 /// Every pass of every shape on the emulator (both schedules) and cuda against the cpu.
 fn check_kernels_match_cpu(test: &str, shapes: &[Shape]) {
     let mut rng = test_rng(test);
@@ -188,8 +214,10 @@ fn check_kernels_match_cpu(test: &str, shapes: &[Shape]) {
                 "backward weight",
                 "backward bias",
             ];
-            for ((g, w), name) in got.iter().zip(&want).zip(names) {
-                assert_close(&format!("conv {name} {s:?} on {dev}"), g, w, 1e-4, 1e-4);
+            let magnitude = magnitudes(&c);
+            for (((g, w), m), name) in got.iter().zip(&want).zip(&magnitude).zip(names) {
+                let what = format!("conv {name} {s:?} on {dev}");
+                assert_within(&what, g, w, m, 2.0 * FP32_REORDER_TOL);
             }
         }
     }
@@ -198,6 +226,11 @@ fn check_kernels_match_cpu(test: &str, shapes: &[Shape]) {
 #[test]
 fn conv_kernels_match_cpu_reference() {
     check_kernels_match_cpu("conv_kernels", SHAPES);
+}
+
+#[test]
+fn winograd_shapes_kernels_match_cpu_reference() {
+    check_kernels_match_cpu("conv_winograd_kernels", WINOGRAD_SHAPES);
 }
 
 #[test]
@@ -232,19 +265,22 @@ fn strided_conv_kernels_have_no_races() {
     check_kernels_have_no_races("conv_strided_races", STRIDED_RACE_SHAPE);
 }
 
-/// The convolution written as its definition (PyTorch's formula), independent of im2col.
-fn direct_conv(c: &Case) -> Vec<f32> {
+/// The convolution written as its definition (PyTorch's formula), independent of im2col, and
+/// each output's sum |x| |w| + |bias|: the size its rounding errors scale with.
+fn direct_conv(c: &Case) -> (Vec<f32>, Vec<f32>) {
     let [n, ci, h, w] = c.x_shape;
     let [co, _, kh, kw] = c.w_shape;
     let [_, _, ho, wo] = c.y_shape;
     let [ph, pw] = c.cfg.padding.map(|p| p as isize);
     let (s, d) = (c.cfg.stride as isize, c.cfg.dilation as isize);
     let mut y = vec![0.0f32; n * co * ho * wo];
+    let mut magnitude = vec![0.0f32; y.len()];
     for b in 0..n {
         for o in 0..co {
             for oh in 0..ho {
                 for ow in 0..wo {
                     let mut acc = c.b[o] as f64;
+                    let mut size = c.b[o].abs() as f64;
                     for i in 0..ci {
                         for ki in 0..kh {
                             for kj in 0..kw {
@@ -254,21 +290,32 @@ fn direct_conv(c: &Case) -> Vec<f32> {
                                     continue;
                                 }
                                 let xv = c.x[((b * ci + i) * h + ih as usize) * w + iw as usize];
-                                acc += xv as f64 * c.w[((o * ci + i) * kh + ki) * kw + kj] as f64;
+                                let product =
+                                    xv as f64 * c.w[((o * ci + i) * kh + ki) * kw + kj] as f64;
+                                acc += product;
+                                size += product.abs();
                             }
                         }
                     }
-                    y[((b * co + o) * ho + oh) * wo + ow] = acc as f32;
+                    let at = ((b * co + o) * ho + oh) * wo + ow;
+                    y[at] = acc as f32;
+                    magnitude[at] = size as f32;
                 }
             }
         }
     }
-    y
+    (y, magnitude)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
+
+/// How far an fp32 convolution may be from the f64 definition, in units of each output's
+/// sum |x| |w| + |bias|. Measured over 40 runs of every shape here: at most 2 ULP, for im2col and
+/// Winograd alike; a lost tap moves an output by about 1/(c_in k_h k_w) of it (1e-3 at 80
+/// channels), hundreds of times more. A fixed tolerance failed by chance on outputs that cancel.
+const FP32_REORDER_TOL: f32 = 16.0 * ULP;
 
 /// The cpu forward against [`direct_conv`], and its backward passes against the forward: the
 /// forward without bias is linear in x and in w, so with dx and dw its adjoints,
@@ -278,7 +325,8 @@ fn check_cpu_matches_definition(test: &str, shapes: &[Shape]) {
     for &s in shapes {
         let c = case(&mut rng, s);
         let [y, y_no_bias, dx, dw, _] = run_all(&c, &Device::Cpu);
-        assert_close(&format!("cpu conv {s:?}"), &y, &direct_conv(&c), 1e-5, 1e-5);
+        let (want_y, magnitude) = direct_conv(&c);
+        assert_within(&format!("cpu conv {s:?}"), &y, &want_y, &magnitude, FP32_REORDER_TOL);
         let want = dot(&c.dy, &y_no_bias);
         // Each pass rounds its sums to f32 (a relative error of about 1e-6 of |dy| |y| at
         // these depths); a lost or misplaced tap moves the sum by far more.
@@ -298,6 +346,11 @@ fn check_cpu_matches_definition(test: &str, shapes: &[Shape]) {
 #[test]
 fn cpu_conv_matches_definition() {
     check_cpu_matches_definition("conv_definition", SHAPES);
+}
+
+#[test]
+fn winograd_cpu_conv_matches_definition() {
+    check_cpu_matches_definition("conv_winograd_definition", WINOGRAD_SHAPES);
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! ih = oh s - ph + ki d, iw = ow s - pw + kj d (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (ops/cpu_gemm.rs) and spreads samples over
-//! threads; emu and cuda run the implicit-GEMM kernels. All three passes run in the
-//! [`ConvPrecision`] its [`Conv2dCfg`] names (fp32 unless the network chose tf32; the cpu rounds
-//! their operands to tf32 to match the tensor-core kernels).
+//! threads, except that fp32 undilated 3x3 "same" convolutions with channels enough run
+//! Winograd's F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1); emu and cuda run the
+//! implicit-GEMM kernels. All three passes run in the [`ConvPrecision`] its [`Conv2dCfg`] names
+//! (fp32 unless the network chose tf32; the cpu rounds their operands to tf32 to match the
+//! tensor-core kernels).
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
@@ -14,6 +16,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
+
+mod winograd;
 
 /// Stride, padding and dilation of a convolution (the kernel size comes from the weight), and
 /// the arithmetic of its passes.
@@ -257,6 +261,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         Device::Cpu => {
             let bias = bias.map(|b| b.host()).transpose()?;
             match cfg.precision {
+                ConvPrecision::Fp32 if winograd::applies(&d) => {
+                    winograd::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
+                }
                 ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
                 ConvPrecision::Tf32 => {
                     let (x, w) = (tf32_copy(x.host()?), tf32_copy(w.host()?));
@@ -317,6 +324,9 @@ pub fn conv2d_backward_data(
     let mut dx = Tensor::uninit(&d.in_shape(), dy.device())?;
     match dy.device() {
         Device::Cpu => match cfg.precision {
+            ConvPrecision::Fp32 if winograd::applies(&d) => {
+                winograd::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?)
+            }
             ConvPrecision::Fp32 => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
             ConvPrecision::Tf32 => {
                 let (dy, w) = (tf32_copy(dy.host()?), tf32_copy(w.host()?));
@@ -349,6 +359,9 @@ pub fn conv2d_backward_weight(
     let mut dw = Tensor::uninit(&d.weight_shape(), dy.device())?;
     match dy.device() {
         Device::Cpu => match cfg.precision {
+            ConvPrecision::Fp32 if winograd::applies(&d) => {
+                winograd::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?)
+            }
             ConvPrecision::Fp32 => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
             ConvPrecision::Tf32 => {
                 let (dy, x) = (tf32_copy(dy.host()?), tf32_copy(x.host()?));

@@ -1,0 +1,592 @@
+//! The cpu backend's 3x3 "same" convolutions at stride 1 by Winograd's minimal filtering
+//! F(2x2, 3x3) (docs/SPEC.md section 9.1; Lavin and Gray 2016): a 2x2 block of outputs of one
+//! channel pair costs 16 multiplies instead of 36, so the GEMMs do 2.25x fewer flops. im2col +
+//! GEMM already runs near the machine's FMA peak, PyTorch's rate (benches/RESULTS.md), so fewer
+//! flops is what is left (issue 19). The transforms are memory passes over tiles four times the
+//! activations' size, so the saving is measured, not assumed, and [`applies`] chooses it only
+//! where it was faster: 20-30% on 128-channel 14x14 convolutions, 15-20% on DDPM++ steps.
+//!
+//! With `V = B^T d B` (a 4x4 input tile `d` per channel), `U = G g G^T` (per 3x3 kernel `g`) and
+//! the output tile `Y = A^T M A`, all three passes are 16 GEMMs, one per point `xi` of the 4x4
+//! transform domain, between transforms that only add:
+//! - forward: `M_xi[co, n] = sum_ci U_xi[co, ci] V_xi[ci, n]` over the tiles `n`;
+//! - input gradient: the forward pass of `dy` with the kernels flipped and their channels swapped
+//!   (a same-padded convolution's adjoint is one);
+//! - weight gradient: `dU_xi[co, ci] = sum_n (A dY A^T)_xi[co, n] V_xi[ci, n]`, then
+//!   `dg = G^T dU G` (the adjoint of each linear step).
+//!
+//! Dilation `dil` splits each axis into `dil` classes of outputs `r, r + dil, ...`, each an
+//! undilated convolution of the pixels of that class, so tiles run along a class. Every output
+//! and every tile is computed by one thread in one order, and the tiles of a batch are taken in
+//! groups whose size depends on the shapes alone: the result never depends on the thread count.
+use std::cell::RefCell;
+
+use super::super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
+use super::super::cpu_parallel::{cores, for_each_item_chunk};
+use super::ConvDims;
+
+/// Points of the 4x4 transform domain: one GEMM each.
+const XI: usize = 16;
+/// The least GEMM work per unit of transform work, `c_in c_out / (c_in + c_out)`, that pays: the
+/// transforms cost the same per channel whatever the other side's width. Measured on the
+/// development VM (A/B against im2col, alternate runs): 128 -> 128 (64) and 128 -> 64 (43) gain
+/// 10-30%, 64 -> 64 (32) and below do not.
+const MIN_WORK_RATIO: usize = 40;
+/// The transformed tiles of one group of samples (V and M together) stay under this: a batch
+/// larger than it is taken a group at a time, so memory stays bounded whatever the batch.
+#[cfg(not(test))]
+const GROUP_BYTES: usize = 48 << 20;
+/// The unit tests' budget: small, so that their batches span several groups.
+#[cfg(test)]
+const GROUP_BYTES: usize = 256 << 10;
+
+/// Whether F(2x2, 3x3) can compute this convolution: a 3x3 kernel at stride 1 whose padding
+/// equals its dilation on both axes (output as large as the input).
+fn computes(d: &ConvDims) -> bool {
+    d.kh == 3
+        && d.kw == 3
+        && d.stride == 1
+        && d.pad_h == d.dil
+        && d.pad_w == d.dil
+        && d.h_out == d.h_in
+        && d.w_out == d.w_in
+}
+
+/// Whether the cpu runs this convolution by F(2x2, 3x3): where it [`computes`] it and was
+/// measured faster than im2col. Dilated convolutions are computed correctly (and tested) but not
+/// chosen: at 14x14 their classes of 7 and 3-4 pixels leave a third more tiles than outputs / 4,
+/// and the A/B runs showed no gain at dilation 2 or 4.
+pub(super) fn applies(d: &ConvDims) -> bool {
+    computes(d) && d.dil == 1 && d.c_in * d.c_out >= MIN_WORK_RATIO * (d.c_in + d.c_out)
+}
+
+/// One axis of the (equal) input and output planes cut into tiles of two outputs. Dilation
+/// `dil` splits the outputs into classes `r, r + dil, r + 2 dil, ...` (`r < dil`), each an
+/// undilated convolution of the pixels of its class, so a tile's two outputs are `dil` apart and
+/// its four inputs are the pixels `dil` before, the two outputs and `dil` after.
+struct Axis {
+    /// Each tile's first output pixel, classes in order; its first input pixel is `dil` before.
+    origins: Vec<usize>,
+    size: usize,
+    dil: usize,
+}
+
+impl Axis {
+    fn new(size: usize, dil: usize) -> Self {
+        let mut origins = Vec::new();
+        for r in 0..dil.min(size) {
+            let len = (size - r).div_ceil(dil);
+            origins.extend((0..len.div_ceil(2)).map(|s| r + 2 * dil * s));
+        }
+        Self { origins, size, dil }
+    }
+
+    fn tiles(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// A plane's extent along this axis with `dil` zeros before it and enough after for the
+    /// last tile's inputs (up to `size - 1 + 2 dil`): `dil` + size + 2 dil.
+    fn padded(&self) -> usize {
+        self.size + 3 * self.dil
+    }
+}
+
+/// The tiling of one convolution's planes.
+struct Tiling {
+    rows: Axis,
+    cols: Axis,
+}
+
+impl Tiling {
+    fn new(d: &ConvDims) -> Self {
+        Self {
+            rows: Axis::new(d.h_in, d.dil),
+            cols: Axis::new(d.w_in, d.dil),
+        }
+    }
+
+    fn plane_len(&self) -> usize {
+        self.rows.size * self.cols.size
+    }
+
+    fn per_sample(&self) -> usize {
+        self.rows.tiles() * self.cols.tiles()
+    }
+
+    /// Samples per group: as many as keep `floats_per_tile` floats a tile under GROUP_BYTES.
+    fn group(&self, batch: usize, floats_per_tile: usize) -> usize {
+        let per_sample = self.per_sample() * floats_per_tile * size_of::<f32>();
+        (GROUP_BYTES / per_sample.max(1)).clamp(1, batch.max(1))
+    }
+
+    /// A zeroed plane with room for `dil` zeros before each axis and the last tiles' reach
+    /// after it ([`Axis::padded`]).
+    fn padded_plane(&self) -> PaddedPlane {
+        PaddedPlane {
+            data: vec![0.0; self.rows.padded() * self.cols.padded()],
+            width: self.cols.padded(),
+        }
+    }
+
+    /// Calls `f(tile, row_origin, col_origin)` for every tile of one sample, `tile` counting
+    /// along rows of tiles.
+    fn for_each_tile(&self, mut f: impl FnMut(usize, usize, usize)) {
+        for (tr, &ro) in self.rows.origins.iter().enumerate() {
+            for (tc, &co) in self.cols.origins.iter().enumerate() {
+                f(tr * self.cols.tiles() + tc, ro, co);
+            }
+        }
+    }
+}
+
+/// One plane copied into a larger zeroed one at an offset, so that every tile reads and writes
+/// without a bounds test; the border stays zero from one plane to the next.
+struct PaddedPlane {
+    data: Vec<f32>,
+    width: usize,
+}
+
+impl PaddedPlane {
+    /// Copies `plane` (`cols.size` wide) in with its first pixel at (`offset`, `offset`).
+    fn load(&mut self, plane: &[f32], cols: usize, offset: usize) {
+        for (r, row) in plane.chunks_exact(cols).enumerate() {
+            self.data[(r + offset) * self.width + offset..][..cols].copy_from_slice(row);
+        }
+    }
+
+    /// The `K x K` pixels `step` apart from (`row`, `col`).
+    fn tile<const K: usize>(&self, row: usize, col: usize, step: usize) -> [[f32; K]; K] {
+        std::array::from_fn(|k| {
+            let line = &self.data[(row + k * step) * self.width + col..];
+            std::array::from_fn(|l| line[l * step])
+        })
+    }
+}
+
+thread_local! {
+    /// The caller's transformed tiles (V, M, and the weights' U), reused across calls: every
+    /// element is written before it is read, so a reused buffer is never cleared.
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` on this thread's scratch buffers, or on fresh ones where a call on this thread is
+/// already using them (a rayon thread waiting on its own parallel step may run another
+/// convolution's task).
+fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 3]) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut [Vec::new(), Vec::new(), Vec::new()]),
+    })
+}
+
+/// The floats from one point's GEMM result to the next's: at least `len`, and 256 bytes past a
+/// multiple of 4 KiB, so that the 16 points of a tile, read together by the output transform,
+/// fall in 16 different cache sets (whole 4 KiB strides put them all in one set and made that
+/// transform 6x slower at 64 -> 128 channels, 28x28).
+fn point_stride(len: usize) -> usize {
+    len.next_multiple_of(1024) + 64
+}
+
+/// `buf` resized to `len` floats (growing writes zeros once; shrinking keeps the memory).
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+/// The forward convolution of [`applies`]' shapes: `y = conv(x, w) + bias`.
+pub(super) fn forward(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    with_scratch(|[v, m, u]| {
+        let u = sized(u, XI * d.c_out * d.c_in);
+        transform_weights(w, d.c_out, d.c_in, u);
+        correlate(d, x, u, bias, y, v, m);
+    });
+}
+
+/// The input gradient: the forward pass of `dy` through the kernels flipped in both axes with
+/// input and output channels swapped (`w'[ci, co, 2 - ki, 2 - kj] = w[co, ci, ki, kj]`).
+pub(super) fn backward_data(d: &ConvDims, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let adjoint = ConvDims {
+        c_in: d.c_out,
+        c_out: d.c_in,
+        ..*d
+    };
+    let mut flipped = vec![0.0; w.len()];
+    for (co, w_co) in w.chunks_exact(d.c_in * 9).enumerate() {
+        for (ci, g) in w_co.chunks_exact(9).enumerate() {
+            let out = &mut flipped[(ci * d.c_out + co) * 9..][..9];
+            for (t, &v) in g.iter().enumerate() {
+                out[8 - t] = v;
+            }
+        }
+    }
+    forward(&adjoint, dy, &flipped, None, dx);
+}
+
+/// The weight gradient: `dU_xi = sum over tiles of (A dY A^T)_xi V_xi^T`, groups of samples in
+/// order, then `dw = G^T dU G`.
+pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32]) {
+    let tiling = Tiling::new(d);
+    let group = tiling.group(d.batch, XI * (d.c_in + d.c_out));
+    let (x_len, y_len) = (d.c_in * d.h_in * d.w_in, d.c_out * d.h_out * d.w_out);
+    with_scratch(|[v, m, du]| {
+        let du = sized(du, XI * d.c_out * d.c_in);
+        for b0 in (0..d.batch).step_by(group) {
+            let samples = group.min(d.batch - b0);
+            let n = samples * tiling.per_sample();
+            let v = sized(v, d.c_in * XI * n);
+            let m = sized(m, d.c_out * XI * n);
+            transform_inputs(&tiling, &x[b0 * x_len..][..samples * x_len], d.c_in, v);
+            transform_output_grads(&tiling, &dy[b0 * y_len..][..samples * y_len], d.c_out, m);
+            // dU_xi [c_out, c_in] = M_xi [c_out, n] V_xi^T [n, c_in], one GEMM a point.
+            let beta = if b0 == 0 { 0.0 } else { 1.0 };
+            let (v, m) = (&*v, &*m);
+            for_each_item_chunk(du, d.c_out * d.c_in, cores(), |first, chunk| {
+                for (i, du_xi) in chunk.chunks_exact_mut(d.c_out * d.c_in).enumerate() {
+                    let xi = first + i;
+                    gemm(
+                        point(m, xi, d.c_out, n),
+                        point(v, xi, d.c_in, n).t(),
+                        beta,
+                        du_xi,
+                    );
+                }
+            });
+        }
+        untransform_weight_grads(du, d.c_out, d.c_in, dw);
+    });
+}
+
+/// Point `xi`'s `[channels, n]` matrix in transformed tiles laid out `[channels, XI, n]`.
+fn point(tiles: &[f32], xi: usize, channels: usize, n: usize) -> MatRef<'_> {
+    MatRef {
+        data: &tiles[xi * n..],
+        rows: channels,
+        cols: n,
+        row_stride: XI * n,
+        col_stride: 1,
+    }
+}
+
+/// The forward pass with the kernels already transformed (`u`: [XI, c_out, c_in]).
+fn correlate(
+    d: &ConvDims,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    v: &mut Vec<f32>,
+    m: &mut Vec<f32>,
+) {
+    let tiling = Tiling::new(d);
+    let group = tiling.group(d.batch, XI * (d.c_in + d.c_out));
+    let (x_len, y_len) = (d.c_in * d.h_in * d.w_in, d.c_out * d.h_out * d.w_out);
+    let u_lhs: Vec<SharedLhs<'_>> = u
+        .chunks_exact(d.c_out * d.c_in)
+        .map(|u_xi| SharedLhs::new(MatRef::row_major(u_xi, d.c_out, d.c_in)))
+        .collect();
+    for b0 in (0..d.batch).step_by(group) {
+        let samples = group.min(d.batch - b0);
+        let n = samples * tiling.per_sample();
+        let v = sized(v, d.c_in * XI * n);
+        let m_stride = point_stride(d.c_out * n);
+        let m = sized(m, XI * m_stride);
+        transform_inputs(&tiling, &x[b0 * x_len..][..samples * x_len], d.c_in, v);
+        // M_xi [c_out, n] = U_xi [c_out, c_in] V_xi [c_in, n], one GEMM a point.
+        let v = &*v;
+        for_each_item_chunk(m, m_stride, cores(), |first, chunk| {
+            for (i, m_xi) in chunk.chunks_exact_mut(m_stride).enumerate() {
+                let xi = first + i;
+                let v_xi = point(v, xi, d.c_in, n);
+                gemm_shared(&u_lhs[xi], v_xi, 0.0, &mut m_xi[..d.c_out * n]);
+            }
+        });
+        let y_group = &mut y[b0 * y_len..][..samples * y_len];
+        untransform_outputs(&tiling, m, m_stride, d.c_out, bias, y_group);
+    }
+}
+
+/// `u[xi, co, ci] = (G g G^T)_xi` for each 3x3 kernel `g = w[co, ci]`, with
+/// `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`.
+fn transform_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut [f32]) {
+    let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    let kernels = c_out * c_in;
+    // A block of kernels at a time into a [kernel, xi] block in L1, then point by point into
+    // u: writing u's 16 points per kernel strode 16 ways at once, and a whole [kernel, xi]
+    // matrix left L1 (each was a tenth of a 128 -> 128 forward at 14x14).
+    const BLOCK: usize = 256;
+    let mut tiles = [[0.0f32; XI]; BLOCK];
+    for (block, gs) in w.chunks(9 * BLOCK).enumerate() {
+        for (tile, g) in tiles.iter_mut().zip(gs.chunks_exact(9)) {
+            // Columns first (G g), then rows ((G g) G^T).
+            let cols: [[f32; 4]; 3] = std::array::from_fn(|j| g_rows(g[j], g[3 + j], g[6 + j]));
+            for i in 0..4 {
+                tile[4 * i..4 * i + 4].copy_from_slice(&g_rows(cols[0][i], cols[1][i], cols[2][i]));
+            }
+        }
+        let k0 = block * BLOCK;
+        let count = gs.len() / 9;
+        for xi in 0..XI {
+            let u_xi = &mut u[xi * kernels + k0..][..count];
+            u_xi.iter_mut().zip(&tiles).for_each(|(o, t)| *o = t[xi]);
+        }
+    }
+}
+
+/// `dw[co, ci] = G^T dU[co, ci] G`, the adjoint of [`transform_weights`].
+fn untransform_weight_grads(du: &[f32], c_out: usize, c_in: usize, dw: &mut [f32]) {
+    let pairs = c_out * c_in;
+    let g_t =
+        |a: f32, b: f32, c: f32, e: f32| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + e];
+    for (k, g) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |i: usize, j: usize| du[(4 * i + j) * pairs + k];
+        let cols: [[f32; 3]; 4] =
+            std::array::from_fn(|j| g_t(at(0, j), at(1, j), at(2, j), at(3, j)));
+        for i in 0..3 {
+            let row = g_t(cols[0][i], cols[1][i], cols[2][i], cols[3][i]);
+            g[3 * i..3 * i + 3].copy_from_slice(&row);
+        }
+    }
+}
+
+/// `v[c, xi, n] = (B^T d B)_xi` for every tile `n` of every sample of `x` ([samples, channels,
+/// H, W]), `d` the tile's 4x4 inputs, which start `dil` before its outputs: at its origin once
+/// the plane is padded by `dil`.
+fn transform_inputs(tiling: &Tiling, x: &[f32], channels: usize, v: &mut [f32]) {
+    let dil = tiling.rows.dil;
+    transform_tiles(tiling, x, channels, dil, v, |plane, ro, co| {
+        input_tile(plane.tile::<4>(ro, co, dil))
+    });
+}
+
+/// `m[c, xi, n] = (A g A^T)_xi` for every tile of every sample of `dy`, `g` the tile's 2x2
+/// output gradients (zero outside the image): the adjoint of [`untransform_outputs`].
+fn transform_output_grads(tiling: &Tiling, dy: &[f32], channels: usize, m: &mut [f32]) {
+    let dil = tiling.rows.dil;
+    transform_tiles(tiling, dy, channels, 0, m, |plane, ro, co| {
+        output_grad_tile(plane.tile::<2>(ro, co, dil))
+    });
+}
+
+/// `out[c, xi, n] = tile(plane, row_origin, col_origin)_xi` for every tile `n` of every sample of
+/// `planes` ([samples, channels, H, W]), each plane copied into a zeroed larger one with its first
+/// pixel at (`offset`, `offset`) so that `tile` reads without bounds tests. Channels are spread
+/// over the cores.
+fn transform_tiles(
+    tiling: &Tiling,
+    planes: &[f32],
+    channels: usize,
+    offset: usize,
+    out: &mut [f32],
+    tile: impl Fn(&PaddedPlane, usize, usize) -> [f32; XI] + Sync,
+) {
+    let plane_len = tiling.plane_len();
+    let samples = planes.len() / (channels * plane_len).max(1);
+    let n = samples * tiling.per_sample();
+    for_each_item_chunk(out, XI * n, cores(), |first, chunk| {
+        let mut padded = tiling.padded_plane();
+        for (i, out_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
+            for b in 0..samples {
+                let plane = &planes[(b * channels + first + i) * plane_len..][..plane_len];
+                padded.load(plane, tiling.cols.size, offset);
+                let tile0 = b * tiling.per_sample();
+                tiling.for_each_tile(|t, ro, co| {
+                    for (xi, &value) in tile(&padded, ro, co).iter().enumerate() {
+                        out_c[xi * n + tile0 + t] = value;
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// `y = A^T M A + bias` for every tile of every sample, `m` as [XI, channels, n] with points
+/// `m_stride` apart; outputs of a
+/// last tile that fall outside the image land in the padding and are dropped.
+fn untransform_outputs(
+    tiling: &Tiling,
+    m: &[f32],
+    m_stride: usize,
+    channels: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let plane_len = tiling.plane_len();
+    let n = y.len() / (channels * plane_len).max(1) * tiling.per_sample();
+    let (cols, dil) = (tiling.cols.size, tiling.rows.dil);
+    let tiles = tiling.cols.tiles();
+    for_each_item_chunk(y, plane_len, cores(), |first, planes| {
+        let mut padded = tiling.padded_plane();
+        let mut y_row = [(); 4].map(|_| vec![0.0; tiles]);
+        for (i, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+            let (b, c) = ((first + i) / channels, (first + i) % channels);
+            let tile0 = c * n + b * tiling.per_sample();
+            for (tr, &ro) in tiling.rows.origins.iter().enumerate() {
+                // One row of tiles at a time, each point's values contiguous along it, so the
+                // transform runs over whole rows of tiles (vectorised) before the scatter.
+                let n0 = tile0 + tr * tiles;
+                let m_row: [&[f32]; XI] =
+                    std::array::from_fn(|xi| &m[xi * m_stride + n0..][..tiles]);
+                for tc in 0..tiles {
+                    let [[y00, y01], [y10, y11]] =
+                        output_tile(std::array::from_fn(|xi| m_row[xi][tc]));
+                    y_row[0][tc] = y00;
+                    y_row[1][tc] = y01;
+                    y_row[2][tc] = y10;
+                    y_row[3][tc] = y11;
+                }
+                for (tc, &co) in tiling.cols.origins.iter().enumerate() {
+                    let top = (ro * padded.width) + co;
+                    let bottom = top + dil * padded.width;
+                    padded.data[top] = y_row[0][tc];
+                    padded.data[top + dil] = y_row[1][tc];
+                    padded.data[bottom] = y_row[2][tc];
+                    padded.data[bottom + dil] = y_row[3][tc];
+                }
+            }
+            let b_c = bias.map_or(0.0, |bias| bias[c]);
+            for (r, out) in plane.chunks_exact_mut(cols).enumerate() {
+                let line = &padded.data[r * padded.width..][..cols];
+                out.iter_mut().zip(line).for_each(|(o, &v)| *o = v + b_c);
+            }
+        }
+    });
+}
+
+/// `B^T d B` with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`, as 16
+/// points row by row.
+fn input_tile(d: [[f32; 4]; 4]) -> [f32; XI] {
+    let b_t = |[d0, d1, d2, d3]: [f32; 4]| [d0 - d2, d1 + d2, d2 - d1, d1 - d3];
+    let rows: [[f32; 4]; 4] = std::array::from_fn(|l| b_t([d[0][l], d[1][l], d[2][l], d[3][l]]));
+    let mut out = [0.0; XI];
+    for i in 0..4 {
+        out[4 * i..4 * i + 4]
+            .copy_from_slice(&b_t([rows[0][i], rows[1][i], rows[2][i], rows[3][i]]));
+    }
+    out
+}
+
+/// `A^T M A` with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`: a tile's 2x2 outputs.
+fn output_tile(m: [f32; XI]) -> [[f32; 2]; 2] {
+    let a_t = |[m0, m1, m2, m3]: [f32; 4]| [m0 + m1 + m2, m1 - m2 - m3];
+    let cols: [[f32; 2]; 4] = std::array::from_fn(|j| a_t([m[j], m[4 + j], m[8 + j], m[12 + j]]));
+    std::array::from_fn(|i| a_t([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]))
+}
+
+/// `A g A^T`, the adjoint of [`output_tile`]: 16 points row by row from 2x2 output gradients.
+fn output_grad_tile(g: [[f32; 2]; 2]) -> [f32; XI] {
+    let a = |[g0, g1]: [f32; 2]| [g0, g0 + g1, g0 - g1, -g1];
+    let cols: [[f32; 4]; 2] = std::array::from_fn(|l| a([g[0][l], g[1][l]]));
+    let mut out = [0.0; XI];
+    for i in 0..4 {
+        out[4 * i..4 * i + 4].copy_from_slice(&a([cols[0][i], cols[1][i]]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{cpu, Conv2dCfg};
+    use super::*;
+    use crate::rng::{fill_normals, stream};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut values = vec![0.0; len];
+        fill_normals(seed, stream::TEST, 0, 0, &mut values);
+        values
+    }
+
+    fn dims(batch: usize, c_in: usize, h: usize, w: usize, c_out: usize, dil: usize) -> ConvDims {
+        let cfg = Conv2dCfg::same(3, dil);
+        ConvDims::new(&[batch, c_in, h, w], &[c_out, c_in, 3, 3], cfg, "conv2d").unwrap()
+    }
+
+    /// The three passes by Winograd, and by im2col + GEMM (the cpu's other path).
+    fn both_ways(d: &ConvDims, seed: u64) -> [(Vec<f32>, Vec<f32>); 3] {
+        let x = random(d.batch * d.c_in * d.h_in * d.w_in, seed);
+        let w = random(d.c_out * d.c_in * 9, seed + 1);
+        let bias = random(d.c_out, seed + 2);
+        let dy = random(d.batch * d.c_out * d.h_out * d.w_out, seed + 3);
+        let mut y = [vec![f32::NAN; dy.len()], vec![f32::NAN; dy.len()]];
+        forward(d, &x, &w, Some(&bias), &mut y[0]);
+        cpu::forward(d, &x, &w, Some(&bias), &mut y[1]);
+        let mut dx = [vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]];
+        backward_data(d, &dy, &w, &mut dx[0]);
+        cpu::backward_data(d, &dy, &w, &mut dx[1]);
+        let mut dw = [vec![f32::NAN; w.len()], vec![f32::NAN; w.len()]];
+        backward_weight(d, &dy, &x, &mut dw[0]);
+        cpu::backward_weight(d, &dy, &x, &mut dw[1]);
+        [y, dx, dw].map(|[a, b]| (a, b))
+    }
+
+    /// Edge sizes: odd planes (a last tile of one output), dilations 2 and 4 (classes of
+    /// unequal length), a plane smaller than the dilation, one pixel, and batches of several
+    /// groups (this build's group budget is small, see GROUP_BYTES).
+    #[test]
+    fn matches_im2col_on_edge_sizes_and_dilations() {
+        let shapes = [
+            dims(2, 32, 7, 7, 33, 1),
+            dims(1, 40, 13, 11, 32, 2),
+            dims(2, 32, 9, 10, 35, 4),
+            dims(1, 32, 1, 1, 32, 1),
+            dims(1, 33, 2, 3, 34, 4),
+            dims(5, 32, 14, 14, 32, 1),
+            dims(3, 64, 6, 8, 32, 2),
+        ];
+        for (s, d) in shapes.iter().enumerate() {
+            assert!(computes(d));
+            for (pass, (got, want)) in ["forward", "backward data", "backward weight"]
+                .iter()
+                .zip(both_ways(d, 10 * s as u64))
+            {
+                // Both are f32 sums of the same products, reassociated: a few ulp of the
+                // largest value apart.
+                let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 2e-5 * scale,
+                        "{d:?} {pass}: element {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        assert!(
+            Tiling::new(&shapes[5]).group(5, XI * 64) < 5,
+            "no test spans groups"
+        );
+    }
+
+    #[test]
+    fn result_does_not_depend_on_the_thread_count() {
+        let d = dims(3, 32, 10, 9, 40, 2);
+        let many = both_ways(&d, 7);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| both_ways(&d, 7));
+        for ((a, _), (b, _)) in many.iter().zip(&one) {
+            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    fn serves_only_same_3x3_stride_1_with_channels_enough() {
+        assert!(applies(&dims(1, 64, 28, 28, 128, 1)));
+        assert!(applies(&dims(1, 128, 14, 14, 128, 1)));
+        assert!(!applies(&dims(1, 64, 28, 28, 64, 1)), "too few channels");
+        assert!(!applies(&dims(1, 128, 14, 14, 128, 2)), "dilated");
+        assert!(computes(&dims(1, 128, 14, 14, 128, 2)));
+        let cfg = Conv2dCfg::same(3, 1).with_stride(2);
+        let strided = ConvDims::new(&[1, 64, 28, 28], &[64, 64, 3, 3], cfg, "c").unwrap();
+        assert!(!applies(&strided));
+        let cfg = Conv2dCfg::padded(0, 0);
+        let valid = ConvDims::new(&[1, 64, 28, 28], &[64, 64, 3, 3], cfg, "c").unwrap();
+        assert!(!applies(&valid));
+        let cfg = Conv2dCfg::same(1, 1);
+        let pointwise = ConvDims::new(&[1, 64, 28, 28], &[64, 64, 1, 1], cfg, "c").unwrap();
+        assert!(!applies(&pointwise));
+    }
+}
