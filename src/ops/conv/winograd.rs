@@ -39,6 +39,13 @@ const GROUP_BYTES: usize = 48 << 20;
 /// The unit tests' budget: small, so that their batches span several groups.
 #[cfg(test)]
 const GROUP_BYTES: usize = 256 << 10;
+/// The forward pass's block of transformed tiles (V and M) stays under this, half a core's L2
+/// cache on the development VM (1 MiB), leaving room for the packed kernels streaming past.
+#[cfg(not(test))]
+const BLOCK_BYTES: usize = 512 << 10;
+/// The unit tests' block: 16 tiles, so that their planes span several blocks.
+#[cfg(test)]
+const BLOCK_BYTES: usize = 16 << 10;
 
 /// Whether F(2x2, 3x3) can compute this convolution: a 3x3 kernel at stride 1 whose padding
 /// equals its dilation on both axes (output as large as the input).
@@ -129,6 +136,12 @@ impl Tiling {
         }
     }
 
+    /// Tile `t` of a sample's (counted along rows of tiles): its first output's row and column.
+    fn origin(&self, t: usize) -> (usize, usize) {
+        let tiles = self.cols.tiles();
+        (self.rows.origins[t / tiles], self.cols.origins[t % tiles])
+    }
+
     /// Calls `f(tile, row_origin, col_origin)` for every tile of one sample, `tile` counting
     /// along rows of tiles.
     fn for_each_tile(&self, mut f: impl FnMut(usize, usize, usize)) {
@@ -170,6 +183,19 @@ thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
+thread_local! {
+    /// A worker's block of transformed tiles (V and M), reused across calls like SCRATCH.
+    static BLOCK_SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// [`with_scratch`] for a worker's block buffers.
+fn with_block_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 2]) -> R) -> R {
+    BLOCK_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut [Vec::new(), Vec::new()]),
+    })
+}
+
 /// Runs `f` on this thread's scratch buffers, or on fresh ones where a call on this thread is
 /// already using them (a rayon thread waiting on its own parallel step may run another
 /// convolution's task).
@@ -198,10 +224,10 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// The forward convolution of [`applies`]' shapes: `y = conv(x, w) + bias`.
 pub(super) fn forward(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    with_scratch(|[v, m, u]| {
+    with_scratch(|[_, _, u]| {
         let u = sized(u, XI * d.c_out * d.c_in);
         transform_weights(w, d.c_out, d.c_in, u);
-        correlate(d, x, u, bias, y, v, m);
+        correlate(d, x, u, bias, y);
     });
 }
 
@@ -270,41 +296,114 @@ fn point(tiles: &[f32], xi: usize, channels: usize, n: usize) -> MatRef<'_> {
     }
 }
 
-/// The forward pass with the kernels already transformed (`u`: [XI, c_out, c_in]).
-fn correlate(
-    d: &ConvDims,
-    x: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    v: &mut Vec<f32>,
-    m: &mut Vec<f32>,
-) {
+/// The forward pass with the kernels already transformed (`u`: [XI, c_out, c_in]). Samples are
+/// spread over the cores; each sample's tiles are taken a block at a time, transformed, multiplied
+/// and transformed back while the block is in the core's L2 cache (transforming a whole batch
+/// first made every transform a pass over tiles four times the activations, through memory).
+fn correlate(d: &ConvDims, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let tiling = Tiling::new(d);
-    let group = tiling.group(d.batch, XI * (d.c_in + d.c_out));
+    let block = block_tiles(d.c_in + d.c_out, tiling.per_sample());
     let (x_len, y_len) = (d.c_in * d.h_in * d.w_in, d.c_out * d.h_out * d.w_out);
     let u_lhs: Vec<SharedLhs<'_>> = u
         .chunks_exact(d.c_out * d.c_in)
         .map(|u_xi| SharedLhs::new(MatRef::row_major(u_xi, d.c_out, d.c_in)))
         .collect();
-    for b0 in (0..d.batch).step_by(group) {
-        let samples = group.min(d.batch - b0);
-        let n = samples * tiling.per_sample();
-        let v = sized(v, d.c_in * XI * n);
-        let m_stride = point_stride(d.c_out * n);
-        let m = sized(m, XI * m_stride);
-        transform_inputs(&tiling, &x[b0 * x_len..][..samples * x_len], d.c_in, v);
-        // M_xi [c_out, n] = U_xi [c_out, c_in] V_xi [c_in, n], one GEMM a point.
-        let v = &*v;
-        for_each_item_chunk(m, m_stride, cores(), |first, chunk| {
-            for (i, m_xi) in chunk.chunks_exact_mut(m_stride).enumerate() {
-                let xi = first + i;
-                let v_xi = point(v, xi, d.c_in, n);
-                gemm_shared(&u_lhs[xi], v_xi, 0.0, &mut m_xi[..d.c_out * n]);
+    for_each_item_chunk(y, y_len, cores().min(d.batch), |first, samples| {
+        with_block_scratch(|[v, m]| {
+            let v = sized(v, d.c_in * XI * block);
+            let m_stride = point_stride(d.c_out * block);
+            let m = sized(m, XI * m_stride);
+            for (i, y_b) in samples.chunks_exact_mut(y_len).enumerate() {
+                let x_b = &x[(first + i) * x_len..][..x_len];
+                for t0 in (0..tiling.per_sample()).step_by(block) {
+                    let tiles = t0..(t0 + block).min(tiling.per_sample());
+                    let n = tiles.len();
+                    transform_input_block(&tiling, x_b, d.c_in, tiles.clone(), &mut v[..]);
+                    // M_xi [c_out, n] = U_xi [c_out, c_in] V_xi [c_in, n], one GEMM a point.
+                    for (xi, lhs) in u_lhs.iter().enumerate() {
+                        let v_xi = point(v, xi, d.c_in, n);
+                        gemm_shared(lhs, v_xi, 0.0, &mut m[xi * m_stride..][..d.c_out * n]);
+                    }
+                    untransform_output_block(&tiling, m, m_stride, tiles, bias, y_b);
+                }
             }
-        });
-        let y_group = &mut y[b0 * y_len..][..samples * y_len];
-        untransform_outputs(&tiling, m, m_stride, d.c_out, bias, y_group);
+        })
+    });
+}
+
+/// Tiles a block: as many as keep its transformed tiles (`XI` floats per tile and channel, for
+/// `channels` input and output channels together) within BLOCK_BYTES, a multiple of the GEMM's
+/// 16 columns, at most a sample's `per_sample`.
+fn block_tiles(channels: usize, per_sample: usize) -> usize {
+    let fit = BLOCK_BYTES / (XI * channels * size_of::<f32>()).max(1);
+    (fit / 16 * 16).max(16).min(per_sample.max(1))
+}
+
+/// `v[c, xi, n] = (B^T d B)_xi` for the tiles `tiles` of one sample `x` ([channels, H, W]),
+/// `n` counting from the block's first tile; `d` is the tile's 4x4 inputs, from `dil` before its
+/// first output, zero outside the image.
+fn transform_input_block(
+    tiling: &Tiling,
+    x: &[f32],
+    channels: usize,
+    tiles: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    let n = tiles.len();
+    let (width, plane_len) = (tiling.cols.size, tiling.plane_len());
+    let reach = |axis: &Axis, origin: usize| -> [Option<usize>; 4] {
+        std::array::from_fn(|k| {
+            (origin + k * axis.dil)
+                .checked_sub(axis.dil)
+                .filter(|&p| p < axis.size)
+        })
+    };
+    for (c, plane) in x.chunks_exact(plane_len).take(channels).enumerate() {
+        let v_c = &mut v[c * XI * n..][..XI * n];
+        for (j, t) in tiles.clone().enumerate() {
+            let (ro, co) = tiling.origin(t);
+            let (rows, cols) = (reach(&tiling.rows, ro), reach(&tiling.cols, co));
+            let d = rows.map(|r| {
+                cols.map(|col| match (r, col) {
+                    (Some(r), Some(col)) => plane[r * width + col],
+                    _ => 0.0,
+                })
+            });
+            for (xi, &value) in input_tile(d).iter().enumerate() {
+                v_c[xi * n + j] = value;
+            }
+        }
+    }
+}
+
+/// `y = A^T M A + bias` for the tiles `tiles` of one sample `y` ([channels, H, W]), `m` as [XI,
+/// channels, n] with points `m_stride` apart; a last tile's outputs past the image are dropped.
+fn untransform_output_block(
+    tiling: &Tiling,
+    m: &[f32],
+    m_stride: usize,
+    tiles: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let n = tiles.len();
+    let (width, dil) = (tiling.cols.size, tiling.rows.dil);
+    for (c, plane) in y.chunks_exact_mut(tiling.plane_len()).enumerate() {
+        let b_c = bias.map_or(0.0, |bias| bias[c]);
+        let m_c = &m[c * n..];
+        for (j, t) in tiles.clone().enumerate() {
+            let outputs = output_tile(std::array::from_fn(|xi| m_c[xi * m_stride + j]));
+            let (ro, co) = tiling.origin(t);
+            for (k, row) in outputs.iter().enumerate() {
+                let r = ro + k * dil;
+                for (l, &value) in row.iter().enumerate() {
+                    let col = co + l * dil;
+                    if r < tiling.rows.size && col < width {
+                        plane[r * width + col] = value + b_c;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -362,7 +461,7 @@ fn transform_inputs(tiling: &Tiling, x: &[f32], channels: usize, v: &mut [f32]) 
 }
 
 /// `m[c, xi, n] = (A g A^T)_xi` for every tile of every sample of `dy`, `g` the tile's 2x2
-/// output gradients (zero outside the image): the adjoint of [`untransform_outputs`].
+/// output gradients (zero outside the image): the adjoint of [`untransform_output_block`].
 fn transform_output_grads(tiling: &Tiling, dy: &[f32], channels: usize, m: &mut [f32]) {
     let dil = tiling.rows.dil;
     transform_tiles(tiling, dy, channels, 0, m, |plane, ro, co| {
@@ -397,59 +496,6 @@ fn transform_tiles(
                         out_c[xi * n + tile0 + t] = value;
                     }
                 });
-            }
-        }
-    });
-}
-
-/// `y = A^T M A + bias` for every tile of every sample, `m` as [XI, channels, n] with points
-/// `m_stride` apart; outputs of a
-/// last tile that fall outside the image land in the padding and are dropped.
-fn untransform_outputs(
-    tiling: &Tiling,
-    m: &[f32],
-    m_stride: usize,
-    channels: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let plane_len = tiling.plane_len();
-    let n = y.len() / (channels * plane_len).max(1) * tiling.per_sample();
-    let (cols, dil) = (tiling.cols.size, tiling.rows.dil);
-    let tiles = tiling.cols.tiles();
-    for_each_item_chunk(y, plane_len, cores(), |first, planes| {
-        let mut padded = tiling.padded_plane();
-        let mut y_row = [(); 4].map(|_| vec![0.0; tiles]);
-        for (i, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
-            let (b, c) = ((first + i) / channels, (first + i) % channels);
-            let tile0 = c * n + b * tiling.per_sample();
-            for (tr, &ro) in tiling.rows.origins.iter().enumerate() {
-                // One row of tiles at a time, each point's values contiguous along it, so the
-                // transform runs over whole rows of tiles (vectorised) before the scatter.
-                let n0 = tile0 + tr * tiles;
-                let m_row: [&[f32]; XI] =
-                    std::array::from_fn(|xi| &m[xi * m_stride + n0..][..tiles]);
-                for tc in 0..tiles {
-                    let [[y00, y01], [y10, y11]] =
-                        output_tile(std::array::from_fn(|xi| m_row[xi][tc]));
-                    y_row[0][tc] = y00;
-                    y_row[1][tc] = y01;
-                    y_row[2][tc] = y10;
-                    y_row[3][tc] = y11;
-                }
-                for (tc, &co) in tiling.cols.origins.iter().enumerate() {
-                    let top = (ro * padded.width) + co;
-                    let bottom = top + dil * padded.width;
-                    padded.data[top] = y_row[0][tc];
-                    padded.data[top + dil] = y_row[1][tc];
-                    padded.data[bottom] = y_row[2][tc];
-                    padded.data[bottom + dil] = y_row[3][tc];
-                }
-            }
-            let b_c = bias.map_or(0.0, |bias| bias[c]);
-            for (r, out) in plane.chunks_exact_mut(cols).enumerate() {
-                let line = &padded.data[r * padded.width..][..cols];
-                out.iter_mut().zip(line).for_each(|(o, &v)| *o = v + b_c);
             }
         }
     });
@@ -523,7 +569,7 @@ mod tests {
 
     /// Edge sizes: odd planes (a last tile of one output), dilations 2 and 4 (classes of
     /// unequal length), a plane smaller than the dilation, one pixel, and batches of several
-    /// groups (this build's group budget is small, see GROUP_BYTES).
+    /// groups and planes of several blocks (this build's budgets are small: GROUP_BYTES, BLOCK_BYTES).
     #[test]
     fn matches_im2col_on_edge_sizes_and_dilations() {
         let shapes = [
@@ -555,6 +601,10 @@ mod tests {
         assert!(
             Tiling::new(&shapes[5]).group(5, XI * 64) < 5,
             "no test spans groups"
+        );
+        assert!(
+            block_tiles(64, 49) < 49 && 49 % block_tiles(64, 49) != 0,
+            "no test spans blocks with a partial last one"
         );
     }
 
