@@ -351,24 +351,27 @@ fn transform_input_block(
 ) {
     let n = tiles.len();
     let (width, plane_len) = (tiling.cols.size, tiling.plane_len());
-    let reach = |axis: &Axis, origin: usize| -> [Option<usize>; 4] {
-        std::array::from_fn(|k| {
-            (origin + k * axis.dil)
-                .checked_sub(axis.dil)
-                .filter(|&p| p < axis.size)
-        })
+    // The block's rows of tiles read the padded rows [top, bottom): those go into a zeroed
+    // strip once per channel, so each tile reads its 4x4 pixels without a bounds test.
+    let per_row = tiling.cols.tiles();
+    let tile_rows = &tiling.rows.origins[tiles.start / per_row..tiles.end.div_ceil(per_row)];
+    let top = tile_rows.iter().copied().min().unwrap_or(0);
+    let bottom = tile_rows.iter().copied().max().unwrap_or(0) + 3 * tiling.rows.dil + 1;
+    let mut strip = PaddedPlane {
+        data: vec![0.0; (bottom - top) * tiling.cols.padded()],
+        width: tiling.cols.padded(),
     };
+    // Padded row p holds image row p - dil.
+    let image_rows = top.max(tiling.rows.dil)..bottom.min(tiling.rows.size + tiling.rows.dil);
     for (c, plane) in x.chunks_exact(plane_len).take(channels).enumerate() {
+        for p in image_rows.clone() {
+            let row = &plane[(p - tiling.rows.dil) * width..][..width];
+            strip.data[(p - top) * strip.width + tiling.cols.dil..][..width].copy_from_slice(row);
+        }
         let v_c = &mut v[c * XI * n..][..XI * n];
         for (j, t) in tiles.clone().enumerate() {
             let (ro, co) = tiling.origin(t);
-            let (rows, cols) = (reach(&tiling.rows, ro), reach(&tiling.cols, co));
-            let d = rows.map(|r| {
-                cols.map(|col| match (r, col) {
-                    (Some(r), Some(col)) => plane[r * width + col],
-                    _ => 0.0,
-                })
-            });
+            let d = strip.tile::<4>(ro - top, co, tiling.rows.dil);
             for (xi, &value) in input_tile(d).iter().enumerate() {
                 v_c[xi * n + j] = value;
             }
