@@ -2,9 +2,10 @@
 //! F(2x2, 3x3) (docs/SPEC.md section 9.1; Lavin and Gray 2016): a 2x2 block of outputs of one
 //! channel pair costs 16 multiplies instead of 36, so the GEMMs do 2.25x fewer flops. im2col +
 //! GEMM already runs near the machine's FMA peak, PyTorch's rate (benches/RESULTS.md), so fewer
-//! flops is what is left (issue 19). The transforms are memory passes over tiles four times the
-//! activations' size, so the saving is measured, not assumed, and [`applies`] chooses it only
-//! where it was faster: 20-30% on 128-channel 14x14 convolutions, 15-20% on DDPM++ steps.
+//! flops is what is left (issue 19). The transformed tiles are four times the activations, so
+//! the forward pass runs a block of tiles at a time through all its steps while the block is in
+//! L2; the saving is measured, not assumed, and [`applies`] chooses it only where it was faster
+//! (benches/RESULTS.md): 11-17% on the forward convolutions it serves, 15-20% on DDPM++ steps.
 //!
 //! With `V = B^T d B` (a 4x4 input tile `d` per channel), `U = G g G^T` (per 3x3 kernel `g`) and
 //! the output tile `Y = A^T M A`, all three passes are 16 GEMMs, one per point `xi` of the 4x4
