@@ -5,7 +5,7 @@
 //! flops is what is left (issue 19). The transformed tiles are four times the activations, so
 //! the forward pass runs a block of tiles at a time through all its steps while the block is in
 //! L2; the saving is measured, not assumed, and [`applies`] chooses it only where it was faster
-//! (benches/RESULTS.md): 11-17% on the forward convolutions it serves, 15-20% on DDPM++ steps.
+//! (benches/RESULTS.md): 11-17% on the forward convolutions it serves, 5-14% on DDPM++ steps.
 //!
 //! With `V = B^T d B` (a 4x4 input tile `d` per channel), `U = G g G^T` (per 3x3 kernel `g`) and
 //! the output tile `Y = A^T M A`, all three passes are 16 GEMMs, one per point `xi` of the 4x4
