@@ -326,7 +326,13 @@ fn check_cpu_matches_definition(test: &str, shapes: &[Shape]) {
         let c = case(&mut rng, s);
         let [y, y_no_bias, dx, dw, _] = run_all(&c, &Device::Cpu);
         let (want_y, magnitude) = direct_conv(&c);
-        assert_within(&format!("cpu conv {s:?}"), &y, &want_y, &magnitude, FP32_REORDER_TOL);
+        assert_within(
+            &format!("cpu conv {s:?}"),
+            &y,
+            &want_y,
+            &magnitude,
+            FP32_REORDER_TOL,
+        );
         let want = dot(&c.dy, &y_no_bias);
         // Each pass rounds its sums to f32 (a relative error of about 1e-6 of |dy| |y| at
         // these depths); a lost or misplaced tap moves the sum by far more.
