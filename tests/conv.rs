@@ -84,7 +84,8 @@ impl Shape {
 
 /// Odd sizes, channels across the 64-wide tile, 1x1, dilations 2 and 4, more than one split of
 /// the weight gradient, size 1, and a dilation wider than the image (some taps read nothing but
-/// padding).
+/// padding). The cpu runs the dilation-4 ones over regions of constant valid taps
+/// (src/ops/conv/regions.rs), whose unit tests take more edge shapes against im2col.
 const SHAPES: &[Shape] = &[
     square((2, 3, 7, 7, 5, 3, 1, 1)),
     square((1, 5, 13, 11, 3, 3, 2, 2)),

@@ -5,10 +5,14 @@
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (ops/cpu_gemm.rs) and spreads samples over
 //! threads, except that fp32 undilated 3x3 "same" convolutions with channels enough run
-//! Winograd's F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1); emu and cuda run the
+//! Winograd's F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1), and fp32 stride-1 ones with a
+//! quarter of their taps in the padding run without those taps, region by region
+//! (conv/regions.rs, SPEC section 9.2); emu and cuda run the
 //! implicit-GEMM kernels. All three passes run in the [`ConvPrecision`] its [`Conv2dCfg`] names
 //! (fp32 unless the network chose tf32; the cpu rounds their operands to tf32 to match the
 //! tensor-core kernels).
+use std::cell::RefCell;
+
 use super::conv_precision::{round_to_tf32, ConvPrecision};
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
@@ -17,7 +21,32 @@ use crate::error::{Error, Result};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
+mod regions;
 mod winograd;
+
+/// `buf` resized to `len` floats (growing writes zeros once; shrinking keeps the memory), for
+/// scratch that every caller overwrites before reading.
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
+thread_local! {
+    /// A worker's two scratch matrices (Winograd's block of transformed tiles, a region's im2col
+    /// matrix and product), reused across calls: every element is written before it is read.
+    static WORKER_SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` on this thread's worker scratch, or on fresh buffers where a call on this thread is
+/// already using it (a rayon thread waiting on its own parallel step may run another task).
+fn with_worker_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 2]) -> R) -> R {
+    WORKER_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut [Vec::new(), Vec::new()]),
+    })
+}
 
 /// Stride, padding and dilation of a convolution (the kernel size comes from the weight), and
 /// the arithmetic of its passes.
@@ -264,6 +293,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
                 ConvPrecision::Fp32 if winograd::applies(&d) => {
                     winograd::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
                 }
+                ConvPrecision::Fp32 if regions::applies(&d) => {
+                    regions::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
+                }
                 ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
                 ConvPrecision::Tf32 => {
                     let (x, w) = (tf32_copy(x.host()?), tf32_copy(w.host()?));
@@ -327,6 +359,9 @@ pub fn conv2d_backward_data(
             ConvPrecision::Fp32 if winograd::applies(&d) => {
                 winograd::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?)
             }
+            ConvPrecision::Fp32 if regions::applies(&d) => {
+                regions::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?)
+            }
             ConvPrecision::Fp32 => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
             ConvPrecision::Tf32 => {
                 let (dy, w) = (tf32_copy(dy.host()?), tf32_copy(w.host()?));
@@ -361,6 +396,9 @@ pub fn conv2d_backward_weight(
         Device::Cpu => match cfg.precision {
             ConvPrecision::Fp32 if winograd::applies(&d) => {
                 winograd::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?)
+            }
+            ConvPrecision::Fp32 if regions::applies(&d) => {
+                regions::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?)
             }
             ConvPrecision::Fp32 => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
             ConvPrecision::Tf32 => {

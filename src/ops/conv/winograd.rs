@@ -24,7 +24,7 @@ use std::cell::RefCell;
 
 use super::super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::super::cpu_parallel::{cores, for_each_item_chunk};
-use super::ConvDims;
+use super::{sized, with_worker_scratch, ConvDims};
 
 /// Points of the 4x4 transform domain: one GEMM each.
 const XI: usize = 16;
@@ -185,19 +185,6 @@ thread_local! {
     static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-thread_local! {
-    /// A worker's block of transformed tiles (V and M), reused across calls like SCRATCH.
-    static BLOCK_SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-/// [`with_scratch`] for a worker's block buffers.
-fn with_block_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 2]) -> R) -> R {
-    BLOCK_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut bufs) => f(&mut bufs),
-        Err(_) => f(&mut [Vec::new(), Vec::new()]),
-    })
-}
-
 /// Runs `f` on this thread's scratch buffers, or on fresh ones where a call on this thread is
 /// already using them (a rayon thread waiting on its own parallel step may run another
 /// convolution's task).
@@ -214,14 +201,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 3]) -> R) -> R {
 /// transform 6x slower at 64 -> 128 channels, 28x28).
 fn point_stride(len: usize) -> usize {
     len.next_multiple_of(1024) + 64
-}
-
-/// `buf` resized to `len` floats (growing writes zeros once; shrinking keeps the memory).
-fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
 }
 
 /// The forward convolution of [`applies`]' shapes: `y = conv(x, w) + bias`.
@@ -311,7 +290,7 @@ fn correlate(d: &ConvDims, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [
         .map(|u_xi| SharedLhs::new(MatRef::row_major(u_xi, d.c_out, d.c_in)))
         .collect();
     for_each_item_chunk(y, y_len, cores().min(d.batch), |first, samples| {
-        with_block_scratch(|[v, m]| {
+        with_worker_scratch(|[v, m]| {
             let v = sized(v, d.c_in * XI * block);
             let m_stride = point_stride(d.c_out * block);
             let m = sized(m, XI * m_stride);
