@@ -732,14 +732,22 @@ mod cpu {
     /// The most partial weight gradients the batch is split into (see [`backward_weight`]).
     const WEIGHT_GRAD_GROUPS: usize = 16;
 
+    /// Columns of the AVX-512 GEMM's register tile: a product narrower than this wastes most
+    /// of each tile's width.
+    const GEMM_TILE_COLS: usize = 32;
+
     /// The weight gradient, summed over runs of consecutive samples whose number is fixed by the
     /// batch alone (at most [`WEIGHT_GRAD_GROUPS`]): each run's partial in sample order, then
     /// the partials in order. The runs are spread over the cores, and the result is the same
-    /// whatever their number.
+    /// whatever their number. Where the kernels are narrower than the GEMM's register tile
+    /// and there are more output channels (the first convolution: 9 taps of one channel, 64
+    /// outputs), each partial is computed transposed, `dw^T = col dy^T`, so that the output
+    /// channels fill the tile's columns (2.6x PyTorch's time at 1 -> 64 channels otherwise).
     pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32]) {
         let (k, p) = (d.c_in * d.taps(), d.h_out * d.w_out);
         let x_len = d.c_in * d.h_in * d.w_in;
         let w_len = d.c_out * k;
+        let transposed = k < GEMM_TILE_COLS && k < d.c_out;
         let per_group = d.batch.div_ceil(d.batch.clamp(1, WEIGHT_GRAD_GROUPS));
         let groups = d.batch.div_ceil(per_group);
         let workers = batch_workers(groups, per_group * flops_per_sample(d));
@@ -756,18 +764,31 @@ mod cpu {
                         im2col(d, x_b, &mut col);
                         &col
                     };
-                    gemm(
-                        MatRef::row_major(&dy[b * d.c_out * p..][..d.c_out * p], d.c_out, p),
-                        MatRef::row_major(col, k, p).t(),
-                        1.0,
-                        acc,
+                    let dy_b = &dy[b * d.c_out * p..][..d.c_out * p];
+                    let (dy_m, col_m) = (
+                        MatRef::row_major(dy_b, d.c_out, p),
+                        MatRef::row_major(col, k, p),
                     );
+                    if transposed {
+                        gemm(col_m, dy_m.t(), 1.0, acc);
+                    } else {
+                        gemm(dy_m, col_m.t(), 1.0, acc);
+                    }
                 }
             }
         });
         dw.fill(0.0);
         for part in partials.chunks(w_len) {
-            dw.iter_mut().zip(part).for_each(|(o, &v)| *o += v);
+            if transposed {
+                // part is [k, c_out]: dw[co, r] += part[r, co].
+                for (r, row) in part.chunks_exact(d.c_out).enumerate() {
+                    for (co, &v) in row.iter().enumerate() {
+                        dw[co * k + r] += v;
+                    }
+                }
+            } else {
+                dw.iter_mut().zip(part).for_each(|(o, &v)| *o += v);
+            }
         }
     }
 }
