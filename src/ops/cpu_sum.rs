@@ -4,6 +4,7 @@
 //! deterministic. Used by the normalisations' statistics and the softmax's denominators.
 
 /// `sum_i term(a[i], b[i])` in f64 over the shorter of `a` and `b`.
+#[inline(always)]
 pub(crate) fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
     const LANES: usize = 8;
     let mut lanes = [0.0f64; LANES];
@@ -23,6 +24,7 @@ pub(crate) fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> 
 }
 
 /// `sum_i term(a[i])` in f64.
+#[inline(always)]
 pub(crate) fn lane_sum_of(a: &[f32], term: impl Fn(f32) -> f64) -> f64 {
     lane_sum(a, a, |v, _| term(v))
 }

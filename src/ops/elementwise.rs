@@ -8,6 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::cpu_exp;
 use crate::ops::cpu_parallel::for_each_element_chunk;
+use crate::ops::cpu_simd::{map1, map2};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
@@ -24,9 +25,7 @@ fn map_unary(
         Device::Cpu => {
             let xs = x.host()?;
             for_each_element_chunk(out.host_mut()?, |offset, part| {
-                part.iter_mut()
-                    .zip(&xs[offset..])
-                    .for_each(|(o, &v)| *o = f(v))
+                map1(part, &xs[offset..], &f)
             })
         }
         dev => {
@@ -55,9 +54,7 @@ fn map_binary(
         Device::Cpu => {
             let (xa, xb) = (a.host()?, b.host()?);
             for_each_element_chunk(out.host_mut()?, |offset, part| {
-                for ((o, &u), &v) in part.iter_mut().zip(&xa[offset..]).zip(&xb[offset..]) {
-                    *o = f(u, v);
-                }
+                map2(part, &xa[offset..], &xb[offset..], &f)
             })
         }
         dev => {

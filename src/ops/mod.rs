@@ -10,6 +10,7 @@ mod cpu_gemm;
 #[cfg(target_arch = "x86_64")]
 mod cpu_gemm_avx512;
 mod cpu_parallel;
+mod cpu_simd;
 mod cpu_sum;
 pub mod dropout;
 mod elementwise;

@@ -8,6 +8,7 @@
 //! all -infinity; other rows are unaffected. The backward pass is dx = y (dy - sum(dy y)).
 use super::cpu_exp;
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
+use super::cpu_simd::avx2_fma;
 use super::cpu_sum::{lane_sum, lane_sum_of};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -66,6 +67,35 @@ fn for_each_row(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Syn
     });
 }
 
+/// One row's softmax, `out = exp(row - max) / sum`.
+#[inline(always)]
+fn softmax_row(row: &[f32], out: &mut [f32]) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // v - m <= 0: the branch-free exponential (within 2 ulp) vectorises; the sum is a separate
+    // pass in f64 lanes.
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = cpu_exp::exp_nonpositive(v - m);
+    }
+    let sum = lane_sum_of(out, |e| e as f64) as f32;
+    out.iter_mut().for_each(|o| *o /= sum);
+}
+
+/// [`softmax_row`] with AVX2's 8 lanes where the core has them (ops/cpu_simd.rs): a third less
+/// time for DDPM++'s attention rows of 256.
+fn softmax_row_wide(row: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide(row: &[f32], out: &mut [f32]) {
+        softmax_row(row, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the core runs AVX2 and FMA.
+        return unsafe { wide(row, out) };
+    }
+    softmax_row(row, out)
+}
+
 /// The softmax of every row of `x` (its last axis), in `x`'s shape.
 pub fn softmax_rows(x: &Tensor) -> Result<Tensor> {
     let (rows, len) = rows_and_len(x, "softmax_rows")?;
@@ -77,15 +107,7 @@ pub fn softmax_rows(x: &Tensor) -> Result<Tensor> {
         Device::Cpu => {
             let x = x.host()?;
             for_each_row(y.host_mut()?, len, |r, out| {
-                let row = &x[r * len..][..len];
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                // v - m <= 0: the branch-free exponential (within 2 ulp) vectorises; the sum
-                // is a separate pass in f64 lanes.
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = cpu_exp::exp_nonpositive(v - m);
-                }
-                let sum = lane_sum_of(out, |e| e as f64) as f32;
-                out.iter_mut().for_each(|o| *o /= sum);
+                softmax_row_wide(&x[r * len..][..len], out)
             });
         }
         dev => launch(
