@@ -33,6 +33,14 @@ fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
+/// `len` standard normals of the test stream from `seed`: the cpu paths' unit tests' inputs.
+#[cfg(test)]
+fn test_normals(len: usize, seed: u64) -> Vec<f32> {
+    let mut values = vec![0.0; len];
+    crate::rng::fill_normals(seed, crate::rng::stream::TEST, 0, 0, &mut values);
+    values
+}
+
 thread_local! {
     /// A worker's two scratch matrices (Winograd's block of transformed tiles, a region's im2col
     /// matrix and product), reused across calls: every element is written before it is read.

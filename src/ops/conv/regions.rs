@@ -450,15 +450,8 @@ fn add_region_weight_grad(d: &ConvDims, r: &Region, dw_r: &[f32], dw_tm: &mut [f
 
 #[cfg(test)]
 mod tests {
-    use super::super::{cpu, Conv2dCfg};
+    use super::super::{cpu, test_normals as random, Conv2dCfg};
     use super::*;
-    use crate::rng::{fill_normals, stream};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut values = vec![0.0; len];
-        fill_normals(seed, stream::TEST, 0, 0, &mut values);
-        values
-    }
 
     fn dims(x: [usize; 4], w: [usize; 4], cfg: Conv2dCfg) -> ConvDims {
         ConvDims::new(&x, &w, cfg, "conv2d").unwrap()

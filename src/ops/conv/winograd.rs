@@ -518,15 +518,8 @@ fn output_grad_tile(g: [[f32; 2]; 2]) -> [f32; XI] {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{cpu, Conv2dCfg};
+    use super::super::{cpu, test_normals as random, Conv2dCfg};
     use super::*;
-    use crate::rng::{fill_normals, stream};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut values = vec![0.0; len];
-        fill_normals(seed, stream::TEST, 0, 0, &mut values);
-        values
-    }
 
     fn dims(batch: usize, c_in: usize, h: usize, w: usize, c_out: usize, dil: usize) -> ConvDims {
         let cfg = Conv2dCfg::same(3, dil);
