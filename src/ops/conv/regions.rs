@@ -160,6 +160,20 @@ fn tap_major(d: &ConvDims, w: &[f32]) -> Vec<f32> {
     w_tm
 }
 
+/// The inverse of [`tap_major`]: `w[co, ci, t] = w_tm[co, (t, ci)]`.
+fn from_tap_major(d: &ConvDims, w_tm: &[f32], w: &mut [f32]) {
+    for (src, dst) in w_tm
+        .chunks_exact(d.c_in * d.taps())
+        .zip(w.chunks_exact_mut(d.c_in * d.taps()))
+    {
+        for (ci, kernel) in dst.chunks_exact_mut(d.taps()).enumerate() {
+            for (t, v) in kernel.iter_mut().enumerate() {
+                *v = src[t * d.c_in + ci];
+            }
+        }
+    }
+}
+
 /// For each row tap `ki` and column band: the `[c_out, c_in |col_taps|]` view of `w_tm` those
 /// taps multiply, transposed when `transpose` (the input gradient), packed once for every
 /// product of the call. `None` where the band reads no pixel.
@@ -334,15 +348,19 @@ pub(super) fn forward(d: &ConvDims, x: &[f32], w: &[f32], bias: Option<&[f32]>, 
             for r in &regions {
                 let n = samples * r.pixels();
                 let m = sized(m, d.c_out * n);
-                // Outputs that read only padding: the bias alone.
-                m.fill(0.0);
+                if r.taps() == 0 {
+                    // Outputs that read only padding: the bias alone.
+                    m.fill(0.0);
+                }
                 let col = sized(col, r.depth(d) * n);
                 gather_inputs(d, r, x_w, samples, col);
                 let block = r.row_tap_depth(d);
                 for (i, ki) in r.row_taps.clone().enumerate() {
                     let lhs = operand(&operands, col_bands.len(), r, ki);
                     let rhs = MatRef::row_major(&col[i * block * n..][..block * n], block, n);
-                    gemm_shared(lhs, rhs, 1.0, m);
+                    // The first row tap writes the product, the others add to it.
+                    let beta = if i == 0 { 0.0 } else { 1.0 };
+                    gemm_shared(lhs, rhs, beta, m);
                 }
                 scatter_outputs(d, r, m, samples, bias, ys);
             }
@@ -415,16 +433,7 @@ pub(super) fn backward_weight(d: &ConvDims, dy: &[f32], x: &[f32], dw: &mut [f32
     for (r, dw_r) in regions.iter().zip(&region_grads) {
         add_region_weight_grad(d, r, dw_r, &mut dw_tm);
     }
-    for (src, dst) in dw_tm
-        .chunks_exact(d.c_in * d.taps())
-        .zip(dw.chunks_exact_mut(d.c_in * d.taps()))
-    {
-        for (ci, kernel) in dst.chunks_exact_mut(d.taps()).enumerate() {
-            for (t, v) in kernel.iter_mut().enumerate() {
-                *v = src[t * d.c_in + ci];
-            }
-        }
-    }
+    from_tap_major(d, &dw_tm, dw);
 }
 
 /// `dw_tm[co, (t, ci)] += dw_r[co, (j, ci)]` for the region's taps `j` = t: per row tap, one run
@@ -572,33 +581,20 @@ mod tests {
 
     #[test]
     fn serves_stride_1_dilated_with_padding_enough() {
-        let d = |x, w, cfg| dims(x, w, cfg);
-        assert!(applies(&d(
-            [1, 128, 14, 14],
-            [128, 128, 3, 3],
-            Conv2dCfg::same(3, 4)
-        )));
-        assert!(!applies(&d(
-            [1, 128, 14, 14],
-            [128, 128, 3, 3],
-            Conv2dCfg::same(3, 2)
-        )));
-        assert!(applies(&d(
-            [1, 8, 6, 6],
-            [8, 8, 3, 3],
-            Conv2dCfg::same(3, 2)
-        )));
-        assert!(!applies(&d(
-            [1, 64, 14, 14],
-            [64, 64, 3, 3],
-            Conv2dCfg::same(3, 1)
-        )));
-        assert!(!applies(&d(
-            [1, 64, 64, 64],
-            [64, 64, 3, 3],
-            Conv2dCfg::same(3, 2)
-        )));
+        // A 3x3 "same" convolution of `c` channels on one `size` x `size` image.
+        let serves = |c, size, dilation| {
+            applies(&dims(
+                [1, c, size, size],
+                [c, c, 3, 3],
+                Conv2dCfg::same(3, dilation),
+            ))
+        };
+        assert!(serves(128, 14, 4));
+        assert!(!serves(128, 14, 2));
+        assert!(serves(8, 6, 2));
+        assert!(!serves(64, 14, 1));
+        assert!(!serves(64, 64, 2));
         let strided = Conv2dCfg::same(3, 2).with_stride(2);
-        assert!(!applies(&d([1, 8, 14, 14], [8, 8, 3, 3], strided)));
+        assert!(!applies(&dims([1, 8, 14, 14], [8, 8, 3, 3], strided)));
     }
 }
