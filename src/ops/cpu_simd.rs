@@ -59,6 +59,40 @@ pub(crate) fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) 
     body(out, a, b, f)
 }
 
+/// `out[i] = f(a[i], b[i], c[i])` over the shortest of the four.
+#[inline(always)]
+pub(crate) fn map3(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: &impl Fn(f32, f32, f32) -> f32,
+) {
+    #[inline(always)]
+    fn body(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: &impl Fn(f32, f32, f32) -> f32) {
+        for (((o, &u), &v), &w) in out.iter_mut().zip(a).zip(b).zip(c) {
+            *o = f(u, v, w);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide(
+        out: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        f: &impl Fn(f32, f32, f32) -> f32,
+    ) {
+        body(out, a, b, c, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the core runs AVX2 and FMA.
+        return unsafe { wide(out, a, b, c, f) };
+    }
+    body(out, a, b, c, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +137,14 @@ mod tests {
                 .zip(b)
                 .map(|(&u, &v)| op(u) * v - u / (1.0 + v.abs()))
                 .collect();
+            assert!(got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits()));
+            let c = &x[(x.len() - len) / 2..][..len];
+            let f3 = |u: f32, v: f32, w: f32| u * cpu_exp::exp(v - 0.5 * w) + w;
+            map3(&mut got, a, b, c, &f3);
+            let want: Vec<f32> = (0..len).map(|i| f3(a[i], b[i], c[i])).collect();
             assert!(got
                 .iter()
                 .zip(&want)

@@ -8,7 +8,9 @@
 //! host by the caller (diffusion/ computes them from the schedule and the noise levels).
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::cpu_exp;
 use super::cpu_parallel::for_each_element_chunk;
+use super::cpu_simd::map3;
 use super::launch::{check_same_device, launch, with_partials, Arg, LaunchGeometry};
 use super::random::{fill_normals, PhiloxDraw};
 use crate::device::Device;
@@ -53,7 +55,7 @@ pub fn gbm_forward(
         draw,
         "gbm_forward",
         "gbm_forward_f32",
-        |x, b, z| x * (m[b] + s[b] * z).exp(),
+        |x, b, z| x * cpu_exp::exp(m[b] + s[b] * z),
     )
 }
 
@@ -137,7 +139,9 @@ pub fn gbm_dale_step(
         noise_coef,
         draw,
     };
-    step.apply(x, h, None, |x, h, z| x * (drift + score_coef * h + z).exp())
+    step.apply(x, h, None, |x, h, z| {
+        x * cpu_exp::exp(drift + score_coef * h + z)
+    })
 }
 
 /// A device-side count of entries that changed sign or hit zero (SPEC sections 4 and 10),
@@ -244,22 +248,31 @@ impl FusedStep<'_> {
                 let hs = h.host()?;
                 // A count is the same whatever the order its parts are added in.
                 let changed = AtomicU32::new(0);
+                let count = flips.is_some();
                 for_each_element_chunk(x.host_mut()?, |offset, part| {
                     let mut part_changed = 0u32;
-                    // The normals a block at a time (drawn in vector lanes); none when the
-                    // noise coefficient is 0, as in the kernels.
-                    let mut z = [0.0f32; 256];
+                    // A block at a time: the normals (drawn in vector lanes; none when the noise
+                    // coefficient is 0, as in the kernels), scaled, then the update in vector
+                    // lanes from a copy of the block's old values.
+                    let (mut z, mut old) = ([0.0f32; 256], [0.0f32; 256]);
                     for (k, block) in part.chunks_mut(z.len()).enumerate() {
                         let at = offset + k * z.len();
-                        let z = &mut z[..block.len()];
+                        let (z, old) = (&mut z[..block.len()], &mut old[..block.len()]);
                         if self.noise_coef != 0.0 {
                             self.draw.fill_normals(at as u64, z);
                         }
-                        for (j, xi) in block.iter_mut().enumerate() {
-                            let old = *xi;
-                            *xi = update(old, hs[at + j], self.noise_coef * z[j]);
-                            part_changed +=
-                                (old != 0.0 && (*xi == 0.0 || (*xi < 0.0) != (old < 0.0))) as u32;
+                        z.iter_mut().for_each(|v| *v *= self.noise_coef);
+                        old.copy_from_slice(block);
+                        map3(block, old, &hs[at..at + block.len()], z, &update);
+                        if count {
+                            part_changed += block
+                                .iter()
+                                .zip(old.iter())
+                                .map(|(&new, &old)| {
+                                    (old != 0.0 && (new == 0.0 || (new < 0.0) != (old < 0.0)))
+                                        as u32
+                                })
+                                .sum::<u32>();
                         }
                     }
                     changed.fetch_add(part_changed, Ordering::Relaxed);
