@@ -82,14 +82,8 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
 /// ln(f32::MAX), NaN kept.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    // Comparisons, not `clamp`, so NaN goes through (and comes out NaN).
-    let xc = if x < EXP_UNDERFLOW {
-        EXP_UNDERFLOW
-    } else if x > EXP_OVERFLOW {
-        EXP_OVERFLOW
-    } else {
-        x
-    };
+    // `clamp` keeps NaN (unlike `max`), and NaN comes out.
+    let xc = x.clamp(EXP_UNDERFLOW, EXP_OVERFLOW);
     let (q, n) = reduced_expm1(xc);
     // n lies in [-150, 128]: 2^n in two halves that are normal floats, so (q + 1) 2^half is exact
     // and the one rounding is the last product's, to a subnormal or to infinity where due.
