@@ -239,6 +239,7 @@ mod cpu {
     use crate::ops::cpu_exp;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
     use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
+    use crate::ops::cpu_simd::map1;
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
     fn modulation(
@@ -294,11 +295,11 @@ mod cpu {
         let (gamma, alpha, beta) =
             modulation(d, levels, embed, plane / d.channels, plane % d.channels);
         let xp = &x[plane * d.hw..][..d.hw];
-        for (o, &v) in out.iter_mut().zip(xp) {
-            *o = gamma * ((v - mu) * r + alpha * u) + beta;
-        }
+        let pre = |v: f32| gamma * ((v - mu) * r + alpha * u) + beta;
         if elu {
-            out.iter_mut().for_each(|o| *o = cpu_exp::elu(*o));
+            map1(out, xp, &|v| cpu_exp::elu(pre(v)));
+        } else {
+            map1(out, xp, &pre);
         }
     }
 
