@@ -98,15 +98,18 @@ const SHAPES: &[Shape] = &[
     square((2, 2, 3, 4, 3, 3, 4, 4)),
 ];
 
-/// 3x3 "same" undilated convolutions with channels enough that the cpu runs them by Winograd's
-/// F(2x2, 3x3) (src/ops/conv/winograd.rs: `c_in c_out >= 40 (c_in + c_out)`): odd sizes (a last
-/// tile of one output), more input than output channels and the reverse, and a single pixel.
-/// Its dilated tiling is tested against im2col in the module's unit tests.
+/// 3x3 "same" convolutions with channels enough that the cpu runs them by Winograd's
+/// F(2x2, 3x3) (src/ops/conv/winograd.rs: `c_in c_out >= 32 (c_in + c_out)`, dilation 1 or 2):
+/// odd sizes (a last tile of one output), more input than output channels and the reverse, the
+/// least channels it takes, a single pixel, and dilation 2 (classes of unequal length; its
+/// weight gradient runs im2col). Dilation 4 is tested against im2col in the module's unit tests.
 const WINOGRAD_SHAPES: &[Shape] = &[
     square((2, 80, 7, 7, 81, 3, 1, 1)),
     square((1, 96, 5, 6, 80, 3, 1, 1)),
     square((2, 80, 4, 3, 128, 3, 1, 1)),
+    square((1, 64, 6, 5, 64, 3, 1, 1)),
     square((1, 80, 1, 1, 80, 3, 1, 1)),
+    square((2, 72, 9, 7, 72, 3, 2, 2)),
 ];
 
 /// The convolutions of an InceptionV3 the shapes above lack: stride 2, 1x7 and 7x1 kernels with

@@ -4,7 +4,7 @@
 //! ih = oh s - ph + ki d, iw = ow s - pw + kj d (SPEC section 9).
 //!
 //! The cpu backend lowers each sample to im2col + GEMM (ops/cpu_gemm.rs) and spreads samples over
-//! threads, except that fp32 undilated 3x3 "same" convolutions with channels enough run
+//! threads, except that fp32 3x3 "same" convolutions (dilation 1 or 2) with channels enough run
 //! Winograd's F(2x2, 3x3) (conv/winograd.rs, SPEC section 9.1), and fp32 stride-1 ones with a
 //! quarter of their taps in the padding run without those taps, region by region
 //! (conv/regions.rs, SPEC section 9.2); emu and cuda run the
@@ -402,7 +402,7 @@ pub fn conv2d_backward_weight(
     let mut dw = Tensor::uninit(&d.weight_shape(), dy.device())?;
     match dy.device() {
         Device::Cpu => match cfg.precision {
-            ConvPrecision::Fp32 if winograd::applies(&d) => {
+            ConvPrecision::Fp32 if winograd::applies_to_weight_grad(&d) => {
                 winograd::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?)
             }
             ConvPrecision::Fp32 if regions::applies(&d) => {

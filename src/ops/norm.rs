@@ -238,8 +238,8 @@ mod cpu {
     use super::*;
     use crate::ops::cpu_exp;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
-    use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
     use crate::ops::cpu_simd::map1;
+    use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
     fn modulation(

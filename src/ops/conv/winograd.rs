@@ -63,12 +63,19 @@ fn computes(d: &ConvDims) -> bool {
         && d.w_out == d.w_in
 }
 
-/// Whether the cpu runs this convolution by F(2x2, 3x3): where it [`computes`] it and was
-/// measured faster than im2col. Dilated convolutions are computed correctly (and tested) but not
-/// chosen: at 14x14 their classes of 7 and 3-4 pixels leave a third more tiles than outputs / 4,
-/// and the A/B runs showed no gain at dilation 2 or 4.
+/// Whether the cpu runs this convolution's forward pass and input gradient by F(2x2, 3x3): where
+/// it [`computes`] it and was measured faster than im2col (alternate runs, batch 8). Dilation 2
+/// runs by classes of 7 pixels at 14x14: forward 2.97 -> 2.31 ms, input gradient 3.1 -> 2.3-2.7
+/// ms at 128 -> 128. At dilation 4 the classes of 3-4 pixels leave a third more tiles than
+/// outputs / 4, and the regions of [`super::regions`] are as fast.
 pub(super) fn applies(d: &ConvDims) -> bool {
-    computes(d) && d.dil == 1 && d.c_in * d.c_out >= MIN_WORK_RATIO * (d.c_in + d.c_out)
+    computes(d) && d.dil <= 2 && d.c_in * d.c_out >= MIN_WORK_RATIO * (d.c_in + d.c_out)
+}
+
+/// Whether the cpu runs this convolution's weight gradient by F(2x2, 3x3): undilated ones only
+/// (at dilation 2 it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128).
+pub(super) fn applies_to_weight_grad(d: &ConvDims) -> bool {
+    applies(d) && d.dil == 1
 }
 
 /// One axis of the (equal) input and output planes cut into tiles of two outputs. Dilation
@@ -607,8 +614,14 @@ mod tests {
         assert!(applies(&dims(1, 128, 14, 14, 128, 1)));
         assert!(applies(&dims(1, 64, 28, 28, 64, 1)));
         assert!(!applies(&dims(1, 32, 28, 28, 64, 1)), "too few channels");
-        assert!(!applies(&dims(1, 128, 14, 14, 128, 2)), "dilated");
-        assert!(computes(&dims(1, 128, 14, 14, 128, 2)));
+        assert!(applies(&dims(1, 128, 14, 14, 128, 2)));
+        assert!(!applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 2)));
+        assert!(applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 1)));
+        assert!(
+            !applies(&dims(1, 128, 14, 14, 128, 4)),
+            "regions serve dilation 4"
+        );
+        assert!(computes(&dims(1, 128, 14, 14, 128, 4)));
         let cfg = Conv2dCfg::same(3, 1).with_stride(2);
         let strided = ConvDims::new(&[1, 64, 28, 28], &[64, 64, 3, 3], cfg, "c").unwrap();
         assert!(!applies(&strided));
