@@ -46,6 +46,13 @@ where
 /// element operations.
 const MIN_ELEMENTS_PER_THREAD: usize = 1 << 14;
 
+/// The chunk of `n` elements each worker of an element-wise map takes: `n` itself (one thread)
+/// when the work is too small to hand over.
+pub(crate) fn element_chunk_len(n: usize) -> usize {
+    let workers = cores().min(n / MIN_ELEMENTS_PER_THREAD).max(1);
+    n.div_ceil(workers).max(1)
+}
+
 /// Runs `f(offset, chunk)` over `out` cut into contiguous chunks, one per worker thread, for
 /// element-wise maps (each element's value independent of how `out` is cut).
 pub(crate) fn for_each_element_chunk<F>(out: &mut [f32], f: F)

@@ -4,6 +4,9 @@
 //! norm (per-tensor sums of squares into one buffer of partials, summed in a fixed order) and the
 //! in-place scaling. The scalars (learning rate after warm-up, bias corrections, clip factor) are
 //! computed by the optimisers in optim/.
+use rayon::prelude::*;
+
+use super::cpu_parallel::element_chunk_len;
 use super::launch::{check_same_device, launch, with_partials, Arg, LaunchGeometry};
 use crate::device::Device;
 use crate::error::Result;
@@ -38,14 +41,28 @@ pub fn adamw_step(
     let n = param.numel();
     match param.device().clone() {
         Device::Cpu => {
-            let (m, v) = (m.host_mut()?, v.host_mut()?);
-            let g = grad.host()?;
-            for (i, p) in param.host_mut()?.iter_mut().enumerate() {
-                let gi = g[i] * h.grad_scale;
-                m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * gi;
-                v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * gi * gi;
-                let decayed = *p * (1.0 - h.lr * h.weight_decay);
-                *p = decayed - h.lr * (m[i] / h.bias1) / ((v[i] / h.bias2).sqrt() + h.eps);
+            let (m, v, g) = (m.host_mut()?, v.host_mut()?, grad.host()?);
+            // Elements are independent: chunks over the cores, each a loop in vector lanes.
+            let chunk = element_chunk_len(n);
+            let update = |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
+                let moments = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut());
+                for (((p, m), v), &g) in moments.zip(g) {
+                    let gi = g * h.grad_scale;
+                    *m = h.beta1 * *m + (1.0 - h.beta1) * gi;
+                    *v = h.beta2 * *v + (1.0 - h.beta2) * gi * gi;
+                    let decayed = *p * (1.0 - h.lr * h.weight_decay);
+                    *p = decayed - h.lr * (*m / h.bias1) / ((*v / h.bias2).sqrt() + h.eps);
+                }
+            };
+            let p = param.host_mut()?;
+            if chunk >= n {
+                update((((p, m), v), g));
+            } else {
+                p.par_chunks_mut(chunk)
+                    .zip(m.par_chunks_mut(chunk))
+                    .zip(v.par_chunks_mut(chunk))
+                    .zip(g.par_chunks(chunk))
+                    .for_each(update);
             }
             Ok(())
         }
