@@ -26,6 +26,18 @@ pub struct AdamWCoefficients {
     pub grad_scale: f32,
 }
 
+/// [`adamw_step`] on the cpu over one chunk of the elements (zipped, so the loop vectorises).
+fn adamw_chunk(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: &AdamWCoefficients) {
+    let moments = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut());
+    for (((p, m), v), &g) in moments.zip(g) {
+        let gi = g * h.grad_scale;
+        *m = h.beta1 * *m + (1.0 - h.beta1) * gi;
+        *v = h.beta2 * *v + (1.0 - h.beta2) * gi * gi;
+        let decayed = *p * (1.0 - h.lr * h.weight_decay);
+        *p = decayed - h.lr * (*m / h.bias1) / ((*v / h.bias2).sqrt() + h.eps);
+    }
+}
+
 /// One AdamW update of `param` with its moments `m` and `v`, all updated in place, in the order
 /// PyTorch applies it: decoupled weight decay, the moments, then the bias-corrected step.
 pub fn adamw_step(
@@ -44,25 +56,15 @@ pub fn adamw_step(
             let (m, v, g) = (m.host_mut()?, v.host_mut()?, grad.host()?);
             // Elements are independent: chunks over the cores, each a loop in vector lanes.
             let chunk = element_chunk_len(n);
-            let update = |(((p, m), v), g): (((&mut [f32], &mut [f32]), &mut [f32]), &[f32])| {
-                let moments = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut());
-                for (((p, m), v), &g) in moments.zip(g) {
-                    let gi = g * h.grad_scale;
-                    *m = h.beta1 * *m + (1.0 - h.beta1) * gi;
-                    *v = h.beta2 * *v + (1.0 - h.beta2) * gi * gi;
-                    let decayed = *p * (1.0 - h.lr * h.weight_decay);
-                    *p = decayed - h.lr * (*m / h.bias1) / ((*v / h.bias2).sqrt() + h.eps);
-                }
-            };
             let p = param.host_mut()?;
             if chunk >= n {
-                update((((p, m), v), g));
+                adamw_chunk(p, m, v, g, h);
             } else {
                 p.par_chunks_mut(chunk)
                     .zip(m.par_chunks_mut(chunk))
                     .zip(v.par_chunks_mut(chunk))
                     .zip(g.par_chunks(chunk))
-                    .for_each(update);
+                    .for_each(|(((p, m), v), g)| adamw_chunk(p, m, v, g, h));
             }
             Ok(())
         }
