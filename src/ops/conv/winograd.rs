@@ -32,9 +32,11 @@ const XI: usize = 16;
 /// transforms cost the same per channel whatever the other side's width. Measured on the
 /// development VM (A/B against im2col, alternate runs): 128 -> 128 (64) and 128 -> 64 (43) gain
 /// 10-30%; 64 -> 64 (32) gains since the forward pass runs a block of tiles in L2 (batch 8:
-/// forward 2.92 -> 2.55 ms at 28x28 and 0.91 -> 0.76 ms at 14x14, input gradient 2.7 -> 2.56 ms,
-/// weight gradient even).
+/// forward 2.92 -> 2.55 ms at 28x28 and 0.91 -> 0.76 ms at 14x14, input gradient 2.7 -> 2.56 ms).
 const MIN_WORK_RATIO: usize = 32;
+/// The same for the weight gradient, whose transforms cover the whole batch: at 64 -> 64 it was
+/// even at 28x28 (3.13 ms) and slower at 14x14 (0.88 -> 0.97-1.5 ms), so 64 -> 64 keeps im2col.
+const MIN_WORK_RATIO_WEIGHT_GRAD: usize = 40;
 /// The transformed tiles of one group of samples (V and M together) stay under this: a batch
 /// larger than it is taken a group at a time, so memory stays bounded whatever the batch.
 #[cfg(not(test))]
@@ -73,9 +75,10 @@ pub(super) fn applies(d: &ConvDims) -> bool {
 }
 
 /// Whether the cpu runs this convolution's weight gradient by F(2x2, 3x3): undilated ones only
-/// (at dilation 2 it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128).
+/// (at dilation 2 it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128), with more
+/// channels than the other passes need ([`MIN_WORK_RATIO_WEIGHT_GRAD`]).
 pub(super) fn applies_to_weight_grad(d: &ConvDims) -> bool {
-    applies(d) && d.dil == 1
+    computes(d) && d.dil == 1 && d.c_in * d.c_out >= MIN_WORK_RATIO_WEIGHT_GRAD * (d.c_in + d.c_out)
 }
 
 /// One axis of the (equal) input and output planes cut into tiles of two outputs. Dilation
@@ -617,6 +620,7 @@ mod tests {
         assert!(applies(&dims(1, 128, 14, 14, 128, 2)));
         assert!(!applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 2)));
         assert!(applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 1)));
+        assert!(!applies_to_weight_grad(&dims(1, 64, 14, 14, 64, 1)));
         assert!(
             !applies(&dims(1, 128, 14, 14, 128, 4)),
             "regions serve dilation 4"
