@@ -238,7 +238,7 @@ mod cpu {
     use super::*;
     use crate::ops::cpu_exp;
     use crate::ops::cpu_parallel::{batch_workers, for_each_item_chunk};
-    use crate::ops::cpu_simd::map1;
+    use crate::ops::cpu_simd::{map1, map2};
     use crate::ops::cpu_sum::{lane_sum, lane_sum_of};
 
     /// gamma, alpha, beta of sample n's level for channel c (NaN for an invalid level).
@@ -281,8 +281,21 @@ mod cpu {
         moments
     }
 
-    /// The pre-activation `gamma ((x - mu) r + alpha u) + beta` of every element of one plane,
-    /// written to `out` (then the ELU, when one follows).
+    /// The pre-activation `gamma ((x - mu) r + alpha u) + beta` of one plane's elements, as a
+    /// function of `x`.
+    fn pre_activation(
+        d: &NormDims,
+        [levels, embed, stats]: [&[f32]; 3],
+        plane: usize,
+    ) -> impl Fn(f32) -> f32 {
+        let (mu, r, u) = plane_stats(stats, d.planes(), plane);
+        let (gamma, alpha, beta) =
+            modulation(d, levels, embed, plane / d.channels, plane % d.channels);
+        move |v: f32| gamma * ((v - mu) * r + alpha * u) + beta
+    }
+
+    /// The pre-activation of every element of one plane written to `out` (then the ELU, when
+    /// one follows).
     fn plane_output(
         d: &NormDims,
         [x, levels, embed, stats]: [&[f32]; 4],
@@ -290,12 +303,8 @@ mod cpu {
         elu: bool,
         out: &mut [f32],
     ) {
-        let planes = d.planes();
-        let (mu, r, u) = plane_stats(stats, planes, plane);
-        let (gamma, alpha, beta) =
-            modulation(d, levels, embed, plane / d.channels, plane % d.channels);
+        let pre = pre_activation(d, [levels, embed, stats], plane);
         let xp = &x[plane * d.hw..][..d.hw];
-        let pre = |v: f32| gamma * ((v - mu) * r + alpha * u) + beta;
         if elu {
             map1(out, xp, &|v| cpu_exp::elu(pre(v)));
         } else {
@@ -357,10 +366,9 @@ mod cpu {
         for_each_item_chunk(&mut g, d.hw, workers, |first, gs| {
             for (i, gp) in gs.chunks_mut(d.hw).enumerate() {
                 let plane = first + i;
-                plane_output(d, [x, levels, embed, stats], plane, false, gp);
-                for (gv, &dv) in gp.iter_mut().zip(&dy[plane * d.hw..][..d.hw]) {
-                    *gv = dv * cpu_exp::elu_slope(*gv);
-                }
+                let pre = pre_activation(d, [levels, embed, stats], plane);
+                let (xp, dyp) = (&x[plane * d.hw..][..d.hw], &dy[plane * d.hw..][..d.hw]);
+                map2(gp, xp, dyp, &|v, dv| dv * cpu_exp::elu_slope(pre(v)));
             }
         });
         g
