@@ -128,47 +128,35 @@ mod tests {
             .chain([lo, hi])
     }
 
+    /// The largest error in ulp of `f` against `exact` over `xs`, and where.
+    fn worst_ulps(
+        xs: impl Iterator<Item = f32>,
+        f: impl Fn(f32) -> f32,
+        exact: impl Fn(f64) -> f64,
+    ) -> (f64, f32) {
+        xs.map(|x| (ulps(f(x), exact(x as f64)), x))
+            .fold((0.0, 0.0), |w, e| if e.0 > w.0 { e } else { w })
+    }
+
     #[test]
     fn expm1_is_within_two_ulp_of_f64_down_to_exp_min() {
-        let mut worst = (0.0, 0.0);
-        for x in sweep(EXP_MIN, -1e-30, 97).chain(sweep(-1e-30, -f32::MIN_POSITIVE, 1 << 16)) {
-            let e = ulps(expm1_nonpositive(x), (x as f64).exp_m1());
-            if e > worst.0 {
-                worst = (e, x);
-            }
-        }
-        assert!(
-            worst.0 <= 2.0,
-            "expm1: {} ulp at x = {:e}",
-            worst.0,
-            worst.1
-        );
+        let xs = sweep(EXP_MIN, -1e-30, 97).chain(sweep(-1e-30, -f32::MIN_POSITIVE, 1 << 16));
+        let (e, x) = worst_ulps(xs, expm1_nonpositive, f64::exp_m1);
+        assert!(e <= 2.0, "expm1: {e} ulp at x = {x:e}");
     }
 
     #[test]
     fn exp_is_within_two_ulp_of_f64_down_to_exp_min() {
-        let mut worst = (0.0, 0.0);
-        for x in sweep(EXP_MIN, -1e-30, 97) {
-            let e = ulps(exp_nonpositive(x), (x as f64).exp());
-            if e > worst.0 {
-                worst = (e, x);
-            }
-        }
-        assert!(worst.0 <= 2.0, "exp: {} ulp at x = {:e}", worst.0, worst.1);
+        let (e, x) = worst_ulps(sweep(EXP_MIN, -1e-30, 97), exp_nonpositive, f64::exp);
+        assert!(e <= 2.0, "exp: {e} ulp at x = {x:e}");
     }
 
     #[test]
     fn exp_is_within_two_ulp_of_f64_on_every_sign() {
-        let mut worst = (0.0, 0.0);
         let negative = sweep(EXP_MIN, -1e-30, 97);
         let positive = sweep(-88.72, -1e-30, 97).map(|x| -x);
-        for x in negative.chain(positive) {
-            let e = ulps(exp(x), (x as f64).exp());
-            if e > worst.0 {
-                worst = (e, x);
-            }
-        }
-        assert!(worst.0 <= 2.0, "exp: {} ulp at x = {:e}", worst.0, worst.1);
+        let (e, x) = worst_ulps(negative.chain(positive), exp, f64::exp);
+        assert!(e <= 2.0, "exp: {e} ulp at x = {x:e}");
     }
 
     #[test]
