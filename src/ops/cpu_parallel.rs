@@ -46,11 +46,16 @@ where
 /// element operations.
 const MIN_ELEMENTS_PER_THREAD: usize = 1 << 14;
 
+/// Workers of an element-wise map over `n` elements: one per core, but none idle for want of
+/// MIN_ELEMENTS_PER_THREAD each.
+fn element_workers(n: usize) -> usize {
+    cores().min(n / MIN_ELEMENTS_PER_THREAD).max(1)
+}
+
 /// The chunk of `n` elements each worker of an element-wise map takes: `n` itself (one thread)
 /// when the work is too small to hand over.
 pub(crate) fn element_chunk_len(n: usize) -> usize {
-    let workers = cores().min(n / MIN_ELEMENTS_PER_THREAD).max(1);
-    n.div_ceil(workers).max(1)
+    n.div_ceil(element_workers(n)).max(1)
 }
 
 /// Runs `f(offset, chunk)` over `out` cut into contiguous chunks, one per worker thread, for
@@ -59,9 +64,7 @@ pub(crate) fn for_each_element_chunk<F>(out: &mut [f32], f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    let cores = cores();
-    let workers = cores.min(out.len() / MIN_ELEMENTS_PER_THREAD).max(1);
-    for_each_item_chunk(out, 1, workers, f);
+    for_each_item_chunk(out, 1, element_workers(out.len()), f);
 }
 
 /// Runs `f(item, chunk)` for every item of `out` (chunks of `item_len`) on the pool and returns

@@ -71,14 +71,20 @@ fn computes(d: &ConvDims) -> bool {
 /// ms at 128 -> 128. At dilation 4 the classes of 3-4 pixels leave a third more tiles than
 /// outputs / 4, and the regions of [`super::regions`] are as fast.
 pub(super) fn applies(d: &ConvDims) -> bool {
-    computes(d) && d.dil <= 2 && d.c_in * d.c_out >= MIN_WORK_RATIO * (d.c_in + d.c_out)
+    computes(d) && d.dil <= 2 && work_ratio_reaches(d, MIN_WORK_RATIO)
 }
 
 /// Whether the cpu runs this convolution's weight gradient by F(2x2, 3x3): undilated ones only
 /// (at dilation 2 it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128), with more
 /// channels than the other passes need ([`MIN_WORK_RATIO_WEIGHT_GRAD`]).
 pub(super) fn applies_to_weight_grad(d: &ConvDims) -> bool {
-    computes(d) && d.dil == 1 && d.c_in * d.c_out >= MIN_WORK_RATIO_WEIGHT_GRAD * (d.c_in + d.c_out)
+    computes(d) && d.dil == 1 && work_ratio_reaches(d, MIN_WORK_RATIO_WEIGHT_GRAD)
+}
+
+/// Whether `c_in c_out / (c_in + c_out)`, the GEMM work per unit of transform work, is at least
+/// `ratio`.
+fn work_ratio_reaches(d: &ConvDims, ratio: usize) -> bool {
+    d.c_in * d.c_out >= ratio * (d.c_in + d.c_out)
 }
 
 /// One axis of the (equal) input and output planes cut into tiles of two outputs. Dilation
