@@ -133,6 +133,8 @@ class Bench:
     device: torch.device
     items: list[Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Called after each item: the results so far reach --json even when a time limit stops the run.
+    save: Callable[[], None] = lambda: None
 
     @property
     def budget_s(self) -> float:
@@ -170,6 +172,7 @@ class Bench:
         self.items.append(item)
         rate = f"  ({images / item.eager_s:.1f} images/s eager)" if images else ""
         print(f"  {key}: eager {fmt_s(item.eager_s)}  compile {fmt_s(item.compile_s)}{rate}", flush=True)
+        self.save()
         return item
 
 
@@ -586,6 +589,37 @@ def print_table(bench: Bench, ceilings: dict) -> None:
         print(f"note: {note}")
 
 
+def write_json(path: str, bench: Bench, name: str, cudnn: Optional[int], ceilings: dict) -> None:
+    """The results so far, written whole to a temporary file and renamed over `path`."""
+    args = bench.args
+    out = {
+        "device": name,
+        "torch": torch.__version__,
+        "cudnn": cudnn,
+        "threads": torch.get_num_threads(),
+        "settings": {
+            "tf32": args.tf32 == "on",
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "compile": args.compile,
+            "compile_mode": args.compile_mode,
+            "batch": args.batch,
+            "sampler_batch": args.sampler_batch,
+            "elementwise_batch": args.elementwise_batch,
+            "inception_batch": args.inception_batch,
+            "budget_ms": args.budget_ms,
+        },
+        "notes": bench.notes,
+        "ceilings": ceilings,
+        "items": {it.key: it.as_json() for it in bench.items},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    os.replace(partial, path)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -647,6 +681,8 @@ def main() -> None:
 
     ceilings = measure_ceilings(bench)
     print(f"ceilings: {ceilings}", flush=True)
+    if args.json:
+        bench.save = lambda: write_json(args.json, bench, name, cudnn, ceilings)
 
     paper = trace_network(make_network("paper", torch.device("cpu")))
     if "conv" in groups:
@@ -675,30 +711,7 @@ def main() -> None:
                            f"torch.compile '{args.compile}' (inductor needs minutes per network graph on a small CPU)")
     print_table(bench, ceilings)
     if args.json:
-        out = {
-            "device": name,
-            "torch": torch.__version__,
-            "cudnn": cudnn,
-            "threads": torch.get_num_threads(),
-            "settings": {
-                "tf32": tf32,
-                "cudnn_benchmark": torch.backends.cudnn.benchmark,
-                "compile": args.compile,
-                "compile_mode": args.compile_mode,
-                "batch": args.batch,
-                "sampler_batch": args.sampler_batch,
-                "elementwise_batch": args.elementwise_batch,
-                "inception_batch": args.inception_batch,
-                "budget_ms": args.budget_ms,
-            },
-            "notes": bench.notes,
-            "ceilings": ceilings,
-            "items": {it.key: it.as_json() for it in bench.items},
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
+        bench.save()
         print(f"wrote {args.json}")
 
 

@@ -102,7 +102,7 @@ class Nin(nn.Module):
 def timestep_embedding(levels: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
     """Sinusoidal embedding of the level index: [sin(k w_j) | cos(k w_j)], w_j = 10000^(-j/(half-1))."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=dtype) * -(math.log(MAX_POSITIONS) / (half - 1)))
+    freqs = torch.exp(torch.arange(half, dtype=dtype, device=levels.device) * -(math.log(MAX_POSITIONS) / (half - 1)))
     args = levels.to(dtype)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 == 1 else emb
