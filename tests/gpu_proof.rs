@@ -15,12 +15,13 @@ use common::cli::s;
 const MAX_RESULT_FILES: usize = 8;
 
 /// The steps the run step performs on a GPU, each named in the summary.
-const GPU_STEPS: [&str; 8] = [
+const GPU_STEPS: [&str; 9] = [
     "machine",
     "tests",
     "bench torch (tf32 off)",
-    "bench dml (cuda)",
+    "bench dml (cuda, fp32)",
     "bench torch (tf32 on)",
+    "bench dml (cuda, tf32)",
     "train paper 200 steps",
     "ncu conv passes",
     "sample adls 1000 levels",
@@ -42,7 +43,10 @@ fn fake_build(dir: &Path, kernels: &str) -> PathBuf {
     let dml = dir.join("dml");
     let test = dir.join("conv-0123456789abcdef");
     write_executable(&dml, &format!("echo '  CUDA kernels: {kernels}'"));
-    write_executable(&test, "echo 'test result: ok. 1 passed'");
+    write_executable(
+        &test,
+        "echo \"devices=$DML_TEST_DEVICES required=$DML_REQUIRE_CUDA\"; echo 'test result: ok. 1 passed'",
+    );
     let cargo = dir.join("cargo");
     let artifact = |kind: &str, name: &str, test: bool, exe: &Path| {
         format!(
@@ -176,6 +180,79 @@ fn run_without_a_gpu_stops_naming_what_needs_one() {
     }
     let files = fs::read_dir(&results).unwrap().count();
     assert!(files <= MAX_RESULT_FILES, "{files} result files");
+}
+
+/// A machine whose nvidia-smi lists a GPU, for the steps that need no more than that.
+fn fake_gpu(dir: &Path) -> PathBuf {
+    let smi = dir.join("nvidia-smi");
+    write_executable(&smi, "echo 'GPU 0: Fake GPU (UUID: GPU-0)'");
+    smi
+}
+
+#[test]
+fn run_on_a_gpu_runs_only_the_steps_and_tests_named() {
+    let dir = common::tempdir("gpu_proof_steps");
+    let (pack, out) = pack(&dir, "compiled (9 modules)", None);
+    assert!(out.status.success(), "pack failed:\n{}", text(&out));
+    let smi = fake_gpu(&dir);
+    let run_with = |tests: &str, results: &Path| {
+        let args = [
+            "run",
+            "--pack",
+            s(&pack),
+            "--out",
+            s(results),
+            "--steps",
+            "tests",
+        ];
+        gpu_proof(
+            &[&args[..], &["--tests", tests]].concat(),
+            &[("NVIDIA_SMI", s(&smi))],
+        )
+    };
+
+    let results = dir.join("conv");
+    let run = run_with("conv", &results);
+    assert!(run.status.success(), "{}", text(&run));
+    let summary = fs::read_to_string(results.join("summary.txt")).unwrap();
+    assert!(summary.contains("test conv"), "{summary}");
+    assert!(
+        !summary.contains("bench") && !summary.contains("train"),
+        "{summary}"
+    );
+    // The kernel tests run on the GPU alone, and must find it.
+    let log = fs::read_to_string(results.join("tests.log")).unwrap();
+    assert!(log.contains("devices=cuda required=1"), "{log}");
+
+    let results = dir.join("other");
+    let run = run_with("norm", &results);
+    assert!(run.status.success(), "{}", text(&run));
+    let summary = fs::read_to_string(results.join("summary.txt")).unwrap();
+    assert!(!summary.contains("test conv"), "{summary}");
+}
+
+#[test]
+fn run_refuses_an_unknown_step() {
+    let dir = common::tempdir("gpu_proof_bad_step");
+    let (pack, _) = pack(&dir, "compiled (9 modules)", None);
+    let run = gpu_proof(
+        &[
+            "run",
+            "--pack",
+            s(&pack),
+            "--out",
+            s(&dir.join("out")),
+            "--steps",
+            "tests bogus",
+        ],
+        &[("NVIDIA_SMI", s(&fake_gpu(&dir)))],
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(
+        text(&run).contains("unknown step 'bogus'"),
+        "{}",
+        text(&run)
+    );
 }
 
 #[test]

@@ -11,12 +11,18 @@ use rand::{Rng, SeedableRng};
 /// silently.
 ///
 /// With `DML_REQUIRE_CUDA=1` (scripts/gpu-proof on a GPU machine) a missing GPU fails the test
-/// instead, so a proof run cannot pass on the emulator alone.
+/// instead, so a proof run cannot pass on the emulator alone. `DML_TEST_DEVICES=cuda` leaves the
+/// emulator out: the GPU machine is lent for minutes, and the emulator runs the same kernels
+/// in CI; tests that compare the two schedules with each other still run them.
 pub fn kernel_devices(test: &str) -> Vec<Device> {
-    let mut devices = vec![
-        Device::Emu(EmuSchedule::Forward),
-        Device::Emu(EmuSchedule::Reverse),
-    ];
+    let mut devices = if cuda_only() {
+        Vec::new()
+    } else {
+        vec![
+            Device::Emu(EmuSchedule::Forward),
+            Device::Emu(EmuSchedule::Reverse),
+        ]
+    };
     match CudaDevice::open(0) {
         Ok(dev) => devices.push(Device::Cuda(dev)),
         Err(e) => {
@@ -25,14 +31,21 @@ pub fn kernel_devices(test: &str) -> Vec<Device> {
             } else {
                 "binary built without kernels".into()
             };
+            // With the emulator left out as well, nothing would be tested.
             assert!(
-                !cuda_required(),
-                "{test}: DML_REQUIRE_CUDA is set but there is no usable CUDA device ({why})"
+                !cuda_required() && !cuda_only(),
+                "{test}: DML_REQUIRE_CUDA=1 or DML_TEST_DEVICES=cuda is set but there is no \
+                 usable CUDA device ({why})"
             );
             eprintln!("{test}: cuda skipped: no CUDA device ({why})");
         }
     }
     devices
+}
+
+/// Whether `DML_TEST_DEVICES=cuda`: kernel tests run on the GPU alone.
+pub fn cuda_only() -> bool {
+    std::env::var("DML_TEST_DEVICES").is_ok_and(|v| v == "cuda")
 }
 
 /// Whether `DML_REQUIRE_CUDA=1`: tests that would skip their CUDA part must fail instead.
