@@ -212,7 +212,9 @@ pub fn print_sampler(model: &ScoreModel, args: &SamplerArgs, opts: &GenerateOpti
 pub fn sample_with_progress(model: &ScoreModel, opts: &GenerateOptions) -> Result<Generated> {
     let mut bar: Option<Progress> = None;
     let generated = generate(model, opts, &mut |p| {
-        let bar = bar.get_or_insert_with(|| Progress::new("sample", p.evals_total, 0));
+        // Made at the first report, which comes after the first evaluation: the rate counts from
+        // there.
+        let bar = bar.get_or_insert_with(|| Progress::new("sample", p.evals_total, p.evals_done));
         bar.update(p.evals_done, || {
             format!("{}/{} images finished", p.images_done, opts.count)
         });
