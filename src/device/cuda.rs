@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::sys::{CUfunction, CUfunction_attribute_enum, CUmodule};
+use cudarc::driver::sys::{
+    CUdevice_attribute_enum, CUfunction, CUfunction_attribute_enum, CUmemPool_attribute_enum,
+    CUmodule,
+};
 use cudarc::driver::{result, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::launch::{Buffer, BufferMut, KernelArg, LaunchGeometry};
@@ -46,6 +49,33 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Lets the device's default memory pool keep what tensors free instead of handing it back to the
+/// driver at every synchronisation (its default release threshold is 0): each training or
+/// sampler step frees and allocates the same sizes again, as PyTorch's caching allocator
+/// assumes. A device without memory pools (cudarc then allocates synchronously) has none to set.
+fn keep_freed_memory(ctx: &CudaContext) -> Result<()> {
+    let err = |what: &str, e| Error::Cuda(format!("{what}: {e:?}"));
+    let pools = ctx
+        .attribute(CUdevice_attribute_enum::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
+        .map_err(|e| err("asking whether the device has memory pools", e))?;
+    if pools == 0 {
+        return Ok(());
+    }
+    // SAFETY: the device handle comes from the context just created.
+    let pool = unsafe { result::device::get_default_mem_pool(ctx.cu_device()) }
+        .map_err(|e| err("getting the default memory pool", e))?;
+    let mut threshold = u64::MAX;
+    // SAFETY: the release threshold is a cuuint64_t, and `threshold` is one.
+    unsafe {
+        result::mem_pool::set_attribute(
+            pool,
+            CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .map_err(|e| err("keeping freed memory in the pool", e))
+}
+
 struct Loaded {
     modules: HashMap<&'static str, CUmodule>,
     functions: HashMap<String, CUfunction>,
@@ -81,6 +111,11 @@ impl CudaDevice {
         }
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| Error::Cuda(format!("creating context: {e:?}")))?;
+        // SAFETY: every buffer is allocated, used and freed on the one stream below, in order,
+        // so the events cudarc would create for each allocation (two, to order other streams'
+        // uses) order nothing.
+        unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let stream = ctx.default_stream();
         Ok(Arc::new(Self {
