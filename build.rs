@@ -252,6 +252,11 @@ fn kernel_signatures(src: &str) -> Vec<(String, Vec<(String, &'static str)>)> {
     let mut rest = src;
     while let Some(at) = rest.find(HEAD) {
         rest = &rest[at + HEAD.len()..];
+        // `__launch_bounds__(threads, blocks)` stands between `void` and the name.
+        if let Some(bounds) = rest.strip_prefix("__launch_bounds__(") {
+            let end = bounds.find(')').expect("__launch_bounds__(...) is closed");
+            rest = bounds[end + 1..].trim_start();
+        }
         let open = rest
             .find('(')
             .expect("a kernel signature has a parameter list");

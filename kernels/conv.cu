@@ -8,7 +8,10 @@
 //   backward data    dx[b,ci,p] : M = C_in,  N = batch*H_in*W_in,   K = C_out*KH*KW
 //   backward weight  dw[co,j]   : M = C_out, N = C_in*KH*KW,        K = batch*H_out*W_out (split-K)
 // A block of 16x16 threads computes a 64x64 tile of C, each thread a 4x4 sub-tile; K advances in
-// slices of 16 staged through shared memory. Launch geometry: conv_geometry in src/ops/conv.rs.
+// slices of 16 staged through shared memory, each slice's global loads issued into registers
+// before the previous slice's arithmetic (register double buffering), and the gathers divide by
+// the launch's fixed sizes with a multiply and a shift (FastDivmod). Launch geometry:
+// conv_geometry in src/ops/conv.rs.
 // Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
 // conv2d_backward_weight_tf32_f32; opt-in) on the same tiles and launch geometry.
 #include "common.cuh"
@@ -21,12 +24,73 @@
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
+// Division by a divisor fixed for the whole launch (a tap count, a row width, a plane size)
+// without the integer division sequence (about 20 instructions, with a reciprocal) that the
+// gathers below would otherwise run for every element they stage: q = umulhi(n, mul) >> shift
+// with mul = ceil(2^(31 + l) / d), l = ceil(log2 d), exact for 0 <= n < 2^31 (Granlund and
+// Montgomery's round-up method). Built once per thread; every index divided here is
+// non-negative and below 2^31.
+struct FastDivmod {
+    int d;
+    unsigned mul, shift;
+    __device__ explicit FastDivmod(int divisor) : d(divisor), mul(0), shift(0) {
+        if (divisor > 1) {
+            unsigned l = 0;
+            while ((1u << l) < (unsigned)divisor) ++l;
+            mul = (unsigned)(((1ull << (31 + l)) + (unsigned)divisor - 1) / (unsigned)divisor);
+            shift = l - 1;
+        }
+    }
+    __device__ __forceinline__ int div(int n) const {
+        return d == 1 ? n : (int)(__umulhi((unsigned)n, mul) >> shift);
+    }
+    // n = q d + r: q returned, r through `rem`.
+    __device__ __forceinline__ int divmod(int n, int& rem) const {
+        const int q = div(n);
+        rem = n - q * d;
+        return q;
+    }
+};
+
 #define CONV_TILE_M 64
 #define CONV_TILE_N 64
 #define CONV_TILE_K 16
 #define CONV_THREADS 256
 // Each thread stages this many elements of each operand per K slice.
 #define CONV_LOADS ((CONV_TILE_M * CONV_TILE_K) / CONV_THREADS)
+
+// Which element of a K slice's operand tile staging load `l` of thread `tid` reads: (row, kk) of
+// A (row = m) or (kk, column) of B (column = n). `K_FAST`: consecutive threads step along k (the
+// tensor's contiguous direction), so global loads coalesce. `TILE_K` is the slice's depth.
+// Element e = tid + l * CONV_THREADS of the tile, written so that the part fixed by the thread
+// (kk along k, or the row or column across it) is visibly the same for every l: the gathers'
+// index arithmetic for it is then done once, not once per load.
+template <bool K_FAST, int TILE_K>
+__device__ __forceinline__ void conv_stage_slot(int tid, int l, int& outer, int& kk) {
+    static_assert(CONV_THREADS % TILE_K == 0 && CONV_THREADS % CONV_TILE_M == 0, "whole rows per pass");
+    outer = K_FAST ? tid / TILE_K + l * (CONV_THREADS / TILE_K) : tid % CONV_TILE_M;
+    kk = K_FAST ? tid % TILE_K : tid / CONV_TILE_M + l * (CONV_THREADS / CONV_TILE_M);
+}
+
+// Reads this thread's share of the K slice starting at k0 into registers: LOADS elements of A and
+// of B, zero for rows m >= M, columns n >= N and k >= k_end. Issued before the previous slice's
+// arithmetic, so the loads are in flight while it runs (register double buffering).
+template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
+                                                 int m0, int n0, int k0, float ra[LOADS], float rb[LOADS]) {
+    // Unrolled, so ra and rb stay in registers.
+#pragma unroll
+    for (int l = 0; l < LOADS; ++l) {
+        int mm, nn, kk;
+        conv_stage_slot<A_K_FAST, TILE_K>(threadIdx.x, l, mm, kk);
+        int m = m0 + mm, k = k0 + kk;
+        ra[l] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
+        conv_stage_slot<B_K_FAST, TILE_K>(threadIdx.x, l, nn, kk);
+        const int n = n0 + nn;
+        k = k0 + kk;
+        rb[l] = (n < N && k < k_end) ? load_b(k, n) : 0.0f;
+    }
+}
 
 // Accumulates the block's tile of C over k in [k_begin, k_end). Rows m >= M, columns n >= N and
 // k beyond the range read as zero. `A_K_FAST`/`B_K_FAST` say along which index consecutive
@@ -43,20 +107,22 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
     for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
+    float ra[CONV_LOADS], rb[CONV_LOADS];
+    conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k_begin,
+                                                                    ra, rb);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TILE_K) {
+#pragma unroll
         for (int l = 0; l < CONV_LOADS; ++l) {
-            const int e = tid + l * CONV_THREADS;
-            int mm = A_K_FAST ? e / CONV_TILE_K : e % CONV_TILE_M;
-            int kk = A_K_FAST ? e % CONV_TILE_K : e / CONV_TILE_M;
-            int m = m0 + mm, k = k0 + kk;
-            a_tile[kk][mm] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
-            int nn = B_K_FAST ? e / CONV_TILE_K : e % CONV_TILE_N;
-            kk = B_K_FAST ? e % CONV_TILE_K : e / CONV_TILE_N;
-            int n = n0 + nn;
-            k = k0 + kk;
-            b_tile[kk][nn] = (n < N && k < k_end) ? load_b(k, n) : 0.0f;
+            int mm, nn, kk;
+            conv_stage_slot<A_K_FAST, CONV_TILE_K>(tid, l, mm, kk);
+            a_tile[kk][mm] = ra[l];
+            conv_stage_slot<B_K_FAST, CONV_TILE_K>(tid, l, nn, kk);
+            b_tile[kk][nn] = rb[l];
         }
         __syncthreads();
+        if (k0 + CONV_TILE_K < k_end)
+            conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0,
+                                                                            k0 + CONV_TILE_K, ra, rb);
         for (int kk = 0; kk < CONV_TILE_K; ++kk) {
             float a[4], b[4];
             for (int i = 0; i < 4; ++i) a[i] = a_tile[kk][ty + 16 * i];
@@ -72,8 +138,10 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
 // Where element (m, n) of a GEMM result whose rows are channels and whose columns are
 // (batch, pixel) pairs lives in an NCHW tensor of `channels` planes of `hw` pixels: the output
 // layout of the forward and backward-data passes.
-__device__ __forceinline__ size_t nchw_index(int m, int n, int channels, int hw) {
-    return ((size_t)(n / hw) * channels + m) * hw + n % hw;
+__device__ __forceinline__ size_t nchw_index(int m, int n, int channels, const FastDivmod& hw) {
+    int p;
+    const int b = hw.divmod(n, p);
+    return ((size_t)b * channels + m) * hw.d + p;
 }
 
 // The shape of one convolution: x [batch, c_in, h_in, w_in], w [c_out, c_in, kh, kw],
@@ -88,12 +156,17 @@ struct ConvDims {
 struct ForwardInput {
     const float* x;
     ConvDims d;
+    FastDivmod taps, kw, hw, w_out;
+    __device__ ForwardInput(const float* x, const ConvDims& d)
+        : x(x), d(d), taps(d.kh * d.kw), kw(d.kw), hw(d.h_out * d.w_out), w_out(d.w_out) {}
     __device__ float operator()(int k, int n) const {
-        const int taps = d.kh * d.kw, hw = d.h_out * d.w_out;
-        const int ci = k / taps, t = k % taps;
-        const int b = n / hw, p = n % hw;
-        const int ih = (p / d.w_out) * d.stride - d.pad_h + (t / d.kw) * d.dil;
-        const int iw = (p % d.w_out) * d.stride - d.pad_w + (t % d.kw) * d.dil;
+        int t, p, ow, tw;
+        const int ci = taps.divmod(k, t);
+        const int b = hw.divmod(n, p);
+        const int oh = w_out.divmod(p, ow);
+        const int th = kw.divmod(t, tw);
+        const int ih = oh * d.stride - d.pad_h + th * d.dil;
+        const int iw = ow * d.stride - d.pad_w + tw * d.dil;
         if (ih < 0 || ih >= d.h_in || iw < 0 || iw >= d.w_in) return 0.0f;
         return x[(((size_t)b * d.c_in + ci) * d.h_in + ih) * d.w_in + iw];
     }
@@ -116,7 +189,8 @@ extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     float acc[4][4];
     conv_gemm_tile<true, false>(RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0, acc);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, hw = h_out * w_out;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const FastDivmod hw(h_out * w_out);
     for (int i = 0; i < 4; ++i) {
         const int m = m0 + ty + 16 * i;
         if (m >= M) continue;
@@ -136,6 +210,9 @@ EMU_EXPORT(conv2d_forward_f32)
 // the block tile its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator
 // fragments each. K advances in slices of 32, four mma steps of 8.
 #define CONV_TF32_TILE_K 32
+// At least two blocks of 8 warps per multiprocessor: the slice fetched ahead into registers took
+// the tf32 kernels to 116-130 registers (one block per SM on sm_90) without a bound.
+#define CONV_TF32_MIN_BLOCKS 2
 #define CONV_TF32_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
 // Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
 #define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
@@ -152,22 +229,17 @@ union alignas(32) ConvTf32Shared {
     float c[CONV_TILE_M][CONV_TF32_C_LD];
 };
 
-// Stages the slice [k0, k0 + CONV_TF32_TILE_K) of A and B, rounded to tf32, zero for rows m >= M,
-// columns n >= N and k >= k_end. Consecutive threads load along k for the weights and along n for the input,
-// each tensor's contiguous direction.
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
-                                                int M, int N, int k_end, int m0, int n0, int k0) {
+// Stages a K slice fetched into registers (conv_fetch_slice: consecutive threads along k for A,
+// along n for B), rounded to tf32.
+__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const float ra[CONV_TF32_LOADS],
+                                                const float rb[CONV_TF32_LOADS]) {
+#pragma unroll
     for (int l = 0; l < CONV_TF32_LOADS; ++l) {
-        const int e = threadIdx.x + l * CONV_THREADS;
-        int mm = e / CONV_TF32_TILE_K, kk = e % CONV_TF32_TILE_K;
-        int m = m0 + mm, k = k0 + kk;
-        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32((m < M && k < k_end) ? load_a(m, k) : 0.0f);
-        const int nn = e % CONV_TILE_N;
-        kk = e / CONV_TILE_N;
-        const int n = n0 + nn;
-        k = k0 + kk;
-        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32((n < N && k < k_end) ? load_b(k, n) : 0.0f);
+        int mm, nn, kk;
+        conv_stage_slot<true, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
+        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32(ra[l]);
+        conv_stage_slot<false, CONV_TF32_TILE_K>(threadIdx.x, l, nn, kk);
+        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32(rb[l]);
     }
 }
 
@@ -181,9 +253,15 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& l
     const int row = (warp % 4) * 16, col = (warp / 4) * 32;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
+    float ra[CONV_TF32_LOADS], rb[CONV_TF32_LOADS];
+    conv_fetch_slice<true, false, CONV_TF32_TILE_K, CONV_TF32_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k_begin,
+                                                                     ra, rb);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage(s, load_a, load_b, M, N, k_end, m0, n0, k0);
+        conv_tf32_stage(s, ra, rb);
         __syncthreads();
+        if (k0 + CONV_TF32_TILE_K < k_end)
+            conv_fetch_slice<true, false, CONV_TF32_TILE_K, CONV_TF32_LOADS>(load_a, load_b, M, N, k_end, m0, n0,
+                                                                             k0 + CONV_TF32_TILE_K, ra, rb);
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
             wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
             wmma::load_matrix_sync(a, &s.in.a[row][kk], CONV_TF32_A_LD);
@@ -212,7 +290,7 @@ __device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared& s, in
     }
 }
 
-extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
                                                    const float* __restrict__ bias, float* __restrict__ y,
                                                    int has_bias, int batch, int c_in, int h_in, int w_in,
                                                    int c_out, int h_out, int w_out, int kh, int kw,
@@ -222,7 +300,7 @@ extern "C" __global__ void conv2d_forward_tf32_f32(const float* __restrict__ x, 
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
-    const int hw = h_out * w_out;
+    const FastDivmod hw(h_out * w_out);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
     });
@@ -233,9 +311,12 @@ EMU_EXPORT(conv2d_forward_tf32_f32)
 struct WeightTransposed {
     const float* w;
     ConvDims d;
+    FastDivmod taps;
+    __device__ WeightTransposed(const float* w, const ConvDims& d) : w(w), d(d), taps(d.kh * d.kw) {}
     __device__ float operator()(int ci, int k) const {
-        const int taps = d.kh * d.kw;
-        return w[((size_t)(k / taps) * d.c_in + ci) * taps + k % taps];
+        int t;
+        const int co = taps.divmod(k, t);
+        return w[((size_t)co * d.c_in + ci) * taps.d + t];
     }
 };
 
@@ -245,12 +326,17 @@ struct WeightTransposed {
 struct OutputGradAtInput {
     const float* dy;
     ConvDims d;
+    FastDivmod taps, kw, hw, w_in;
+    __device__ OutputGradAtInput(const float* dy, const ConvDims& d)
+        : dy(dy), d(d), taps(d.kh * d.kw), kw(d.kw), hw(d.h_in * d.w_in), w_in(d.w_in) {}
     __device__ float operator()(int k, int n) const {
-        const int taps = d.kh * d.kw, hw = d.h_in * d.w_in;
-        const int co = k / taps, t = k % taps;
-        const int b = n / hw, p = n % hw;
-        int oh = p / d.w_in + d.pad_h - (t / d.kw) * d.dil;
-        int ow = p % d.w_in + d.pad_w - (t % d.kw) * d.dil;
+        int t, p, iw, tw;
+        const int co = taps.divmod(k, t);
+        const int b = hw.divmod(n, p);
+        const int ih = w_in.divmod(p, iw);
+        const int th = kw.divmod(t, tw);
+        int oh = ih + d.pad_h - th * d.dil;
+        int ow = iw + d.pad_w - tw * d.dil;
         // Skipped at stride 1 (the network's convolutions), where it would add two integer
         // divisions per element. An exact quotient of a negative value stays negative, and is
         // rejected below.
@@ -273,7 +359,8 @@ extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     float acc[4][4];
     conv_gemm_tile<true, false>(WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0, acc);
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, hw = h_in * w_in;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const FastDivmod hw(h_in * w_in);
     for (int i = 0; i < 4; ++i) {
         const int m = m0 + ty + 16 * i;
         if (m >= M) continue;
@@ -287,7 +374,7 @@ EMU_EXPORT(conv2d_backward_data_f32)
 
 // The backward-data GEMM above on tf32 tensor cores (conv_tf32_tile): dy and w rounded to tf32,
 // fp32 accumulation.
-extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict__ dy,
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_backward_data_tf32_f32(const float* __restrict__ dy,
                                                          const float* __restrict__ w, float* __restrict__ dx,
                                                          int batch, int c_in, int h_in, int w_in, int c_out,
                                                          int h_out, int w_out, int kh, int kw, int stride,
@@ -297,7 +384,7 @@ extern "C" __global__ void conv2d_backward_data_tf32_f32(const float* __restrict
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
-    const int hw = h_in * w_in;
+    const FastDivmod hw(h_in * w_in);
     conv_tf32_store_tile(s, M, N, m0, n0,
                          [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
@@ -307,9 +394,12 @@ EMU_EXPORT(conv2d_backward_data_tf32_f32)
 struct OutputGradByPixel {
     const float* dy;
     ConvDims d;
+    FastDivmod hw;
+    __device__ OutputGradByPixel(const float* dy, const ConvDims& d) : dy(dy), d(d), hw(d.h_out * d.w_out) {}
     __device__ float operator()(int co, int k) const {
-        const int hw = d.h_out * d.w_out;
-        return dy[((size_t)(k / hw) * d.c_out + co) * hw + k % hw];
+        int p;
+        const int b = hw.divmod(k, p);
+        return dy[((size_t)b * d.c_out + co) * hw.d + p];
     }
 };
 
@@ -350,7 +440,7 @@ EMU_EXPORT(conv2d_backward_weight_f32)
 
 // The split-K backward-weight GEMM above on tf32 tensor cores (conv_tf32_tile over the block's
 // k range): dy and x rounded to tf32, fp32 accumulation; conv2d_sum_splits_f32 adds the splits.
-extern "C" __global__ void conv2d_backward_weight_tf32_f32(const float* __restrict__ dy,
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_backward_weight_tf32_f32(const float* __restrict__ dy,
                                                            const float* __restrict__ x,
                                                            float* __restrict__ partial, int batch, int c_in,
                                                            int h_in, int w_in, int c_out, int h_out, int w_out,
