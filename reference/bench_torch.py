@@ -70,6 +70,10 @@ MAX_REPEATS = 500
 # Timing
 
 
+# Warm-up time on a GPU (BENCH.md "Timing"), as `dml bench` does.
+GPU_WARM_UP_S = 0.2
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -82,9 +86,14 @@ def input_set_count(bytes_per_set: float) -> int:
 
 def time_median(run: Callable[[int], object], device: torch.device, budget_s: float, warmup: int = 2) -> float:
     """Median seconds of run(i) (i = repeat index, used to rotate input sets), synchronised each repeat."""
+    warm_up_start = time.perf_counter()
     for i in range(warmup):
         run(i)
     synchronize(device)
+    # On a GPU, at least GPU_WARM_UP_S of calls: an idle GPU's clocks take that long to rise.
+    while device.type == "cuda" and time.perf_counter() - warm_up_start < GPU_WARM_UP_S:
+        run(0)
+        synchronize(device)
     times: list[float] = []
     start = time.perf_counter()
     i = 0
