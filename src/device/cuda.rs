@@ -158,6 +158,17 @@ impl CudaDevice {
             .map_err(|e| Error::Cuda(format!("allocating {n} floats: {e:?}")))
     }
 
+    /// `n` floats left as the allocator hands them out, for a kernel to overwrite: no memset, one
+    /// driver call less per tensor (a network forward allocates about as many tensors as it
+    /// launches kernels). Every kernel writes every element of such an output: the emulator
+    /// poisons these buffers with NaN, so a kernel that skips one fails its tests there.
+    pub(crate) fn alloc_uninit(&self, n: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: the memory is only ever read as f32, for which every bit pattern is a value
+        // (by kernels, or copied to the host by `download`); nothing reads it as anything else.
+        unsafe { self.stream.alloc::<f32>(n.max(1)) }
+            .map_err(|e| Error::Cuda(format!("allocating {n} floats: {e:?}")))
+    }
+
     pub(crate) fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
         if data.is_empty() {
             return self.alloc_zeros(0);

@@ -39,7 +39,8 @@ impl Tensor {
     }
 
     /// A tensor a kernel is about to overwrite. On `emu` it is poisoned with NaN so that any
-    /// element the kernel fails to write shows in the result (docs/DESIGN.md section 5.2).
+    /// element the kernel fails to write shows in the result (docs/DESIGN.md section 5.2); on
+    /// `cuda` it is left as allocated (no memset), which those tests make safe.
     pub fn uninit(shape: &[usize], device: &Device) -> Result<Self> {
         match device {
             Device::Emu(_) => Ok(Self::with_storage(
@@ -47,7 +48,12 @@ impl Tensor {
                 device,
                 Storage::Host(vec![f32::NAN; numel(shape)]),
             )),
-            _ => Self::zeros(shape, device),
+            Device::Cuda(dev) => Ok(Self::with_storage(
+                shape,
+                device,
+                Storage::Cuda(dev.alloc_uninit(numel(shape))?),
+            )),
+            Device::Cpu => Self::zeros(shape, device),
         }
     }
 
