@@ -6,8 +6,9 @@
 //   u_c = (mu_c - m) s
 //   y = gamma[k,c] (xhat + alpha[k,c] u_c) + beta[k,c]
 // gamma, alpha, beta are the three column blocks of one embedding table [n_classes, 3C].
-// Saved statistics `stats` [3, N*C]: mu, r, u. One block per (n, c) plane; blockDim.x is a
-// multiple of 32 (NORM_THREADS in src/ops/norm.rs). Reductions run in a fixed order: deterministic.
+// Saved statistics `stats` [3, N*C]: mu, r, u. The forward runs one block per sample, the
+// backward one per (n, c) plane; blockDim.x is a multiple of 32 (NORM_THREADS and
+// NORM_SAMPLE_THREADS in src/ops/norm.rs). Reductions run in a fixed order: deterministic.
 // With `elu` set, the forward writes ELU(y) and the backward takes the gradient of ELU(y): the
 // network always follows these norms by an ELU, and the fusion saves a pass over the activations
 // and a launch each way. The backward recomputes y from x and the statistics (it needs only the
@@ -23,28 +24,6 @@ __device__ __forceinline__ int level_row(const float* levels, int n, int n_class
     return ((float)k == l && k >= 0 && k < n_classes) ? k : -1;
 }
 
-// Pass 1 of the forward: mu and r of every plane.
-extern "C" __global__ void cin_pp_stats_f32(const float* __restrict__ x, float* __restrict__ stats, int planes,
-                                            int hw) {
-    __shared__ float scratch[32];
-    const int plane = blockIdx.x;
-    const float* xp = x + (size_t)plane * hw;
-    float acc = 0.0f;
-    for (int p = threadIdx.x; p < hw; p += blockDim.x) acc += xp[p];
-    const float mu = block_sum_all(acc, scratch) / (float)hw;
-    acc = 0.0f;
-    for (int p = threadIdx.x; p < hw; p += blockDim.x) {
-        const float d = xp[p] - mu;
-        acc += d * d;
-    }
-    const float var = block_sum_all(acc, scratch) / (float)hw;
-    if (threadIdx.x == 0) {
-        stats[plane] = mu;
-        stats[planes + plane] = rsqrtf(var + NORM_EPS);
-    }
-}
-EMU_EXPORT(cin_pp_stats_f32)
-
 // m and s of sample n from the channel means mu (every thread gets them).
 __device__ __forceinline__ void channel_mean_stats(const float* mu, int channels, float* scratch, float* m,
                                                    float* s) {
@@ -59,28 +38,63 @@ __device__ __forceinline__ void channel_mean_stats(const float* mu, int channels
     *s = rsqrtf(block_sum_all(acc, scratch) / (float)(channels - 1) + NORM_EPS);
 }
 
-// Pass 2 of the forward: u_c, then the normalised, modulated plane.
+// The sum over a warp, in every lane (a butterfly: each step adds the same two values on both
+// lanes of a pair, so all lanes agree bit for bit).
+__device__ __forceinline__ float warp_sum_all_lanes(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// The whole forward of sample n = blockIdx.x in one launch (it was two: the channel statistics
+// m and s need every plane's mean first). Each warp reduces planes c = warp, warp + warps, ...
+// to mu_c and r_c (two passes over the plane, in shared memory and saved); after one barrier the
+// block forms m and s, then normalises and modulates every plane. Dynamic shared memory: 2
+// `channels` floats. blockDim.x is a multiple of 32.
 extern "C" __global__ void cin_pp_forward_f32(const float* __restrict__ x, const float* __restrict__ levels,
                                               const float* __restrict__ embed, float* __restrict__ stats,
                                               float* __restrict__ y, int elu, int batch, int channels,
                                               int hw, int n_classes) {
     __shared__ float scratch[32];
-    const int plane = blockIdx.x, n = plane / channels, c = plane % channels;
-    const int planes = batch * channels;
+    EMU_DYNAMIC_SHARED(float, plane_stats);  // mu_c, then r_c
+    const int n = blockIdx.x, planes = batch * channels;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    for (int c = warp; c < channels; c += warps) {
+        const int plane = n * channels + c;
+        const float* xp = x + (size_t)plane * hw;
+        float acc = 0.0f;
+        for (int p = lane; p < hw; p += 32) acc += xp[p];
+        const float mu = warp_sum_all_lanes(acc) / (float)hw;
+        acc = 0.0f;
+        for (int p = lane; p < hw; p += 32) {
+            const float d = xp[p] - mu;
+            acc += d * d;
+        }
+        const float r = rsqrtf(warp_sum_all_lanes(acc) / (float)hw + NORM_EPS);
+        if (lane == 0) {
+            plane_stats[c] = mu;
+            plane_stats[channels + c] = r;
+            stats[plane] = mu;
+            stats[planes + plane] = r;
+        }
+    }
+    __syncthreads();
     float m, s;
-    channel_mean_stats(stats + (size_t)n * channels, channels, scratch, &m, &s);
-    const float mu = stats[plane], r = stats[planes + plane];
-    const float u = (mu - m) * s;
+    channel_mean_stats(plane_stats, channels, scratch, &m, &s);
     const int k = level_row(levels, n, n_classes);
     const float* e = embed + (size_t)(k < 0 ? 0 : k) * 3 * channels;
-    const float gamma = k < 0 ? NAN : e[c], alpha = e[channels + c], beta = e[2 * channels + c];
-    if (threadIdx.x == 0) stats[2 * planes + plane] = u;
-    const float* xp = x + (size_t)plane * hw;
-    float* yp = y + (size_t)plane * hw;
-    const float shift = alpha * u;
-    for (int p = threadIdx.x; p < hw; p += blockDim.x) {
-        const float v = gamma * ((xp[p] - mu) * r + shift) + beta;
-        yp[p] = elu ? elu_of(v) : v;
+    for (int c = 0; c < channels; ++c) {
+        const int plane = n * channels + c;
+        const float mu = plane_stats[c], r = plane_stats[channels + c];
+        const float u = (mu - m) * s;
+        const float gamma = k < 0 ? NAN : e[c], alpha = e[channels + c], beta = e[2 * channels + c];
+        if (threadIdx.x == 0) stats[2 * planes + plane] = u;
+        const float* xp = x + (size_t)plane * hw;
+        float* yp = y + (size_t)plane * hw;
+        const float shift = alpha * u;
+        for (int p = threadIdx.x; p < hw; p += blockDim.x) {
+            const float v = gamma * ((xp[p] - mu) * r + shift) + beta;
+            yp[p] = elu ? elu_of(v) : v;
+        }
     }
 }
 EMU_EXPORT(cin_pp_forward_f32)

@@ -23,6 +23,8 @@ pub const CIN_PP_EPS: f32 = 1e-5;
 /// Threads per plane block in kernels/norm.cu: a multiple of 32. Public for the occupancy
 /// `dml info --kernels` reports.
 pub const NORM_THREADS: u32 = 128;
+/// Threads of the forward's block per sample: 8 warps, each reducing one plane at a time.
+pub const NORM_SAMPLE_THREADS: u32 = 256;
 
 /// What the backward pass needs from the forward: per plane the mean `mu`, the reciprocal
 /// standard deviation `r` and the normalised channel mean `u`, as a [3, N*C] tensor, and whether
@@ -49,6 +51,16 @@ impl NormDims {
     }
     fn per_plane(&self) -> LaunchGeometry {
         LaunchGeometry::new([self.planes().max(1) as u32, 1, 1], [NORM_THREADS, 1, 1], 0)
+    }
+
+    /// The forward's one block per sample, with every plane's mu and r in shared memory.
+    fn per_sample(&self) -> LaunchGeometry {
+        let shared_bytes = 2 * self.channels * std::mem::size_of::<f32>();
+        LaunchGeometry::new(
+            [self.batch.max(1) as u32, 1, 1],
+            [NORM_SAMPLE_THREADS, 1, 1],
+            shared_bytes as u32,
+        )
     }
 }
 
@@ -124,17 +136,6 @@ fn forward(x: &Tensor, levels: &Tensor, embed: &Tensor, elu: bool) -> Result<(Te
             y.host_mut()?,
         ),
         dev => {
-            launch(
-                dev,
-                "cin_pp_stats_f32",
-                d.per_plane(),
-                &mut [
-                    Arg::In(x),
-                    Arg::Out(&mut stats),
-                    Arg::I32(d.planes() as i32),
-                    Arg::I32(d.hw as i32),
-                ],
-            )?;
             let mut args = vec![
                 Arg::In(x),
                 Arg::In(levels),
@@ -144,7 +145,7 @@ fn forward(x: &Tensor, levels: &Tensor, embed: &Tensor, elu: bool) -> Result<(Te
                 Arg::I32(elu as i32),
             ];
             args.extend(d.args());
-            launch(dev, "cin_pp_forward_f32", d.per_plane(), &mut args)?;
+            launch(dev, "cin_pp_forward_f32", d.per_sample(), &mut args)?;
         }
     }
     Ok((y, CinPpSaved { stats, elu }))
