@@ -95,6 +95,17 @@ __device__ __forceinline__ float warp_reduce_sum(float v) {
     return v;
 }
 
+// Butterfly reductions: every lane ends with the same value (each step adds or compares the same
+// two values on both lanes of a pair), so the whole warp uses one max and one sum.
+__device__ __forceinline__ float warp_max_all(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+__device__ __forceinline__ float warp_sum_all(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
 // Sum over the block; every thread must call it. The result is valid in thread 0.
 // `scratch` holds at least 32 floats of shared memory. Fixed order, so deterministic.
 __device__ __forceinline__ float block_reduce_sum(float v, float* scratch) {

@@ -38,13 +38,6 @@ __device__ __forceinline__ void channel_mean_stats(const float* mu, int channels
     *s = rsqrtf(block_sum_all(acc, scratch) / (float)(channels - 1) + NORM_EPS);
 }
 
-// The sum over a warp, in every lane (a butterfly: each step adds the same two values on both
-// lanes of a pair, so all lanes agree bit for bit).
-__device__ __forceinline__ float warp_sum_all_lanes(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
 // The whole forward of sample n = blockIdx.x in one launch (it was two: the channel statistics
 // m and s need every plane's mean first). Each warp reduces planes c = warp, warp + warps, ...
 // to mu_c and r_c (two passes over the plane, in shared memory and saved); after one barrier the
@@ -63,13 +56,13 @@ extern "C" __global__ void cin_pp_forward_f32(const float* __restrict__ x, const
         const float* xp = x + (size_t)plane * hw;
         float acc = 0.0f;
         for (int p = lane; p < hw; p += 32) acc += xp[p];
-        const float mu = warp_sum_all_lanes(acc) / (float)hw;
+        const float mu = warp_sum_all(acc) / (float)hw;
         acc = 0.0f;
         for (int p = lane; p < hw; p += 32) {
             const float d = xp[p] - mu;
             acc += d * d;
         }
-        const float r = rsqrtf(warp_sum_all_lanes(acc) / (float)hw + NORM_EPS);
+        const float r = rsqrtf(warp_sum_all(acc) / (float)hw + NORM_EPS);
         if (lane == 0) {
             plane_stats[c] = mu;
             plane_stats[channels + c] = r;

@@ -37,17 +37,6 @@ EMU_EXPORT(softmax_xent_f32)
 // over the row, and the reductions by shuffles; 8 rows per block of 256 threads. A warp whose row
 // is past the end leaves as a whole, so every shuffle sees all 32 lanes.
 
-// Butterfly reductions: every lane ends with the same value (each step adds or compares the same
-// two values on both lanes of a pair), so the whole warp uses one max and one sum.
-__device__ __forceinline__ float warp_max_all(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    return v;
-}
-__device__ __forceinline__ float warp_sum_all(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
 // y = exp(x - max x) / sum exp(x - max x) per row of `len`. fmaxf skips a NaN, which then reaches
 // the sum through its exp: a row with a NaN comes out all NaN, as in the cpu reference.
 extern "C" __global__ void softmax_rows_f32(const float* __restrict__ x, float* __restrict__ y, int rows,
