@@ -172,10 +172,19 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     ];
     if let Some(t) = &torch {
         notes.extend(torch_notes(t, &items));
-        if let (Device::Cuda(_), Some(tc)) = (device, t.ceilings) {
-            // The engine links no GPU BLAS: the GEMM ceiling on a GPU is PyTorch's.
-            ceilings.gemm_flops_per_s = tc.gemm_flops_per_s;
-            notes.push("GEMM ceiling from PyTorch's results (torch.mm, m = 8192)".to_string());
+    }
+    if let Device::Cuda(_) = device {
+        // The engine links no GPU BLAS: the GEMM ceiling on a GPU is PyTorch's, when given.
+        match torch.as_ref().and_then(|t| t.ceilings) {
+            Some(tc) => {
+                ceilings.gemm_flops_per_s = tc.gemm_flops_per_s;
+                notes.push("GEMM ceiling from PyTorch's results (torch.mm, m = 8192)".to_string());
+            }
+            None => notes.push(
+                "GEMM ceiling measured on the host cpu (no PyTorch results for this GPU): the \
+                 `x floor` of items limited by FLOPs is not the GPU's"
+                    .to_string(),
+            ),
         }
     }
     let mut rows = Vec::with_capacity(items.len());
