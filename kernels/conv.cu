@@ -60,11 +60,11 @@ struct FastDivmod {
 #define CONV_LOADS ((CONV_TILE_M * CONV_TILE_K) / CONV_THREADS)
 
 // Which element of a K slice's operand tile staging load `l` of thread `tid` reads: (row, kk) of
-// A (row = m) or (kk, column) of B (column = n). `K_FAST`: consecutive threads step along k (the
-// tensor's contiguous direction), so global loads coalesce. `TILE_K` is the slice's depth.
-// Element e = tid + l * CONV_THREADS of the tile, written so that the part fixed by the thread
-// (kk along k, or the row or column across it) is visibly the same for every l: the gathers'
-// index arithmetic for it is then done once, not once per load.
+// A (row = m) or (kk, column) of B (column = n), element tid + l * CONV_THREADS of the tile.
+// `K_FAST`: consecutive threads step along k (the tensor's contiguous direction), so global loads
+// coalesce. `TILE_K` is the slice's depth. Written so that the part fixed by the thread (kk along
+// k, or the row or column across it) is visibly the same for every l: the gathers' index
+// arithmetic for it is then done once, not once per load.
 template <bool K_FAST, int TILE_K>
 __device__ __forceinline__ void conv_stage_slot(int tid, int l, int& outer, int& kk) {
     static_assert(CONV_THREADS % TILE_K == 0 && CONV_THREADS % CONV_TILE_M == 0, "whole rows per pass");
@@ -108,8 +108,11 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
     float ra[CONV_LOADS], rb[CONV_LOADS];
-    conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k_begin,
-                                                                    ra, rb);
+    const auto fetch = [&](int k0) {
+        conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k0, ra,
+                                                                        rb);
+    };
+    fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TILE_K) {
 #pragma unroll
         for (int l = 0; l < CONV_LOADS; ++l) {
@@ -120,9 +123,7 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
             b_tile[kk][nn] = rb[l];
         }
         __syncthreads();
-        if (k0 + CONV_TILE_K < k_end)
-            conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0,
-                                                                            k0 + CONV_TILE_K, ra, rb);
+        if (k0 + CONV_TILE_K < k_end) fetch(k0 + CONV_TILE_K);
         for (int kk = 0; kk < CONV_TILE_K; ++kk) {
             float a[4], b[4];
             for (int i = 0; i < 4; ++i) a[i] = a_tile[kk][ty + 16 * i];
@@ -210,6 +211,9 @@ EMU_EXPORT(conv2d_forward_f32)
 // the block tile its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator
 // fragments each. K advances in slices of 32, four mma steps of 8.
 #define CONV_TF32_TILE_K 32
+// Along which index consecutive threads stage the tf32 operands: k for the weights (A), n for the
+// gathered activations (B), each tensor's contiguous direction.
+constexpr bool CONV_TF32_A_K_FAST = true, CONV_TF32_B_K_FAST = false;
 // At least two blocks of 8 warps per multiprocessor: the slice fetched ahead into registers took
 // the tf32 kernels to 116-130 registers (one block per SM on sm_90) without a bound.
 #define CONV_TF32_MIN_BLOCKS 2
@@ -229,16 +233,15 @@ union alignas(32) ConvTf32Shared {
     float c[CONV_TILE_M][CONV_TF32_C_LD];
 };
 
-// Stages a K slice fetched into registers (conv_fetch_slice: consecutive threads along k for A,
-// along n for B), rounded to tf32.
+// Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32.
 __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const float ra[CONV_TF32_LOADS],
                                                 const float rb[CONV_TF32_LOADS]) {
 #pragma unroll
     for (int l = 0; l < CONV_TF32_LOADS; ++l) {
         int mm, nn, kk;
-        conv_stage_slot<true, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
+        conv_stage_slot<CONV_TF32_A_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
         s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32(ra[l]);
-        conv_stage_slot<false, CONV_TF32_TILE_K>(threadIdx.x, l, nn, kk);
+        conv_stage_slot<CONV_TF32_B_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, nn, kk);
         s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32(rb[l]);
     }
 }
@@ -254,14 +257,15 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& l
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
     float ra[CONV_TF32_LOADS], rb[CONV_TF32_LOADS];
-    conv_fetch_slice<true, false, CONV_TF32_TILE_K, CONV_TF32_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k_begin,
-                                                                     ra, rb);
+    const auto fetch = [&](int k0) {
+        conv_fetch_slice<CONV_TF32_A_K_FAST, CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_LOADS>(
+            load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
+    };
+    fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
         conv_tf32_stage(s, ra, rb);
         __syncthreads();
-        if (k0 + CONV_TF32_TILE_K < k_end)
-            conv_fetch_slice<true, false, CONV_TF32_TILE_K, CONV_TF32_LOADS>(load_a, load_b, M, N, k_end, m0, n0,
-                                                                             k0 + CONV_TF32_TILE_K, ra, rb);
+        if (k0 + CONV_TF32_TILE_K < k_end) fetch(k0 + CONV_TF32_TILE_K);
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
             wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
             wmma::load_matrix_sync(a, &s.in.a[row][kk], CONV_TF32_A_LD);
@@ -290,11 +294,11 @@ __device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared& s, in
     }
 }
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
-                                                   const float* __restrict__ bias, float* __restrict__ y,
-                                                   int has_bias, int batch, int c_in, int h_in, int w_in,
-                                                   int c_out, int h_out, int w_out, int kh, int kw,
-                                                   int stride, int pad_h, int pad_w, int dil) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
+                        const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
+                        int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                        int stride, int pad_h, int pad_w, int dil) {
     __shared__ ConvTf32Shared s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
@@ -374,11 +378,10 @@ EMU_EXPORT(conv2d_backward_data_f32)
 
 // The backward-data GEMM above on tf32 tensor cores (conv_tf32_tile): dy and w rounded to tf32,
 // fp32 accumulation.
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_backward_data_tf32_f32(const float* __restrict__ dy,
-                                                         const float* __restrict__ w, float* __restrict__ dx,
-                                                         int batch, int c_in, int h_in, int w_in, int c_out,
-                                                         int h_out, int w_out, int kh, int kw, int stride,
-                                                         int pad_h, int pad_w, int dil) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restrict__ w,
+                              float* __restrict__ dx, int batch, int c_in, int h_in, int w_in, int c_out,
+                              int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
     __shared__ ConvTf32Shared s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
@@ -440,12 +443,11 @@ EMU_EXPORT(conv2d_backward_weight_f32)
 
 // The split-K backward-weight GEMM above on tf32 tensor cores (conv_tf32_tile over the block's
 // k range): dy and x rounded to tf32, fp32 accumulation; conv2d_sum_splits_f32 adds the splits.
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS) conv2d_backward_weight_tf32_f32(const float* __restrict__ dy,
-                                                           const float* __restrict__ x,
-                                                           float* __restrict__ partial, int batch, int c_in,
-                                                           int h_in, int w_in, int c_out, int h_out, int w_out,
-                                                           int kh, int kw, int stride, int pad_h, int pad_w,
-                                                           int dil, int k_chunk) {
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
+                                int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                int pad_w, int dil, int k_chunk) {
     __shared__ ConvTf32Shared s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
