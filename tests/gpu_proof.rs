@@ -15,7 +15,7 @@ use common::cli::s;
 const MAX_RESULT_FILES: usize = 8;
 
 /// The steps the run step performs on a GPU, each named in the summary.
-const GPU_STEPS: [&str; 9] = [
+const GPU_STEPS: [&str; 10] = [
     "machine",
     "tests",
     "bench torch (tf32 off)",
@@ -24,6 +24,7 @@ const GPU_STEPS: [&str; 9] = [
     "bench dml (cuda, tf32)",
     "train paper 200 steps",
     "ncu conv passes",
+    "kernel times",
     "sample adls 1000 levels",
 ];
 
@@ -98,7 +99,12 @@ fn pack_holds_dml_the_tests_and_the_torch_benchmark_with_a_manifest() {
         assert!(pack.join(file).is_file(), "{file} missing from the pack");
     }
     let manifest = fs::read_to_string(pack.join("manifest.txt")).unwrap();
-    for file in ["./bin/dml", "./tests/conv", "./reference/bench_torch.py"] {
+    for file in [
+        "./bin/dml",
+        "./tests/conv",
+        "./reference/bench_torch.py",
+        "./reference/profile_torch.py",
+    ] {
         assert!(manifest.contains(file), "{file} not in:\n{manifest}");
     }
     // Every reference module bench_torch.py imports (`import name  # noqa: E402`) travels with it.
