@@ -64,31 +64,50 @@ struct FastDivmod {
 // `K_FAST`: consecutive threads step along k (the tensor's contiguous direction), so global loads
 // coalesce. `TILE_K` is the slice's depth. Written so that the part fixed by the thread (kk along
 // k, or the row or column across it) is visibly the same for every l: the gathers' index
-// arithmetic for it is then done once, not once per load.
-template <bool K_FAST, int TILE_K>
+// arithmetic for it is then done once, not once per load. `WIDTH`: the tile's extent across k.
+template <bool K_FAST, int TILE_K, int WIDTH = CONV_TILE_M>
 __device__ __forceinline__ void conv_stage_slot(int tid, int l, int& outer, int& kk) {
-    static_assert(CONV_THREADS % TILE_K == 0 && CONV_THREADS % CONV_TILE_M == 0, "whole rows per pass");
-    outer = K_FAST ? tid / TILE_K + l * (CONV_THREADS / TILE_K) : tid % CONV_TILE_M;
-    kk = K_FAST ? tid % TILE_K : tid / CONV_TILE_M + l * (CONV_THREADS / CONV_TILE_M);
+    static_assert(CONV_THREADS % TILE_K == 0 && CONV_THREADS % WIDTH == 0, "whole rows per pass");
+    outer = K_FAST ? tid / TILE_K + l * (CONV_THREADS / TILE_K) : tid % WIDTH;
+    kk = K_FAST ? tid % TILE_K : tid / WIDTH + l * (CONV_THREADS / WIDTH);
 }
 
-// Reads this thread's share of the K slice starting at k0 into registers: LOADS elements of A and
-// of B, zero for rows m >= M, columns n >= N and k >= k_end. Issued before the previous slice's
-// arithmetic, so the loads are in flight while it runs (register double buffering).
-template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS, class LoadA, class LoadB>
+// The loader conv_fetch_slice reads the K slice starting at k0 through: the loader itself, unless
+// the loader has a form for one slice that costs less per element (an overload for its type, such
+// as ForwardInputTapMajor's below).
+template <class Load>
+__device__ __forceinline__ const Load& conv_slice_loader(const Load& load, int) {
+    return load;
+}
+
+// Reads this thread's share of the K slice starting at k0 into registers: LOADS_A elements of A
+// (TILE_M rows) and LOADS_B of B (B_WIDTH columns), zero for rows m >= M, columns n >= N and
+// k >= k_end. Issued before the previous slice's arithmetic, so the loads are in flight while it
+// runs (register double buffering). Every load is made, at clamped indices, and the out-of-range
+// ones zeroed after: without a branch around each load, the index arithmetic shared by a thread's
+// loads (the column n of B, the same for every l) is computed once.
+template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, class LoadA,
+          class LoadB>
 __device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
-                                                 int m0, int n0, int k0, float ra[LOADS], float rb[LOADS]) {
+                                                 int m0, int n0, int k0, float ra[LOADS_A], float rb[LOADS_B]) {
+    const auto& slice_a = conv_slice_loader(load_a, k0);
+    const auto& slice_b = conv_slice_loader(load_b, k0);
     // Unrolled, so ra and rb stay in registers.
 #pragma unroll
-    for (int l = 0; l < LOADS; ++l) {
-        int mm, nn, kk;
+    for (int l = 0; l < LOADS_A; ++l) {
+        int mm, kk;
         conv_stage_slot<A_K_FAST, TILE_K>(threadIdx.x, l, mm, kk);
-        int m = m0 + mm, k = k0 + kk;
-        ra[l] = (m < M && k < k_end) ? load_a(m, k) : 0.0f;
-        conv_stage_slot<B_K_FAST, TILE_K>(threadIdx.x, l, nn, kk);
-        const int n = n0 + nn;
-        k = k0 + kk;
-        rb[l] = (n < N && k < k_end) ? load_b(k, n) : 0.0f;
+        const int m = m0 + mm, k = k0 + kk;
+        const float v = slice_a(imin(m, M - 1), imin(k, k_end - 1));
+        ra[l] = (m < M && k < k_end) ? v : 0.0f;
+    }
+#pragma unroll
+    for (int l = 0; l < LOADS_B; ++l) {
+        int nn, kk;
+        conv_stage_slot<B_K_FAST, TILE_K, B_WIDTH>(threadIdx.x, l, nn, kk);
+        const int n = n0 + nn, k = k0 + kk;
+        const float v = slice_b(imin(k, k_end - 1), imin(n, N - 1));
+        rb[l] = (n < N && k < k_end) ? v : 0.0f;
     }
 }
 
@@ -109,8 +128,8 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
 
     float ra[CONV_LOADS], rb[CONV_LOADS];
     const auto fetch = [&](int k0) {
-        conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS>(load_a, load_b, M, N, k_end, m0, n0, k0, ra,
-                                                                        rb);
+        conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS, CONV_LOADS, CONV_TILE_N>(
+            load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TILE_K) {
@@ -180,6 +199,14 @@ struct RowMajor {
     __device__ float operator()(int m, int k) const { return a[(size_t)m * cols + k]; }
 };
 
+// RowMajor with a 32-bit offset, for a matrix known to be under 2^31 elements (the weights:
+// ConvDims::new): the compiler can then step from one row to the next with one add.
+struct RowMajor32 {
+    const float* a;
+    int cols;
+    __device__ float operator()(int m, int k) const { return a[m * cols + k]; }
+};
+
 extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const float* __restrict__ w,
                                               const float* __restrict__ bias, float* __restrict__ y,
                                               int has_bias, int batch, int c_in, int h_in, int w_in,
@@ -207,9 +234,11 @@ EMU_EXPORT(conv2d_forward_f32)
 
 // ---- tf32 tensor cores (wmma m16n16k8) ------------------------------------------------------
 // The same implicit GEMM as conv2d_forward_f32 with both operands rounded to tf32 (10 mantissa
-// bits, round to nearest as cvt.rna) while they are staged, and fp32 accumulation. The 8 warps of
-// the block tile its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator
-// fragments each. K advances in slices of 32, four mma steps of 8.
+// bits, round to nearest as cvt.rna) while they are staged, and fp32 accumulation. A block's tile
+// is 64 rows by TILE_N columns (64, or 128 for the channel-slice forward below); its 8 warps each
+// take a 16 x 32 slab (TILE_N 64: 4 rows x 2 columns of warps) or a 32 x 32 one (TILE_N 128: 2 x 4),
+// two or four accumulator fragments: the wider warp tile loads one operand fragment per mma
+// instead of one and a half. K advances in slices of 32, four mma steps of 8.
 #define CONV_TF32_TILE_K 32
 // Along which index consecutive threads stage the tf32 operands: k for the weights (A), n for the
 // gathered activations (B), each tensor's contiguous direction.
@@ -217,78 +246,97 @@ constexpr bool CONV_TF32_A_K_FAST = true, CONV_TF32_B_K_FAST = false;
 // At least two blocks of 8 warps per multiprocessor: the slice fetched ahead into registers took
 // the tf32 kernels to 116-130 registers (one block per SM on sm_90) without a bound.
 #define CONV_TF32_MIN_BLOCKS 2
-#define CONV_TF32_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
+#define CONV_TF32_A_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
 // Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
 #define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
-#define CONV_TF32_B_LD (CONV_TILE_N + 8)
-#define CONV_TF32_C_LD (CONV_TILE_N + 8)
+
+template <int TILE_N>
+struct ConvTf32Tile {
+    static constexpr int B_LD = TILE_N + 8, C_LD = TILE_N + 8;
+    static constexpr int B_LOADS = (TILE_N * CONV_TF32_TILE_K) / CONV_THREADS;
+    static constexpr int FRAGS_M = TILE_N / 64, FRAGS_N = 2;  // accumulator fragments per warp
+    static constexpr int WARPS_N = TILE_N / (16 * FRAGS_N);
+    static_assert(WARPS_N * (CONV_THREADS / 32 / WARPS_N) == CONV_THREADS / 32, "whole warp rows");
+    static_assert((CONV_THREADS / 32 / WARPS_N) * 16 * FRAGS_M == CONV_TILE_M, "warps cover the rows");
+};
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
 // every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.
+template <int TILE_N>
 union alignas(32) ConvTf32Shared {
     struct Operands {
-        float a[CONV_TILE_M][CONV_TF32_A_LD];      // A(m, k): weights, row-major
-        float b[CONV_TF32_TILE_K][CONV_TF32_B_LD];  // B(k, n): gathered input, row-major
+        float a[CONV_TILE_M][CONV_TF32_A_LD];                     // A(m, k): weights, row-major
+        float b[CONV_TF32_TILE_K][ConvTf32Tile<TILE_N>::B_LD];  // B(k, n): gathered input, row-major
     } in;
-    float c[CONV_TILE_M][CONV_TF32_C_LD];
+    float c[CONV_TILE_M][ConvTf32Tile<TILE_N>::C_LD];
 };
 
 // Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32.
-__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared& s, const float ra[CONV_TF32_LOADS],
-                                                const float rb[CONV_TF32_LOADS]) {
+template <int TILE_N>
+__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<TILE_N>& s, const float ra[CONV_TF32_A_LOADS],
+                                                const float rb[ConvTf32Tile<TILE_N>::B_LOADS]) {
 #pragma unroll
-    for (int l = 0; l < CONV_TF32_LOADS; ++l) {
-        int mm, nn, kk;
+    for (int l = 0; l < CONV_TF32_A_LOADS; ++l) {
+        int mm, kk;
         conv_stage_slot<CONV_TF32_A_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
         s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32(ra[l]);
-        conv_stage_slot<CONV_TF32_B_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, nn, kk);
+    }
+#pragma unroll
+    for (int l = 0; l < ConvTf32Tile<TILE_N>::B_LOADS; ++l) {
+        int nn, kk;
+        conv_stage_slot<CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, TILE_N>(threadIdx.x, l, nn, kk);
         s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32(rb[l]);
     }
 }
 
-// The block's 64x64 tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c for
-// the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared& s, const LoadA& load_a, const LoadB& load_b,
-                                               int M, int N, int k_begin, int k_end, int m0, int n0) {
+// The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
+// for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
+template <int TILE_N, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const LoadA& load_a,
+                                               const LoadB& load_b, int M, int N, int k_begin, int k_end, int m0,
+                                               int n0) {
     using namespace nvcuda;
+    using Tile = ConvTf32Tile<TILE_N>;
     const int warp = threadIdx.x / 32;
-    const int row = (warp % 4) * 16, col = (warp / 4) * 32;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
-    float ra[CONV_TF32_LOADS], rb[CONV_TF32_LOADS];
+    const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
+    for (int i = 0; i < Tile::FRAGS_M; ++i)
+        for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    float ra[CONV_TF32_A_LOADS], rb[Tile::B_LOADS];
     const auto fetch = [&](int k0) {
-        conv_fetch_slice<CONV_TF32_A_K_FAST, CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_LOADS>(
-            load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
+        conv_fetch_slice<CONV_TF32_A_K_FAST, CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_A_LOADS, Tile::B_LOADS,
+                         TILE_N>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage(s, ra, rb);
+        conv_tf32_stage<TILE_N>(s, ra, rb);
         __syncthreads();
         if (k0 + CONV_TF32_TILE_K < k_end) fetch(k0 + CONV_TF32_TILE_K);
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
-            wmma::load_matrix_sync(a, &s.in.a[row][kk], CONV_TF32_A_LD);
-            for (int j = 0; j < 2; ++j) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a[Tile::FRAGS_M];
+            for (int i = 0; i < Tile::FRAGS_M; ++i)
+                wmma::load_matrix_sync(a[i], &s.in.a[row + 16 * i][kk], CONV_TF32_A_LD);
+            for (int j = 0; j < Tile::FRAGS_N; ++j) {
                 wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
-                wmma::load_matrix_sync(b, &s.in.b[kk][col + 16 * j], CONV_TF32_B_LD);
-                wmma::mma_sync(acc[j], a, b, acc[j]);
+                wmma::load_matrix_sync(b, &s.in.b[kk][col + 16 * j], Tile::B_LD);
+                for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
             }
         }
         __syncthreads();  // the operand tiles are overwritten next (or become the result tile)
     }
-    for (int j = 0; j < 2; ++j)
-        wmma::store_matrix_sync(&s.c[row][col + 16 * j], acc[j], CONV_TF32_C_LD, wmma::mem_row_major);
+    for (int i = 0; i < Tile::FRAGS_M; ++i)
+        for (int j = 0; j < Tile::FRAGS_N; ++j)
+            wmma::store_matrix_sync(&s.c[row + 16 * i][col + 16 * j], acc[i][j], Tile::C_LD, wmma::mem_row_major);
     __syncthreads();
 }
 
 // Writes the in-bounds part of the result tile in s.c through `store(m, n, value)`, consecutive
 // threads on consecutive n (the contiguous direction of every pass's output).
-template <class Store>
-__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared& s, int M, int N, int m0, int n0,
+template <int TILE_N, class Store>
+__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared<TILE_N>& s, int M, int N, int m0, int n0,
                                                      const Store& store) {
-    for (int e = threadIdx.x; e < CONV_TILE_M * CONV_TILE_N; e += CONV_THREADS) {
-        const int mm = e / CONV_TILE_N, nn = e % CONV_TILE_N;
+    for (int e = threadIdx.x; e < CONV_TILE_M * TILE_N; e += CONV_THREADS) {
+        const int mm = e / TILE_N, nn = e % TILE_N;
         const int m = m0 + mm, n = n0 + nn;
         if (m < M && n < N) store(m, n, s.c[mm][nn]);
     }
@@ -299,7 +347,7 @@ conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w
                         const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
                         int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
                         int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared s;
+    __shared__ ConvTf32Shared<CONV_TILE_N> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
@@ -310,6 +358,94 @@ conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w
     });
 }
 EMU_EXPORT(conv2d_forward_tf32_f32)
+
+// ---- tf32 forward over channel slices (c_in a multiple of 32) -------------------------------
+// The forward GEMM with K ordered tap-major, k = tap * c_in + ci, so that every 32-wide K slice
+// lies inside one filter tap: the slice's input row and column offsets and their padding test are
+// then fixed for the whole slice, and each staged element of B costs an add and a predicated load
+// instead of the two divisions, the tap arithmetic and the four bounds tests of ForwardInput
+// (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop). The weights are read
+// tap-major from wt [c_out, kh, kw, c_in], written by conv2d_weight_tap_major_f32. Tiles are 64 x
+// 128 (ConvTf32Tile<128>): the sampler's batches make N = batch * pixels long.
+#define CONV_TF32_WIDE_TILE_N 128
+
+// wt[co, tap, ci] = w[co, ci, tap]: the forward's weights with K in tap-major order.
+extern "C" __global__ void conv2d_weight_tap_major_f32(const float* __restrict__ w, float* __restrict__ wt,
+                                                       int c_out, int c_in, int taps) {
+    const uint64_t n = (uint64_t)c_out * c_in * taps;
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        const int ci = (int)(i % c_in);
+        const uint64_t row = i / c_in;  // co * taps + tap
+        const int tap = (int)(row % taps), co = (int)(row / taps);
+        wt[i] = w[((uint64_t)co * c_in + ci) * taps + tap];
+    }
+}
+EMU_EXPORT(conv2d_weight_tap_major_f32)
+
+// B(k, n) of the forward pass, k tap-major, for the one column n a thread stages (B is staged
+// n-fast, so each thread's column is the same for every load of every slice: conv_stage_slot).
+// Dividing n into (b, oh, ow) is done once per thread here, not once per load; the offsets are
+// 32-bit, as every tensor is under 2^31 elements (ConvDims::new in src/ops/conv.rs).
+struct ForwardInputTapMajor {
+    const float* x;
+    ConvDims d;
+    FastDivmod c_in, kw;
+    int ih0, iw0;  // the input pixel filter tap (0, 0) sees from output pixel n (may be padding)
+    int column;    // offset of x[b, 0, ih0, iw0] from x
+    __device__ ForwardInputTapMajor(const float* x, const ConvDims& d, int n)
+        : x(x), d(d), c_in(d.c_in), kw(d.kw) {
+        int p, ow;
+        const int b = FastDivmod(d.h_out * d.w_out).divmod(n, p);
+        const int oh = FastDivmod(d.w_out).divmod(p, ow);
+        ih0 = oh * d.stride - d.pad_h;
+        iw0 = ow * d.stride - d.pad_w;
+        column = (b * d.c_in * d.h_in + ih0) * d.w_in + iw0;
+    }
+};
+
+// One 32-channel slice [k0, k0 + CONV_TF32_TILE_K) of ForwardInputTapMajor's column, inside one
+// tap: channel ci0 + (k - k0) of the input pixel the tap sees, or zero in the padding.
+struct ForwardInputChannelSlice {
+    const float* p;  // x at channel ci0 of the tap's pixel (not read when it is padding)
+    int hw, k0;
+    bool inside;
+    __device__ float operator()(int k, int /* the column the slice was built for */) const {
+        return inside ? p[(k - k0) * hw] : 0.0f;
+    }
+};
+
+// The loader of one slice of tap-major K (found by argument-dependent lookup from
+// conv_fetch_slice): one tap, so one padding test and one base offset for the whole slice.
+__device__ __forceinline__ ForwardInputChannelSlice conv_slice_loader(const ForwardInputTapMajor& in, int k0) {
+    int ci0, tw;
+    const int tap = in.c_in.divmod(k0, ci0);
+    const int th = in.kw.divmod(tap, tw);
+    const int dh = th * in.d.dil, dw = tw * in.d.dil;
+    const int ih = in.ih0 + dh, iw = in.iw0 + dw;
+    const int hw = in.d.h_in * in.d.w_in;
+    const bool inside = ih >= 0 && ih < in.d.h_in && iw >= 0 && iw < in.d.w_in;
+    return ForwardInputChannelSlice{in.x + (inside ? in.column + ci0 * hw + dh * in.d.w_in + dw : 0), hw, k0,
+                                    inside};
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias,
+                                       int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out,
+                                       int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
+    __shared__ ConvTf32Shared<CONV_TF32_WIDE_TILE_N> s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
+    const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
+    // This thread's column of B (conv_stage_slot, n-fast), clamped as conv_fetch_slice clamps.
+    const int column = imin(n0 + (int)threadIdx.x % CONV_TF32_WIDE_TILE_N, N - 1);
+    conv_tf32_tile(s, RowMajor32{wt, K}, ForwardInputTapMajor{x, d, column}, M, N, 0, K, m0, n0);
+    const FastDivmod hw(h_out * w_out);
+    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
+        y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
+    });
+}
+EMU_EXPORT(conv2d_forward_tf32_channel_slices_f32)
 
 // A(ci, k) of the backward-data pass, k = (co, tap): w[co, ci, tap].
 struct WeightTransposed {
@@ -382,7 +518,7 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
 conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restrict__ w,
                               float* __restrict__ dx, int batch, int c_in, int h_in, int w_in, int c_out,
                               int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared s;
+    __shared__ ConvTf32Shared<CONV_TILE_N> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
@@ -448,7 +584,7 @@ conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __res
                                 float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
                                 int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
                                 int pad_w, int dil, int k_chunk) {
-    __shared__ ConvTf32Shared s;
+    __shared__ ConvTf32Shared<CONV_TILE_N> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;

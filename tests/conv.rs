@@ -551,6 +551,18 @@ const TF32_SHAPES: &[Shape] = &[
     square((2, 3, 8, 8, 70, 3, 1, 1)),
 ];
 
+/// Shapes for the tf32 channel-slice forward (input channels a multiple of 32, weights reordered
+/// tap-major, 64 x 128 tiles): part of a column tile, two column tiles, c_out across the 64-row
+/// tile with dilation 2, a 1x1, and the InceptionV3's stride 2 and 1x7.
+const TF32_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+    square((2, 32, 5, 6, 9, 3, 1, 1)),
+    square((3, 32, 8, 8, 4, 3, 1, 1)),
+    square((1, 64, 5, 4, 70, 3, 2, 2)),
+    square((2, 32, 3, 5, 3, 1, 0, 1)),
+    square((1, 32, 9, 7, 6, 3, 1, 1)).stride(2),
+    square((1, 32, 6, 9, 5, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+];
+
 fn forward(c: &Case, dev: &Device, precision: ConvPrecision) -> Vec<f32> {
     forward_of(&c.x, &c.w, Some(&c.b), c, dev, precision)
 }
@@ -690,12 +702,29 @@ fn conv_tf32_kernel_matches_tf32_reference() {
 }
 
 #[test]
+fn conv_tf32_channel_slice_kernel_matches_tf32_reference() {
+    let mut rng = test_rng("conv_tf32_channel_slices");
+    for dev in kernel_devices("conv_tf32_channel_slices") {
+        for &s in TF32_CHANNEL_SLICE_SHAPES {
+            let c = case(&mut rng, s);
+            check_tf32_forward(&format!("tf32 channel-slice conv {s:?}"), &c, &dev);
+        }
+    }
+}
+
+#[test]
 fn conv_tf32_kernel_has_no_races() {
     let mut rng = test_rng("conv_tf32_races");
-    let c = case(&mut rng, square((2, 3, 7, 7, 5, 3, 1, 1)));
-    let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), ConvPrecision::Tf32);
-    let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), ConvPrecision::Tf32);
-    assert_eq!(fwd, rev);
+    // The general forward, then the channel-slice forward (and its weight reordering).
+    for s in [
+        square((2, 3, 7, 7, 5, 3, 1, 1)),
+        square((2, 32, 5, 6, 9, 3, 1, 1)),
+    ] {
+        let c = case(&mut rng, s);
+        let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), ConvPrecision::Tf32);
+        let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), ConvPrecision::Tf32);
+        assert_eq!(fwd, rev, "{s:?}");
+    }
 }
 
 #[test]

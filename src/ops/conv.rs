@@ -124,12 +124,17 @@ impl Default for Conv2dCfg {
     }
 }
 
-/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tf32 forward kernel
-/// uses the same TILE_M x TILE_N tiles and THREADS.
+/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tf32 kernels use the
+/// same TILE_M x TILE_N tiles and THREADS, but for the channel-slice forward's wider TILE_N
+/// (CONV_TF32_WIDE_TILE_N).
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const TILE_K: usize = 16;
 const THREADS: u32 = 256;
+const TF32_WIDE_TILE_N: usize = 128;
+/// The tf32 kernels' K slice (CONV_TF32_TILE_K): the channel-slice forward takes input channel
+/// counts that are a multiple of it, so that no slice straddles two filter taps.
+const TF32_TILE_K: usize = 32;
 
 /// The shape of one convolution, validated.
 #[derive(Clone, Copy, Debug)]
@@ -252,9 +257,14 @@ impl ConvDims {
 
 /// Geometry of an implicit GEMM with an `m` x `n` result, split `splits` ways along K.
 fn conv_geometry(m: usize, n: usize, splits: usize) -> LaunchGeometry {
+    tiled_geometry(m, n, splits, TILE_N)
+}
+
+/// Geometry of an implicit GEMM with TILE_M x `tile_n` tiles.
+fn tiled_geometry(m: usize, n: usize, splits: usize, tile_n: usize) -> LaunchGeometry {
     LaunchGeometry::new(
         [
-            n.div_ceil(TILE_N).max(1) as u32,
+            n.div_ceil(tile_n).max(1) as u32,
             m.div_ceil(TILE_M).max(1) as u32,
             splits as u32,
         ],
@@ -311,6 +321,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
                 }
             }
         }
+        dev if cfg.precision == ConvPrecision::Tf32 && d.c_in % TF32_TILE_K == 0 => {
+            forward_channel_slices(&d, x, w, bias, &mut y, dev)?
+        }
         dev => {
             let mut args = vec![
                 Arg::In(x),
@@ -329,6 +342,43 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         }
     }
     Ok(y)
+}
+
+/// The tf32 forward for input channel counts that are a multiple of the 32-wide K slice
+/// (kernels/conv.cu, "tf32 forward over channel slices"): the weights reordered tap-major
+/// ([c_out, kh, kw, c_in]), then the GEMM over whole-tap channel slices, whose gathers cost an
+/// add per element instead of two divisions and four bounds tests.
+fn forward_channel_slices(
+    d: &ConvDims,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &mut Tensor,
+    dev: &Device,
+) -> Result<()> {
+    let mut wt = Tensor::uninit(&[d.c_out, d.kh, d.kw, d.c_in], dev)?;
+    launch(
+        dev,
+        "conv2d_weight_tap_major_f32",
+        LaunchGeometry::elementwise(w.numel()),
+        &mut [
+            Arg::In(w),
+            Arg::Out(&mut wt),
+            Arg::I32(d.c_out as i32),
+            Arg::I32(d.c_in as i32),
+            Arg::I32(d.taps() as i32),
+        ],
+    )?;
+    let mut args = vec![
+        Arg::In(x),
+        Arg::In(&wt),
+        Arg::In(bias.unwrap_or(w)),
+        Arg::Out(y),
+        Arg::I32(bias.is_some() as i32),
+    ];
+    args.extend(d.args());
+    let g = tiled_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1, TF32_WIDE_TILE_N);
+    launch(dev, "conv2d_forward_tf32_channel_slices_f32", g, &mut args)
 }
 
 /// The operand as the tf32 kernel sees it: every element rounded to tf32.
