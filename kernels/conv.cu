@@ -74,7 +74,7 @@ __device__ __forceinline__ void conv_stage_slot(int tid, int l, int& outer, int&
 
 // The loader conv_fetch_slice reads the K slice starting at k0 through: the loader itself, unless
 // the loader has a form for one slice that costs less per element (an overload for its type, such
-// as ForwardInputTapMajor's below).
+// as TapMajorColumn's below).
 template <class Load>
 __device__ __forceinline__ const Load& conv_slice_loader(const Load& load, int) {
     return load;
@@ -359,73 +359,87 @@ conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w
 }
 EMU_EXPORT(conv2d_forward_tf32_f32)
 
-// ---- tf32 forward over channel slices (c_in a multiple of 32) -------------------------------
-// The forward GEMM with K ordered tap-major, k = tap * c_in + ci, so that every 32-wide K slice
-// lies inside one filter tap: the slice's input row and column offsets and their padding test are
-// then fixed for the whole slice, and each staged element of B costs an add and a predicated load
-// instead of the two divisions, the tap arithmetic and the four bounds tests of ForwardInput
-// (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop). The weights are read
-// tap-major from wt [c_out, kh, kw, c_in], written by conv2d_weight_tap_major_f32. Tiles are 64 x
-// 128 (ConvTf32Tile<128>): the sampler's batches make N = batch * pixels long.
+// ---- tf32 channel slices (the gathered tensor's channels a multiple of 32) --------------------
+// The forward and backward-data GEMMs with K ordered tap-major, k = tap * channels + c over the
+// channels of the tensor gathered into B (x for the forward, dy for backward data), so that every
+// 32-wide K slice lies inside one filter tap: the slice's row and column offsets and their padding
+// test are then fixed for the whole slice, and each staged element of B costs an add and a
+// predicated load instead of the two divisions, the tap arithmetic and the four bounds tests of
+// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 663 for twice
+// the mma here). The weights are read from a copy reordered to match by
+// conv2d_weight_tap_major_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
+// training's batches make N = batch * pixels long.
 #define CONV_TF32_WIDE_TILE_N 128
 
-// wt[co, tap, ci] = w[co, ci, tap]: the forward's weights with K in tap-major order.
-extern "C" __global__ void conv2d_weight_tap_major_f32(const float* __restrict__ w, float* __restrict__ wt,
-                                                       int c_out, int c_in, int taps) {
+// The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, out [rows, taps, cols]:
+// the forward's (rows = c_out, cols = c_in: out[co, tap, ci]) unless `by_input`, then backward
+// data's (rows = c_in, cols = c_out: out[ci, tap, co]).
+extern "C" __global__ void conv2d_weight_tap_major_f32(const float* __restrict__ w, float* __restrict__ out,
+                                                       int c_out, int c_in, int taps, int by_input) {
+    const int rows = by_input ? c_in : c_out, cols = by_input ? c_out : c_in;
     const uint64_t n = (uint64_t)c_out * c_in * taps;
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
-        const int ci = (int)(i % c_in);
-        const uint64_t row = i / c_in;  // co * taps + tap
-        const int tap = (int)(row % taps), co = (int)(row / taps);
-        wt[i] = w[((uint64_t)co * c_in + ci) * taps + tap];
+        const int col = (int)(i % cols);
+        const uint64_t rest = i / cols;  // row * taps + tap
+        const int tap = (int)(rest % taps), row = (int)(rest / taps);
+        const int co = by_input ? col : row, ci = by_input ? row : col;
+        out[i] = w[((uint64_t)co * c_in + ci) * taps + tap];
     }
 }
 EMU_EXPORT(conv2d_weight_tap_major_f32)
 
-// B(k, n) of the forward pass, k tap-major, for the one column n a thread stages (B is staged
-// n-fast, so each thread's column is the same for every load of every slice: conv_stage_slot).
-// Dividing n into (b, oh, ow) is done once per thread here, not once per load; the offsets are
-// 32-bit, as every tensor is under 2^31 elements (ConvDims::new in src/ops/conv.rs).
-struct ForwardInputTapMajor {
-    const float* x;
-    ConvDims d;
-    FastDivmod c_in, kw;
-    int ih0, iw0;  // the input pixel filter tap (0, 0) sees from output pixel n (may be padding)
-    int column;    // offset of x[b, 0, ih0, iw0] from x
-    __device__ ForwardInputTapMajor(const float* x, const ConvDims& d, int n)
-        : x(x), d(d), c_in(d.c_in), kw(d.kw) {
-        int p, ow;
-        const int b = FastDivmod(d.h_out * d.w_out).divmod(n, p);
-        const int oh = FastDivmod(d.w_out).divmod(p, ow);
-        ih0 = oh * d.stride - d.pad_h;
-        iw0 = ow * d.stride - d.pad_w;
-        column = (b * d.c_in * d.h_in + ih0) * d.w_in + iw0;
-    }
+// B(k, n) of a tap-major GEMM for the one column n a thread stages (B is staged n-fast, so each
+// thread's column is the same for every load of every slice: conv_stage_slot): the element of
+// `src` [batch, channels, rows, cols] that filter tap k sees from the column's pixel. Tap (th, tw)
+// sees pixel (r0 + th * step, c0 + tw * step): the forward reads x at (oh stride - pad_h + th dil,
+// ...), step = dil; backward data at stride 1 reads dy at (ih + pad_h - th dil, ...), step = -dil.
+// The column is divided into (b, r0, c0) once per thread by the kernel; the offsets are 32-bit, as
+// every tensor is under 2^31 elements (ConvDims::new in src/ops/conv.rs).
+struct TapMajorColumn {
+    const float* src;
+    int rows, cols, step;
+    FastDivmod channels, kw;
+    int r0, c0;  // the pixel tap (0, 0) sees (may be padding)
+    int column;  // offset of src[b, 0, r0, c0] from src
+    __device__ TapMajorColumn(const float* src, int channels, int rows, int cols, int kw, int step, int b, int r0,
+                              int c0)
+        : src(src), rows(rows), cols(cols), step(step), channels(channels), kw(kw), r0(r0), c0(c0),
+          column((b * channels * rows + r0) * cols + c0) {}
 };
 
-// One 32-channel slice [k0, k0 + CONV_TF32_TILE_K) of ForwardInputTapMajor's column, inside one
-// tap: channel ci0 + (k - k0) of the input pixel the tap sees, or zero in the padding.
-struct ForwardInputChannelSlice {
-    const float* p;  // x at channel ci0 of the tap's pixel (not read when it is padding)
-    int hw, k0;
+// One 32-channel slice [k0, k0 + CONV_TF32_TILE_K) of a TapMajorColumn, inside one tap: channel
+// c0 + (k - k0) of the pixel the tap sees, or zero in the padding.
+struct TapMajorSlice {
+    const float* p;  // src at the slice's first channel of the tap's pixel (not read in the padding)
+    int plane, k0;
     bool inside;
     __device__ float operator()(int k, int /* the column the slice was built for */) const {
-        return inside ? p[(k - k0) * hw] : 0.0f;
+        return inside ? p[(k - k0) * plane] : 0.0f;
     }
 };
 
 // The loader of one slice of tap-major K (found by argument-dependent lookup from
 // conv_fetch_slice): one tap, so one padding test and one base offset for the whole slice.
-__device__ __forceinline__ ForwardInputChannelSlice conv_slice_loader(const ForwardInputTapMajor& in, int k0) {
-    int ci0, tw;
-    const int tap = in.c_in.divmod(k0, ci0);
+__device__ __forceinline__ TapMajorSlice conv_slice_loader(const TapMajorColumn& in, int k0) {
+    int channel0, tw;
+    const int tap = in.channels.divmod(k0, channel0);
     const int th = in.kw.divmod(tap, tw);
-    const int dh = th * in.d.dil, dw = tw * in.d.dil;
-    const int ih = in.ih0 + dh, iw = in.iw0 + dw;
-    const int hw = in.d.h_in * in.d.w_in;
-    const bool inside = ih >= 0 && ih < in.d.h_in && iw >= 0 && iw < in.d.w_in;
-    return ForwardInputChannelSlice{in.x + (inside ? in.column + ci0 * hw + dh * in.d.w_in + dw : 0), hw, k0,
-                                    inside};
+    const int dr = th * in.step, dc = tw * in.step;
+    const int r = in.r0 + dr, c = in.c0 + dc;
+    const int plane = in.rows * in.cols;
+    const bool inside = r >= 0 && r < in.rows && c >= 0 && c < in.cols;
+    return TapMajorSlice{in.src + (inside ? in.column + channel0 * plane + dr * in.cols + dc : 0), plane, k0,
+                         inside};
+}
+
+// This thread's column of B (conv_stage_slot, n-fast) in a 64 x CONV_TF32_WIDE_TILE_N tile,
+// clamped as conv_fetch_slice clamps, divided into (b, row, col) of a `rows` x `cols` plane.
+__device__ __forceinline__ int conv_thread_column(int n0, int N, int rows, int cols, int& row, int& col) {
+    int p;
+    const int n = imin(n0 + (int)threadIdx.x % CONV_TF32_WIDE_TILE_N, N - 1);
+    const int b = FastDivmod(rows * cols).divmod(n, p);
+    row = FastDivmod(cols).divmod(p, col);
+    return b;
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
@@ -434,12 +448,12 @@ conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float*
                                        int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out,
                                        int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
     __shared__ ConvTf32Shared<CONV_TF32_WIDE_TILE_N> s;
-    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
-    // This thread's column of B (conv_stage_slot, n-fast), clamped as conv_fetch_slice clamps.
-    const int column = imin(n0 + (int)threadIdx.x % CONV_TF32_WIDE_TILE_N, N - 1);
-    conv_tf32_tile(s, RowMajor32{wt, K}, ForwardInputTapMajor{x, d, column}, M, N, 0, K, m0, n0);
+    int oh, ow;
+    const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
+    const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
+    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
@@ -528,6 +542,26 @@ conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restr
                          [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
 EMU_EXPORT(conv2d_backward_data_tf32_f32)
+
+// The backward-data GEMM at stride 1 over channel slices of dy (c_out a multiple of 32): K =
+// (tap, co) tap-major, wt [c_in, kh, kw, c_out] from conv2d_weight_tap_major_f32 (by_input), dy
+// gathered by TapMajorColumn from input pixel (ih, iw) at (ih + pad_h - th dil, iw + pad_w - tw dil).
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ wt,
+                                             float* __restrict__ dx, int batch, int c_in, int h_in, int w_in,
+                                             int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                             int pad_w, int dil) {
+    __shared__ ConvTf32Shared<CONV_TF32_WIDE_TILE_N> s;
+    const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
+    int ih, iw;
+    const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
+    const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
+    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    const FastDivmod hw(h_in * w_in);
+    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+}
+EMU_EXPORT(conv2d_backward_data_tf32_channel_slices_f32)
 
 // A(co, k) of the backward-weight pass, k = (b, output pixel): dy[b, co, p].
 struct OutputGradByPixel {

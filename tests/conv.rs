@@ -850,14 +850,44 @@ fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
     }
 }
 
+/// Shapes for the tf32 channel-slice backward data (output channels a multiple of 32, stride 1):
+/// part of a column tile, two column tiles, c_in across the 64-row tile with dilation 2, no
+/// padding (taps reaching past both edges of dy), a 1x1 and a 1x7.
+const TF32_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+    square((2, 5, 5, 6, 32, 3, 1, 1)),
+    square((3, 4, 8, 8, 32, 3, 1, 1)),
+    square((1, 70, 5, 4, 64, 3, 2, 2)),
+    square((1, 3, 6, 7, 32, 3, 0, 1)),
+    square((2, 3, 3, 5, 32, 1, 0, 1)),
+    square((1, 5, 6, 9, 32, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+];
+
+#[test]
+fn conv_tf32_channel_slice_backward_data_kernel_matches_tf32_reference() {
+    let mut rng = test_rng("conv_tf32_bwd_data_channel_slices");
+    for dev in kernel_devices("conv_tf32_bwd_data_channel_slices") {
+        for &s in TF32_BACKWARD_CHANNEL_SLICE_SHAPES {
+            let c = case(&mut rng, s);
+            let what = format!("tf32 channel-slice conv backward data {s:?}");
+            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
+        }
+    }
+}
+
 #[test]
 fn conv_tf32_backward_data_kernel_has_no_races() {
-    check_tf32_backward_has_no_races(
-        "conv_tf32_bwd_data_races",
+    // The general kernel, then the channel-slice one (and its weight reordering).
+    for shape in [
         square((2, 3, 7, 7, 5, 3, 1, 1)),
-        backward_data_of,
-        |c| (&c.dy, &c.w),
-    );
+        square((2, 5, 5, 6, 32, 3, 1, 1)),
+    ] {
+        check_tf32_backward_has_no_races(
+            "conv_tf32_bwd_data_races",
+            shape,
+            backward_data_of,
+            |c| (&c.dy, &c.w),
+        );
+    }
 }
 
 #[test]

@@ -132,8 +132,9 @@ const TILE_N: usize = 64;
 const TILE_K: usize = 16;
 const THREADS: u32 = 256;
 const TF32_WIDE_TILE_N: usize = 128;
-/// The tf32 kernels' K slice (CONV_TF32_TILE_K): the channel-slice forward takes input channel
-/// counts that are a multiple of it, so that no slice straddles two filter taps.
+/// The tf32 kernels' K slice (CONV_TF32_TILE_K): the channel-slice kernels take gathered channel
+/// counts (c_in forward, c_out backward data) that are a multiple of it, so that no slice
+/// straddles two filter taps.
 const TF32_TILE_K: usize = 32;
 
 /// The shape of one convolution, validated.
@@ -344,19 +345,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
     Ok(y)
 }
 
-/// The tf32 forward for input channel counts that are a multiple of the 32-wide K slice
-/// (kernels/conv.cu, "tf32 forward over channel slices"): the weights reordered tap-major
-/// ([c_out, kh, kw, c_in]), then the GEMM over whole-tap channel slices, whose gathers cost an
-/// add per element instead of two divisions and four bounds tests.
-fn forward_channel_slices(
-    d: &ConvDims,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    y: &mut Tensor,
-    dev: &Device,
-) -> Result<()> {
-    let mut wt = Tensor::uninit(&[d.c_out, d.kh, d.kw, d.c_in], dev)?;
+/// The weights reordered for a tap-major GEMM (kernels/conv.cu, "tf32 channel slices"): [c_out,
+/// kh, kw, c_in] for the forward, or [c_in, kh, kw, c_out] for backward data (`by_input`).
+fn weight_tap_major(d: &ConvDims, w: &Tensor, by_input: bool, dev: &Device) -> Result<Tensor> {
+    let (rows, cols) = if by_input {
+        (d.c_in, d.c_out)
+    } else {
+        (d.c_out, d.c_in)
+    };
+    let mut wt = Tensor::uninit(&[rows, d.kh, d.kw, cols], dev)?;
     launch(
         dev,
         "conv2d_weight_tap_major_f32",
@@ -367,8 +364,24 @@ fn forward_channel_slices(
             Arg::I32(d.c_out as i32),
             Arg::I32(d.c_in as i32),
             Arg::I32(d.taps() as i32),
+            Arg::I32(by_input as i32),
         ],
     )?;
+    Ok(wt)
+}
+
+/// The tf32 forward for input channel counts that are a multiple of the 32-wide K slice: the
+/// weights reordered tap-major, then the GEMM over whole-tap channel slices of x, whose gathers
+/// cost an add per element instead of two divisions and four bounds tests.
+fn forward_channel_slices(
+    d: &ConvDims,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &mut Tensor,
+    dev: &Device,
+) -> Result<()> {
+    let wt = weight_tap_major(d, w, false, dev)?;
     let mut args = vec![
         Arg::In(x),
         Arg::In(&wt),
@@ -426,6 +439,23 @@ pub fn conv2d_backward_data(
                 cpu::backward_data(&d, &dy, &w, dx.host_mut()?)
             }
         },
+        dev if cfg.precision == ConvPrecision::Tf32
+            && d.c_out % TF32_TILE_K == 0
+            && d.stride == 1 =>
+        {
+            // The channel-slice form of the forward (above), over dy's channels; at stride 1
+            // only, where every input pixel is reached by every tap without a divisibility test.
+            let wt = weight_tap_major(&d, w, true, dev)?;
+            let mut args = vec![Arg::In(dy), Arg::In(&wt), Arg::Out(&mut dx)];
+            args.extend(d.args());
+            let g = tiled_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1, TF32_WIDE_TILE_N);
+            launch(
+                dev,
+                "conv2d_backward_data_tf32_channel_slices_f32",
+                g,
+                &mut args,
+            )?;
+        }
         dev => {
             let mut args = vec![Arg::In(dy), Arg::In(w), Arg::Out(&mut dx)];
             args.extend(d.args());
