@@ -85,29 +85,33 @@ __device__ __forceinline__ const Load& conv_slice_loader(const Load& load, int) 
 // k >= k_end. Issued before the previous slice's arithmetic, so the loads are in flight while it
 // runs (register double buffering). Every load is made, at clamped indices, and the out-of-range
 // ones zeroed after: without a branch around each load, the index arithmetic shared by a thread's
-// loads (the column n of B, the same for every l) is computed once.
-template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, class LoadA,
-          class LoadB>
+// loads (the column n of B, the same for every l) is computed once. `WHOLE_SLICES`: the caller
+// guarantees that k_end - k0 is a multiple of TILE_K (the channel-slice kernels), so k needs no
+// clamp or test: fewer live registers, and k - k0 a constant of the unrolled load.
+template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES,
+          class LoadA, class LoadB>
 __device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
                                                  int m0, int n0, int k0, float ra[LOADS_A], float rb[LOADS_B]) {
     const auto& slice_a = conv_slice_loader(load_a, k0);
     const auto& slice_b = conv_slice_loader(load_b, k0);
+    const auto k_of = [&](int kk) { return WHOLE_SLICES ? k0 + kk : imin(k0 + kk, k_end - 1); };
+    const auto k_in = [&](int kk) { return WHOLE_SLICES || k0 + kk < k_end; };
     // Unrolled, so ra and rb stay in registers.
 #pragma unroll
     for (int l = 0; l < LOADS_A; ++l) {
         int mm, kk;
         conv_stage_slot<A_K_FAST, TILE_K>(threadIdx.x, l, mm, kk);
-        const int m = m0 + mm, k = k0 + kk;
-        const float v = slice_a(imin(m, M - 1), imin(k, k_end - 1));
-        ra[l] = (m < M && k < k_end) ? v : 0.0f;
+        const int m = m0 + mm;
+        const float v = slice_a(imin(m, M - 1), k_of(kk));
+        ra[l] = (m < M && k_in(kk)) ? v : 0.0f;
     }
 #pragma unroll
     for (int l = 0; l < LOADS_B; ++l) {
         int nn, kk;
         conv_stage_slot<B_K_FAST, TILE_K, B_WIDTH>(threadIdx.x, l, nn, kk);
-        const int n = n0 + nn, k = k0 + kk;
-        const float v = slice_b(imin(k, k_end - 1), imin(n, N - 1));
-        rb[l] = (n < N && k < k_end) ? v : 0.0f;
+        const int n = n0 + nn;
+        const float v = slice_b(k_of(kk), imin(n, N - 1));
+        rb[l] = (n < N && k_in(kk)) ? v : 0.0f;
     }
 }
 
@@ -128,7 +132,7 @@ __device__ __forceinline__ void conv_gemm_tile(const LoadA& load_a, const LoadB&
 
     float ra[CONV_LOADS], rb[CONV_LOADS];
     const auto fetch = [&](int k0) {
-        conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS, CONV_LOADS, CONV_TILE_N>(
+        conv_fetch_slice<A_K_FAST, B_K_FAST, CONV_TILE_K, CONV_LOADS, CONV_LOADS, CONV_TILE_N, false>(
             load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
@@ -291,7 +295,8 @@ __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<TILE_N>& s, const
 
 // The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
 // for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
-template <int TILE_N, class LoadA, class LoadB>
+// WHOLE_SLICES: k_end - k_begin is a multiple of the slice (conv_fetch_slice).
+template <int TILE_N, bool WHOLE_SLICES = false, class LoadA, class LoadB>
 __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const LoadA& load_a,
                                                const LoadB& load_b, int M, int N, int k_begin, int k_end, int m0,
                                                int n0) {
@@ -305,7 +310,7 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const 
     float ra[CONV_TF32_A_LOADS], rb[Tile::B_LOADS];
     const auto fetch = [&](int k0) {
         conv_fetch_slice<CONV_TF32_A_K_FAST, CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_A_LOADS, Tile::B_LOADS,
-                         TILE_N>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
+                         TILE_N, WHOLE_SLICES>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
@@ -365,7 +370,7 @@ EMU_EXPORT(conv2d_forward_tf32_f32)
 // 32-wide K slice lies inside one filter tap: the slice's row and column offsets and their padding
 // test are then fixed for the whole slice, and each staged element of B costs an add and a
 // predicated load instead of the two divisions, the tap arithmetic and the four bounds tests of
-// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 663 for twice
+// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 733 for twice
 // the mma here). The weights are read from a copy reordered to match by
 // conv2d_weight_tap_major_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
 // training's batches make N = batch * pixels long.
@@ -397,13 +402,12 @@ EMU_EXPORT(conv2d_weight_tap_major_f32)
 // every tensor is under 2^31 elements (ConvDims::new in src/ops/conv.rs).
 struct TapMajorColumn {
     const float* src;
-    int rows, cols, step;
-    FastDivmod channels, kw;
+    int channels, rows, cols, kw, step;
     int r0, c0;  // the pixel tap (0, 0) sees (may be padding)
     int column;  // offset of src[b, 0, r0, c0] from src
     __device__ TapMajorColumn(const float* src, int channels, int rows, int cols, int kw, int step, int b, int r0,
                               int c0)
-        : src(src), rows(rows), cols(cols), step(step), channels(channels), kw(kw), r0(r0), c0(c0),
+        : src(src), channels(channels), rows(rows), cols(cols), kw(kw), step(step), r0(r0), c0(c0),
           column((b * channels * rows + r0) * cols + c0) {}
 };
 
@@ -420,10 +424,11 @@ struct TapMajorSlice {
 
 // The loader of one slice of tap-major K (found by argument-dependent lookup from
 // conv_fetch_slice): one tap, so one padding test and one base offset for the whole slice.
+// Plain divisions: once per slice they cost less than the registers FastDivmod's multipliers
+// would hold through the K loop (the kernels are at their 128-register bound).
 __device__ __forceinline__ TapMajorSlice conv_slice_loader(const TapMajorColumn& in, int k0) {
-    int channel0, tw;
-    const int tap = in.channels.divmod(k0, channel0);
-    const int th = in.kw.divmod(tap, tw);
+    const int tap = k0 / in.channels, channel0 = k0 - tap * in.channels;
+    const int th = tap / in.kw, tw = tap - th * in.kw;
     const int dr = th * in.step, dc = tw * in.step;
     const int r = in.r0 + dr, c = in.c0 + dc;
     const int plane = in.rows * in.cols;
@@ -453,7 +458,8 @@ conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float*
     int oh, ow;
     const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
-    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    // K = channels * taps, the channels a multiple of the slice: whole slices.
+    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
@@ -557,7 +563,8 @@ conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const
     int ih, iw;
     const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
     const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
-    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    // K = channels * taps, the channels a multiple of the slice: whole slices.
+    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_in * w_in);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
