@@ -87,32 +87,37 @@ __device__ __forceinline__ const Load& conv_slice_loader(const Load& load, int) 
 // ones zeroed after: without a branch around each load, the index arithmetic shared by a thread's
 // loads (the column n of B, the same for every l) is computed once. `WHOLE_SLICES`: the caller
 // guarantees that k_end - k0 is a multiple of TILE_K (the channel-slice kernels), so k needs no
-// clamp or test: fewer live registers, and k - k0 a constant of the unrolled load.
+// clamp or test: fewer live registers. B's loads are conv_fetch_b's, which a slice loader may
+// overload (TapMajorSlice's below).
+template <bool B_K_FAST, int TILE_K, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES, class SliceB>
+__device__ __forceinline__ void conv_fetch_b(const SliceB& slice_b, int N, int k_end, int n0, int k0,
+                                             float rb[LOADS_B]) {
+#pragma unroll
+    for (int l = 0; l < LOADS_B; ++l) {
+        int nn, kk;
+        conv_stage_slot<B_K_FAST, TILE_K, B_WIDTH>(threadIdx.x, l, nn, kk);
+        const int n = n0 + nn, k = k0 + kk;
+        const float v = slice_b(WHOLE_SLICES ? k : imin(k, k_end - 1), imin(n, N - 1));
+        rb[l] = (n < N && (WHOLE_SLICES || k < k_end)) ? v : 0.0f;
+    }
+}
+
 template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES,
           class LoadA, class LoadB>
 __device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
                                                  int m0, int n0, int k0, float ra[LOADS_A], float rb[LOADS_B]) {
     const auto& slice_a = conv_slice_loader(load_a, k0);
-    const auto& slice_b = conv_slice_loader(load_b, k0);
-    const auto k_of = [&](int kk) { return WHOLE_SLICES ? k0 + kk : imin(k0 + kk, k_end - 1); };
-    const auto k_in = [&](int kk) { return WHOLE_SLICES || k0 + kk < k_end; };
     // Unrolled, so ra and rb stay in registers.
 #pragma unroll
     for (int l = 0; l < LOADS_A; ++l) {
         int mm, kk;
         conv_stage_slot<A_K_FAST, TILE_K>(threadIdx.x, l, mm, kk);
-        const int m = m0 + mm;
-        const float v = slice_a(imin(m, M - 1), k_of(kk));
-        ra[l] = (m < M && k_in(kk)) ? v : 0.0f;
+        const int m = m0 + mm, k = k0 + kk;
+        const float v = slice_a(imin(m, M - 1), WHOLE_SLICES ? k : imin(k, k_end - 1));
+        ra[l] = (m < M && (WHOLE_SLICES || k < k_end)) ? v : 0.0f;
     }
-#pragma unroll
-    for (int l = 0; l < LOADS_B; ++l) {
-        int nn, kk;
-        conv_stage_slot<B_K_FAST, TILE_K, B_WIDTH>(threadIdx.x, l, nn, kk);
-        const int n = n0 + nn;
-        const float v = slice_b(k_of(kk), imin(n, N - 1));
-        rb[l] = (n < N && k_in(kk)) ? v : 0.0f;
-    }
+    conv_fetch_b<B_K_FAST, TILE_K, LOADS_B, B_WIDTH, WHOLE_SLICES>(conv_slice_loader(load_b, k0), N, k_end, n0, k0,
+                                                                    rb);
 }
 
 // Accumulates the block's tile of C over k in [k_begin, k_end). Rows m >= M, columns n >= N and
@@ -275,15 +280,16 @@ union alignas(32) ConvTf32Shared {
     float c[CONV_TILE_M][ConvTf32Tile<TILE_N>::C_LD];
 };
 
-// Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32.
-template <int TILE_N>
+// Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32 (A as it is when
+// `A_IS_TF32`: already rounded in memory, conv2d_weight_tap_major_tf32_f32).
+template <int TILE_N, bool A_IS_TF32>
 __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<TILE_N>& s, const float ra[CONV_TF32_A_LOADS],
                                                 const float rb[ConvTf32Tile<TILE_N>::B_LOADS]) {
 #pragma unroll
     for (int l = 0; l < CONV_TF32_A_LOADS; ++l) {
         int mm, kk;
         conv_stage_slot<CONV_TF32_A_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
-        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32(ra[l]);
+        s.in.a[mm][kk] = A_IS_TF32 ? ra[l] : nvcuda::wmma::__float_to_tf32(ra[l]);
     }
 #pragma unroll
     for (int l = 0; l < ConvTf32Tile<TILE_N>::B_LOADS; ++l) {
@@ -295,8 +301,9 @@ __device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<TILE_N>& s, const
 
 // The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
 // for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
-// WHOLE_SLICES: k_end - k_begin is a multiple of the slice (conv_fetch_slice).
-template <int TILE_N, bool WHOLE_SLICES = false, class LoadA, class LoadB>
+// WHOLE_SLICES: k_end - k_begin is a multiple of the slice (conv_fetch_slice); A_IS_TF32: A's
+// elements are already tf32 values (conv_tf32_stage).
+template <int TILE_N, bool WHOLE_SLICES = false, bool A_IS_TF32 = false, class LoadA, class LoadB>
 __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const LoadA& load_a,
                                                const LoadB& load_b, int M, int N, int k_begin, int k_end, int m0,
                                                int n0) {
@@ -314,7 +321,7 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const 
     };
     fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage<TILE_N>(s, ra, rb);
+        conv_tf32_stage<TILE_N, A_IS_TF32>(s, ra, rb);
         __syncthreads();
         if (k0 + CONV_TF32_TILE_K < k_end) fetch(k0 + CONV_TF32_TILE_K);
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
@@ -370,28 +377,29 @@ EMU_EXPORT(conv2d_forward_tf32_f32)
 // 32-wide K slice lies inside one filter tap: the slice's row and column offsets and their padding
 // test are then fixed for the whole slice, and each staged element of B costs an add and a
 // predicated load instead of the two divisions, the tap arithmetic and the four bounds tests of
-// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 733 for twice
+// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 528 for twice
 // the mma here). The weights are read from a copy reordered to match by
-// conv2d_weight_tap_major_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
+// conv2d_weight_tap_major_tf32_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
 // training's batches make N = batch * pixels long.
 #define CONV_TF32_WIDE_TILE_N 128
 
-// The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, out [rows, taps, cols]:
-// the forward's (rows = c_out, cols = c_in: out[co, tap, ci]) unless `by_input`, then backward
-// data's (rows = c_in, cols = c_out: out[ci, tap, co]).
-extern "C" __global__ void conv2d_weight_tap_major_f32(const float* __restrict__ w, float* __restrict__ out,
-                                                       int c_out, int c_in, int taps, int by_input) {
-    const int rows = by_input ? c_in : c_out, cols = by_input ? c_out : c_in;
+// The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, rounded to tf32 once here
+// rather than by every block that stages them: out [rows, taps, cols], the forward's (rows =
+// c_out, cols = c_in: out[co, tap, ci]) unless `by_input`, then backward data's (rows = c_in,
+// cols = c_out: out[ci, tap, co]).
+extern "C" __global__ void conv2d_weight_tap_major_tf32_f32(const float* __restrict__ w, float* __restrict__ out,
+                                                            int c_out, int c_in, int taps, int by_input) {
+    const int cols = by_input ? c_out : c_in;
     const uint64_t n = (uint64_t)c_out * c_in * taps;
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
         const int col = (int)(i % cols);
         const uint64_t rest = i / cols;  // row * taps + tap
         const int tap = (int)(rest % taps), row = (int)(rest / taps);
         const int co = by_input ? col : row, ci = by_input ? row : col;
-        out[i] = w[((uint64_t)co * c_in + ci) * taps + tap];
+        out[i] = nvcuda::wmma::__float_to_tf32(w[((uint64_t)co * c_in + ci) * taps + tap]);
     }
 }
-EMU_EXPORT(conv2d_weight_tap_major_f32)
+EMU_EXPORT(conv2d_weight_tap_major_tf32_f32)
 
 // B(k, n) of a tap-major GEMM for the one column n a thread stages (B is staged n-fast, so each
 // thread's column is the same for every load of every slice: conv_stage_slot): the element of
@@ -437,6 +445,28 @@ __device__ __forceinline__ TapMajorSlice conv_slice_loader(const TapMajorColumn&
                          inside};
 }
 
+// B's loads from one TapMajorSlice (found by argument-dependent lookup from conv_fetch_slice, over
+// the general conv_fetch_b): a thread's loads are one column at channels kk, kk + 2, ... of the
+// slice (n-fast staging, conv_stage_slot), so they step one pointer by a fixed stride. Written
+// with the general loop's (k - k0) * plane, the compiler re-derived each offset from the first
+// under register pressure: about 120 integer instructions per slice, now 16 adds.
+template <bool B_K_FAST, int TILE_K, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES>
+__device__ __forceinline__ void conv_fetch_b(const TapMajorSlice& slice, int N, int, int n0, int,
+                                             float rb[LOADS_B]) {
+    static_assert(!B_K_FAST && WHOLE_SLICES, "a TapMajorSlice is one column over whole slices");
+    int nn, kk;
+    conv_stage_slot<B_K_FAST, TILE_K, B_WIDTH>(threadIdx.x, 0, nn, kk);
+    const bool read = slice.inside && n0 + nn < N;
+    const float* q = slice.p + (read ? kk * slice.plane : 0);
+    const int stride = read ? (CONV_THREADS / B_WIDTH) * slice.plane : 0;  // kk's step per load
+#pragma unroll
+    for (int l = 0; l < LOADS_B; ++l) {
+        const float v = *q;  // x's first element when not `read`: in bounds, then dropped
+        rb[l] = read ? v : 0.0f;
+        q += stride;
+    }
+}
+
 // This thread's column of B (conv_stage_slot, n-fast) in a 64 x CONV_TF32_WIDE_TILE_N tile,
 // clamped as conv_fetch_slice clamps, divided into (b, row, col) of a `rows` x `cols` plane.
 __device__ __forceinline__ int conv_thread_column(int n0, int N, int rows, int cols, int& row, int& col) {
@@ -458,8 +488,8 @@ conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float*
     int oh, ow;
     const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
-    // K = channels * taps, the channels a multiple of the slice: whole slices.
-    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
+    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
@@ -550,7 +580,7 @@ conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restr
 EMU_EXPORT(conv2d_backward_data_tf32_f32)
 
 // The backward-data GEMM at stride 1 over channel slices of dy (c_out a multiple of 32): K =
-// (tap, co) tap-major, wt [c_in, kh, kw, c_out] from conv2d_weight_tap_major_f32 (by_input), dy
+// (tap, co) tap-major, wt [c_in, kh, kw, c_out] from conv2d_weight_tap_major_tf32_f32 (by_input), dy
 // gathered by TapMajorColumn from input pixel (ih, iw) at (ih + pad_h - th dil, iw + pad_w - tw dil).
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
 conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ wt,
@@ -563,8 +593,8 @@ conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const
     int ih, iw;
     const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
     const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
-    // K = channels * taps, the channels a multiple of the slice: whole slices.
-    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
+    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_in * w_in);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }

@@ -244,7 +244,8 @@ fn conv_flops(
 
 #[test]
 fn conv_flops_match_2_cout_cin_taps_pixels() {
-    // Shapes that fill the 64x64 tiles and the K slices exactly: issued FLOPs are the formula's.
+    // Shapes that fill the tiles (64x64; 64x128 for the tf32 channel-slice forward, c_in a
+    // multiple of 32) and the K slices exactly: issued FLOPs are the formula's.
     let formula = |c_in: usize, c_out: usize, hw: usize, k: usize| {
         (2 * c_out * c_in * k * k * hw * hw) as u64
     };
@@ -253,8 +254,8 @@ fn conv_flops_match_2_cout_cin_taps_pixels() {
         (formula(16, 64, 8, 1), 0)
     );
     assert_eq!(
-        conv_flops(32, 64, 8, 1, ConvPrecision::Tf32),
-        (0, formula(32, 64, 8, 1))
+        conv_flops(32, 64, 16, 1, ConvPrecision::Tf32),
+        (0, formula(32, 64, 16, 1))
     );
     // A ragged shape issues whole tiles: at least the formula, padded up to the tile.
     let (simt, _) = conv_flops(3, 5, 7, 3, ConvPrecision::Fp32);

@@ -345,8 +345,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
     Ok(y)
 }
 
-/// The weights reordered for a tap-major GEMM (kernels/conv.cu, "tf32 channel slices"): [c_out,
-/// kh, kw, c_in] for the forward, or [c_in, kh, kw, c_out] for backward data (`by_input`).
+/// The weights reordered for a tap-major GEMM and rounded to tf32 (kernels/conv.cu, "tf32 channel
+/// slices"): [c_out, kh, kw, c_in] for the forward, or [c_in, kh, kw, c_out] for backward data
+/// (`by_input`).
 fn weight_tap_major(d: &ConvDims, w: &Tensor, by_input: bool, dev: &Device) -> Result<Tensor> {
     let (rows, cols) = if by_input {
         (d.c_in, d.c_out)
@@ -356,7 +357,7 @@ fn weight_tap_major(d: &ConvDims, w: &Tensor, by_input: bool, dev: &Device) -> R
     let mut wt = Tensor::uninit(&[rows, d.kh, d.kw, cols], dev)?;
     launch(
         dev,
-        "conv2d_weight_tap_major_f32",
+        "conv2d_weight_tap_major_tf32_f32",
         LaunchGeometry::elementwise(w.numel()),
         &mut [
             Arg::In(w),
