@@ -14,6 +14,8 @@
 // conv_geometry in src/ops/conv.rs.
 // Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
 // conv2d_backward_weight_tf32_f32; opt-in) on the same tiles and launch geometry.
+#include <type_traits>
+
 #include "common.cuh"
 
 #ifdef __CUDACC__
@@ -87,8 +89,8 @@ __device__ __forceinline__ const Load& conv_slice_loader(const Load& load, int) 
 // ones zeroed after: without a branch around each load, the index arithmetic shared by a thread's
 // loads (the column n of B, the same for every l) is computed once. `WHOLE_SLICES`: the caller
 // guarantees that k_end - k0 is a multiple of TILE_K (the channel-slice kernels), so k needs no
-// clamp or test: fewer live registers. B's loads are conv_fetch_b's, which a slice loader may
-// overload (TapMajorSlice's below).
+// clamp or test: fewer live registers. The loads are conv_fetch_a's and conv_fetch_b's, which a
+// slice loader may overload (TapMajorSlice's and the backward weight's channel slices below).
 template <bool B_K_FAST, int TILE_K, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES, class SliceB>
 __device__ __forceinline__ void conv_fetch_b(const SliceB& slice_b, int N, int k_end, int n0, int k0,
                                              float rb[LOADS_B]) {
@@ -102,12 +104,9 @@ __device__ __forceinline__ void conv_fetch_b(const SliceB& slice_b, int N, int k
     }
 }
 
-template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES,
-          class LoadA, class LoadB>
-__device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
-                                                 int m0, int n0, int k0, float ra[LOADS_A], float rb[LOADS_B]) {
-    const auto& slice_a = conv_slice_loader(load_a, k0);
-    // Unrolled, so ra and rb stay in registers.
+template <bool A_K_FAST, int TILE_K, int LOADS_A, bool WHOLE_SLICES, class SliceA>
+__device__ __forceinline__ void conv_fetch_a(const SliceA& slice_a, int M, int k_end, int m0, int k0,
+                                             float ra[LOADS_A]) {
 #pragma unroll
     for (int l = 0; l < LOADS_A; ++l) {
         int mm, kk;
@@ -116,6 +115,14 @@ __device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const Load
         const float v = slice_a(imin(m, M - 1), WHOLE_SLICES ? k : imin(k, k_end - 1));
         ra[l] = (m < M && (WHOLE_SLICES || k < k_end)) ? v : 0.0f;
     }
+}
+
+template <bool A_K_FAST, bool B_K_FAST, int TILE_K, int LOADS_A, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES,
+          class LoadA, class LoadB>
+__device__ __forceinline__ void conv_fetch_slice(const LoadA& load_a, const LoadB& load_b, int M, int N, int k_end,
+                                                 int m0, int n0, int k0, float ra[LOADS_A], float rb[LOADS_B]) {
+    // Unrolled loops, so ra and rb stay in registers.
+    conv_fetch_a<A_K_FAST, TILE_K, LOADS_A, WHOLE_SLICES>(conv_slice_loader(load_a, k0), M, k_end, m0, k0, ra);
     conv_fetch_b<B_K_FAST, TILE_K, LOADS_B, B_WIDTH, WHOLE_SLICES>(conv_slice_loader(load_b, k0), N, k_end, n0, k0,
                                                                     rb);
 }
@@ -249,9 +256,9 @@ EMU_EXPORT(conv2d_forward_f32)
 // two or four accumulator fragments: the wider warp tile loads one operand fragment per mma
 // instead of one and a half. K advances in slices of 32, four mma steps of 8.
 #define CONV_TF32_TILE_K 32
-// Along which index consecutive threads stage the tf32 operands: k for the weights (A), n for the
-// gathered activations (B), each tensor's contiguous direction.
-constexpr bool CONV_TF32_A_K_FAST = true, CONV_TF32_B_K_FAST = false;
+// A is staged k-fast (the weights' and dy's contiguous direction); B n-fast (the gathered
+// activations' contiguous direction) unless a tile's configuration says k-fast (below).
+constexpr bool CONV_TF32_A_K_FAST = true;
 // At least two blocks of 8 warps per multiprocessor: the slice fetched ahead into registers took
 // the tf32 kernels to 116-130 registers (one block per SM on sm_90) without a bound.
 #define CONV_TF32_MIN_BLOCKS 2
@@ -259,56 +266,63 @@ constexpr bool CONV_TF32_A_K_FAST = true, CONV_TF32_B_K_FAST = false;
 // Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
 #define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
 
-template <int TILE_N>
+// A tf32 tile's configuration, fixed by its kernel: TILE_N columns; B staged k-fast (B_K_FAST,
+// then held transposed in shared memory, B^T[n][k], and read as a column-major operand, so that
+// consecutive threads store to consecutive banks) or n-fast; WHOLE_SLICES: k_end - k_begin is a
+// multiple of the slice (conv_fetch_slice); A_IS_TF32: A's elements are already tf32 values.
+template <int TILE_N_, bool B_K_FAST_ = false, bool WHOLE_SLICES_ = false, bool A_IS_TF32_ = false>
 struct ConvTf32Tile {
-    static constexpr int B_LD = TILE_N + 8, C_LD = TILE_N + 8;
+    static constexpr int TILE_N = TILE_N_;
+    static constexpr bool B_K_FAST = B_K_FAST_, WHOLE_SLICES = WHOLE_SLICES_, A_IS_TF32 = A_IS_TF32_;
+    // B in shared memory: [TILE_K][B_LD] row-major, or transposed [TILE_N][B_LD] when k-fast.
+    static constexpr int B_ROWS = B_K_FAST ? TILE_N : CONV_TF32_TILE_K;
+    static constexpr int B_LD = B_K_FAST ? CONV_TF32_TILE_K + 4 : TILE_N + 8, C_LD = TILE_N + 8;
     static constexpr int B_LOADS = (TILE_N * CONV_TF32_TILE_K) / CONV_THREADS;
     static constexpr int FRAGS_M = TILE_N / 64, FRAGS_N = 2;  // accumulator fragments per warp
     static constexpr int WARPS_N = TILE_N / (16 * FRAGS_N);
     static_assert(WARPS_N * (CONV_THREADS / 32 / WARPS_N) == CONV_THREADS / 32, "whole warp rows");
     static_assert((CONV_THREADS / 32 / WARPS_N) * 16 * FRAGS_M == CONV_TILE_M, "warps cover the rows");
+    using BLayout = typename std::conditional<B_K_FAST, nvcuda::wmma::col_major, nvcuda::wmma::row_major>::type;
+    // Where B(k, n) of the slice lives in shared memory.
+    __device__ static float& b_at(float (&b)[B_ROWS][B_LD], int k, int n) { return B_K_FAST ? b[n][k] : b[k][n]; }
 };
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
 // every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.
-template <int TILE_N>
+template <class Tile>
 union alignas(32) ConvTf32Shared {
     struct Operands {
-        float a[CONV_TILE_M][CONV_TF32_A_LD];                     // A(m, k): weights, row-major
-        float b[CONV_TF32_TILE_K][ConvTf32Tile<TILE_N>::B_LD];  // B(k, n): gathered input, row-major
+        float a[CONV_TILE_M][CONV_TF32_A_LD];  // A(m, k), row-major
+        float b[Tile::B_ROWS][Tile::B_LD];      // B(k, n) (Tile::b_at)
     } in;
-    float c[CONV_TILE_M][ConvTf32Tile<TILE_N>::C_LD];
+    float c[CONV_TILE_M][Tile::C_LD];
 };
 
 // Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32 (A as it is when
-// `A_IS_TF32`: already rounded in memory, conv2d_weight_tap_major_tf32_f32).
-template <int TILE_N, bool A_IS_TF32>
-__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<TILE_N>& s, const float ra[CONV_TF32_A_LOADS],
-                                                const float rb[ConvTf32Tile<TILE_N>::B_LOADS]) {
+// Tile::A_IS_TF32: already rounded in memory, conv2d_weight_tap_major_tf32_f32).
+template <class Tile>
+__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<Tile>& s, const float ra[CONV_TF32_A_LOADS],
+                                                const float rb[Tile::B_LOADS]) {
 #pragma unroll
     for (int l = 0; l < CONV_TF32_A_LOADS; ++l) {
         int mm, kk;
         conv_stage_slot<CONV_TF32_A_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
-        s.in.a[mm][kk] = A_IS_TF32 ? ra[l] : nvcuda::wmma::__float_to_tf32(ra[l]);
+        s.in.a[mm][kk] = Tile::A_IS_TF32 ? ra[l] : nvcuda::wmma::__float_to_tf32(ra[l]);
     }
 #pragma unroll
-    for (int l = 0; l < ConvTf32Tile<TILE_N>::B_LOADS; ++l) {
+    for (int l = 0; l < Tile::B_LOADS; ++l) {
         int nn, kk;
-        conv_stage_slot<CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, TILE_N>(threadIdx.x, l, nn, kk);
-        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32(rb[l]);
+        conv_stage_slot<Tile::B_K_FAST, CONV_TF32_TILE_K, Tile::TILE_N>(threadIdx.x, l, nn, kk);
+        Tile::b_at(s.in.b, kk, nn) = nvcuda::wmma::__float_to_tf32(rb[l]);
     }
 }
 
 // The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
 // for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
-// WHOLE_SLICES: k_end - k_begin is a multiple of the slice (conv_fetch_slice); A_IS_TF32: A's
-// elements are already tf32 values (conv_tf32_stage).
-template <int TILE_N, bool WHOLE_SLICES = false, bool A_IS_TF32 = false, class LoadA, class LoadB>
-__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const LoadA& load_a,
-                                               const LoadB& load_b, int M, int N, int k_begin, int k_end, int m0,
-                                               int n0) {
+template <class Tile, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<Tile>& s, const LoadA& load_a, const LoadB& load_b,
+                                               int M, int N, int k_begin, int k_end, int m0, int n0) {
     using namespace nvcuda;
-    using Tile = ConvTf32Tile<TILE_N>;
     const int warp = threadIdx.x / 32;
     const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
@@ -316,12 +330,12 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const 
         for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
     float ra[CONV_TF32_A_LOADS], rb[Tile::B_LOADS];
     const auto fetch = [&](int k0) {
-        conv_fetch_slice<CONV_TF32_A_K_FAST, CONV_TF32_B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_A_LOADS, Tile::B_LOADS,
-                         TILE_N, WHOLE_SLICES>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
+        conv_fetch_slice<CONV_TF32_A_K_FAST, Tile::B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_A_LOADS, Tile::B_LOADS,
+                         Tile::TILE_N, Tile::WHOLE_SLICES>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
     for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage<TILE_N, A_IS_TF32>(s, ra, rb);
+        conv_tf32_stage<Tile>(s, ra, rb);
         __syncthreads();
         if (k0 + CONV_TF32_TILE_K < k_end) fetch(k0 + CONV_TF32_TILE_K);
         for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
@@ -329,8 +343,8 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const 
             for (int i = 0; i < Tile::FRAGS_M; ++i)
                 wmma::load_matrix_sync(a[i], &s.in.a[row + 16 * i][kk], CONV_TF32_A_LD);
             for (int j = 0; j < Tile::FRAGS_N; ++j) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
-                wmma::load_matrix_sync(b, &s.in.b[kk][col + 16 * j], Tile::B_LD);
+                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, typename Tile::BLayout> b;
+                wmma::load_matrix_sync(b, &Tile::b_at(s.in.b, kk, col + 16 * j), Tile::B_LD);
                 for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
             }
         }
@@ -344,22 +358,25 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<TILE_N>& s, const 
 
 // Writes the in-bounds part of the result tile in s.c through `store(m, n, value)`, consecutive
 // threads on consecutive n (the contiguous direction of every pass's output).
-template <int TILE_N, class Store>
-__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared<TILE_N>& s, int M, int N, int m0, int n0,
+template <class Tile, class Store>
+__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared<Tile>& s, int M, int N, int m0, int n0,
                                                      const Store& store) {
-    for (int e = threadIdx.x; e < CONV_TILE_M * TILE_N; e += CONV_THREADS) {
-        const int mm = e / TILE_N, nn = e % TILE_N;
+    for (int e = threadIdx.x; e < CONV_TILE_M * Tile::TILE_N; e += CONV_THREADS) {
+        const int mm = e / Tile::TILE_N, nn = e % Tile::TILE_N;
         const int m = m0 + mm, n = n0 + nn;
         if (m < M && n < N) store(m, n, s.c[mm][nn]);
     }
 }
+
+// The general tf32 tile: 64 x 64, B staged n-fast.
+using ConvTf32Tile64 = ConvTf32Tile<CONV_TILE_N>;
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
 conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
                         const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
                         int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
                         int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<CONV_TILE_N> s;
+    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
@@ -382,6 +399,8 @@ EMU_EXPORT(conv2d_forward_tf32_f32)
 // conv2d_weight_tap_major_tf32_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
 // training's batches make N = batch * pixels long.
 #define CONV_TF32_WIDE_TILE_N 128
+// Whole slices, and A (the weights) rounded to tf32 by conv2d_weight_tap_major_tf32_f32.
+using ConvTf32ChannelSliceTile = ConvTf32Tile<CONV_TF32_WIDE_TILE_N, false, true, true>;
 
 // The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, rounded to tf32 once here
 // rather than by every block that stages them: out [rows, taps, cols], the forward's (rows =
@@ -482,14 +501,14 @@ conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float*
                                        const float* __restrict__ bias, float* __restrict__ y, int has_bias,
                                        int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out,
                                        int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<CONV_TF32_WIDE_TILE_N> s;
+    __shared__ ConvTf32Shared<ConvTf32ChannelSliceTile> s;
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
     int oh, ow;
     const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
     // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
-    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
@@ -568,7 +587,7 @@ extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
 conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restrict__ w,
                               float* __restrict__ dx, int batch, int c_in, int h_in, int w_in, int c_out,
                               int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<CONV_TILE_N> s;
+    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
@@ -587,14 +606,14 @@ conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const
                                              float* __restrict__ dx, int batch, int c_in, int h_in, int w_in,
                                              int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
                                              int pad_w, int dil) {
-    __shared__ ConvTf32Shared<CONV_TF32_WIDE_TILE_N> s;
+    __shared__ ConvTf32Shared<ConvTf32ChannelSliceTile> s;
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
     int ih, iw;
     const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
     const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
     // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
-    conv_tf32_tile<CONV_TF32_WIDE_TILE_N, true, true>(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_in * w_in);
     conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
@@ -655,7 +674,7 @@ conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __res
                                 float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
                                 int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
                                 int pad_w, int dil, int k_chunk) {
-    __shared__ ConvTf32Shared<CONV_TILE_N> s;
+    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
@@ -667,6 +686,130 @@ conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __res
 }
 EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 
+// ---- tf32 backward weight over channel slices (c_in a multiple of 64) ------------------------
+// The backward-weight GEMM with its columns ordered tap-major, n = tap * c_in + ci, so that a
+// block's 64 columns are 64 channels of one tap. Both operands are staged k-fast (k = batch x
+// output pixels, contiguous in dy and x), so each thread reads one k per slice: its division into
+// (b, oh, ow), the tap's input pixel and the padding test are once per slice, and its loads step
+// through channels (x) or output channels (dy) by a fixed stride, instead of two to four divisions
+// and four bounds tests per element (1237 SASS instructions for 32 HMMA in
+// conv2d_backward_weight_tf32_f32's loop). The partial sums are tap-major;
+// conv2d_sum_splits_oihw_f32 adds the splits into w's [c_out, c_in, kh, kw] order.
+
+// The thread's k of the slice starting at k0 (k-fast staging: conv_stage_slot), divided into
+// (b, oh, ow); false when it is past k_end.
+__device__ __forceinline__ bool conv_slice_pixel(int k0, int k_end, int h_out, int w_out, int& b, int& oh,
+                                                 int& ow) {
+    const int k = k0 + (int)threadIdx.x % CONV_TF32_TILE_K;
+    const int kc = imin(k, k_end - 1), hw = h_out * w_out;
+    b = kc / hw;
+    const int p = kc - b * hw;
+    oh = p / w_out;
+    ow = p - oh * w_out;
+    return k < k_end;
+}
+
+// A(co, k) of the channel-slice backward weight: dy[b, co, oh, ow] for the block's rows m0...
+struct OutputGradRows {
+    const float* dy;
+    int c_out, h_out, w_out, k_end, m0;
+};
+
+// One slice of OutputGradRows for this thread's k: its rows co = m0 + tid / 32 + 8 l step by 8
+// planes of dy.
+struct OutputGradRowsSlice {
+    const float* q;  // dy at the thread's first row and k (not read unless `read`)
+    int stride, first_row;
+    bool read;
+};
+
+__device__ __forceinline__ OutputGradRowsSlice conv_slice_loader(const OutputGradRows& a, int k0) {
+    int b, oh, ow;
+    const bool read = conv_slice_pixel(k0, a.k_end, a.h_out, a.w_out, b, oh, ow);
+    const int first_row = a.m0 + (int)threadIdx.x / CONV_TF32_TILE_K, plane = a.h_out * a.w_out;
+    const int row = imin(first_row, a.c_out - 1);
+    return OutputGradRowsSlice{a.dy + ((b * a.c_out + row) * a.h_out + oh) * a.w_out + ow,
+                               (CONV_THREADS / CONV_TF32_TILE_K) * plane, first_row, read};
+}
+
+template <bool A_K_FAST, int TILE_K, int LOADS_A, bool WHOLE_SLICES>
+__device__ __forceinline__ void conv_fetch_a(const OutputGradRowsSlice& slice, int M, int, int, int,
+                                             float ra[LOADS_A]) {
+    static_assert(A_K_FAST && TILE_K == CONV_TF32_TILE_K, "one k per thread, rows 8 apart");
+    const float* q = slice.q;
+#pragma unroll
+    for (int l = 0; l < LOADS_A; ++l) {
+        const int row = slice.first_row + l * (CONV_THREADS / TILE_K);
+        // Rows past c_out (the tile's rest for a narrow layer) read nothing.
+        ra[l] = (slice.read && row < M) ? *q : 0.0f;
+        q += slice.stride;
+    }
+}
+
+// B(k, n) of the channel-slice backward weight: x at the input pixel that the block's tap sees
+// from output pixel k, for the block's channels ci0...
+struct InputTapChannels {
+    const float* x;
+    ConvDims d;
+    int k_end, ci0, dh, dw;  // dh, dw: the tap's offset from the output pixel's (stride-scaled) one
+};
+
+// One slice of InputTapChannels for this thread's k: its channels ci0 + tid / 32 + 8 l step by
+// 8 planes of x.
+struct InputTapChannelsSlice {
+    const float* q;  // x at the thread's first channel (not read unless `read`)
+    int stride;
+    bool read;
+};
+
+__device__ __forceinline__ InputTapChannelsSlice conv_slice_loader(const InputTapChannels& in, int k0) {
+    const ConvDims& d = in.d;
+    int b, oh, ow;
+    const bool in_range = conv_slice_pixel(k0, in.k_end, d.h_out, d.w_out, b, oh, ow);
+    const int ih = oh * d.stride + in.dh, iw = ow * d.stride + in.dw;
+    const bool read = in_range && ih >= 0 && ih < d.h_in && iw >= 0 && iw < d.w_in;
+    const int ci = in.ci0 + (int)threadIdx.x / CONV_TF32_TILE_K, plane = d.h_in * d.w_in;
+    return InputTapChannelsSlice{in.x + (read ? ((b * d.c_in + ci) * d.h_in + ih) * d.w_in + iw : 0),
+                                 read ? (CONV_THREADS / CONV_TF32_TILE_K) * plane : 0, read};
+}
+
+template <bool B_K_FAST, int TILE_K, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES>
+__device__ __forceinline__ void conv_fetch_b(const InputTapChannelsSlice& slice, int, int, int, int,
+                                             float rb[LOADS_B]) {
+    static_assert(B_K_FAST && TILE_K == CONV_TF32_TILE_K, "one k per thread, channels 8 apart");
+    const float* q = slice.q;
+#pragma unroll
+    for (int l = 0; l < LOADS_B; ++l) {
+        const float v = *q;  // x's first element when not `read`: in bounds, then dropped
+        rb[l] = slice.read ? v : 0.0f;
+        q += slice.stride;
+    }
+}
+
+// B (x) staged k-fast, like A (dy): each thread's loads share one k.
+using ConvTf32BackwardWeightSliceTile = ConvTf32Tile<CONV_TILE_N, true>;
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+conv2d_backward_weight_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                               float* __restrict__ partial, int batch, int c_in, int h_in,
+                                               int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                               int stride, int pad_h, int pad_w, int dil, int k_chunk) {
+    __shared__ ConvTf32Shared<ConvTf32BackwardWeightSliceTile> s;
+    const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
+    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = imin(K, k_begin + k_chunk);
+    // The block's 64 columns: channels ci0... of one tap (c_in a multiple of 64).
+    const int tap = n0 / c_in, ci0 = n0 - tap * c_in, th = tap / kw, tw = tap - th * kw;
+    const OutputGradRows a{dy, c_out, h_out, w_out, k_end, m0};
+    const InputTapChannels b{x, d, k_end, ci0, th * dil - pad_h, tw * dil - pad_w};
+    conv_tf32_tile(s, a, b, M, N, k_begin, k_end, m0, n0);
+    float* out = partial + (size_t)blockIdx.z * M * N;
+    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { out[(size_t)m * N + n] = v; });
+}
+EMU_EXPORT(conv2d_backward_weight_tf32_channel_slices_f32)
+
 // out[i] = sum over s of partial[s][i], s in order.
 extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ partial, float* __restrict__ out,
                                                  int splits, uint64_t n) {
@@ -677,6 +820,23 @@ extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ parti
     }
 }
 EMU_EXPORT(conv2d_sum_splits_f32)
+
+// dw[co, ci, tap] = sum over s of partial[s][co, tap * c_in + ci], s in order: the tap-major
+// splits of conv2d_backward_weight_tf32_channel_slices_f32, summed into w's layout.
+extern "C" __global__ void conv2d_sum_splits_oihw_f32(const float* __restrict__ partial, float* __restrict__ out,
+                                                      int splits, int c_in, int taps, uint64_t n) {
+    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
+        const int tap = (int)(i % taps);
+        const uint64_t rest = i / taps;  // co * c_in + ci
+        const int ci = (int)(rest % c_in);
+        const uint64_t co = rest / c_in;
+        const uint64_t j = (co * taps + tap) * c_in + ci;
+        float acc = 0.0f;
+        for (int s = 0; s < splits; ++s) acc += partial[(uint64_t)s * n + j];
+        out[i] = acc;
+    }
+}
+EMU_EXPORT(conv2d_sum_splits_oihw_f32)
 
 // db[co] = sum over batch and pixels of dy[b, co, p]; one block per output channel.
 extern "C" __global__ void conv2d_backward_bias_f32(const float* __restrict__ dy, float* __restrict__ db,

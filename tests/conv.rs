@@ -907,14 +907,44 @@ fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     }
 }
 
+/// Shapes for the tf32 channel-slice backward weight (input channels a multiple of 64): c_out
+/// across the 64-row tile, dilation 2, stride 2, a 1x1 and a 1x7, and K = 2 x 16 x 16 = 512 in two
+/// splits of 256 (src/ops/conv.rs weight_grad_splits), the second split reaching K.
+const TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+    square((2, 64, 5, 6, 3, 3, 1, 1)),
+    square((1, 64, 5, 4, 70, 3, 2, 2)),
+    square((1, 64, 9, 7, 4, 3, 1, 1)).stride(2),
+    square((2, 128, 3, 5, 2, 1, 0, 1)),
+    square((1, 64, 6, 9, 3, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+    square((2, 64, 16, 16, 2, 3, 1, 1)),
+];
+
+#[test]
+fn conv_tf32_channel_slice_backward_weight_kernel_matches_tf32_reference() {
+    let mut rng = test_rng("conv_tf32_bwd_weight_channel_slices");
+    for dev in kernel_devices("conv_tf32_bwd_weight_channel_slices") {
+        for &s in TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES {
+            let c = case(&mut rng, s);
+            let what = format!("tf32 channel-slice conv backward weight {s:?}");
+            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
+        }
+    }
+}
+
 #[test]
 fn conv_tf32_backward_weight_kernel_has_no_races() {
-    check_tf32_backward_has_no_races(
-        "conv_tf32_bwd_weight_races",
+    // The general kernel, then the channel-slice one (and its reordering split sum).
+    for shape in [
         square((2, 3, 7, 7, 5, 3, 1, 1)),
-        backward_weight_of,
-        |c| (&c.dy, &c.x),
-    );
+        square((2, 64, 5, 6, 3, 3, 1, 1)),
+    ] {
+        check_tf32_backward_has_no_races(
+            "conv_tf32_bwd_weight_races",
+            shape,
+            backward_weight_of,
+            |c| (&c.dy, &c.x),
+        );
+    }
 }
 
 #[test]

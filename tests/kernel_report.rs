@@ -14,13 +14,14 @@ const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 /// The kernels whose source calls `nvcuda::wmma` (grep wmma kernels/): their SASS must issue
 /// tensor-core instructions, or the tf32 path silently runs on the FMA units. The three
 /// convolution passes are each pass's default kernel on cuda (tf32, issue 13), the channel-slice
-/// forms the forward's and backward data's where the channels allow.
-const WMMA_KERNELS: [&str; 7] = [
+/// forms where the channels allow.
+const WMMA_KERNELS: [&str; 8] = [
     "conv2d_forward_tf32_f32",
     "conv2d_forward_tf32_channel_slices_f32",
     "conv2d_backward_data_tf32_f32",
     "conv2d_backward_data_tf32_channel_slices_f32",
     "conv2d_backward_weight_tf32_f32",
+    "conv2d_backward_weight_tf32_channel_slices_f32",
     "matmul_tf32_f32",
     "selftest_wmma_tf32_f32",
 ];

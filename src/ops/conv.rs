@@ -136,6 +136,9 @@ const TF32_WIDE_TILE_N: usize = 128;
 /// counts (c_in forward, c_out backward data) that are a multiple of it, so that no slice
 /// straddles two filter taps.
 const TF32_TILE_K: usize = 32;
+/// The tf32 channel-slice backward weight takes input channel counts that are a multiple of the
+/// column tile (TILE_N), so that a block's columns are channels of one filter tap.
+const TF32_BACKWARD_WEIGHT_CHANNELS: usize = TILE_N;
 
 /// The shape of one convolution, validated.
 #[derive(Clone, Copy, Debug)]
@@ -503,22 +506,33 @@ pub fn conv2d_backward_weight(
             args.extend(d.args());
             args.push(Arg::I32(chunk as i32));
             let g = conv_geometry(d.c_out, d.c_in * d.taps(), splits);
+            // The channel-slice form (kernels/conv.cu) when a 64-wide column tile is 64
+            // channels of one tap; its partial sums are tap-major, and the split sum reorders.
+            let channel_slices =
+                cfg.precision == ConvPrecision::Tf32 && d.c_in % TF32_BACKWARD_WEIGHT_CHANNELS == 0;
             let kernel = match cfg.precision {
                 ConvPrecision::Fp32 => "conv2d_backward_weight_f32",
+                ConvPrecision::Tf32 if channel_slices => {
+                    "conv2d_backward_weight_tf32_channel_slices_f32"
+                }
                 ConvPrecision::Tf32 => "conv2d_backward_weight_tf32_f32",
             };
             launch(dev, kernel, g, &mut args)?;
-            launch(
-                dev,
-                "conv2d_sum_splits_f32",
-                LaunchGeometry::elementwise(n),
-                &mut [
-                    Arg::In(&partial),
-                    Arg::Out(&mut dw),
-                    Arg::I32(splits as i32),
-                    Arg::U64(n as u64),
-                ],
-            )?;
+            let mut sum_args = vec![
+                Arg::In(&partial),
+                Arg::Out(&mut dw),
+                Arg::I32(splits as i32),
+            ];
+            if channel_slices {
+                sum_args.extend([Arg::I32(d.c_in as i32), Arg::I32(d.taps() as i32)]);
+            }
+            sum_args.push(Arg::U64(n as u64));
+            let sum = if channel_slices {
+                "conv2d_sum_splits_oihw_f32"
+            } else {
+                "conv2d_sum_splits_f32"
+            };
+            launch(dev, sum, LaunchGeometry::elementwise(n), &mut sum_args)?;
         }
     }
     Ok(dw)
