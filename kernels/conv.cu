@@ -13,7 +13,9 @@
 // the launch's fixed sizes with a multiply and a shift (FastDivmod). Launch geometry:
 // conv_geometry in src/ops/conv.rs.
 // Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
-// conv2d_backward_weight_tf32_f32; opt-in) on the same tiles and launch geometry.
+// conv2d_backward_weight_tf32_f32; cuda's default precision) on the same tiles and launch
+// geometry, and a channel-slice form of it where the channels allow (K or N ordered tap-major, so
+// that a slice's gather is an add per element; "tf32 channel slices" below).
 #include <type_traits>
 
 #include "common.cuh"
