@@ -452,6 +452,41 @@ fn conv_shape_errors_are_reported() {
 }
 
 #[test]
+fn empty_batches_and_channels_are_errors_on_every_pass_and_device() {
+    // Not a panic (the cpu's weight gradient divided the batch into groups of none) nor a kernel
+    // reading index -1 (the gathers clamp to the last sample, row or column).
+    let devices = [Device::Cpu, Device::Emu(EmuSchedule::Forward)];
+    let shapes = [
+        ([0, 64, 5, 5], [64, 64, 3, 3]),
+        ([2, 0, 5, 5], [4, 0, 3, 3]),
+        ([2, 32, 5, 5], [0, 32, 3, 3]),
+    ];
+    for dev in &devices {
+        for (x_shape, w_shape) in shapes {
+            for precision in [ConvPrecision::Fp32, ConvPrecision::Tf32] {
+                let cfg = Conv2dCfg::same(3, 1).with_precision(precision);
+                let x = Tensor::zeros(&x_shape, dev).unwrap();
+                let w = Tensor::zeros(&w_shape, dev).unwrap();
+                let y_shape = [x_shape[0], w_shape[0], 5, 5];
+                let dy = Tensor::zeros(&y_shape, dev).unwrap();
+                let errors = [
+                    conv2d(&x, &w, None, cfg).map(|_| ()),
+                    conv2d_backward_data(&dy, &w, &x_shape, cfg).map(|_| ()),
+                    conv2d_backward_weight(&dy, &x, &w_shape, cfg).map(|_| ()),
+                ];
+                for e in errors {
+                    let e = e.unwrap_err().to_string();
+                    assert!(
+                        e.contains("empty axis"),
+                        "{x_shape:?} {w_shape:?} on {dev}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn strided_conv_shape_errors_are_reported() {
     let x = Tensor::zeros(&[1, 3, 4, 4], &Device::Cpu).unwrap();
     let w = Tensor::zeros(&[2, 3, 3, 3], &Device::Cpu).unwrap();

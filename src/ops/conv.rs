@@ -172,6 +172,14 @@ impl ConvDims {
                 format!("input {x_shape:?} vs weight {w_shape:?} with {cfg:?}"),
             ));
         }
+        // An empty batch or channel axis has nothing to compute, and the kernels' clamped
+        // indices (the last row, column or sample) would not exist.
+        if [batch, c_in, h_in, w_in, c_out].contains(&0) {
+            return Err(Error::shape(
+                op,
+                format!("input {x_shape:?} and weight {w_shape:?} must not have an empty axis"),
+            ));
+        }
         if cfg.stride == 0 || cfg.dilation == 0 {
             return Err(Error::shape(
                 op,
