@@ -11,7 +11,7 @@ use dalemeetslangevin::device::launch::{
     ParamType,
 };
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::nn::Preset;
+use dalemeetslangevin::nn::{ConvPrecision, Preset};
 use dalemeetslangevin::{ops, Device, Error, Tensor};
 
 #[test]
@@ -161,9 +161,35 @@ fn a_network_forward_launches_the_same_kernels_at_any_preset_width() {
     // forward is one launch, with its ELU when one follows (201 launches; 272 with the norm's
     // statistics in a launch of their own, 329 without the ELU fused either).
     let emu = Device::Emu(EmuSchedule::Forward);
-    let tiny = bench::launches_per_forward(Preset::Tiny, &emu).unwrap();
-    let paper = bench::launches_per_forward(Preset::Paper, &emu).unwrap();
+    let fp32 = ConvPrecision::Fp32;
+    let tiny = bench::launches_per_forward(Preset::Tiny, fp32, &emu).unwrap();
+    let paper = bench::launches_per_forward(Preset::Paper, fp32, &emu).unwrap();
     assert_eq!(tiny, paper);
     assert!(tiny > 100 && tiny < 272, "{tiny} launches per forward");
-    assert!(bench::launches_per_forward(Preset::Tiny, &Device::Cpu).is_err());
+    assert!(bench::launches_per_forward(Preset::Tiny, fp32, &Device::Cpu).is_err());
+    // tiny's 8-16 channels take no channel-slice convolution, so tf32 launches the same kernels.
+    let tf32 = ConvPrecision::Tf32;
+    assert_eq!(
+        bench::launches_per_forward(Preset::Tiny, tf32, &emu).unwrap(),
+        tiny
+    );
+}
+
+#[test]
+fn a_tf32_channel_slice_convolution_launches_its_weight_reordering_too() {
+    // What `dml bench` counts in tf32 on top of fp32: one launch per convolution whose input
+    // channels are a multiple of 32 (kernels/conv.cu, "tf32 channel slices"). The paper network
+    // on emu in tf32 would take minutes, so one convolution of each kind is counted here.
+    let emu = Device::Emu(EmuSchedule::Forward);
+    let launches = |c_in: usize, precision: ConvPrecision| {
+        let x = Tensor::zeros(&[1, c_in, 4, 4], &emu).unwrap();
+        let w = Tensor::zeros(&[8, c_in, 3, 3], &emu).unwrap();
+        let cfg = ops::conv::Conv2dCfg::same(3, 1).with_precision(precision);
+        let before = launches_on_this_thread();
+        ops::conv::conv2d(&x, &w, None, cfg).unwrap();
+        launches_on_this_thread() - before
+    };
+    assert_eq!(launches(32, ConvPrecision::Fp32), 1);
+    assert_eq!(launches(32, ConvPrecision::Tf32), 2);
+    assert_eq!(launches(3, ConvPrecision::Tf32), 1);
 }

@@ -77,17 +77,23 @@ pub(super) fn fresh_network(step: &NetworkStep) -> Result<(ScoreNetConfig, Param
     Ok((config, store, net))
 }
 
-/// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) on
-/// `device`, which must run kernels (`emu` or `cuda`; the count does not depend on which, nor on
-/// the batch): what launch overhead scales with at the small batches people sample with.
-pub fn launches_per_forward(preset: Preset, device: &Device) -> Result<u64> {
+/// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) with
+/// its convolutions in `precision` on `device`, which must run kernels (`emu` or `cuda`; the count
+/// does not depend on which, nor on the batch): what launch overhead scales with at the small
+/// batches people sample with. In tf32, each convolution whose channel-slice form applies adds the
+/// launch that reorders its weights (kernels/conv.cu).
+pub fn launches_per_forward(
+    preset: Preset,
+    precision: ConvPrecision,
+    device: &Device,
+) -> Result<u64> {
     if matches!(device, Device::Cpu) {
         return Err(Error::invalid(
             "launches are counted on a kernel device (emu or cuda); the cpu launches none",
         ));
     }
     let [c, h, _] = image_of(preset);
-    let cfg = ScoreNetConfig::new(preset, c, h, 2)?;
+    let cfg = ScoreNetConfig::new(preset, c, h, 2)?.with_precision(precision);
     let mut store = ParamStore::new(device, 0);
     let net = ScoreNet::new(&mut store, &cfg)?;
     let mut tape = Tape::inference(&store);

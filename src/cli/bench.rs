@@ -195,8 +195,8 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         eprintln!("  {} {:?}", item.key, m.time);
     }
     notes.push(format!("load average at end {}", load_average()));
-    let launches = network_launches(&items, device)?;
-    if let Some(note) = launches_note(&launches, device) {
+    let launches = network_launches(&items, cfg.precision, device)?;
+    if let Some(note) = launches_note(&launches, cfg.precision, device) {
         notes.push(note);
     }
     let table = bench::markdown_table(&rows, &ceilings, !device.is_host());
@@ -232,7 +232,11 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
 /// Kernel launches per forward pass of each network the chosen items run (`train_step/tiny/..`,
 /// `sampler_step/paper/..`), counted on the GPU when benchmarking one, else on the emulator:
 /// the count is the same on both, and the cpu launches nothing.
-fn network_launches(items: &[bench::Item], device: &Device) -> Result<Vec<(Preset, u64)>> {
+fn network_launches(
+    items: &[bench::Item],
+    precision: ConvPrecision,
+    device: &Device,
+) -> Result<Vec<(Preset, u64)>> {
     let counter = match device {
         Device::Cuda(_) => device.clone(),
         _ => Device::Emu(EmuSchedule::Forward),
@@ -250,11 +254,15 @@ fn network_launches(items: &[bench::Item], device: &Device) -> Result<Vec<(Prese
     presets.dedup();
     presets
         .into_iter()
-        .map(|p| Ok((p, bench::launches_per_forward(p, &counter)?)))
+        .map(|p| Ok((p, bench::launches_per_forward(p, precision, &counter)?)))
         .collect()
 }
 
-fn launches_note(launches: &[(Preset, u64)], device: &Device) -> Option<String> {
+fn launches_note(
+    launches: &[(Preset, u64)],
+    precision: ConvPrecision,
+    device: &Device,
+) -> Option<String> {
     if launches.is_empty() {
         return None;
     }
@@ -265,7 +273,7 @@ fn launches_note(launches: &[(Preset, u64)], device: &Device) -> Option<String> 
         "emu"
     };
     Some(format!(
-        "kernel launches per network forward (batch 1, counted on {on}): {}",
+        "kernel launches per network forward (batch 1, {precision} convolutions, counted on {on}): {}",
         counts.join(", ")
     ))
 }
