@@ -641,6 +641,18 @@ struct InputByTap {
     __device__ float operator()(int k, int j) const { return in(j, k); }
 };
 
+// The block of a split-K backward-weight GEMM: its 64x64 tile of dw ([c_out, c_in*kh*kw]) at
+// (m0, n0) and its k range [k_begin, k_end) of K = batch x output pixels; `out`: its split's
+// partial sums, partial[z].
+struct WeightGradBlock {
+    int M, N, m0, n0, k_begin, k_end;
+    float* out;
+    __device__ WeightGradBlock(const ConvDims& d, int k_chunk, float* partial)
+        : M(d.c_out), N(d.c_in * d.kh * d.kw), m0(blockIdx.y * CONV_TILE_M), n0(blockIdx.x * CONV_TILE_N),
+          k_begin(blockIdx.z * k_chunk), k_end(imin(d.batch * d.h_out * d.w_out, k_begin + k_chunk)),
+          out(partial + (size_t)blockIdx.z * M * N) {}
+};
+
 // Split-K: block z sums k in [z*k_chunk, (z+1)*k_chunk) into partial[z] ([c_out, c_in*kh*kw]);
 // conv2d_sum_splits_f32 adds the splits in a fixed order, so the result is deterministic.
 extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ dy, const float* __restrict__ x,
@@ -649,21 +661,17 @@ extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ 
                                                       int kh, int kw, int stride, int pad_h, int pad_w,
                                                       int dil, int k_chunk) {
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
-    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = imin(K, k_begin + k_chunk);
+    const WeightGradBlock g(d, k_chunk, partial);
     float acc[4][4];
-    conv_gemm_tile<true, true>(OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, M, N, k_begin, k_end,
-                               m0, n0, acc);
-    float* out = partial + (size_t)blockIdx.z * M * N;
+    conv_gemm_tile<true, true>(OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, g.M, g.N, g.k_begin,
+                               g.k_end, g.m0, g.n0, acc);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
-        if (m >= M) continue;
+        const int m = g.m0 + ty + 16 * i;
+        if (m >= g.M) continue;
         for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx + 16 * j;
-            if (n < N) out[(size_t)m * N + n] = acc[i][j];
+            const int n = g.n0 + tx + 16 * j;
+            if (n < g.N) g.out[(size_t)m * g.N + n] = acc[i][j];
         }
     }
 }
@@ -678,13 +686,10 @@ conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __res
                                 int pad_w, int dil, int k_chunk) {
     __shared__ ConvTf32Shared<ConvTf32Tile64> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
-    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = imin(K, k_begin + k_chunk);
-    conv_tf32_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, M, N, k_begin, k_end, m0, n0);
-    float* out = partial + (size_t)blockIdx.z * M * N;
-    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { out[(size_t)m * N + n] = v; });
+    const WeightGradBlock g(d, k_chunk, partial);
+    conv_tf32_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, g.M, g.N, g.k_begin, g.k_end, g.m0,
+                   g.n0);
+    conv_tf32_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) { g.out[(size_t)m * g.N + n] = v; });
 }
 EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 
@@ -695,8 +700,8 @@ EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 // (b, oh, ow), the tap's input pixel and the padding test are once per slice, and its loads step
 // through channels (x) or output channels (dy) by a fixed stride, instead of two to four divisions
 // and four bounds tests per element (1237 SASS instructions for 32 HMMA in
-// conv2d_backward_weight_tf32_f32's loop). The partial sums are tap-major;
-// conv2d_sum_splits_oihw_f32 adds the splits into w's [c_out, c_in, kh, kw] order.
+// conv2d_backward_weight_tf32_f32's loop). The epilogue writes each partial sum back at its place
+// in w's [c_out, c_in, kh, kw] order, so conv2d_sum_splits_f32 adds the splits as for the others.
 
 // The thread's k of the slice starting at k0 (k-fast staging: conv_stage_slot), divided into
 // (b, oh, ow); false when it is past k_end.
@@ -798,17 +803,16 @@ conv2d_backward_weight_tf32_channel_slices_f32(const float* __restrict__ dy, con
                                                int stride, int pad_h, int pad_w, int dil, int k_chunk) {
     __shared__ ConvTf32Shared<ConvTf32BackwardWeightSliceTile> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
-    const int M = c_out, N = c_in * kh * kw, K = batch * h_out * w_out;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = imin(K, k_begin + k_chunk);
+    const WeightGradBlock g(d, k_chunk, partial);
     // The block's 64 columns: channels ci0... of one tap (c_in a multiple of 64).
-    const int tap = n0 / c_in, ci0 = n0 - tap * c_in, th = tap / kw, tw = tap - th * kw;
-    const OutputGradRows a{dy, c_out, h_out, w_out, k_end, m0};
-    const InputTapChannels b{x, d, k_end, ci0, th * dil - pad_h, tw * dil - pad_w};
-    conv_tf32_tile(s, a, b, M, N, k_begin, k_end, m0, n0);
-    float* out = partial + (size_t)blockIdx.z * M * N;
-    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { out[(size_t)m * N + n] = v; });
+    const int taps = kh * kw, tap = g.n0 / c_in, ci0 = g.n0 - tap * c_in, th = tap / kw, tw = tap - th * kw;
+    const OutputGradRows a{dy, c_out, h_out, w_out, g.k_end, g.m0};
+    const InputTapChannels b{x, d, g.k_end, ci0, th * dil - pad_h, tw * dil - pad_w};
+    conv_tf32_tile(s, a, b, g.M, g.N, g.k_begin, g.k_end, g.m0, g.n0);
+    // Column n = tap * c_in + ci of the tile is dw's column ci * taps + tap.
+    conv_tf32_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) {
+        g.out[(size_t)m * g.N + (size_t)(ci0 + n - g.n0) * taps + tap] = v;
+    });
 }
 EMU_EXPORT(conv2d_backward_weight_tf32_channel_slices_f32)
 
@@ -822,23 +826,6 @@ extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ parti
     }
 }
 EMU_EXPORT(conv2d_sum_splits_f32)
-
-// dw[co, ci, tap] = sum over s of partial[s][co, tap * c_in + ci], s in order: the tap-major
-// splits of conv2d_backward_weight_tf32_channel_slices_f32, summed into w's layout.
-extern "C" __global__ void conv2d_sum_splits_oihw_f32(const float* __restrict__ partial, float* __restrict__ out,
-                                                      int splits, int c_in, int taps, uint64_t n) {
-    for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
-        const int tap = (int)(i % taps);
-        const uint64_t rest = i / taps;  // co * c_in + ci
-        const int ci = (int)(rest % c_in);
-        const uint64_t co = rest / c_in;
-        const uint64_t j = (co * taps + tap) * c_in + ci;
-        float acc = 0.0f;
-        for (int s = 0; s < splits; ++s) acc += partial[(uint64_t)s * n + j];
-        out[i] = acc;
-    }
-}
-EMU_EXPORT(conv2d_sum_splits_oihw_f32)
 
 // db[co] = sum over batch and pixels of dy[b, co, p]; one block per output channel.
 extern "C" __global__ void conv2d_backward_bias_f32(const float* __restrict__ dy, float* __restrict__ db,

@@ -598,6 +598,30 @@ const TF32_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((1, 32, 6, 9, 5, 1, 0, 1)).kernel(1, 7).padding(0, 3),
 ];
 
+/// Shapes for the tf32 channel-slice backward data (output channels a multiple of 32, stride 1):
+/// part of a column tile, two column tiles, c_in across the 64-row tile with dilation 2, no
+/// padding (taps reaching past both edges of dy), a 1x1 and a 1x7.
+const TF32_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+    square((2, 5, 5, 6, 32, 3, 1, 1)),
+    square((3, 4, 8, 8, 32, 3, 1, 1)),
+    square((1, 70, 5, 4, 64, 3, 2, 2)),
+    square((1, 3, 6, 7, 32, 3, 0, 1)),
+    square((2, 3, 3, 5, 32, 1, 0, 1)),
+    square((1, 5, 6, 9, 32, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+];
+
+/// Shapes for the tf32 channel-slice backward weight (input channels a multiple of 64): c_out
+/// across the 64-row tile, dilation 2, stride 2, a 1x1 and a 1x7, and K = 2 x 16 x 16 = 512 in two
+/// splits of 256 (src/ops/conv.rs weight_grad_splits), the second split reaching K.
+const TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+    square((2, 64, 5, 6, 3, 3, 1, 1)),
+    square((1, 64, 5, 4, 70, 3, 2, 2)),
+    square((1, 64, 9, 7, 4, 3, 1, 1)).stride(2),
+    square((2, 128, 3, 5, 2, 1, 0, 1)),
+    square((1, 64, 6, 9, 3, 1, 0, 1)).kernel(1, 7).padding(0, 3),
+    square((2, 64, 16, 16, 2, 3, 1, 1)),
+];
+
 fn forward(c: &Case, dev: &Device, precision: ConvPrecision) -> Vec<f32> {
     forward_of(&c.x, &c.w, Some(&c.b), c, dev, precision)
 }
@@ -727,22 +751,12 @@ fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
 
 #[test]
 fn conv_tf32_kernel_matches_tf32_reference() {
+    // The general kernel's shapes, then the channel-slice form's.
     let mut rng = test_rng("conv_tf32");
     for dev in kernel_devices("conv_tf32") {
-        for &s in TF32_SHAPES {
+        for &s in TF32_SHAPES.iter().chain(TF32_CHANNEL_SLICE_SHAPES) {
             let c = case(&mut rng, s);
             check_tf32_forward(&format!("tf32 conv {s:?}"), &c, &dev);
-        }
-    }
-}
-
-#[test]
-fn conv_tf32_channel_slice_kernel_matches_tf32_reference() {
-    let mut rng = test_rng("conv_tf32_channel_slices");
-    for dev in kernel_devices("conv_tf32_channel_slices") {
-        for &s in TF32_CHANNEL_SLICE_SHAPES {
-            let c = case(&mut rng, s);
-            check_tf32_forward(&format!("tf32 channel-slice conv {s:?}"), &c, &dev);
         }
     }
 }
@@ -874,36 +888,13 @@ fn check_tf32_backward_has_no_races(
 #[test]
 fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
     // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
-    // shapes as the forward, whose C_in and C_out now play each other's part.
+    // shapes as the forward, whose C_in and C_out now play each other's part, then the
+    // channel-slice form's.
     let mut rng = test_rng("conv_tf32_bwd_data");
     for dev in kernel_devices("conv_tf32_bwd_data") {
-        for &s in TF32_SHAPES {
+        for &s in TF32_SHAPES.iter().chain(TF32_BACKWARD_CHANNEL_SLICE_SHAPES) {
             let c = case(&mut rng, s);
             let what = format!("tf32 conv backward data {s:?}");
-            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
-        }
-    }
-}
-
-/// Shapes for the tf32 channel-slice backward data (output channels a multiple of 32, stride 1):
-/// part of a column tile, two column tiles, c_in across the 64-row tile with dilation 2, no
-/// padding (taps reaching past both edges of dy), a 1x1 and a 1x7.
-const TF32_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
-    square((2, 5, 5, 6, 32, 3, 1, 1)),
-    square((3, 4, 8, 8, 32, 3, 1, 1)),
-    square((1, 70, 5, 4, 64, 3, 2, 2)),
-    square((1, 3, 6, 7, 32, 3, 0, 1)),
-    square((2, 3, 3, 5, 32, 1, 0, 1)),
-    square((1, 5, 6, 9, 32, 1, 0, 1)).kernel(1, 7).padding(0, 3),
-];
-
-#[test]
-fn conv_tf32_channel_slice_backward_data_kernel_matches_tf32_reference() {
-    let mut rng = test_rng("conv_tf32_bwd_data_channel_slices");
-    for dev in kernel_devices("conv_tf32_bwd_data_channel_slices") {
-        for &s in TF32_BACKWARD_CHANNEL_SLICE_SHAPES {
-            let c = case(&mut rng, s);
-            let what = format!("tf32 channel-slice conv backward data {s:?}");
             check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
         }
     }
@@ -929,10 +920,14 @@ fn conv_tf32_backward_data_kernel_has_no_races() {
 fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     // The split-K backward-weight GEMM (K = batch x output pixels) on the tensor-core tile. The
     // 10x10 batch of 4 has K = 400 in 2 splits of 208 (src/ops/conv.rs weight_grad_splits): the
-    // first split ends halfway through a 32-wide k slice, the second at K.
+    // first split ends halfway through a 32-wide k slice, the second at K. Then the
+    // channel-slice form's shapes.
     let mut rng = test_rng("conv_tf32_bwd_weight");
     let split = [square((4, 2, 10, 10, 3, 3, 1, 1))];
-    let shapes = TF32_SHAPES.iter().chain(&split);
+    let shapes = TF32_SHAPES
+        .iter()
+        .chain(&split)
+        .chain(TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES);
     for dev in kernel_devices("conv_tf32_bwd_weight") {
         for &s in shapes.clone() {
             let c = case(&mut rng, s);
@@ -942,33 +937,9 @@ fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
     }
 }
 
-/// Shapes for the tf32 channel-slice backward weight (input channels a multiple of 64): c_out
-/// across the 64-row tile, dilation 2, stride 2, a 1x1 and a 1x7, and K = 2 x 16 x 16 = 512 in two
-/// splits of 256 (src/ops/conv.rs weight_grad_splits), the second split reaching K.
-const TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES: &[Shape] = &[
-    square((2, 64, 5, 6, 3, 3, 1, 1)),
-    square((1, 64, 5, 4, 70, 3, 2, 2)),
-    square((1, 64, 9, 7, 4, 3, 1, 1)).stride(2),
-    square((2, 128, 3, 5, 2, 1, 0, 1)),
-    square((1, 64, 6, 9, 3, 1, 0, 1)).kernel(1, 7).padding(0, 3),
-    square((2, 64, 16, 16, 2, 3, 1, 1)),
-];
-
-#[test]
-fn conv_tf32_channel_slice_backward_weight_kernel_matches_tf32_reference() {
-    let mut rng = test_rng("conv_tf32_bwd_weight_channel_slices");
-    for dev in kernel_devices("conv_tf32_bwd_weight_channel_slices") {
-        for &s in TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES {
-            let c = case(&mut rng, s);
-            let what = format!("tf32 channel-slice conv backward weight {s:?}");
-            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
-        }
-    }
-}
-
 #[test]
 fn conv_tf32_backward_weight_kernel_has_no_races() {
-    // The general kernel, then the channel-slice one (and its reordering split sum).
+    // The general kernel, then the channel-slice one (whose epilogue reorders its columns).
     for shape in [
         square((2, 3, 7, 7, 5, 3, 1, 1)),
         square((2, 64, 5, 6, 3, 3, 1, 1)),

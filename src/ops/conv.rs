@@ -515,7 +515,7 @@ pub fn conv2d_backward_weight(
             args.push(Arg::I32(chunk as i32));
             let g = conv_geometry(d.c_out, d.c_in * d.taps(), splits);
             // The channel-slice form (kernels/conv.cu) when a 64-wide column tile is 64
-            // channels of one tap; its partial sums are tap-major, and the split sum reorders.
+            // channels of one tap.
             let channel_slices =
                 cfg.precision == ConvPrecision::Tf32 && d.c_in % TF32_BACKWARD_WEIGHT_CHANNELS == 0;
             let kernel = match cfg.precision {
@@ -526,21 +526,17 @@ pub fn conv2d_backward_weight(
                 ConvPrecision::Tf32 => "conv2d_backward_weight_tf32_f32",
             };
             launch(dev, kernel, g, &mut args)?;
-            let mut sum_args = vec![
-                Arg::In(&partial),
-                Arg::Out(&mut dw),
-                Arg::I32(splits as i32),
-            ];
-            if channel_slices {
-                sum_args.extend([Arg::I32(d.c_in as i32), Arg::I32(d.taps() as i32)]);
-            }
-            sum_args.push(Arg::U64(n as u64));
-            let sum = if channel_slices {
-                "conv2d_sum_splits_oihw_f32"
-            } else {
-                "conv2d_sum_splits_f32"
-            };
-            launch(dev, sum, LaunchGeometry::elementwise(n), &mut sum_args)?;
+            launch(
+                dev,
+                "conv2d_sum_splits_f32",
+                LaunchGeometry::elementwise(n),
+                &mut [
+                    Arg::In(&partial),
+                    Arg::Out(&mut dw),
+                    Arg::I32(splits as i32),
+                    Arg::U64(n as u64),
+                ],
+            )?;
         }
     }
     Ok(dw)
