@@ -12,17 +12,14 @@
 // before the previous slice's arithmetic (register double buffering), and the gathers divide by
 // the launch's fixed sizes with a multiply and a shift (FastDivmod). Launch geometry:
 // conv_geometry in src/ops/conv.rs.
-// Each pass also has a tf32 tensor-core form (conv2d_forward_tf32_f32, conv2d_backward_data_tf32_f32,
-// conv2d_backward_weight_tf32_f32; cuda's default precision) on the same tiles and launch
-// geometry, and a channel-slice form of it where the channels allow (K or N ordered tap-major, so
-// that a slice's gather is an add per element; "tf32 channel slices" below).
+// Each pass also has tensor-core forms in tf32 and bf16 operands (conv2d_forward_tf32_f32,
+// conv2d_forward_bf16_f32, ...; tf32 is cuda's default precision, SPEC section 9.3) on the same
+// tiles and launch geometry, and a channel-slice form of them where the channels allow (K or N
+// ordered tap-major, so that a slice's gather is an add per element; "channel slices" below).
 #include <type_traits>
 
 #include "common.cuh"
-
-#ifdef __CUDACC__
-#include <mma.h>  // the emulator supplies nvcuda::wmma itself (emu/wmma_emu.h)
-#endif
+#include "mma_operands.cuh"
 
 // Integer min/max under both nvcc and the emulator (which has no global min/max for int).
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
@@ -250,102 +247,107 @@ extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const
 }
 EMU_EXPORT(conv2d_forward_f32)
 
-// ---- tf32 tensor cores (wmma m16n16k8) ------------------------------------------------------
-// The same implicit GEMM as conv2d_forward_f32 with both operands rounded to tf32 (10 mantissa
-// bits, round to nearest as cvt.rna) while they are staged, and fp32 accumulation. A block's tile
-// is 64 rows by TILE_N columns (64, or 128 for the channel-slice forward below); its 8 warps each
-// take a 16 x 32 slab (TILE_N 64: 4 rows x 2 columns of warps) or a 32 x 32 one (TILE_N 128: 2 x 4),
-// two or four accumulator fragments: the wider warp tile loads one operand fragment per mma
-// instead of one and a half. K advances in slices of 32, four mma steps of 8.
-#define CONV_TF32_TILE_K 32
+// ---- tensor cores (wmma: tf32 m16n16k8, bf16 m16n16k16) ---------------------------------------
+// The same implicit GEMM as conv2d_forward_f32 with both operands rounded to tf32 or bf16
+// (mma_operands.cuh) while they are staged, and fp32 accumulation. A block's tile is 64 rows by
+// TILE_N columns (64, or 128 for the channel-slice forms below); its 8 warps each take a 16 x 32
+// slab (TILE_N 64: 4 rows x 2 columns of warps) or a 32 x 32 one (TILE_N 128: 2 x 4), two or four
+// accumulator fragments: the wider warp tile loads one operand fragment per mma instead of one
+// and a half. K advances in slices of 32: four mma steps of 8 in tf32, two of 16 in bf16.
+#define CONV_MMA_TILE_K 32
 // A is staged k-fast (the weights' and dy's contiguous direction); B n-fast (the gathered
 // activations' contiguous direction) unless a tile's configuration says k-fast (below).
-constexpr bool CONV_TF32_A_K_FAST = true;
+constexpr bool CONV_MMA_A_K_FAST = true;
 // At least two blocks of 8 warps per multiprocessor: the slice fetched ahead into registers took
 // the tf32 kernels to 116-130 registers (one block per SM on sm_90) without a bound.
-#define CONV_TF32_MIN_BLOCKS 2
-#define CONV_TF32_A_LOADS ((CONV_TILE_M * CONV_TF32_TILE_K) / CONV_THREADS)
-// Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
-#define CONV_TF32_A_LD (CONV_TF32_TILE_K + 4)
+#define CONV_MMA_MIN_BLOCKS 2
+#define CONV_MMA_A_LOADS ((CONV_TILE_M * CONV_MMA_TILE_K) / CONV_THREADS)
 
-// A tf32 tile's configuration, fixed by its kernel: TILE_N columns; B staged k-fast (B_K_FAST,
-// then held transposed in shared memory, B^T[n][k], and read as a column-major operand, so that
-// consecutive threads store to consecutive banks) or n-fast; WHOLE_SLICES: k_end - k_begin is a
-// multiple of the slice (conv_fetch_slice); A_IS_TF32: A's elements are already tf32 values.
-template <int TILE_N_, bool B_K_FAST_ = false, bool WHOLE_SLICES_ = false, bool A_IS_TF32_ = false>
-struct ConvTf32Tile {
+// A tensor-core tile's configuration, fixed by its kernel: the operand format Ops (Tf32Operands
+// or Bf16Operands); TILE_N columns; B staged k-fast (B_K_FAST, then held transposed in shared
+// memory, B^T[n][k], and read as a column-major operand, so that consecutive threads store to
+// consecutive banks) or n-fast; WHOLE_SLICES: k_end - k_begin is a multiple of the slice
+// (conv_fetch_slice); A_ROUNDED: A's elements are already rounded to Ops' format.
+template <class Ops_, int TILE_N_, bool B_K_FAST_ = false, bool WHOLE_SLICES_ = false, bool A_ROUNDED_ = false>
+struct ConvMmaTile {
+    using Ops = Ops_;
+    using Stored = typename Ops::Stored;
     static constexpr int TILE_N = TILE_N_;
-    static constexpr bool B_K_FAST = B_K_FAST_, WHOLE_SLICES = WHOLE_SLICES_, A_IS_TF32 = A_IS_TF32_;
+    static constexpr bool B_K_FAST = B_K_FAST_, WHOLE_SLICES = WHOLE_SLICES_, A_ROUNDED = A_ROUNDED_;
+    // Leading dimensions: multiples of 16 bytes (wmma's rule), padded off the bank stride.
+    static constexpr int A_LD = CONV_MMA_TILE_K + Ops::PAD;
     // B in shared memory: [TILE_K][B_LD] row-major, or transposed [TILE_N][B_LD] when k-fast.
-    static constexpr int B_ROWS = B_K_FAST ? TILE_N : CONV_TF32_TILE_K;
-    static constexpr int B_LD = B_K_FAST ? CONV_TF32_TILE_K + 4 : TILE_N + 8, C_LD = TILE_N + 8;
-    static constexpr int B_LOADS = (TILE_N * CONV_TF32_TILE_K) / CONV_THREADS;
+    static constexpr int B_ROWS = B_K_FAST ? TILE_N : CONV_MMA_TILE_K;
+    static constexpr int B_LD = B_K_FAST ? CONV_MMA_TILE_K + Ops::PAD : TILE_N + 2 * Ops::PAD, C_LD = TILE_N + 8;
+    static constexpr int B_LOADS = (TILE_N * CONV_MMA_TILE_K) / CONV_THREADS;
     static constexpr int FRAGS_M = TILE_N / 64, FRAGS_N = 2;  // accumulator fragments per warp
     static constexpr int WARPS_N = TILE_N / (16 * FRAGS_N);
     static_assert(WARPS_N * (CONV_THREADS / 32 / WARPS_N) == CONV_THREADS / 32, "whole warp rows");
     static_assert((CONV_THREADS / 32 / WARPS_N) * 16 * FRAGS_M == CONV_TILE_M, "warps cover the rows");
     using BLayout = typename std::conditional<B_K_FAST, nvcuda::wmma::col_major, nvcuda::wmma::row_major>::type;
     // Where B(k, n) of the slice lives in shared memory.
-    __device__ static float& b_at(float (&b)[B_ROWS][B_LD], int k, int n) { return B_K_FAST ? b[n][k] : b[k][n]; }
+    __device__ static Stored& b_at(Stored (&b)[B_ROWS][B_LD], int k, int n) { return B_K_FAST ? b[n][k] : b[k][n]; }
 };
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
-// every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.
+// every fragment's first element 32 bytes from the last, as load/store_matrix_sync require.
 template <class Tile>
-union alignas(32) ConvTf32Shared {
+union alignas(32) ConvMmaShared {
     struct Operands {
-        float a[CONV_TILE_M][CONV_TF32_A_LD];  // A(m, k), row-major
-        float b[Tile::B_ROWS][Tile::B_LD];      // B(k, n) (Tile::b_at)
+        typename Tile::Stored a[CONV_TILE_M][Tile::A_LD];  // A(m, k), row-major
+        typename Tile::Stored b[Tile::B_ROWS][Tile::B_LD];  // B(k, n) (Tile::b_at)
     } in;
     float c[CONV_TILE_M][Tile::C_LD];
 };
 
-// Stages a K slice fetched into registers by conv_fetch_slice, rounded to tf32 (A as it is when
-// Tile::A_IS_TF32: already rounded in memory, conv2d_weight_tap_major_tf32_f32).
+// Stages a K slice fetched into registers by conv_fetch_slice, rounded to the tile's operand
+// format (A as it is when Tile::A_ROUNDED: already rounded in memory, conv2d_weight_tap_major_*).
 template <class Tile>
-__device__ __forceinline__ void conv_tf32_stage(ConvTf32Shared<Tile>& s, const float ra[CONV_TF32_A_LOADS],
-                                                const float rb[Tile::B_LOADS]) {
+__device__ __forceinline__ void conv_mma_stage(ConvMmaShared<Tile>& s, const float ra[CONV_MMA_A_LOADS],
+                                               const float rb[Tile::B_LOADS]) {
 #pragma unroll
-    for (int l = 0; l < CONV_TF32_A_LOADS; ++l) {
+    for (int l = 0; l < CONV_MMA_A_LOADS; ++l) {
         int mm, kk;
-        conv_stage_slot<CONV_TF32_A_K_FAST, CONV_TF32_TILE_K>(threadIdx.x, l, mm, kk);
-        s.in.a[mm][kk] = Tile::A_IS_TF32 ? ra[l] : nvcuda::wmma::__float_to_tf32(ra[l]);
+        conv_stage_slot<CONV_MMA_A_K_FAST, CONV_MMA_TILE_K>(threadIdx.x, l, mm, kk);
+        s.in.a[mm][kk] = Tile::Ops::stage(ra[l], Tile::A_ROUNDED);
     }
 #pragma unroll
     for (int l = 0; l < Tile::B_LOADS; ++l) {
         int nn, kk;
-        conv_stage_slot<Tile::B_K_FAST, CONV_TF32_TILE_K, Tile::TILE_N>(threadIdx.x, l, nn, kk);
-        Tile::b_at(s.in.b, kk, nn) = nvcuda::wmma::__float_to_tf32(rb[l]);
+        conv_stage_slot<Tile::B_K_FAST, CONV_MMA_TILE_K, Tile::TILE_N>(threadIdx.x, l, nn, kk);
+        Tile::b_at(s.in.b, kk, nn) = Tile::Ops::stage(rb[l], false);
     }
 }
 
 // The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
 // for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
 template <class Tile, class LoadA, class LoadB>
-__device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<Tile>& s, const LoadA& load_a, const LoadB& load_b,
-                                               int M, int N, int k_begin, int k_end, int m0, int n0) {
+__device__ __forceinline__ void conv_mma_tile(ConvMmaShared<Tile>& s, const LoadA& load_a, const LoadB& load_b,
+                                              int M, int N, int k_begin, int k_end, int m0, int n0) {
     using namespace nvcuda;
+    using Operand = typename Tile::Ops::Fragment;
+    constexpr int MMA_K = Tile::Ops::MMA_K;
     const int warp = threadIdx.x / 32;
     const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
+    wmma::fragment<wmma::accumulator, 16, 16, MMA_K, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
     for (int i = 0; i < Tile::FRAGS_M; ++i)
         for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-    float ra[CONV_TF32_A_LOADS], rb[Tile::B_LOADS];
+    float ra[CONV_MMA_A_LOADS], rb[Tile::B_LOADS];
     const auto fetch = [&](int k0) {
-        conv_fetch_slice<CONV_TF32_A_K_FAST, Tile::B_K_FAST, CONV_TF32_TILE_K, CONV_TF32_A_LOADS, Tile::B_LOADS,
+        conv_fetch_slice<CONV_MMA_A_K_FAST, Tile::B_K_FAST, CONV_MMA_TILE_K, CONV_MMA_A_LOADS, Tile::B_LOADS,
                          Tile::TILE_N, Tile::WHOLE_SLICES>(load_a, load_b, M, N, k_end, m0, n0, k0, ra, rb);
     };
     fetch(k_begin);
-    for (int k0 = k_begin; k0 < k_end; k0 += CONV_TF32_TILE_K) {
-        conv_tf32_stage<Tile>(s, ra, rb);
+    for (int k0 = k_begin; k0 < k_end; k0 += CONV_MMA_TILE_K) {
+        conv_mma_stage<Tile>(s, ra, rb);
         __syncthreads();
-        if (k0 + CONV_TF32_TILE_K < k_end) fetch(k0 + CONV_TF32_TILE_K);
-        for (int kk = 0; kk < CONV_TF32_TILE_K; kk += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a[Tile::FRAGS_M];
+        if (k0 + CONV_MMA_TILE_K < k_end) fetch(k0 + CONV_MMA_TILE_K);
+        for (int kk = 0; kk < CONV_MMA_TILE_K; kk += MMA_K) {
+            wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, Operand, wmma::row_major> a[Tile::FRAGS_M];
             for (int i = 0; i < Tile::FRAGS_M; ++i)
-                wmma::load_matrix_sync(a[i], &s.in.a[row + 16 * i][kk], CONV_TF32_A_LD);
+                wmma::load_matrix_sync(a[i], &s.in.a[row + 16 * i][kk], Tile::A_LD);
             for (int j = 0; j < Tile::FRAGS_N; ++j) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, typename Tile::BLayout> b;
+                wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, Operand, typename Tile::BLayout> b;
                 wmma::load_matrix_sync(b, &Tile::b_at(s.in.b, kk, col + 16 * j), Tile::B_LD);
                 for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
             }
@@ -361,8 +363,8 @@ __device__ __forceinline__ void conv_tf32_tile(ConvTf32Shared<Tile>& s, const Lo
 // Writes the in-bounds part of the result tile in s.c through `store(m, n, value)`, consecutive
 // threads on consecutive n (the contiguous direction of every pass's output).
 template <class Tile, class Store>
-__device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared<Tile>& s, int M, int N, int m0, int n0,
-                                                     const Store& store) {
+__device__ __forceinline__ void conv_mma_store_tile(const ConvMmaShared<Tile>& s, int M, int N, int m0, int n0,
+                                                    const Store& store) {
     for (int e = threadIdx.x; e < CONV_TILE_M * Tile::TILE_N; e += CONV_THREADS) {
         const int mm = e / Tile::TILE_N, nn = e % Tile::TILE_N;
         const int m = m0 + mm, n = n0 + nn;
@@ -370,46 +372,70 @@ __device__ __forceinline__ void conv_tf32_store_tile(const ConvTf32Shared<Tile>&
     }
 }
 
-// The general tf32 tile: 64 x 64, B staged n-fast.
-using ConvTf32Tile64 = ConvTf32Tile<CONV_TILE_N>;
+// The general tensor-core tile: 64 x 64, B staged n-fast.
+template <class Ops>
+using ConvMmaTile64 = ConvMmaTile<Ops, CONV_TILE_N>;
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
-conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w,
-                        const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
-                        int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
-                        int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
+// Each tensor-core pass is a body templated on its operand format, exported as one kernel per
+// format (conv2d_forward_tf32_f32 and conv2d_forward_bf16_f32 here): build.rs reads every
+// kernel's signature from its `extern "C"` declaration.
+template <class Ops>
+__device__ __forceinline__ void conv2d_forward_mma(const float* __restrict__ x, const float* __restrict__ w,
+                                                   const float* __restrict__ bias, float* __restrict__ y,
+                                                   int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
+                                                   int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                                   int pad_w, int dil) {
+    __shared__ ConvMmaShared<ConvMmaTile64<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    conv_tf32_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
+    conv_mma_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
-    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
+    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
     });
 }
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                        float* __restrict__ y, int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
+                        int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_mma<Tf32Operands>(x, w, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
+                                     stride, pad_h, pad_w, dil);
+}
 EMU_EXPORT(conv2d_forward_tf32_f32)
 
-// ---- tf32 channel slices (the gathered tensor's channels a multiple of 32) --------------------
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_forward_bf16_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                        float* __restrict__ y, int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
+                        int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_mma<Bf16Operands>(x, w, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
+                                     stride, pad_h, pad_w, dil);
+}
+EMU_EXPORT(conv2d_forward_bf16_f32)
+
+// ---- channel slices (the gathered tensor's channels a multiple of 32) -------------------------
 // The forward and backward-data GEMMs with K ordered tap-major, k = tap * channels + c over the
 // channels of the tensor gathered into B (x for the forward, dy for backward data), so that every
 // 32-wide K slice lies inside one filter tap: the slice's row and column offsets and their padding
 // test are then fixed for the whole slice, and each staged element of B costs an add and a
 // predicated load instead of the two divisions, the tap arithmetic and the four bounds tests of
 // ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 528 for twice
-// the mma here). The weights are read from a copy reordered to match by
-// conv2d_weight_tap_major_tf32_f32. Tiles are 64 x 128 (ConvTf32Tile<128>): the sampler's and
-// training's batches make N = batch * pixels long.
-#define CONV_TF32_WIDE_TILE_N 128
-// Whole slices, and A (the weights) rounded to tf32 by conv2d_weight_tap_major_tf32_f32.
-using ConvTf32ChannelSliceTile = ConvTf32Tile<CONV_TF32_WIDE_TILE_N, false, true, true>;
+// the mma here, in tf32). The weights are read from a copy reordered to match, and rounded to the
+// operand format, by conv2d_weight_tap_major_*. Tiles are 64 x 128 (ConvMmaTile<Ops, 128>): the
+// sampler's and training's batches make N = batch * pixels long.
+#define CONV_MMA_WIDE_TILE_N 128
+// Whole slices, and A (the weights) rounded by conv2d_weight_tap_major_*.
+template <class Ops>
+using ConvMmaChannelSliceTile = ConvMmaTile<Ops, CONV_MMA_WIDE_TILE_N, false, true, true>;
 
-// The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, rounded to tf32 once here
-// rather than by every block that stages them: out [rows, taps, cols], the forward's (rows =
-// c_out, cols = c_in: out[co, tap, ci]) unless `by_input`, then backward data's (rows = c_in,
-// cols = c_out: out[ci, tap, co]).
-extern "C" __global__ void conv2d_weight_tap_major_tf32_f32(const float* __restrict__ w, float* __restrict__ out,
-                                                            int c_out, int c_in, int taps, int by_input) {
+// The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, rounded to the operand
+// format once here rather than by every block that stages them: out [rows, taps, cols], the
+// forward's (rows = c_out, cols = c_in: out[co, tap, ci]) unless `by_input`, then backward data's
+// (rows = c_in, cols = c_out: out[ci, tap, co]).
+template <class Ops>
+__device__ __forceinline__ void conv2d_weight_tap_major(const float* __restrict__ w, float* __restrict__ out,
+                                                        int c_out, int c_in, int taps, int by_input) {
     const int cols = by_input ? c_out : c_in;
     const uint64_t n = (uint64_t)c_out * c_in * taps;
     for (uint64_t i = global_index_1d(); i < n; i += grid_stride_1d()) {
@@ -417,10 +443,21 @@ extern "C" __global__ void conv2d_weight_tap_major_tf32_f32(const float* __restr
         const uint64_t rest = i / cols;  // row * taps + tap
         const int tap = (int)(rest % taps), row = (int)(rest / taps);
         const int co = by_input ? col : row, ci = by_input ? row : col;
-        out[i] = nvcuda::wmma::__float_to_tf32(w[((uint64_t)co * c_in + ci) * taps + tap]);
+        out[i] = Ops::round(w[((uint64_t)co * c_in + ci) * taps + tap]);
     }
 }
+
+extern "C" __global__ void conv2d_weight_tap_major_tf32_f32(const float* __restrict__ w, float* __restrict__ out,
+                                                            int c_out, int c_in, int taps, int by_input) {
+    conv2d_weight_tap_major<Tf32Operands>(w, out, c_out, c_in, taps, by_input);
+}
 EMU_EXPORT(conv2d_weight_tap_major_tf32_f32)
+
+extern "C" __global__ void conv2d_weight_tap_major_bf16_f32(const float* __restrict__ w, float* __restrict__ out,
+                                                            int c_out, int c_in, int taps, int by_input) {
+    conv2d_weight_tap_major<Bf16Operands>(w, out, c_out, c_in, taps, by_input);
+}
+EMU_EXPORT(conv2d_weight_tap_major_bf16_f32)
 
 // B(k, n) of a tap-major GEMM for the one column n a thread stages (B is staged n-fast, so each
 // thread's column is the same for every load of every slice: conv_stage_slot): the element of
@@ -440,7 +477,7 @@ struct TapMajorColumn {
           column((b * channels * rows + r0) * cols + c0) {}
 };
 
-// One 32-channel slice [k0, k0 + CONV_TF32_TILE_K) of a TapMajorColumn, inside one tap: channel
+// One 32-channel slice [k0, k0 + CONV_MMA_TILE_K) of a TapMajorColumn, inside one tap: channel
 // c0 + (k - k0) of the pixel the tap sees, or zero in the padding.
 struct TapMajorSlice {
     const float* p;  // src at the slice's first channel of the tap's pixel (not read in the padding)
@@ -488,35 +525,56 @@ __device__ __forceinline__ void conv_fetch_b(const TapMajorSlice& slice, int N, 
     }
 }
 
-// This thread's column of B (conv_stage_slot, n-fast) in a 64 x CONV_TF32_WIDE_TILE_N tile,
+// This thread's column of B (conv_stage_slot, n-fast) in a 64 x CONV_MMA_WIDE_TILE_N tile,
 // clamped as conv_fetch_slice clamps, divided into (b, row, col) of a `rows` x `cols` plane.
 __device__ __forceinline__ int conv_thread_column(int n0, int N, int rows, int cols, int& row, int& col) {
     int p;
-    const int n = imin(n0 + (int)threadIdx.x % CONV_TF32_WIDE_TILE_N, N - 1);
+    const int n = imin(n0 + (int)threadIdx.x % CONV_MMA_WIDE_TILE_N, N - 1);
     const int b = FastDivmod(rows * cols).divmod(n, p);
     row = FastDivmod(cols).divmod(p, col);
     return b;
 }
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
-conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
-                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias,
-                                       int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out,
-                                       int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<ConvTf32ChannelSliceTile> s;
+template <class Ops>
+__device__ __forceinline__ void conv2d_forward_channel_slices(const float* __restrict__ x,
+                                                              const float* __restrict__ wt,
+                                                              const float* __restrict__ bias, float* __restrict__ y,
+                                                              int has_bias, int batch, int c_in, int h_in, int w_in,
+                                                              int c_out, int h_out, int w_out, int kh, int kw,
+                                                              int stride, int pad_h, int pad_w, int dil) {
+    __shared__ ConvMmaShared<ConvMmaChannelSliceTile<Ops>> s;
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_MMA_WIDE_TILE_N;
     int oh, ow;
     const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
-    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
-    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
+    conv_mma_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_out * w_out);
-    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
+    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
         y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
     });
 }
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
+                                       int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                       int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_channel_slices<Tf32Operands>(x, wt, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out,
+                                                w_out, kh, kw, stride, pad_h, pad_w, dil);
+}
 EMU_EXPORT(conv2d_forward_tf32_channel_slices_f32)
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_forward_bf16_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
+                                       int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                       int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_channel_slices<Bf16Operands>(x, wt, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out,
+                                                w_out, kh, kw, stride, pad_h, pad_w, dil);
+}
+EMU_EXPORT(conv2d_forward_bf16_channel_slices_f32)
 
 // A(ci, k) of the backward-data pass, k = (co, tap): w[co, ci, tap].
 struct WeightTransposed {
@@ -583,43 +641,81 @@ extern "C" __global__ void conv2d_backward_data_f32(const float* __restrict__ dy
 }
 EMU_EXPORT(conv2d_backward_data_f32)
 
-// The backward-data GEMM above on tf32 tensor cores (conv_tf32_tile): dy and w rounded to tf32,
-// fp32 accumulation.
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
-conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restrict__ w,
-                              float* __restrict__ dx, int batch, int c_in, int h_in, int w_in, int c_out,
-                              int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
+// The backward-data GEMM above on tensor cores (conv_mma_tile): dy and w rounded to the operand
+// format, fp32 accumulation.
+template <class Ops>
+__device__ __forceinline__ void conv2d_backward_data_mma(const float* __restrict__ dy, const float* __restrict__ w,
+                                                         float* __restrict__ dx, int batch, int c_in, int h_in,
+                                                         int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                                         int stride, int pad_h, int pad_w, int dil) {
+    __shared__ ConvMmaShared<ConvMmaTile64<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
-    conv_tf32_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
+    conv_mma_tile(s, WeightTransposed{w, d}, OutputGradAtInput{dy, d}, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_in * w_in);
-    conv_tf32_store_tile(s, M, N, m0, n0,
-                         [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_data_tf32_f32(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+                              int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh,
+                              int kw, int stride, int pad_h, int pad_w, int dil) {
+    conv2d_backward_data_mma<Tf32Operands>(dy, w, dx, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride,
+                                           pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_backward_data_tf32_f32)
 
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_data_bf16_f32(const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+                              int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh,
+                              int kw, int stride, int pad_h, int pad_w, int dil) {
+    conv2d_backward_data_mma<Bf16Operands>(dy, w, dx, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride,
+                                           pad_h, pad_w, dil);
+}
+EMU_EXPORT(conv2d_backward_data_bf16_f32)
+
 // The backward-data GEMM at stride 1 over channel slices of dy (c_out a multiple of 32): K =
-// (tap, co) tap-major, wt [c_in, kh, kw, c_out] from conv2d_weight_tap_major_tf32_f32 (by_input), dy
+// (tap, co) tap-major, wt [c_in, kh, kw, c_out] from conv2d_weight_tap_major_* (by_input), dy
 // gathered by TapMajorColumn from input pixel (ih, iw) at (ih + pad_h - th dil, iw + pad_w - tw dil).
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
+template <class Ops>
+__device__ __forceinline__ void conv2d_backward_data_channel_slices(const float* __restrict__ dy,
+                                                                    const float* __restrict__ wt,
+                                                                    float* __restrict__ dx, int batch, int c_in,
+                                                                    int h_in, int w_in, int c_out, int h_out,
+                                                                    int w_out, int kh, int kw, int stride, int pad_h,
+                                                                    int pad_w, int dil) {
+    __shared__ ConvMmaShared<ConvMmaChannelSliceTile<Ops>> s;
+    const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
+    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_MMA_WIDE_TILE_N;
+    int ih, iw;
+    const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
+    const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
+    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
+    conv_mma_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
+    const FastDivmod hw(h_in * w_in);
+    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
 conv2d_backward_data_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ wt,
                                              float* __restrict__ dx, int batch, int c_in, int h_in, int w_in,
                                              int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
                                              int pad_w, int dil) {
-    __shared__ ConvTf32Shared<ConvTf32ChannelSliceTile> s;
-    const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
-    const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TF32_WIDE_TILE_N;
-    int ih, iw;
-    const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
-    const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
-    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded to tf32.
-    conv_tf32_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
-    const FastDivmod hw(h_in * w_in);
-    conv_tf32_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+    conv2d_backward_data_channel_slices<Tf32Operands>(dy, wt, dx, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh,
+                                                      kw, stride, pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_backward_data_tf32_channel_slices_f32)
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_data_bf16_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ wt,
+                                             float* __restrict__ dx, int batch, int c_in, int h_in, int w_in,
+                                             int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                             int pad_w, int dil) {
+    conv2d_backward_data_channel_slices<Bf16Operands>(dy, wt, dx, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh,
+                                                      kw, stride, pad_h, pad_w, dil);
+}
+EMU_EXPORT(conv2d_backward_data_bf16_channel_slices_f32)
 
 // A(co, k) of the backward-weight pass, k = (b, output pixel): dy[b, co, p].
 struct OutputGradByPixel {
@@ -677,23 +773,42 @@ extern "C" __global__ void conv2d_backward_weight_f32(const float* __restrict__ 
 }
 EMU_EXPORT(conv2d_backward_weight_f32)
 
-// The split-K backward-weight GEMM above on tf32 tensor cores (conv_tf32_tile over the block's
-// k range): dy and x rounded to tf32, fp32 accumulation; conv2d_sum_splits_f32 adds the splits.
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
-conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __restrict__ x,
-                                float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
-                                int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
-                                int pad_w, int dil, int k_chunk) {
-    __shared__ ConvTf32Shared<ConvTf32Tile64> s;
+// The split-K backward-weight GEMM above on tensor cores (conv_mma_tile over the block's k range):
+// dy and x rounded to the operand format, fp32 accumulation; conv2d_sum_splits_f32 adds the splits.
+template <class Ops>
+__device__ __forceinline__ void conv2d_backward_weight_mma(const float* __restrict__ dy, const float* __restrict__ x,
+                                                           float* __restrict__ partial, int batch, int c_in, int h_in,
+                                                           int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                                                           int stride, int pad_h, int pad_w, int dil, int k_chunk) {
+    __shared__ ConvMmaShared<ConvMmaTile64<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const WeightGradBlock g(d, k_chunk, partial);
-    conv_tf32_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, g.M, g.N, g.k_begin, g.k_end, g.m0,
-                   g.n0);
-    conv_tf32_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) { g.out[(size_t)m * g.N + n] = v; });
+    conv_mma_tile(s, OutputGradByPixel{dy, d}, InputByTap{ForwardInput{x, d}}, g.M, g.N, g.k_begin, g.k_end, g.m0,
+                  g.n0);
+    conv_mma_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) { g.out[(size_t)m * g.N + n] = v; });
+}
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_weight_tf32_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                float* __restrict__ partial, int batch, int c_in, int h_in, int w_in, int c_out,
+                                int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil,
+                                int k_chunk) {
+    conv2d_backward_weight_mma<Tf32Operands>(dy, x, partial, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
+                                             stride, pad_h, pad_w, dil, k_chunk);
 }
 EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 
-// ---- tf32 backward weight over channel slices (c_in a multiple of 64) ------------------------
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_weight_bf16_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                float* __restrict__ partial, int batch, int c_in, int h_in, int w_in, int c_out,
+                                int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil,
+                                int k_chunk) {
+    conv2d_backward_weight_mma<Bf16Operands>(dy, x, partial, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
+                                             stride, pad_h, pad_w, dil, k_chunk);
+}
+EMU_EXPORT(conv2d_backward_weight_bf16_f32)
+
+// ---- backward weight over channel slices (c_in a multiple of 64) -----------------------------
 // The backward-weight GEMM with its columns ordered tap-major, n = tap * c_in + ci, so that a
 // block's 64 columns are 64 channels of one tap. Both operands are staged k-fast (k = batch x
 // output pixels, contiguous in dy and x), so each thread reads one k per slice: its division into
@@ -707,7 +822,7 @@ EMU_EXPORT(conv2d_backward_weight_tf32_f32)
 // (b, oh, ow); false when it is past k_end.
 __device__ __forceinline__ bool conv_slice_pixel(int k0, int k_end, int h_out, int w_out, int& b, int& oh,
                                                  int& ow) {
-    const int k = k0 + (int)threadIdx.x % CONV_TF32_TILE_K;
+    const int k = k0 + (int)threadIdx.x % CONV_MMA_TILE_K;
     const int kc = imin(k, k_end - 1), hw = h_out * w_out;
     b = kc / hw;
     const int p = kc - b * hw;
@@ -733,16 +848,16 @@ struct OutputGradRowsSlice {
 __device__ __forceinline__ OutputGradRowsSlice conv_slice_loader(const OutputGradRows& a, int k0) {
     int b, oh, ow;
     const bool read = conv_slice_pixel(k0, a.k_end, a.h_out, a.w_out, b, oh, ow);
-    const int first_row = a.m0 + (int)threadIdx.x / CONV_TF32_TILE_K, plane = a.h_out * a.w_out;
+    const int first_row = a.m0 + (int)threadIdx.x / CONV_MMA_TILE_K, plane = a.h_out * a.w_out;
     const int row = imin(first_row, a.c_out - 1);
     return OutputGradRowsSlice{a.dy + ((b * a.c_out + row) * a.h_out + oh) * a.w_out + ow,
-                               (CONV_THREADS / CONV_TF32_TILE_K) * plane, first_row, read};
+                               (CONV_THREADS / CONV_MMA_TILE_K) * plane, first_row, read};
 }
 
 template <bool A_K_FAST, int TILE_K, int LOADS_A, bool WHOLE_SLICES>
 __device__ __forceinline__ void conv_fetch_a(const OutputGradRowsSlice& slice, int M, int, int, int,
                                              float ra[LOADS_A]) {
-    static_assert(A_K_FAST && TILE_K == CONV_TF32_TILE_K, "one k per thread, rows 8 apart");
+    static_assert(A_K_FAST && TILE_K == CONV_MMA_TILE_K, "one k per thread, rows 8 apart");
     const float* q = slice.q;
 #pragma unroll
     for (int l = 0; l < LOADS_A; ++l) {
@@ -775,15 +890,15 @@ __device__ __forceinline__ InputTapChannelsSlice conv_slice_loader(const InputTa
     const bool in_range = conv_slice_pixel(k0, in.k_end, d.h_out, d.w_out, b, oh, ow);
     const int ih = oh * d.stride + in.dh, iw = ow * d.stride + in.dw;
     const bool read = in_range && ih >= 0 && ih < d.h_in && iw >= 0 && iw < d.w_in;
-    const int ci = in.ci0 + (int)threadIdx.x / CONV_TF32_TILE_K, plane = d.h_in * d.w_in;
+    const int ci = in.ci0 + (int)threadIdx.x / CONV_MMA_TILE_K, plane = d.h_in * d.w_in;
     return InputTapChannelsSlice{in.x + (read ? ((b * d.c_in + ci) * d.h_in + ih) * d.w_in + iw : 0),
-                                 read ? (CONV_THREADS / CONV_TF32_TILE_K) * plane : 0, read};
+                                 read ? (CONV_THREADS / CONV_MMA_TILE_K) * plane : 0, read};
 }
 
 template <bool B_K_FAST, int TILE_K, int LOADS_B, int B_WIDTH, bool WHOLE_SLICES>
 __device__ __forceinline__ void conv_fetch_b(const InputTapChannelsSlice& slice, int, int, int, int,
                                              float rb[LOADS_B]) {
-    static_assert(B_K_FAST && TILE_K == CONV_TF32_TILE_K, "one k per thread, channels 8 apart");
+    static_assert(B_K_FAST && TILE_K == CONV_MMA_TILE_K, "one k per thread, channels 8 apart");
     const float* q = slice.q;
 #pragma unroll
     for (int l = 0; l < LOADS_B; ++l) {
@@ -794,27 +909,50 @@ __device__ __forceinline__ void conv_fetch_b(const InputTapChannelsSlice& slice,
 }
 
 // B (x) staged k-fast, like A (dy): each thread's loads share one k.
-using ConvTf32BackwardWeightSliceTile = ConvTf32Tile<CONV_TILE_N, true>;
+template <class Ops>
+using ConvMmaBackwardWeightSliceTile = ConvMmaTile<Ops, CONV_TILE_N, true>;
 
-extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_TF32_MIN_BLOCKS)
-conv2d_backward_weight_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ x,
-                                               float* __restrict__ partial, int batch, int c_in, int h_in,
-                                               int w_in, int c_out, int h_out, int w_out, int kh, int kw,
-                                               int stride, int pad_h, int pad_w, int dil, int k_chunk) {
-    __shared__ ConvTf32Shared<ConvTf32BackwardWeightSliceTile> s;
+template <class Ops>
+__device__ __forceinline__ void conv2d_backward_weight_channel_slices(const float* __restrict__ dy,
+                                                                      const float* __restrict__ x,
+                                                                      float* __restrict__ partial, int batch,
+                                                                      int c_in, int h_in, int w_in, int c_out,
+                                                                      int h_out, int w_out, int kh, int kw,
+                                                                      int stride, int pad_h, int pad_w, int dil,
+                                                                      int k_chunk) {
+    __shared__ ConvMmaShared<ConvMmaBackwardWeightSliceTile<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const WeightGradBlock g(d, k_chunk, partial);
     // The block's 64 columns: channels ci0... of one tap (c_in a multiple of 64).
     const int taps = kh * kw, tap = g.n0 / c_in, ci0 = g.n0 - tap * c_in, th = tap / kw, tw = tap - th * kw;
     const OutputGradRows a{dy, c_out, h_out, w_out, g.k_end, g.m0};
     const InputTapChannels b{x, d, g.k_end, ci0, th * dil - pad_h, tw * dil - pad_w};
-    conv_tf32_tile(s, a, b, g.M, g.N, g.k_begin, g.k_end, g.m0, g.n0);
+    conv_mma_tile(s, a, b, g.M, g.N, g.k_begin, g.k_end, g.m0, g.n0);
     // Column n = tap * c_in + ci of the tile is dw's column ci * taps + tap.
-    conv_tf32_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) {
+    conv_mma_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) {
         g.out[(size_t)m * g.N + (size_t)(ci0 + n - g.n0) * taps + tap] = v;
     });
 }
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_weight_tf32_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                               float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
+                                               int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                               int pad_w, int dil, int k_chunk) {
+    conv2d_backward_weight_channel_slices<Tf32Operands>(dy, x, partial, batch, c_in, h_in, w_in, c_out, h_out, w_out,
+                                                        kh, kw, stride, pad_h, pad_w, dil, k_chunk);
+}
 EMU_EXPORT(conv2d_backward_weight_tf32_channel_slices_f32)
+
+extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
+conv2d_backward_weight_bf16_channel_slices_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                               float* __restrict__ partial, int batch, int c_in, int h_in, int w_in,
+                                               int c_out, int h_out, int w_out, int kh, int kw, int stride, int pad_h,
+                                               int pad_w, int dil, int k_chunk) {
+    conv2d_backward_weight_channel_slices<Bf16Operands>(dy, x, partial, batch, c_in, h_in, w_in, c_out, h_out, w_out,
+                                                        kh, kw, stride, pad_h, pad_w, dil, k_chunk);
+}
+EMU_EXPORT(conv2d_backward_weight_bf16_channel_slices_f32)
 
 // out[i] = sum over s of partial[s][i], s in order.
 extern "C" __global__ void conv2d_sum_splits_f32(const float* __restrict__ partial, float* __restrict__ out,

@@ -73,6 +73,7 @@ extern "C" __global__ void selftest_divergent_shuffle_f32(float* out) {
 EMU_EXPORT(selftest_divergent_shuffle_f32)
 
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
 #include <mma.h>
 #endif
 
@@ -114,3 +115,36 @@ extern "C" __global__ void selftest_wmma_tf32_f32(const float* a, const float* b
     for (int i = threadIdx.x; i < 256; i += 32) d[i] = s.d[i];
 }
 EMU_EXPORT(selftest_wmma_tf32_f32)
+
+// The operands of selftest_wmma_bf16_f32: a and b as __nv_bfloat16, 32-byte aligned.
+struct alignas(32) SelftestWmmaBf16Tiles {
+    __nv_bfloat16 a[16 * 16];
+    __nv_bfloat16 b[16 * 16];
+    float c[16 * 16];
+    float d[16 * 16];
+};
+
+// One warp: d (16x16, row-major) = a (16x16, row-major) b (16x16, column-major) + c (16x16,
+// row-major) on bf16 operands (m16n16k16), a and b rounded to bf16 by __float2bfloat16 (round to
+// nearest even) as they are staged, as the convolution kernels stage theirs.
+extern "C" __global__ void selftest_wmma_bf16_f32(const float* a, const float* b, const float* c, float* d) {
+    using namespace nvcuda;
+    __shared__ SelftestWmmaBf16Tiles s;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        s.a[i] = __float2bfloat16(a[i]);
+        s.b[i] = __float2bfloat16(b[i]);
+        s.c[i] = c[i];
+    }
+    __syncwarp();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+    wmma::load_matrix_sync(fa, s.a, 16);
+    wmma::load_matrix_sync(fb, s.b, 16);
+    wmma::load_matrix_sync(fc, s.c, 16, wmma::mem_row_major);
+    wmma::mma_sync(fc, fa, fb, fc);
+    wmma::store_matrix_sync(s.d, fc, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int i = threadIdx.x; i < 256; i += 32) d[i] = s.d[i];
+}
+EMU_EXPORT(selftest_wmma_bf16_f32)

@@ -11,14 +11,12 @@
 //
 // The tiling is conv.cu's GEMM tile, on operands read in place: a block of 16x16 threads
 // computes a 64x64 tile of C_z, each thread a 4x4 sub-tile, K staged through shared memory in
-// slices of 16; matmul_tf32_f32 is the same tile on tf32 tensor cores. blockIdx.x numbers the
+// slices of 16; matmul_tf32_f32 and matmul_bf16_f32 are the same tile on tensor cores, in tf32 or
+// bf16 operands (mma_operands.cuh, SPEC section 9.3). blockIdx.x numbers the
 // tiles of one output matrix, blockIdx.y strides over the output matrices (65535 blocks at most
 // along y). Launch geometry: `geometry` in src/ops/matmul.rs.
 #include "common.cuh"
-
-#ifdef __CUDACC__
-#include <mma.h>  // the emulator supplies nvcuda::wmma itself (emu/wmma_emu.h)
-#endif
+#include "mma_operands.cuh"
 
 #define MATMUL_TILE_M 64
 #define MATMUL_TILE_N 64
@@ -145,76 +143,78 @@ extern "C" __global__ void matmul_f32(const float* __restrict__ a, const float* 
 }
 EMU_EXPORT(matmul_f32)
 
-// ---- tf32 tensor cores (wmma m16n16k8) ------------------------------------------------------
-// The same products with both operands rounded to tf32 (10 mantissa bits, round to nearest as
-// cvt.rna) while they are staged, and fp32 accumulation, as conv.cu's tf32 kernels. The 8 warps
-// of the block tile its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator
-// fragments each. K advances in slices of 32, four mma steps of 8.
-#define MATMUL_TF32_TILE_K 32
-#define MATMUL_TF32_LOADS ((MATMUL_TILE_M * MATMUL_TF32_TILE_K) / MATMUL_THREADS)
-// Leading dimensions: multiples of 4 floats (wmma's 16-byte rule), padded off the bank stride.
-#define MATMUL_TF32_A_LD (MATMUL_TF32_TILE_K + 4)
-#define MATMUL_TF32_B_LD (MATMUL_TILE_N + 8)
-#define MATMUL_TF32_C_LD (MATMUL_TILE_N + 8)
+// ---- tensor cores (wmma: tf32 m16n16k8, bf16 m16n16k16) ---------------------------------------
+// The same products with both operands rounded to tf32 or bf16 (mma_operands.cuh) while they are
+// staged, and fp32 accumulation, as conv.cu's tensor-core kernels. The 8 warps of the block tile
+// its 64x64 result as 4 rows x 2 columns of 16x32 slabs, two accumulator fragments each. K
+// advances in slices of 32: four mma steps of 8 in tf32, two of 16 in bf16.
+#define MATMUL_MMA_TILE_K 32
+#define MATMUL_MMA_LOADS ((MATMUL_TILE_M * MATMUL_MMA_TILE_K) / MATMUL_THREADS)
+#define MATMUL_MMA_C_LD (MATMUL_TILE_N + 8)
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
-// every fragment's first element at a multiple of 8 floats, as load/store_matrix_sync require.
-union alignas(32) MatmulTf32Shared {
+// every fragment's first element 32 bytes from the last, as load/store_matrix_sync require.
+template <class Ops>
+union alignas(32) MatmulMmaShared {
+    // Leading dimensions: multiples of 16 bytes (wmma's rule), padded off the bank stride.
+    static constexpr int A_LD = MATMUL_MMA_TILE_K + Ops::PAD, B_LD = MATMUL_TILE_N + 2 * Ops::PAD;
     struct Operands {
-        float a[MATMUL_TILE_M][MATMUL_TF32_A_LD];      // op(A)(m, k), row-major
-        float b[MATMUL_TF32_TILE_K][MATMUL_TF32_B_LD];  // op(B)(k, n), row-major
+        typename Ops::Stored a[MATMUL_TILE_M][A_LD];      // op(A)(m, k), row-major
+        typename Ops::Stored b[MATMUL_MMA_TILE_K][B_LD];  // op(B)(k, n), row-major
     } in;
-    float c[MATMUL_TILE_M][MATMUL_TF32_C_LD];
+    float c[MATMUL_TILE_M][MATMUL_MMA_C_LD];
 };
 
-// Stages the slice [k0, k0 + MATMUL_TF32_TILE_K) of op(A_b) and op(B_b), rounded to tf32, zero for
-// rows m >= M, columns n >= N and k >= K; consecutive threads along each operand's stored
-// contiguous index.
-template <bool TA, bool TB>
-__device__ __forceinline__ void matmul_tf32_stage(MatmulTf32Shared& s, const float* a, const float* b,
-                                                  const MatmulDims& d, int m0, int n0, int k0) {
+// Stages the slice [k0, k0 + MATMUL_MMA_TILE_K) of op(A_b) and op(B_b), rounded to the operand
+// format, zero for rows m >= M, columns n >= N and k >= K; consecutive threads along each
+// operand's stored contiguous index.
+template <class Ops, bool TA, bool TB>
+__device__ __forceinline__ void matmul_mma_stage(MatmulMmaShared<Ops>& s, const float* a, const float* b,
+                                                 const MatmulDims& d, int m0, int n0, int k0) {
     // Four loads in flight, not all eight: fully unrolled, ptxas (CUDA 13, sm_90) gives the kernel
     // 210 registers, one block per SM, where every warp then waits on its loads; this way 72.
 #pragma unroll 4
-    for (int l = 0; l < MATMUL_TF32_LOADS; ++l) {
+    for (int l = 0; l < MATMUL_MMA_LOADS; ++l) {
         const int e = threadIdx.x + l * MATMUL_THREADS;
-        const int mm = TA ? e % MATMUL_TILE_M : e / MATMUL_TF32_TILE_K;
-        int kk = TA ? e / MATMUL_TILE_M : e % MATMUL_TF32_TILE_K;
+        const int mm = TA ? e % MATMUL_TILE_M : e / MATMUL_MMA_TILE_K;
+        int kk = TA ? e / MATMUL_TILE_M : e % MATMUL_MMA_TILE_K;
         const int m = m0 + mm;
         int k = k0 + kk;
-        s.in.a[mm][kk] = nvcuda::wmma::__float_to_tf32((m < d.m && k < d.k) ? load_a<TA>(a, d, m, k) : 0.0f);
-        const int nn = TB ? e / MATMUL_TF32_TILE_K : e % MATMUL_TILE_N;
-        kk = TB ? e % MATMUL_TF32_TILE_K : e / MATMUL_TILE_N;
+        s.in.a[mm][kk] = Ops::stage((m < d.m && k < d.k) ? load_a<TA>(a, d, m, k) : 0.0f, false);
+        const int nn = TB ? e / MATMUL_MMA_TILE_K : e % MATMUL_TILE_N;
+        kk = TB ? e % MATMUL_MMA_TILE_K : e / MATMUL_TILE_N;
         const int n = n0 + nn;
         k = k0 + kk;
-        s.in.b[kk][nn] = nvcuda::wmma::__float_to_tf32((n < d.n && k < d.k) ? load_b<TB>(b, d, k, n) : 0.0f);
+        s.in.b[kk][nn] = Ops::stage((n < d.n && k < d.k) ? load_b<TB>(b, d, k, n) : 0.0f, false);
     }
 }
 
-template <bool TA, bool TB>
-__device__ __forceinline__ void matmul_tf32_body(MatmulTf32Shared& s, const float* a, const float* b, float* c,
-                                                 const MatmulDims& d) {
+template <class Ops, bool TA, bool TB>
+__device__ __forceinline__ void matmul_mma_body(MatmulMmaShared<Ops>& s, const float* a, const float* b, float* c,
+                                                const MatmulDims& d) {
     using namespace nvcuda;
+    using Shared = MatmulMmaShared<Ops>;
+    constexpr int MMA_K = Ops::MMA_K;
     int m0, n0;
     matmul_tile_origin(d, &m0, &n0);
     const int warp = threadIdx.x / 32;
     const int row = (warp % 4) * 16, col = (warp / 4) * 32;
     for (int z = blockIdx.y; z < d.outputs(); z += gridDim.y) {
-        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+        wmma::fragment<wmma::accumulator, 16, 16, MMA_K, float> acc[2];
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[j], 0.0f);
         const int b_end = matmul_imin(d.batch, (z + 1) * d.per_out);
         for (int bt = z * d.per_out; bt < b_end; ++bt) {
             const float* ab = a + bt * d.a_stride;
             const float* bb = b + bt * d.b_stride;
-            for (int k0 = 0; k0 < d.k; k0 += MATMUL_TF32_TILE_K) {
-                matmul_tf32_stage<TA, TB>(s, ab, bb, d, m0, n0, k0);
+            for (int k0 = 0; k0 < d.k; k0 += MATMUL_MMA_TILE_K) {
+                matmul_mma_stage<Ops, TA, TB>(s, ab, bb, d, m0, n0, k0);
                 __syncthreads();
-                for (int kk = 0; kk < MATMUL_TF32_TILE_K; kk += 8) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-                    wmma::load_matrix_sync(fa, &s.in.a[row][kk], MATMUL_TF32_A_LD);
+                for (int kk = 0; kk < MATMUL_MMA_TILE_K; kk += MMA_K) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, typename Ops::Fragment, wmma::row_major> fa;
+                    wmma::load_matrix_sync(fa, &s.in.a[row][kk], Shared::A_LD);
                     for (int j = 0; j < 2; ++j) {
-                        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-                        wmma::load_matrix_sync(fb, &s.in.b[kk][col + 16 * j], MATMUL_TF32_B_LD);
+                        wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, typename Ops::Fragment, wmma::row_major> fb;
+                        wmma::load_matrix_sync(fb, &s.in.b[kk][col + 16 * j], Shared::B_LD);
                         wmma::mma_sync(acc[j], fa, fb, acc[j]);
                     }
                 }
@@ -223,7 +223,7 @@ __device__ __forceinline__ void matmul_tf32_body(MatmulTf32Shared& s, const floa
         }
         // The fragment layout is opaque, so results leave through shared memory.
         for (int j = 0; j < 2; ++j)
-            wmma::store_matrix_sync(&s.c[row][col + 16 * j], acc[j], MATMUL_TF32_C_LD, wmma::mem_row_major);
+            wmma::store_matrix_sync(&s.c[row][col + 16 * j], acc[j], MATMUL_MMA_C_LD, wmma::mem_row_major);
         __syncthreads();
         float* cz = c + (size_t)z * d.m * d.n;
         for (int e = threadIdx.x; e < MATMUL_TILE_M * MATMUL_TILE_N; e += MATMUL_THREADS) {
@@ -235,20 +235,34 @@ __device__ __forceinline__ void matmul_tf32_body(MatmulTf32Shared& s, const floa
     }
 }
 
+template <class Ops>
+__device__ __forceinline__ void matmul_mma(const float* __restrict__ a, const float* __restrict__ b,
+                                           float* __restrict__ c, int batch, int per_out, int m, int n, int k,
+                                           int trans_a, int trans_b, uint64_t a_stride, uint64_t b_stride) {
+    __shared__ MatmulMmaShared<Ops> s;
+    const MatmulDims d{batch, per_out, m, n, k, a_stride, b_stride};
+    if (trans_a) {
+        if (trans_b) matmul_mma_body<Ops, true, true>(s, a, b, c, d);
+        else matmul_mma_body<Ops, true, false>(s, a, b, c, d);
+    } else {
+        if (trans_b) matmul_mma_body<Ops, false, true>(s, a, b, c, d);
+        else matmul_mma_body<Ops, false, false>(s, a, b, c, d);
+    }
+}
+
 extern "C" __global__ void matmul_tf32_f32(const float* __restrict__ a, const float* __restrict__ b,
                                            float* __restrict__ c, int batch, int per_out, int m, int n, int k,
                                            int trans_a, int trans_b, uint64_t a_stride, uint64_t b_stride) {
-    __shared__ MatmulTf32Shared s;
-    const MatmulDims d{batch, per_out, m, n, k, a_stride, b_stride};
-    if (trans_a) {
-        if (trans_b) matmul_tf32_body<true, true>(s, a, b, c, d);
-        else matmul_tf32_body<true, false>(s, a, b, c, d);
-    } else {
-        if (trans_b) matmul_tf32_body<false, true>(s, a, b, c, d);
-        else matmul_tf32_body<false, false>(s, a, b, c, d);
-    }
+    matmul_mma<Tf32Operands>(a, b, c, batch, per_out, m, n, k, trans_a, trans_b, a_stride, b_stride);
 }
 EMU_EXPORT(matmul_tf32_f32)
+
+extern "C" __global__ void matmul_bf16_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                           float* __restrict__ c, int batch, int per_out, int m, int n, int k,
+                                           int trans_a, int trans_b, uint64_t a_stride, uint64_t b_stride) {
+    matmul_mma<Bf16Operands>(a, b, c, batch, per_out, m, n, k, trans_a, trans_b, a_stride, b_stride);
+}
+EMU_EXPORT(matmul_bf16_f32)
 
 // out[i] = sum over r of partial[r][i], r in order: the runs of a batch sum, added in a fixed
 // order so the result does not depend on the schedule.

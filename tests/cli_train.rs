@@ -258,8 +258,11 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("pixel range") && e.contains("0 < lo"), "{e}");
     let e = train(&["--data", "shapes", "--preset", "huge"]);
     assert!(e.contains("huge") && e.contains("tiny_deep"), "{e}");
-    let e = train(&["--data", "shapes", "--precision", "bf16"]);
-    assert!(e.contains("bf16") && e.contains("tf32"), "{e}");
+    let e = train(&["--data", "shapes", "--precision", "fp16"]);
+    assert!(
+        e.contains("fp16") && e.contains("bf16") && e.contains("tf32"),
+        "{e}"
+    );
     let e = train(&["--data", "shapes", "--resume"]);
     assert!(e.contains("no checkpoint"), "{e}");
 
@@ -318,19 +321,24 @@ fn bad_input_is_a_clear_error() {
         "{e}"
     );
     // Sampling may run in another precision, and says which.
-    let out_png = out.join("tf32.png");
-    let said = ok(&[
-        "sample",
-        "--checkpoint",
-        s(&run_dir),
-        "--count",
-        "2",
-        "--precision",
-        "tf32",
-        "--out",
-        s(&out_png),
-    ]);
-    assert!(said.contains("tf32 convolutions"), "{said}");
+    for precision in ["tf32", "bf16"] {
+        let out_png = out.join(format!("{precision}.png"));
+        let said = ok(&[
+            "sample",
+            "--checkpoint",
+            s(&run_dir),
+            "--count",
+            "2",
+            "--precision",
+            precision,
+            "--out",
+            s(&out_png),
+        ]);
+        assert!(
+            said.contains(&format!("{precision} convolutions")),
+            "{said}"
+        );
+    }
     let sample = |extra: &[&str]| {
         let png = out.join("s.png");
         let mut a = vec![

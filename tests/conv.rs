@@ -9,7 +9,7 @@ use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
 use dalemeetslangevin::ops::conv::{
     conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
 };
-use dalemeetslangevin::ops::conv_precision::round_to_tf32;
+use dalemeetslangevin::ops::conv_precision::{round_to_bf16, round_to_tf32};
 use dalemeetslangevin::{Device, Tensor};
 
 /// One convolution: x [batch, c_in, h, w], w [c_out, c_in, kernel[0], kernel[1]], PyTorch's
@@ -463,7 +463,11 @@ fn empty_batches_and_channels_are_errors_on_every_pass_and_device() {
     ];
     for dev in &devices {
         for (x_shape, w_shape) in shapes {
-            for precision in [ConvPrecision::Fp32, ConvPrecision::Tf32] {
+            for precision in [
+                ConvPrecision::Fp32,
+                ConvPrecision::Tf32,
+                ConvPrecision::Bf16,
+            ] {
                 let cfg = Conv2dCfg::same(3, 1).with_precision(precision);
                 let x = Tensor::zeros(&x_shape, dev).unwrap();
                 let w = Tensor::zeros(&w_shape, dev).unwrap();
@@ -575,9 +579,9 @@ fn conv_cfg_constructors_name_pytorchs_arguments() {
     );
 }
 
-/// Shapes for the tf32 tensor-core forward: odd sizes, K = 63 over two 32-wide slices, c_out
+/// Shapes for the tensor-core forward (tf32 and bf16): odd sizes, K = 63 over two 32-wide slices, c_out
 /// across the 64-wide tile, 1x1, size 1. Few and small: the emulator runs every lane's mma.
-const TF32_SHAPES: &[Shape] = &[
+const MMA_SHAPES: &[Shape] = &[
     square((2, 3, 7, 7, 5, 3, 1, 1)),
     square((1, 7, 6, 5, 9, 3, 1, 1)),
     square((1, 2, 9, 8, 3, 3, 2, 2)),
@@ -586,10 +590,10 @@ const TF32_SHAPES: &[Shape] = &[
     square((2, 3, 8, 8, 70, 3, 1, 1)),
 ];
 
-/// Shapes for the tf32 channel-slice forward (input channels a multiple of 32, weights reordered
+/// Shapes for the channel-slice forward (input channels a multiple of 32, weights reordered
 /// tap-major, 64 x 128 tiles): part of a column tile, two column tiles, c_out across the 64-row
 /// tile with dilation 2, a 1x1, and the InceptionV3's stride 2 and 1x7.
-const TF32_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+const MMA_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((2, 32, 5, 6, 9, 3, 1, 1)),
     square((3, 32, 8, 8, 4, 3, 1, 1)),
     square((1, 64, 5, 4, 70, 3, 2, 2)),
@@ -598,10 +602,10 @@ const TF32_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((1, 32, 6, 9, 5, 1, 0, 1)).kernel(1, 7).padding(0, 3),
 ];
 
-/// Shapes for the tf32 channel-slice backward data (output channels a multiple of 32, stride 1):
+/// Shapes for the channel-slice backward data (output channels a multiple of 32, stride 1):
 /// part of a column tile, two column tiles, c_in across the 64-row tile with dilation 2, no
 /// padding (taps reaching past both edges of dy), a 1x1 and a 1x7.
-const TF32_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+const MMA_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((2, 5, 5, 6, 32, 3, 1, 1)),
     square((3, 4, 8, 8, 32, 3, 1, 1)),
     square((1, 70, 5, 4, 64, 3, 2, 2)),
@@ -610,10 +614,10 @@ const TF32_BACKWARD_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((1, 5, 6, 9, 32, 1, 0, 1)).kernel(1, 7).padding(0, 3),
 ];
 
-/// Shapes for the tf32 channel-slice backward weight (input channels a multiple of 64): c_out
+/// Shapes for the channel-slice backward weight (input channels a multiple of 64): c_out
 /// across the 64-row tile, dilation 2, stride 2, a 1x1 and a 1x7, and K = 2 x 16 x 16 = 512 in two
 /// splits of 256 (src/ops/conv.rs weight_grad_splits), the second split reaching K.
-const TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES: &[Shape] = &[
+const MMA_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES: &[Shape] = &[
     square((2, 64, 5, 6, 3, 3, 1, 1)),
     square((1, 64, 5, 4, 70, 3, 2, 2)),
     square((1, 64, 9, 7, 4, 3, 1, 1)).stride(2),
@@ -665,45 +669,119 @@ fn tf32_rounding_matches_cvt_rna() {
         (f32::MAX, f32::INFINITY),
         (f32::NEG_INFINITY, f32::NEG_INFINITY),
     ];
-    for (v, want) in cases {
-        let got = round_to_tf32(v);
+    check_rounding_cases("tf32", round_to_tf32, &cases);
+
+    check_random_rounding("tf32", round_to_tf32, 13);
+}
+
+/// `round` gives each case's wanted bits, keeps the sign of zero and NaN.
+fn check_rounding_cases(name: &str, round: fn(f32) -> f32, cases: &[(f32, f32)]) {
+    for &(v, want) in cases {
+        let got = round(v);
         assert_eq!(
             got.to_bits(),
             want.to_bits(),
-            "tf32({v:e}) = {got:e}, want {want:e}"
+            "{name}({v:e}) = {got:e}, want {want:e}"
         );
     }
-    assert_eq!(round_to_tf32(-0.0).to_bits(), (-0.0f32).to_bits());
-    assert!(round_to_tf32(f32::NAN).is_nan());
+    assert_eq!(round(-0.0).to_bits(), (-0.0f32).to_bits(), "{name}(-0)");
+    assert!(round(f32::NAN).is_nan(), "{name}(NaN)");
+}
 
-    let mut rng = test_rng("tf32_rounding");
+/// `round` drops the low `dropped` of fp32's 23 mantissa bits, is within half a unit of the last
+/// kept bit of each of 10,000 random values, and is idempotent.
+fn check_random_rounding(name: &str, round: fn(f32) -> f32, dropped: i32) {
+    let mut rng = test_rng(&format!("{name}_rounding"));
     for v in random_vec(&mut rng, 10_000, -1e3, 1e3) {
-        let r = round_to_tf32(v);
-        assert_eq!(r.to_bits() & 0x1fff, 0, "tf32({v}) = {r} keeps low bits");
-        assert!((r - v).abs() <= v.abs() * 2f32.powi(-11), "tf32({v}) = {r}");
+        let r = round(v);
         assert_eq!(
-            round_to_tf32(r),
-            r,
-            "tf32 rounding of {r} is not idempotent"
+            r.to_bits() & ((1 << dropped) - 1),
+            0,
+            "{name}({v}) = {r} keeps low bits"
         );
+        assert!(
+            (r - v).abs() <= v.abs() * 2f32.powi(dropped - 24),
+            "{name}({v}) = {r}"
+        );
+        assert_eq!(round(r), r, "{name} rounding of {r} is not idempotent");
     }
 }
 
-/// The tf32 kernels and the cpu's tf32 reference sum the same exact products (two 11-bit
-/// significands) in other orders, and tensor cores round their accumulations their own way: a
-/// few ulp of sum |a b| apart, however much the sum cancels. A fixed tolerance failed by chance
-/// on 630-term sums that cancelled to 0.05 (CI, TEST_SEED=1796303205113123763); matmul's tf32
-/// check counts the same 32 ulp.
-const TF32_REORDER_TOL: f32 = 32.0 * ULP;
+#[test]
+fn bf16_rounding_matches_cvt_rn() {
+    let f = f32::from_bits;
+    let cases = [
+        (1.0, 1.0),
+        (0.0, 0.0),
+        // 0x3dcccccd rounds up to the bf16 value nearest 0.1.
+        (0.1, f(0x3dcd_0000)),
+        // Below half a bf16 unit (2^-8 at 1) rounds down, above it up.
+        (f(0x3f80_7fff), 1.0),
+        (f(0x3f80_8001), f(0x3f81_0000)),
+        // Exactly half: to the even neighbour, down from 1 (even), up from 1 + 2^-7 (odd).
+        (f(0x3f80_8000), 1.0),
+        (f(0x3f81_8000), f(0x3f82_0000)),
+        (f(0xbf81_8000), f(0xbf82_0000)),
+        // The carry runs into the exponent.
+        (f(0x3fff_ffff), 2.0),
+        // Subnormals round on the same bits.
+        (f(0x0000_8001), f(0x0001_0000)),
+        (f(0x0000_8000), 0.0),
+        (f32::MAX, f32::INFINITY),
+        (f32::NEG_INFINITY, f32::NEG_INFINITY),
+    ];
+    check_rounding_cases("bf16", round_to_bf16, &cases);
+    assert!(
+        round_to_bf16(f(0x7f80_0001)).is_nan(),
+        "a NaN whose payload is below the cut"
+    );
 
-/// The tf32 forward of `c` on `dev` against the cpu's tf32 reference and against fp32, element
-/// by element and in aggregate.
-fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
-    let got = forward(c, dev, ConvPrecision::Tf32);
+    // The `half` crate's conversion, an independent implementation of the same rounding.
+    let half = |v: f32| half::bf16::from_f32(v).to_f32();
+    for (v, _) in cases {
+        assert_eq!(round_to_bf16(v).to_bits(), half(v).to_bits(), "{v:e}");
+    }
+    let mut rng = test_rng("bf16_vs_half");
+    for v in random_vec(&mut rng, 10_000, -1e3, 1e3) {
+        let (ours, theirs) = (round_to_bf16(v), half(v));
+        assert_eq!(
+            ours.to_bits(),
+            theirs.to_bits(),
+            "bf16({v:e}) vs the half crate's"
+        );
+    }
+    check_random_rounding("bf16", round_to_bf16, 16);
+}
+
+/// The tensor-core precisions the kernels are checked in.
+const MMA_PRECISIONS: [ConvPrecision; 2] = [ConvPrecision::Tf32, ConvPrecision::Bf16];
+
+/// How far a product of two operands rounded to `precision` may be from the exact one, relative
+/// to its size: each operand is within half a unit of its last kept bit (2^-11 in tf32's 10
+/// mantissa bits, 2^-8 in bf16's 7), so the product within twice that (and its square).
+fn product_rounding(precision: ConvPrecision) -> f32 {
+    match precision {
+        ConvPrecision::Tf32 => 2f32.powi(-10) * 1.001,
+        ConvPrecision::Bf16 => 2f32.powi(-7) * 1.01,
+        ConvPrecision::Fp32 => 0.0,
+    }
+}
+
+/// The tensor-core kernels and the cpu's reference in their precision sum the same exact
+/// products (of two 11-bit significands in tf32, two 8-bit ones in bf16) in other orders, and
+/// tensor cores round their accumulations their own way: a few ulp of sum |a b| apart, however
+/// much the sum cancels. A fixed tolerance failed by chance on 630-term sums that cancelled to
+/// 0.05 (CI, TEST_SEED=1796303205113123763); matmul's check counts the same 32 ulp.
+const MMA_REORDER_TOL: f32 = 32.0 * ULP;
+
+/// The forward of `c` on `dev` in a tensor-core `precision` against the cpu's reference in it
+/// and against fp32, element by element and in aggregate.
+fn check_mma_forward(what: &str, c: &Case, dev: &Device, precision: ConvPrecision) {
+    let got = forward(c, dev, precision);
     let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
     // The same rounded operands and fp32 sums in another order: within a few ulp of the size
     // of the sums, sum |w x| + |b|.
-    let want = forward(c, &Device::Cpu, ConvPrecision::Tf32);
+    let want = forward(c, &Device::Cpu, precision);
     let size_of_sums = forward_of(
         &abs(&c.x),
         &abs(&c.w),
@@ -712,10 +790,11 @@ fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
         &Device::Cpu,
         ConvPrecision::Fp32,
     );
-    let what_tf32 = format!("{what} on {dev}");
-    assert_within(&what_tf32, &got, &want, &size_of_sums, TF32_REORDER_TOL);
-    // Against fp32: each product is off by at most 2^-10 of its size (two operands each
-    // within 2^-11), so |error| <= 2^-10 sum |w x|, plus fp32 rounding.
+    let what = format!("{precision} {what} on {dev}");
+    assert_within(&what, &got, &want, &size_of_sums, MMA_REORDER_TOL);
+    // Against fp32: each product is off by at most product_rounding of its size, so
+    // |error| <= product_rounding sum |w x|, plus fp32 rounding.
+    let rounding = product_rounding(precision);
     let fp32 = forward(c, &Device::Cpu, ConvPrecision::Fp32);
     let magnitude = forward_of(
         &abs(&c.x),
@@ -726,15 +805,15 @@ fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
         ConvPrecision::Fp32,
     );
     for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
-        let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+        let bound = m * rounding + 1e-5 * (1.0 + f.abs());
         assert!(
             (g - f).abs() <= bound,
-            "{what} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+            "{what}: element {i}: {g} vs fp32 {f}, bound {bound}"
         );
     }
     // In aggregate, against the size of the sums, sum |w x| + |b| (not of the outputs, which
     // the bias can cancel to near zero): the bound above summed in squares gives
-    // |err| <= 2^-10 |size| plus fp32 rounding, a few ulp of the size.
+    // |err| <= product_rounding |size| plus fp32 rounding, a few ulp of the size.
     let (err, size) = got
         .iter()
         .zip(&fp32)
@@ -744,35 +823,39 @@ fn check_tf32_forward(what: &str, c: &Case, dev: &Device) {
         });
     let relative = (err / size.max(f64::MIN_POSITIVE)).sqrt();
     assert!(
-        relative <= 2f64.powi(-10) + 1e-5,
-        "{what} on {dev}: error {relative:e} of the sums' size vs fp32"
+        relative <= rounding as f64 + 1e-5,
+        "{what}: error {relative:e} of the sums' size vs fp32"
     );
 }
 
 #[test]
-fn conv_tf32_kernel_matches_tf32_reference() {
-    // The general kernel's shapes, then the channel-slice form's.
-    let mut rng = test_rng("conv_tf32");
-    for dev in kernel_devices("conv_tf32") {
-        for &s in TF32_SHAPES.iter().chain(TF32_CHANNEL_SLICE_SHAPES) {
-            let c = case(&mut rng, s);
-            check_tf32_forward(&format!("tf32 conv {s:?}"), &c, &dev);
+fn conv_tensor_core_kernels_match_their_reference() {
+    // The general kernel's shapes, then the channel-slice form's, in tf32 and bf16.
+    let mut rng = test_rng("conv_mma");
+    for dev in kernel_devices("conv_mma") {
+        for precision in MMA_PRECISIONS {
+            for &s in MMA_SHAPES.iter().chain(MMA_CHANNEL_SLICE_SHAPES) {
+                let c = case(&mut rng, s);
+                check_mma_forward(&format!("conv {s:?}"), &c, &dev, precision);
+            }
         }
     }
 }
 
 #[test]
-fn conv_tf32_kernel_has_no_races() {
-    let mut rng = test_rng("conv_tf32_races");
+fn conv_tensor_core_kernels_have_no_races() {
+    let mut rng = test_rng("conv_mma_races");
     // The general forward, then the channel-slice forward (and its weight reordering).
-    for s in [
-        square((2, 3, 7, 7, 5, 3, 1, 1)),
-        square((2, 32, 5, 6, 9, 3, 1, 1)),
-    ] {
-        let c = case(&mut rng, s);
-        let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), ConvPrecision::Tf32);
-        let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), ConvPrecision::Tf32);
-        assert_eq!(fwd, rev, "{s:?}");
+    for precision in MMA_PRECISIONS {
+        for s in [
+            square((2, 3, 7, 7, 5, 3, 1, 1)),
+            square((2, 32, 5, 6, 9, 3, 1, 1)),
+        ] {
+            let c = case(&mut rng, s);
+            let fwd = forward(&c, &Device::Emu(EmuSchedule::Forward), precision);
+            let rev = forward(&c, &Device::Emu(EmuSchedule::Reverse), precision);
+            assert_eq!(fwd, rev, "{precision} {s:?}");
+        }
     }
 }
 
@@ -799,14 +882,21 @@ fn conv_precision_defaults_to_fp32_and_is_named_as_stored() {
     let fp32 = forward_of(&c.x, &c.w, None, &c, &Device::Cpu, ConvPrecision::Fp32);
     assert_eq!(got, fp32);
     assert_ne!(got, tf32, "the precision in the settings is not honoured");
+    let bf16 = conv2d(&x, &w, None, cfg.with_precision(ConvPrecision::Bf16))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(bf16 != got && bf16 != tf32, "bf16 is not honoured");
 
     // The names checkpoints store.
     assert_eq!(ConvPrecision::Tf32.name(), "tf32");
+    assert_eq!(ConvPrecision::Bf16.name(), "bf16");
     assert_eq!(ConvPrecision::parse("tf32").unwrap(), ConvPrecision::Tf32);
+    assert_eq!(ConvPrecision::parse("bf16").unwrap(), ConvPrecision::Bf16);
     assert_eq!(ConvPrecision::parse("fp32").unwrap(), ConvPrecision::Fp32);
-    let err = ConvPrecision::parse("bf16").unwrap_err().to_string();
+    let err = ConvPrecision::parse("fp16").unwrap_err().to_string();
     assert!(
-        err.contains("convolution precision") && err.contains("bf16"),
+        err.contains("convolution precision") && err.contains("fp16") && err.contains("bf16"),
         "{err}"
     );
 }
@@ -845,34 +935,38 @@ fn backward_weight_of(
         .unwrap()
 }
 
-/// The tf32 `pass` on `dev` against the cpu's tf32 reference (the same rounded operands, fp32
-/// sums in another order) and against fp32 element by element: each product is off by at most
-/// 2^-10 of its size, so |error| <= 2^-10 sum |a b| plus fp32 rounding, as for the forward pass.
-fn check_tf32_backward(
+/// The `pass` on `dev` in a tensor-core `precision` against the cpu's reference in it (the same
+/// rounded operands, fp32 sums in another order) and against fp32 element by element: each
+/// product is off by at most product_rounding of its size, so |error| <= product_rounding
+/// sum |a b| plus fp32 rounding, as for the forward pass.
+fn check_mma_backward(
     what: &str,
     pass: BackwardPass,
     (a, b): (&[f32], &[f32]),
     c: &Case,
     dev: &Device,
+    precision: ConvPrecision,
 ) {
-    let got = pass(a, b, c, dev, ConvPrecision::Tf32);
-    let want = pass(a, b, c, &Device::Cpu, ConvPrecision::Tf32);
+    let got = pass(a, b, c, dev, precision);
+    let want = pass(a, b, c, &Device::Cpu, precision);
     let abs = |v: &[f32]| v.iter().map(|e| e.abs()).collect::<Vec<_>>();
     let magnitude = pass(&abs(a), &abs(b), c, &Device::Cpu, ConvPrecision::Fp32);
-    let what_tf32 = format!("{what} on {dev}");
-    assert_within(&what_tf32, &got, &want, &magnitude, TF32_REORDER_TOL);
+    let what = format!("{precision} {what} on {dev}");
+    assert_within(&what, &got, &want, &magnitude, MMA_REORDER_TOL);
     let fp32 = pass(a, b, c, &Device::Cpu, ConvPrecision::Fp32);
+    let rounding = product_rounding(precision);
     for (i, ((&g, &f), &m)) in got.iter().zip(&fp32).zip(&magnitude).enumerate() {
-        let bound = m * 2f32.powi(-10) + 1e-5 * (1.0 + f.abs());
+        let bound = m * rounding + 1e-5 * (1.0 + f.abs());
         assert!(
             (g - f).abs() <= bound,
-            "{what} on {dev}: element {i}: {g} vs fp32 {f}, bound {bound}"
+            "{what}: element {i}: {g} vs fp32 {f}, bound {bound}"
         );
     }
 }
 
-/// The tf32 `pass` of `shape` gives the same bits in both emulator schedules.
-fn check_tf32_backward_has_no_races(
+/// The `pass` of `shape` gives the same bits in both emulator schedules, in each tensor-core
+/// precision.
+fn check_mma_backward_has_no_races(
     test: &str,
     shape: Shape,
     pass: BackwardPass,
@@ -881,71 +975,85 @@ fn check_tf32_backward_has_no_races(
     let mut rng = test_rng(test);
     let c = case(&mut rng, shape);
     let (a, b) = operands(&c);
-    let run = |schedule| pass(a, b, &c, &Device::Emu(schedule), ConvPrecision::Tf32);
-    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
-}
-
-#[test]
-fn conv_tf32_backward_data_kernel_matches_tf32_reference() {
-    // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
-    // shapes as the forward, whose C_in and C_out now play each other's part, then the
-    // channel-slice form's.
-    let mut rng = test_rng("conv_tf32_bwd_data");
-    for dev in kernel_devices("conv_tf32_bwd_data") {
-        for &s in TF32_SHAPES.iter().chain(TF32_BACKWARD_CHANNEL_SLICE_SHAPES) {
-            let c = case(&mut rng, s);
-            let what = format!("tf32 conv backward data {s:?}");
-            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
-        }
-    }
-}
-
-#[test]
-fn conv_tf32_backward_data_kernel_has_no_races() {
-    // The general kernel, then the channel-slice one (and its weight reordering).
-    for shape in [
-        square((2, 3, 7, 7, 5, 3, 1, 1)),
-        square((2, 5, 5, 6, 32, 3, 1, 1)),
-    ] {
-        check_tf32_backward_has_no_races(
-            "conv_tf32_bwd_data_races",
-            shape,
-            backward_data_of,
-            |c| (&c.dy, &c.w),
+    for precision in MMA_PRECISIONS {
+        let run = |schedule| pass(a, b, &c, &Device::Emu(schedule), precision);
+        assert_eq!(
+            run(EmuSchedule::Forward),
+            run(EmuSchedule::Reverse),
+            "{precision}"
         );
     }
 }
 
 #[test]
-fn conv_tf32_backward_weight_kernel_matches_tf32_reference() {
-    // The split-K backward-weight GEMM (K = batch x output pixels) on the tensor-core tile. The
-    // 10x10 batch of 4 has K = 400 in 2 splits of 208 (src/ops/conv.rs weight_grad_splits): the
-    // first split ends halfway through a 32-wide k slice, the second at K. Then the
-    // channel-slice form's shapes.
-    let mut rng = test_rng("conv_tf32_bwd_weight");
-    let split = [square((4, 2, 10, 10, 3, 3, 1, 1))];
-    let shapes = TF32_SHAPES
-        .iter()
-        .chain(&split)
-        .chain(TF32_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES);
-    for dev in kernel_devices("conv_tf32_bwd_weight") {
-        for &s in shapes.clone() {
-            let c = case(&mut rng, s);
-            let what = format!("tf32 conv backward weight {s:?}");
-            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
+fn conv_tensor_core_backward_data_kernels_match_their_reference() {
+    // The backward-data GEMM (M = C_in, K = C_out taps) on the tensor-core tile: the same
+    // shapes as the forward, whose C_in and C_out now play each other's part, then the
+    // channel-slice form's.
+    let mut rng = test_rng("conv_mma_bwd_data");
+    for dev in kernel_devices("conv_mma_bwd_data") {
+        for precision in MMA_PRECISIONS {
+            for &s in MMA_SHAPES.iter().chain(MMA_BACKWARD_CHANNEL_SLICE_SHAPES) {
+                let c = case(&mut rng, s);
+                let what = format!("conv backward data {s:?}");
+                check_mma_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev, precision);
+            }
         }
     }
 }
 
 #[test]
-fn conv_tf32_backward_weight_kernel_has_no_races() {
+fn conv_tensor_core_backward_data_kernels_have_no_races() {
+    // The general kernel, then the channel-slice one (and its weight reordering).
+    for shape in [
+        square((2, 3, 7, 7, 5, 3, 1, 1)),
+        square((2, 5, 5, 6, 32, 3, 1, 1)),
+    ] {
+        check_mma_backward_has_no_races("conv_mma_bwd_data_races", shape, backward_data_of, |c| {
+            (&c.dy, &c.w)
+        });
+    }
+}
+
+#[test]
+fn conv_tensor_core_backward_weight_kernels_match_their_reference() {
+    // The split-K backward-weight GEMM (K = batch x output pixels) on the tensor-core tile. The
+    // 10x10 batch of 4 has K = 400 in 2 splits of 208 (src/ops/conv.rs weight_grad_splits): the
+    // first split ends halfway through a 32-wide k slice, the second at K. Then the
+    // channel-slice form's shapes.
+    let mut rng = test_rng("conv_mma_bwd_weight");
+    let split = [square((4, 2, 10, 10, 3, 3, 1, 1))];
+    let shapes = MMA_SHAPES
+        .iter()
+        .chain(&split)
+        .chain(MMA_BACKWARD_WEIGHT_CHANNEL_SLICE_SHAPES);
+    for dev in kernel_devices("conv_mma_bwd_weight") {
+        for precision in MMA_PRECISIONS {
+            for &s in shapes.clone() {
+                let c = case(&mut rng, s);
+                let what = format!("conv backward weight {s:?}");
+                check_mma_backward(
+                    &what,
+                    backward_weight_of,
+                    (&c.dy, &c.x),
+                    &c,
+                    &dev,
+                    precision,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_tensor_core_backward_weight_kernels_have_no_races() {
     // The general kernel, then the channel-slice one (whose epilogue reorders its columns).
     for shape in [
         square((2, 3, 7, 7, 5, 3, 1, 1)),
         square((2, 64, 5, 6, 3, 3, 1, 1)),
     ] {
-        check_tf32_backward_has_no_races(
-            "conv_tf32_bwd_weight_races",
+        check_mma_backward_has_no_races(
+            "conv_mma_bwd_weight_races",
             shape,
             backward_weight_of,
             |c| (&c.dy, &c.x),
@@ -954,36 +1062,51 @@ fn conv_tf32_backward_weight_kernel_has_no_races() {
 }
 
 #[test]
-fn strided_conv_tf32_kernels_match_tf32_reference() {
+fn strided_conv_tensor_core_kernels_match_their_reference() {
     // All three tensor-core passes on the strided shapes: the forward's and weight gradient's
     // strided gather, the backward data's exact-quotient gather.
-    let mut rng = test_rng("conv_strided_tf32");
-    for dev in kernel_devices("conv_strided_tf32") {
-        for &s in STRIDED_SHAPES {
-            let c = case(&mut rng, s);
-            check_tf32_forward(&format!("tf32 conv {s:?}"), &c, &dev);
-            let what = format!("tf32 conv backward data {s:?}");
-            check_tf32_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev);
-            let what = format!("tf32 conv backward weight {s:?}");
-            check_tf32_backward(&what, backward_weight_of, (&c.dy, &c.x), &c, &dev);
+    let mut rng = test_rng("conv_strided_mma");
+    for dev in kernel_devices("conv_strided_mma") {
+        for precision in MMA_PRECISIONS {
+            for &s in STRIDED_SHAPES {
+                let c = case(&mut rng, s);
+                check_mma_forward(&format!("conv {s:?}"), &c, &dev, precision);
+                let what = format!("conv backward data {s:?}");
+                check_mma_backward(&what, backward_data_of, (&c.dy, &c.w), &c, &dev, precision);
+                let what = format!("conv backward weight {s:?}");
+                check_mma_backward(
+                    &what,
+                    backward_weight_of,
+                    (&c.dy, &c.x),
+                    &c,
+                    &dev,
+                    precision,
+                );
+            }
         }
     }
 }
 
 #[test]
-fn strided_conv_tf32_kernels_have_no_races() {
-    let mut rng = test_rng("conv_strided_tf32_races");
+fn strided_conv_tensor_core_kernels_have_no_races() {
+    let mut rng = test_rng("conv_strided_mma_races");
     let c = case(&mut rng, STRIDED_RACE_SHAPE);
-    let run = |schedule| forward(&c, &Device::Emu(schedule), ConvPrecision::Tf32);
-    assert_eq!(run(EmuSchedule::Forward), run(EmuSchedule::Reverse));
-    check_tf32_backward_has_no_races(
-        "conv_strided_tf32_bwd_data_races",
+    for precision in MMA_PRECISIONS {
+        let run = |schedule| forward(&c, &Device::Emu(schedule), precision);
+        assert_eq!(
+            run(EmuSchedule::Forward),
+            run(EmuSchedule::Reverse),
+            "{precision}"
+        );
+    }
+    check_mma_backward_has_no_races(
+        "conv_strided_mma_bwd_data_races",
         STRIDED_RACE_SHAPE,
         backward_data_of,
         |c| (&c.dy, &c.w),
     );
-    check_tf32_backward_has_no_races(
-        "conv_strided_tf32_bwd_weight_races",
+    check_mma_backward_has_no_races(
+        "conv_strided_mma_bwd_weight_races",
         STRIDED_RACE_SHAPE,
         backward_weight_of,
         |c| (&c.dy, &c.x),

@@ -291,6 +291,54 @@ fn wmma_tf32_product() {
     }
 }
 
+/// The bf16 self-test: a (16x16 row-major) times b (16x16 column-major, so b[n][k]) plus c, all
+/// row-major but b; the kernel rounds a and b to bf16 as it stages them.
+fn wmma_bf16(dev: &Device, a: &[f32], b: &[f32], c: &[f32]) -> Result<Vec<f32>, Error> {
+    let tensor = |v: &[f32]| Tensor::from_slice(v, &[16, 16], dev);
+    let (at, bt, ct) = (tensor(a)?, tensor(b)?, tensor(c)?);
+    let mut d = Tensor::uninit(&[16, 16], dev)?;
+    launch(
+        dev,
+        "selftest_wmma_bf16_f32",
+        LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0),
+        &mut [
+            KernelArg::In(at.buffer()),
+            KernelArg::In(bt.buffer()),
+            KernelArg::In(ct.buffer()),
+            KernelArg::Out(d.buffer_mut()),
+        ],
+    )?;
+    d.to_vec()
+}
+
+#[test]
+fn wmma_bf16_product() {
+    // Operands with bits below bf16's 7 mantissa bits, so a kernel that skipped or mis-rounded
+    // the conversion (truncating, or rounding ties away) lands far from the want.
+    let mut rng = test_rng("wmma_bf16");
+    let (a, b, c) = (
+        random_vec(&mut rng, 256, -1.0, 1.0),
+        random_vec(&mut rng, 256, -1.0, 1.0),
+        random_vec(&mut rng, 256, -1.0, 1.0),
+    );
+    let bf16 = dalemeetslangevin::ops::conv_precision::round_to_bf16;
+    let mut want = vec![0.0; 256];
+    for m in 0..16 {
+        for n in 0..16 {
+            let dot: f64 = (0..16)
+                .map(|k| bf16(a[m * 16 + k]) as f64 * bf16(b[n * 16 + k]) as f64)
+                .sum();
+            want[m * 16 + n] = (c[m * 16 + n] as f64 + dot) as f32;
+        }
+    }
+    let mut devices = kernel_devices("wmma_bf16");
+    devices.push(EMU_REVERSE);
+    for dev in devices {
+        let got = wmma_bf16(&dev, &a, &b, &c).unwrap();
+        assert_close(&format!("wmma bf16 on {dev}"), &got, &want, 1e-5, 1e-5);
+    }
+}
+
 #[test]
 fn divergent_wmma_is_reported() {
     let z = vec![0.0; 256];

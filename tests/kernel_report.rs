@@ -11,19 +11,28 @@ use serde_json::Value;
 /// The architectures build.rs compiles SASS for.
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
-/// The kernels whose source calls `nvcuda::wmma` (grep wmma kernels/): their SASS must issue
-/// tensor-core instructions, or the tf32 path silently runs on the FMA units. The three
-/// convolution passes are each pass's default kernel on cuda (tf32, issue 13), the channel-slice
-/// forms where the channels allow.
-const WMMA_KERNELS: [&str; 8] = [
-    "conv2d_forward_tf32_f32",
-    "conv2d_forward_tf32_channel_slices_f32",
-    "conv2d_backward_data_tf32_f32",
-    "conv2d_backward_data_tf32_channel_slices_f32",
-    "conv2d_backward_weight_tf32_f32",
-    "conv2d_backward_weight_tf32_channel_slices_f32",
-    "matmul_tf32_f32",
-    "selftest_wmma_tf32_f32",
+/// The kernels whose source calls `nvcuda::wmma` (grep wmma kernels/), with the operand type
+/// their SASS must name in its tensor-core instructions (HMMA.1688.F32.TF32,
+/// HMMA.16816.F32.BF16), or the tensor-core path silently runs on the FMA units or in another
+/// format. The three tf32 convolution passes are each pass's default kernel on cuda (issue 13),
+/// the channel-slice forms where the channels allow; bf16 is `--precision bf16`.
+const WMMA_KERNELS: [(&str, &str); 16] = [
+    ("conv2d_forward_tf32_f32", "TF32"),
+    ("conv2d_forward_tf32_channel_slices_f32", "TF32"),
+    ("conv2d_backward_data_tf32_f32", "TF32"),
+    ("conv2d_backward_data_tf32_channel_slices_f32", "TF32"),
+    ("conv2d_backward_weight_tf32_f32", "TF32"),
+    ("conv2d_backward_weight_tf32_channel_slices_f32", "TF32"),
+    ("matmul_tf32_f32", "TF32"),
+    ("selftest_wmma_tf32_f32", "TF32"),
+    ("conv2d_forward_bf16_f32", "BF16"),
+    ("conv2d_forward_bf16_channel_slices_f32", "BF16"),
+    ("conv2d_backward_data_bf16_f32", "BF16"),
+    ("conv2d_backward_data_bf16_channel_slices_f32", "BF16"),
+    ("conv2d_backward_weight_bf16_f32", "BF16"),
+    ("conv2d_backward_weight_bf16_channel_slices_f32", "BF16"),
+    ("matmul_bf16_f32", "BF16"),
+    ("selftest_wmma_bf16_f32", "BF16"),
 ];
 
 /// The JSON report's kernel entries, or None (said on stderr) for a binary built without nvcc.
@@ -103,7 +112,7 @@ fn wmma_kernels_issue_tensor_core_instructions() {
     let Some(kernels) = reported_kernels("wmma_kernels_issue_tensor_core_instructions") else {
         return;
     };
-    for kernel in WMMA_KERNELS {
+    for (kernel, operand) in WMMA_KERNELS {
         for arch in ARCHS {
             let k = entry(&kernels, kernel, arch).expect("reported");
             assert!(
@@ -111,8 +120,8 @@ fn wmma_kernels_issue_tensor_core_instructions() {
                 "{kernel} ({arch}) has no MMA instruction in its SASS: {k}"
             );
             assert!(
-                k["mma_opcodes"].as_str().unwrap().contains("TF32"),
-                "{kernel} ({arch}): not a tf32 MMA: {k}"
+                k["mma_opcodes"].as_str().unwrap().contains(operand),
+                "{kernel} ({arch}): not a {operand} MMA: {k}"
             );
         }
     }

@@ -176,9 +176,9 @@ fn a_network_forward_launches_the_same_kernels_at_any_preset_width() {
 }
 
 #[test]
-fn a_tf32_channel_slice_convolution_launches_its_weight_reordering_too() {
-    // What `dml bench` counts in tf32 on top of fp32: one launch per convolution whose input
-    // channels are a multiple of 32 (kernels/conv.cu, "tf32 channel slices"). The paper network
+fn a_channel_slice_convolution_launches_its_weight_reordering_too() {
+    // What `dml bench` counts in tf32 or bf16 on top of fp32: one launch per convolution whose
+    // input channels are a multiple of 32 (kernels/conv.cu, "channel slices"). The paper network
     // on emu in tf32 would take minutes, so one convolution of each kind is counted here.
     let emu = Device::Emu(EmuSchedule::Forward);
     let launches = |c_in: usize, precision: ConvPrecision| {
@@ -190,6 +190,8 @@ fn a_tf32_channel_slice_convolution_launches_its_weight_reordering_too() {
         launches_on_this_thread() - before
     };
     assert_eq!(launches(32, ConvPrecision::Fp32), 1);
-    assert_eq!(launches(32, ConvPrecision::Tf32), 2);
-    assert_eq!(launches(3, ConvPrecision::Tf32), 1);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        assert_eq!(launches(32, precision), 2, "{precision}");
+        assert_eq!(launches(3, precision), 1, "{precision}");
+    }
 }

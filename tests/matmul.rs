@@ -7,7 +7,7 @@ use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::autograd::{ParamStore, Tape};
 use dalemeetslangevin::device::EmuSchedule;
-use dalemeetslangevin::ops::conv_precision::round_to_tf32;
+use dalemeetslangevin::ops::conv_precision::{round_to_bf16, round_to_tf32};
 use dalemeetslangevin::ops::matmul::{matmul, matmul_batch_sum};
 use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::{Device, Tensor};
@@ -177,82 +177,90 @@ fn matmul_batch_sum_kernels_match_cpu_reference() {
 }
 
 /// Tensor cores accumulate the products of an mma step with their own (not IEEE) rounding, so a
-/// tf32 sum on the GPU may carry a few more ulp than the fp32 kernel's; the products themselves
-/// are exact in fp32 (two 11-bit significands), as on the cpu.
-const TF32_TOL: f32 = 32.0 * ULP;
+/// tf32 or bf16 sum on the GPU may carry a few more ulp than the fp32 kernel's; the products
+/// themselves are exact in fp32 (two 11-bit or two 8-bit significands), as on the cpu.
+const MMA_TOL: f32 = 32.0 * ULP;
 
-/// The tf32 kernel against the cpu's tf32 reference (the same rounded operands), and against
-/// fp32 element by element: each product is off by at most 2^-10 of its size (two operands each
-/// within 2^-11), so |error| <= 2^-10 sum |a b| plus fp32 rounding.
-fn check_tf32(what: &str, c: &Case, dev: &Device, product: Product) {
-    let got = run(c, dev, ConvPrecision::Tf32, product);
-    let want = run(c, &Device::Cpu, ConvPrecision::Tf32, product);
+/// The tensor-core kernel of `precision` against the cpu's reference in it (the same rounded
+/// operands), and against fp32 element by element: each product is off by at most 2^-10 of its
+/// size in tf32 (two operands each within 2^-11), 2^-7 in bf16 (each within 2^-8), and the
+/// error of the sum by as much of sum |a b|, plus fp32 rounding.
+fn check_mma(what: &str, c: &Case, dev: &Device, precision: ConvPrecision, product: Product) {
+    let got = run(c, dev, precision, product);
+    let want = run(c, &Device::Cpu, precision, product);
     let magnitude = magnitude(c, product);
-    assert_within(
-        &format!("{what} on {dev}"),
-        &got,
-        &want,
-        &magnitude,
-        TF32_TOL,
-    );
+    let what = format!("{precision} {what} on {dev}");
+    assert_within(&what, &got, &want, &magnitude, MMA_TOL);
     let fp32 = run(c, &Device::Cpu, ConvPrecision::Fp32, product);
-    let what = format!("{what} on {dev} vs fp32");
-    assert_within(&what, &got, &fp32, &magnitude, 2f32.powi(-10) + TF32_TOL);
+    let rounding = match precision {
+        ConvPrecision::Bf16 => 2f32.powi(-7) * 1.01,
+        _ => 2f32.powi(-10) * 1.001,
+    };
+    assert_within(
+        &format!("{what} vs fp32"),
+        &got,
+        &fp32,
+        &magnitude,
+        rounding + MMA_TOL,
+    );
 }
 
 /// Few and small: the emulator runs every lane's mma in full.
-const TF32_SHAPES: &[Shape] = &[
+const MMA_SHAPES: &[Shape] = &[
     shape(None, None, 1, 1, 1),
     shape(Some(2), Some(2), 17, 65, 33),
     shape(Some(1), Some(2), 9, 7, 70),
 ];
 
 #[test]
-fn matmul_tf32_kernel_matches_tf32_reference() {
-    let mut rng = test_rng("matmul_tf32");
-    for dev in kernel_devices("matmul_tf32") {
-        for &s in TF32_SHAPES {
-            for t in TRANSPOSES {
-                let c = case(&mut rng, s, t);
-                check_tf32(
-                    &format!("tf32 {s:?} transposes {t:?}"),
-                    &c,
-                    &dev,
-                    Product::Batched,
-                );
+fn matmul_tensor_core_kernels_match_their_reference() {
+    let mut rng = test_rng("matmul_mma");
+    for dev in kernel_devices("matmul_mma") {
+        for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+            for &s in MMA_SHAPES {
+                for t in TRANSPOSES {
+                    let c = case(&mut rng, s, t);
+                    let what = format!("{s:?} transposes {t:?}");
+                    check_mma(&what, &c, &dev, precision, Product::Batched);
+                }
             }
+            let s = shape(Some(130), Some(130), 3, 2, 9);
+            let c = case(&mut rng, s, (true, false));
+            check_mma(
+                &format!("batch sum {s:?}"),
+                &c,
+                &dev,
+                precision,
+                Product::BatchSum,
+            );
         }
-        let s = shape(Some(130), Some(130), 3, 2, 9);
-        let c = case(&mut rng, s, (true, false));
-        check_tf32(
-            &format!("tf32 batch sum {s:?}"),
-            &c,
-            &dev,
-            Product::BatchSum,
-        );
     }
 }
 
 #[test]
-fn matmul_precision_is_honoured_and_tf32_rounds_the_operands() {
-    // On the cpu, tf32 is the fp32 product of the rounded operands, exactly.
+fn matmul_precision_is_honoured_and_rounds_the_operands() {
+    // On the cpu, tf32 and bf16 are the fp32 product of the rounded operands, exactly.
     let mut rng = test_rng("matmul_precision");
     let c = case(&mut rng, shape(Some(2), Some(2), 5, 6, 7), (false, true));
-    let tf32 = run(&c, &Device::Cpu, ConvPrecision::Tf32, Product::Batched);
-    let round = |v: &[f32]| v.iter().map(|&e| round_to_tf32(e)).collect::<Vec<_>>();
-    let rounded = product_of(
-        &round(&c.a),
-        &round(&c.b),
-        &c,
-        &Device::Cpu,
-        ConvPrecision::Fp32,
-        Product::Batched,
-    );
-    assert_eq!(tf32, rounded);
-    assert_ne!(
-        tf32,
-        run(&c, &Device::Cpu, ConvPrecision::Fp32, Product::Batched)
-    );
+    let fp32 = run(&c, &Device::Cpu, ConvPrecision::Fp32, Product::Batched);
+    for precision in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
+        let round = match precision {
+            ConvPrecision::Bf16 => round_to_bf16,
+            _ => round_to_tf32,
+        };
+        let got = run(&c, &Device::Cpu, precision, Product::Batched);
+        let rounded = |v: &[f32]| v.iter().map(|&e| round(e)).collect::<Vec<_>>();
+        let want = product_of(
+            &rounded(&c.a),
+            &rounded(&c.b),
+            &c,
+            &Device::Cpu,
+            ConvPrecision::Fp32,
+            Product::Batched,
+        );
+        assert_eq!(got, want, "{precision}");
+        assert_ne!(got, fp32, "{precision}");
+    }
 }
 
 #[test]
@@ -268,6 +276,11 @@ fn matmul_kernels_have_no_races() {
         (
             shape(Some(2), Some(2), 33, 20, 40),
             ConvPrecision::Tf32,
+            Product::Batched,
+        ),
+        (
+            shape(Some(2), Some(2), 33, 20, 40),
+            ConvPrecision::Bf16,
             Product::Batched,
         ),
         (

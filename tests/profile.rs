@@ -211,14 +211,14 @@ fn a_wmma_tile_counts_2_m_n_k_tensor_flops() {
     assert!(s.shared_load_requests >= 16, "{s:?}");
 }
 
-/// The FLOPs of every launch of one convolution, (SIMT, tensor).
+/// The FLOPs of every launch of one convolution, (SIMT, tensor, of which bf16).
 fn conv_flops(
     c_in: usize,
     c_out: usize,
     hw: usize,
     k: usize,
     precision: ConvPrecision,
-) -> (u64, u64) {
+) -> (u64, u64, u64) {
     let dev = Device::emu();
     let mut rng = test_rng("profile_conv");
     let x = Tensor::from_slice(
@@ -239,26 +239,31 @@ fn conv_flops(
     (
         total(|l| l.stats.simt_flops),
         total(|l| l.stats.tensor_flops),
+        total(|l| l.stats.bf16_tensor_flops),
     )
 }
 
 #[test]
 fn conv_flops_match_2_cout_cin_taps_pixels() {
-    // Shapes that fill the tiles (64x64; 64x128 for the tf32 channel-slice forward, c_in a
-    // multiple of 32) and the K slices exactly: issued FLOPs are the formula's.
+    // Shapes that fill the tiles (64x64; 64x128 for the channel-slice forward, c_in a multiple
+    // of 32) and the K slices exactly: issued FLOPs are the formula's, at bf16's rate in bf16.
     let formula = |c_in: usize, c_out: usize, hw: usize, k: usize| {
         (2 * c_out * c_in * k * k * hw * hw) as u64
     };
     assert_eq!(
         conv_flops(16, 64, 8, 1, ConvPrecision::Fp32),
-        (formula(16, 64, 8, 1), 0)
+        (formula(16, 64, 8, 1), 0, 0)
     );
     assert_eq!(
         conv_flops(32, 64, 16, 1, ConvPrecision::Tf32),
-        (0, formula(32, 64, 16, 1))
+        (0, formula(32, 64, 16, 1), 0)
+    );
+    assert_eq!(
+        conv_flops(32, 64, 16, 1, ConvPrecision::Bf16),
+        (0, formula(32, 64, 16, 1), formula(32, 64, 16, 1))
     );
     // A ragged shape issues whole tiles: at least the formula, padded up to the tile.
-    let (simt, _) = conv_flops(3, 5, 7, 3, ConvPrecision::Fp32);
+    let (simt, _, _) = conv_flops(3, 5, 7, 3, ConvPrecision::Fp32);
     let padded =
         2 * 64 * 64 * 16 * (7 * 7usize).div_ceil(64) as u64 * (3usize * 9).div_ceil(16) as u64;
     assert!(simt >= formula(3, 5, 7, 3), "{simt}");
@@ -288,6 +293,16 @@ fn the_roofline_names_the_limit_and_scales_small_grids() {
         (p1.seconds - (3e-6 + 132.0 * 32e6 / 4.8e12)).abs() < 1e-9,
         "{p1:?}"
     );
+    // Tensor FLOPs at the dense TF32 peak, or BF16's (twice it) for the bf16 part.
+    let tensor = EmuProfileStats {
+        tensor_flops: 3_000_000_000,
+        bf16_tensor_flops: 1_000_000_000,
+        ..Default::default()
+    };
+    let p = predict(&H200, &full, &tensor);
+    assert_eq!(p.limit, Limit::Tensor);
+    let want = 3e-6 + 2e9 / 494.7e12 + 1e9 / 989.4e12;
+    assert!((p.seconds - want).abs() < 1e-12, "{p:?}");
     // Nothing to do: the launch overhead is the time.
     let idle = predict(&H200, &full, &EmuProfileStats::default());
     assert_eq!((idle.limit, idle.seconds), (Limit::Launch, 3e-6));

@@ -95,7 +95,7 @@ namespace profile {
 // identifies the instruction, as the return address does for instrumented accesses.
 void record(uintptr_t site, const void* addr, unsigned bytes, bool store);
 void count_simt_flops(uint64_t n);
-void count_tensor_flops(uint64_t n);
+void count_tensor_flops(uint64_t n, bool bf16);
 void count_atomic();
 }  // namespace profile
 #endif
@@ -340,5 +340,7 @@ using std::log;
 using std::sin;
 using std::sqrt;
 
-// nvcuda::wmma (the tensor-core API of <mma.h>) for the shapes the kernels use.
+// __nv_bfloat16 (<cuda_bf16.h>) and nvcuda::wmma (the tensor-core API of <mma.h>) for the shapes
+// the kernels use.
+#include "bf16_emu.h"
 #include "wmma_emu.h"

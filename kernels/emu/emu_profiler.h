@@ -57,7 +57,7 @@ struct ProfileStats {
     uint64_t shared_load_requests, shared_store_requests;
     uint64_t shared_wavefronts, shared_ideal_wavefronts, shared_max_ways;
     uint64_t warp_accesses, divergent_warp_accesses;
-    uint64_t simt_flops, tensor_flops;
+    uint64_t simt_flops, tensor_flops, bf16_tensor_flops;  // bf16_tensor_flops: part of tensor_flops
     uint64_t atomics, block_barriers, warp_barriers;
     uint64_t unclassified_accesses;
 };
@@ -319,8 +319,10 @@ void record(uintptr_t site, const void* addr, unsigned bytes, bool store) { log_
 void count_simt_flops(uint64_t n) {
     if (state.active) state.stats.simt_flops += n;
 }
-void count_tensor_flops(uint64_t n) {
-    if (state.active) state.stats.tensor_flops += n;
+void count_tensor_flops(uint64_t n, bool bf16) {
+    if (!state.active) return;
+    state.stats.tensor_flops += n;
+    if (bf16) state.stats.bf16_tensor_flops += n;
 }
 void count_atomic() {
     if (state.active) ++state.stats.atomics;

@@ -80,8 +80,8 @@ pub(super) fn fresh_network(step: &NetworkStep) -> Result<(ScoreNetConfig, Param
 /// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) with
 /// its convolutions in `precision` on `device`, which must run kernels (`emu` or `cuda`; the count
 /// does not depend on which, nor on the batch): what launch overhead scales with at the small
-/// batches people sample with. In tf32, each convolution whose channel-slice form applies adds the
-/// launch that reorders its weights (kernels/conv.cu).
+/// batches people sample with. In tf32 or bf16, each convolution whose channel-slice form applies
+/// adds the launch that reorders its weights (kernels/conv.cu).
 pub fn launches_per_forward(
     preset: Preset,
     precision: ConvPrecision,

@@ -36,7 +36,7 @@ pub struct ProfileArgs {
     /// Grey 28x28 images per call of the FID Inception item (`dml bench`: 16).
     #[arg(long, default_value_t = 1)]
     pub inception_batch: usize,
-    /// Arithmetic of the convolutions: fp32 (SIMT) or tf32 (tensor cores).
+    /// Arithmetic of the convolutions: fp32 (SIMT), or tf32 or bf16 operands (tensor cores).
     #[arg(long, value_enum, default_value_t = ConvPrecision::Fp32)]
     pub precision: ConvPrecision,
     /// Only the one-line-per-item summary, not each item's kernels.

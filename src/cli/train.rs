@@ -111,9 +111,9 @@ pub struct TrainArgs {
     /// the average is not dominated by the random initial weights early in a run.
     #[arg(long)]
     pub ema_warmup: bool,
-    /// Arithmetic of the convolutions (all three passes), stored in the checkpoint [default:
-    /// tf32 on cuda (tensor cores), fp32 on cpu and emu; on --resume, the run's own, which a
-    /// different value may not change].
+    /// Arithmetic of the convolutions (all three passes), stored in the checkpoint: fp32, or
+    /// tf32 or bf16 operands on tensor cores [default: tf32 on cuda, fp32 on cpu and emu; on
+    /// --resume, the run's own, which a different value may not change].
     #[arg(long, value_enum)]
     pub precision: Option<ConvPrecision>,
     /// Seeds initialisation, data order, levels and noise: same seed, same run.

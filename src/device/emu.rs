@@ -51,6 +51,8 @@ pub struct EmuProfileStats {
     pub divergent_warp_accesses: u64,
     pub simt_flops: u64,
     pub tensor_flops: u64,
+    /// The part of `tensor_flops` with bf16 operands (twice tf32's peak rate).
+    pub bf16_tensor_flops: u64,
     pub atomics: u64,
     pub block_barriers: u64,
     pub warp_barriers: u64,

@@ -9,11 +9,11 @@
 //! quarter of their taps in the padding run without those taps, region by region
 //! (conv/regions.rs, SPEC section 9.2); emu and cuda run the
 //! implicit-GEMM kernels. All three passes run in the [`ConvPrecision`] its [`Conv2dCfg`] names
-//! (fp32 unless the network chose tf32; the cpu rounds their operands to tf32 to match the
-//! tensor-core kernels).
+//! (fp32 unless the network chose tf32 or bf16; the cpu rounds their operands to match the
+//! tensor-core kernels, SPEC section 9.3).
 use std::cell::RefCell;
 
-use super::conv_precision::{round_to_tf32, ConvPrecision};
+use super::conv_precision::ConvPrecision;
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::device::Device;
@@ -124,21 +124,21 @@ impl Default for Conv2dCfg {
     }
 }
 
-/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tf32 kernels use the
-/// same TILE_M x TILE_N tiles and THREADS, but for the channel-slice forward's wider TILE_N
-/// (CONV_TF32_WIDE_TILE_N).
+/// Tile sizes of kernels/conv.cu (CONV_TILE_*), for the launch geometry; the tensor-core kernels
+/// use the same TILE_M x TILE_N tiles and THREADS, but for the channel-slice forms' wider TILE_N
+/// (CONV_MMA_WIDE_TILE_N).
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const TILE_K: usize = 16;
 const THREADS: u32 = 256;
-const TF32_WIDE_TILE_N: usize = 128;
-/// The tf32 kernels' K slice (CONV_TF32_TILE_K): the channel-slice kernels take gathered channel
-/// counts (c_in forward, c_out backward data) that are a multiple of it, so that no slice
+const MMA_WIDE_TILE_N: usize = 128;
+/// The tensor-core kernels' K slice (CONV_MMA_TILE_K): the channel-slice kernels take gathered
+/// channel counts (c_in forward, c_out backward data) that are a multiple of it, so that no slice
 /// straddles two filter taps.
-const TF32_TILE_K: usize = 32;
-/// The tf32 channel-slice backward weight takes input channel counts that are a multiple of the
+const MMA_TILE_K: usize = 32;
+/// The channel-slice backward weight takes input channel counts that are a multiple of the
 /// column tile (TILE_N), so that a block's columns are channels of one filter tap.
-const TF32_BACKWARD_WEIGHT_CHANNELS: usize = TILE_N;
+const MMA_BACKWARD_WEIGHT_CHANNELS: usize = TILE_N;
 
 /// The shape of one convolution, validated.
 #[derive(Clone, Copy, Debug)]
@@ -327,14 +327,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
                     regions::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
                 }
                 ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
-                ConvPrecision::Tf32 => {
-                    let (x, w) = (tf32_copy(x.host()?), tf32_copy(w.host()?));
+                p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
+                    let (x, w) = (p.operand_copy(x.host()?), p.operand_copy(w.host()?));
                     cpu::forward(&d, &x, &w, bias, y.host_mut()?)
                 }
             }
         }
-        dev if cfg.precision == ConvPrecision::Tf32 && d.c_in % TF32_TILE_K == 0 => {
-            forward_channel_slices(&d, x, w, bias, &mut y, dev)?
+        dev if cfg.precision.on_tensor_cores() && d.c_in % MMA_TILE_K == 0 => {
+            forward_channel_slices(&d, x, w, bias, &mut y, cfg.precision, dev)?
         }
         dev => {
             let mut args = vec![
@@ -349,6 +349,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
             let kernel = match cfg.precision {
                 ConvPrecision::Fp32 => "conv2d_forward_f32",
                 ConvPrecision::Tf32 => "conv2d_forward_tf32_f32",
+                ConvPrecision::Bf16 => "conv2d_forward_bf16_f32",
             };
             launch(dev, kernel, g, &mut args)?;
         }
@@ -356,19 +357,29 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
     Ok(y)
 }
 
-/// The weights reordered for a tap-major GEMM and rounded to tf32 (kernels/conv.cu, "tf32 channel
-/// slices"): [c_out, kh, kw, c_in] for the forward, or [c_in, kh, kw, c_out] for backward data
-/// (`by_input`).
-fn weight_tap_major(d: &ConvDims, w: &Tensor, by_input: bool, dev: &Device) -> Result<Tensor> {
+/// The weights reordered for a tap-major GEMM and rounded to `precision`'s operands
+/// (kernels/conv.cu, "channel slices"): [c_out, kh, kw, c_in] for the forward, or
+/// [c_in, kh, kw, c_out] for backward data (`by_input`).
+fn weight_tap_major(
+    d: &ConvDims,
+    w: &Tensor,
+    by_input: bool,
+    precision: ConvPrecision,
+    dev: &Device,
+) -> Result<Tensor> {
     let (rows, cols) = if by_input {
         (d.c_in, d.c_out)
     } else {
         (d.c_out, d.c_in)
     };
     let mut wt = Tensor::uninit(&[rows, d.kh, d.kw, cols], dev)?;
+    let kernel = match precision {
+        ConvPrecision::Bf16 => "conv2d_weight_tap_major_bf16_f32",
+        _ => "conv2d_weight_tap_major_tf32_f32",
+    };
     launch(
         dev,
-        "conv2d_weight_tap_major_tf32_f32",
+        kernel,
         LaunchGeometry::elementwise(w.numel()),
         &mut [
             Arg::In(w),
@@ -382,18 +393,19 @@ fn weight_tap_major(d: &ConvDims, w: &Tensor, by_input: bool, dev: &Device) -> R
     Ok(wt)
 }
 
-/// The tf32 forward for input channel counts that are a multiple of the 32-wide K slice: the
-/// weights reordered tap-major, then the GEMM over whole-tap channel slices of x, whose gathers
-/// cost an add per element instead of two divisions and four bounds tests.
+/// The tensor-core forward for input channel counts that are a multiple of the 32-wide K slice:
+/// the weights reordered tap-major, then the GEMM over whole-tap channel slices of x, whose
+/// gathers cost an add per element instead of two divisions and four bounds tests.
 fn forward_channel_slices(
     d: &ConvDims,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     y: &mut Tensor,
+    precision: ConvPrecision,
     dev: &Device,
 ) -> Result<()> {
-    let wt = weight_tap_major(d, w, false, dev)?;
+    let wt = weight_tap_major(d, w, false, precision, dev)?;
     let mut args = vec![
         Arg::In(x),
         Arg::In(&wt),
@@ -402,13 +414,12 @@ fn forward_channel_slices(
         Arg::I32(bias.is_some() as i32),
     ];
     args.extend(d.args());
-    let g = tiled_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1, TF32_WIDE_TILE_N);
-    launch(dev, "conv2d_forward_tf32_channel_slices_f32", g, &mut args)
-}
-
-/// The operand as the tf32 kernel sees it: every element rounded to tf32.
-fn tf32_copy(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&e| round_to_tf32(e)).collect()
+    let g = tiled_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1, MMA_WIDE_TILE_N);
+    let kernel = match precision {
+        ConvPrecision::Bf16 => "conv2d_forward_bf16_channel_slices_f32",
+        _ => "conv2d_forward_tf32_channel_slices_f32",
+    };
+    launch(dev, kernel, g, &mut args)
 }
 
 /// The dimensions of a backward pass, after checking the output gradient's shape and that
@@ -446,27 +457,23 @@ pub fn conv2d_backward_data(
                 regions::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?)
             }
             ConvPrecision::Fp32 => cpu::backward_data(&d, dy.host()?, w.host()?, dx.host_mut()?),
-            ConvPrecision::Tf32 => {
-                let (dy, w) = (tf32_copy(dy.host()?), tf32_copy(w.host()?));
+            p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
+                let (dy, w) = (p.operand_copy(dy.host()?), p.operand_copy(w.host()?));
                 cpu::backward_data(&d, &dy, &w, dx.host_mut()?)
             }
         },
-        dev if cfg.precision == ConvPrecision::Tf32
-            && d.c_out % TF32_TILE_K == 0
-            && d.stride == 1 =>
-        {
+        dev if cfg.precision.on_tensor_cores() && d.c_out % MMA_TILE_K == 0 && d.stride == 1 => {
             // The channel-slice form of the forward (above), over dy's channels; at stride 1
             // only, where every input pixel is reached by every tap without a divisibility test.
-            let wt = weight_tap_major(&d, w, true, dev)?;
+            let wt = weight_tap_major(&d, w, true, cfg.precision, dev)?;
             let mut args = vec![Arg::In(dy), Arg::In(&wt), Arg::Out(&mut dx)];
             args.extend(d.args());
-            let g = tiled_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1, TF32_WIDE_TILE_N);
-            launch(
-                dev,
-                "conv2d_backward_data_tf32_channel_slices_f32",
-                g,
-                &mut args,
-            )?;
+            let g = tiled_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1, MMA_WIDE_TILE_N);
+            let kernel = match cfg.precision {
+                ConvPrecision::Bf16 => "conv2d_backward_data_bf16_channel_slices_f32",
+                _ => "conv2d_backward_data_tf32_channel_slices_f32",
+            };
+            launch(dev, kernel, g, &mut args)?;
         }
         dev => {
             let mut args = vec![Arg::In(dy), Arg::In(w), Arg::Out(&mut dx)];
@@ -475,6 +482,7 @@ pub fn conv2d_backward_data(
             let kernel = match cfg.precision {
                 ConvPrecision::Fp32 => "conv2d_backward_data_f32",
                 ConvPrecision::Tf32 => "conv2d_backward_data_tf32_f32",
+                ConvPrecision::Bf16 => "conv2d_backward_data_bf16_f32",
             };
             launch(dev, kernel, g, &mut args)?;
         }
@@ -501,8 +509,8 @@ pub fn conv2d_backward_weight(
                 regions::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?)
             }
             ConvPrecision::Fp32 => cpu::backward_weight(&d, dy.host()?, x.host()?, dw.host_mut()?),
-            ConvPrecision::Tf32 => {
-                let (dy, x) = (tf32_copy(dy.host()?), tf32_copy(x.host()?));
+            p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
+                let (dy, x) = (p.operand_copy(dy.host()?), p.operand_copy(x.host()?));
                 cpu::backward_weight(&d, &dy, &x, dw.host_mut()?)
             }
         },
@@ -516,14 +524,17 @@ pub fn conv2d_backward_weight(
             let g = conv_geometry(d.c_out, d.c_in * d.taps(), splits);
             // The channel-slice form (kernels/conv.cu) when a 64-wide column tile is 64
             // channels of one tap.
-            let channel_slices =
-                cfg.precision == ConvPrecision::Tf32 && d.c_in % TF32_BACKWARD_WEIGHT_CHANNELS == 0;
+            let channel_slices = d.c_in % MMA_BACKWARD_WEIGHT_CHANNELS == 0;
             let kernel = match cfg.precision {
                 ConvPrecision::Fp32 => "conv2d_backward_weight_f32",
                 ConvPrecision::Tf32 if channel_slices => {
                     "conv2d_backward_weight_tf32_channel_slices_f32"
                 }
                 ConvPrecision::Tf32 => "conv2d_backward_weight_tf32_f32",
+                ConvPrecision::Bf16 if channel_slices => {
+                    "conv2d_backward_weight_bf16_channel_slices_f32"
+                }
+                ConvPrecision::Bf16 => "conv2d_backward_weight_bf16_f32",
             };
             launch(dev, kernel, g, &mut args)?;
             launch(

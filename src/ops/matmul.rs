@@ -8,10 +8,11 @@
 //! the gradient of such a shared operand.
 //!
 //! The cpu backend runs the crate's GEMM (ops/cpu_gemm.rs) on strided views, so transposes cost
-//! no copy; emu and cuda run the tiled kernels. [`ConvPrecision::Tf32`] multiplies on tensor
-//! cores with operands rounded to tf32, as the convolutions do (ops/conv_precision.rs); the cpu
-//! rounds its operands the same way, the reference the tensor-core kernel is tested against.
-use super::conv_precision::{round_to_tf32, ConvPrecision};
+//! no copy; emu and cuda run the tiled kernels. [`ConvPrecision::Tf32`] and
+//! [`ConvPrecision::Bf16`] multiply on tensor cores with operands rounded to tf32 or bf16, as the
+//! convolutions do (ops/conv_precision.rs); the cpu rounds its operands the same way, the
+//! reference the tensor-core kernels are tested against.
+use super::conv_precision::ConvPrecision;
 use super::cpu_gemm::{gemm, MatRef};
 use super::cpu_parallel::{batch_workers, for_each_item_chunk};
 use crate::device::Device;
@@ -20,7 +21,7 @@ use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
 use crate::tensor::Tensor;
 
 /// Tile sizes and threads of kernels/matmul.cu (MATMUL_TILE_*, MATMUL_THREADS), the same for
-/// the fp32 and tf32 kernels.
+/// the fp32 and tensor-core kernels.
 const TILE_M: usize = 64;
 const TILE_N: usize = 64;
 const THREADS: u32 = 256;
@@ -165,15 +166,12 @@ fn kernel(precision: ConvPrecision) -> &'static str {
     match precision {
         ConvPrecision::Fp32 => "matmul_f32",
         ConvPrecision::Tf32 => "matmul_tf32_f32",
+        ConvPrecision::Bf16 => "matmul_bf16_f32",
     }
 }
 
-/// The operand as the tf32 kernel sees it: every element rounded to tf32.
-fn tf32_copy(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&e| round_to_tf32(e)).collect()
-}
-
-/// Runs `f` on the host data of `a` and `b`, rounded to tf32 first when `precision` says so.
+/// Runs `f` on the host data of `a` and `b`, rounded to tf32 or bf16 first when `precision` says
+/// so.
 fn with_host_operands<R>(
     a: &Tensor,
     b: &Tensor,
@@ -182,7 +180,9 @@ fn with_host_operands<R>(
 ) -> Result<R> {
     Ok(match precision {
         ConvPrecision::Fp32 => f(a.host()?, b.host()?),
-        ConvPrecision::Tf32 => f(&tf32_copy(a.host()?), &tf32_copy(b.host()?)),
+        p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
+            f(&p.operand_copy(a.host()?), &p.operand_copy(b.host()?))
+        }
     })
 }
 

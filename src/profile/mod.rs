@@ -133,6 +133,7 @@ fn add(total: &mut EmuProfileStats, s: &EmuProfileStats) {
     t.divergent_warp_accesses += s.divergent_warp_accesses;
     t.simt_flops += s.simt_flops;
     t.tensor_flops += s.tensor_flops;
+    t.bf16_tensor_flops += s.bf16_tensor_flops;
     t.atomics += s.atomics;
     t.block_barriers += s.block_barriers;
     t.warp_barriers += s.warp_barriers;

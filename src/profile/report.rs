@@ -142,6 +142,7 @@ fn kernel_json(k: &KernelProfile) -> Value {
             "divergent_warp_accesses": s.divergent_warp_accesses,
             "simt_flops": s.simt_flops,
             "tensor_flops": s.tensor_flops,
+            "bf16_tensor_flops": s.bf16_tensor_flops,
             "atomics": s.atomics,
             "block_barriers": s.block_barriers,
             "warp_barriers": s.warp_barriers,

@@ -23,11 +23,12 @@ pub struct GpuModel {
     pub l2_capacity_bytes: f64,
     pub fp32_flops_per_s: f64,
     pub tf32_flops_per_s: f64,
+    pub bf16_flops_per_s: f64,
     pub launch_overhead_s: f64,
 }
 
 /// H100 SXM5 (NVIDIA's datasheet: 132 SMs at 1.98 GHz boost, 3.35 TB/s HBM3, 50 MB L2, 67 fp32
-/// TFLOP/s, 495 dense TF32 TFLOP/s). L2 bandwidth is not published: 7 TB/s is assumed. Launch
+/// TFLOP/s, 495 dense TF32 and 989 dense BF16 TFLOP/s). L2 bandwidth is not published: 7 TB/s is assumed. Launch
 /// overhead: 3 us between back-to-back launches without CUDA graphs.
 pub const H100_SXM: GpuModel = GpuModel {
     name: "H100",
@@ -38,6 +39,7 @@ pub const H100_SXM: GpuModel = GpuModel {
     l2_capacity_bytes: 50.0 * 1024.0 * 1024.0,
     fp32_flops_per_s: 66.9e12,
     tf32_flops_per_s: 494.7e12,
+    bf16_flops_per_s: 989.4e12,
     launch_overhead_s: 3e-6,
 };
 
@@ -110,7 +112,8 @@ pub fn predict(model: &GpuModel, geometry: &LaunchGeometry, s: &EmuProfileStats)
         (Limit::Fp32, s.simt_flops as f64 / model.fp32_flops_per_s),
         (
             Limit::Tensor,
-            s.tensor_flops as f64 / model.tf32_flops_per_s,
+            (s.tensor_flops - s.bf16_tensor_flops) as f64 / model.tf32_flops_per_s
+                + s.bf16_tensor_flops as f64 / model.bf16_flops_per_s,
         ),
     ];
     let (limit, busy) =
@@ -144,6 +147,7 @@ pub fn describe(model: &GpuModel) -> Value {
         "l2_capacity_bytes": model.l2_capacity_bytes,
         "fp32_flops_per_s": model.fp32_flops_per_s,
         "tf32_flops_per_s": model.tf32_flops_per_s,
+        "bf16_flops_per_s": model.bf16_flops_per_s,
         "launch_overhead_s": model.launch_overhead_s,
     })
 }
