@@ -22,6 +22,9 @@ Each item: warm-up, then repeats until --budget-ms has passed (at least 3), the 
 around every repeat (CUDA events on a GPU), median reported. Inputs are fresh random non-zero draws,
 rotated among enough copies that they do not all fit in the last-level cache. TF32 is off (fp32
 against fp32); cudnn.benchmark is on. Eager and, where enabled, torch.compile (default mode) timings.
+`--bf16 on` (against `dml bench --precision bf16`) runs the convolution items on bfloat16 tensors
+and the network steps under torch.autocast(bfloat16), what a PyTorch user does for bf16 tensor
+cores; the byte counts stay those of the fp32 tensors, as `dml bench` counts them.
 
 Run from the repository root, e.g.
     /opt/torch-venv/bin/python reference/bench_torch.py --device cpu --json benches/torch_cpu.json
@@ -30,6 +33,7 @@ Run from the repository root, e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -148,6 +152,17 @@ class Bench:
     @property
     def budget_s(self) -> float:
         return self.args.budget_ms / 1e3
+
+    @property
+    def bf16(self) -> bool:
+        return self.args.bf16 == "on"
+
+    def network_precision(self):
+        """The context the network steps run their forward passes in: autocast to bfloat16 with
+        --bf16 on, else nothing."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def compile_enabled(self, small: bool) -> Optional[str]:
         """None when compiling this item is enabled, else the reason it is skipped."""
@@ -310,9 +325,10 @@ def bench_convs(bench: Bench, shapes: list[ConvShape], batch: int) -> None:
     for s in shapes:
         x_n, y_n, w_n = batch * s.cin * s.h * s.w, batch * s.cout * s.h * s.w, s.cout * s.cin * s.k * s.k
         sets = input_set_count(F32 * (x_n + y_n + w_n))
-        xs = [normal((batch, s.cin, s.h, s.w), dev) for _ in range(sets)]
-        dys = [normal((batch, s.cout, s.h, s.w), dev) for _ in range(sets)]
-        ws = [normal((s.cout, s.cin, s.k, s.k), dev) / math.sqrt(s.cin * s.k * s.k) for _ in range(sets)]
+        dtype = torch.bfloat16 if bench.bf16 else torch.float32
+        xs = [normal((batch, s.cin, s.h, s.w), dev).to(dtype) for _ in range(sets)]
+        dys = [normal((batch, s.cout, s.h, s.w), dev).to(dtype) for _ in range(sets)]
+        ws = [(normal((s.cout, s.cin, s.k, s.k), dev) / math.sqrt(s.cin * s.k * s.k)).to(dtype) for _ in range(sets)]
         conv_args = dict(stride=[1, 1], padding=[s.p, s.p], dilation=[s.d, s.d], transposed=False,
                          output_padding=[0, 0], groups=1)
 
@@ -472,11 +488,11 @@ def bench_sampler_step(bench: Bench, preset: str, batch: int) -> None:
     xs = [positive((batch, c, h, w), dev) for _ in range(sets)]
 
     def step(x, levels):
-        return dale_step(x, net(x, levels), SIGMA, MU, DELTA_S, KAPPA)
+        return dale_step(x, net(x, levels).float(), SIGMA, MU, DELTA_S, KAPPA)
 
     def run_of(fn):
         def run(i):
-            with torch.no_grad():
+            with torch.no_grad(), bench.network_precision():
                 return fn(xs[i % sets], levels)
         return run
 
@@ -519,7 +535,9 @@ def bench_train_step(bench: Bench, preset: str, batch: int) -> None:
 
     def loss_fn(net, x0, k, s_k, z):
         x_k = x0 * torch.exp(s_k.view(-1, 1, 1, 1) * z)  # SPEC 2 closed form
-        return mdsm_loss(net(x_k, k), z, s_k, torch.ones_like(s_k))
+        with bench.network_precision():
+            h = net(x_k, k)
+        return mdsm_loss(h.float(), z, s_k, torch.ones_like(s_k))
 
     bench.measure(key, float(bytes_), flops, run_of, loss_fn, small=False)
 
@@ -608,6 +626,7 @@ def write_json(path: str, bench: Bench, name: str, cudnn: Optional[int], ceiling
         "threads": torch.get_num_threads(),
         "settings": {
             "tf32": args.tf32 == "on",
+            "bf16": args.bf16 == "on",
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "compile": args.compile,
             "compile_mode": args.compile_mode,
@@ -653,6 +672,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tf32", choices=["off", "on"], default="off",
                    help="off (default): exact fp32, as dml's default; on: TF32 in convolutions and matmuls "
                         "(PyTorch's default for cuDNN convolutions)")
+    p.add_argument("--bf16", choices=["off", "on"], default="off",
+                   help="on: the convolution items on bfloat16 tensors and the network steps under "
+                        "torch.autocast(bfloat16), beside `dml bench --precision bf16`")
     args = p.parse_args()
     if args.sampler_batch is None:
         args.sampler_batch = 1000 if args.device == "cuda" else 16
@@ -686,7 +708,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     cudnn = torch.backends.cudnn.version() if device.type == "cuda" else None
     print(f"device {name}, torch {torch.__version__}, cudnn {cudnn}, threads {torch.get_num_threads()}, "
-          f"tf32 {args.tf32}, cudnn.benchmark {torch.backends.cudnn.benchmark}, compile {args.compile}", flush=True)
+          f"tf32 {args.tf32}, bf16 {args.bf16}, cudnn.benchmark {torch.backends.cudnn.benchmark}, compile {args.compile}", flush=True)
 
     ceilings = measure_ceilings(bench)
     print(f"ceilings: {ceilings}", flush=True)

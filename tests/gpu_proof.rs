@@ -15,13 +15,15 @@ use common::cli::s;
 const MAX_RESULT_FILES: usize = 8;
 
 /// The steps the run step performs on a GPU, each named in the summary.
-const GPU_STEPS: [&str; 10] = [
+const GPU_STEPS: [&str; 12] = [
     "machine",
     "tests",
     "bench torch (tf32 off)",
     "bench dml (cuda, fp32)",
     "bench torch (tf32 on)",
     "bench dml (cuda, tf32)",
+    "bench torch (bf16)",
+    "bench dml (cuda, bf16)",
     "train paper 200 steps",
     "ncu conv passes",
     "kernel times",
