@@ -222,26 +222,42 @@ struct RowMajor32 {
     __device__ float operator()(int m, int k) const { return a[m * cols + k]; }
 };
 
+// The forward's output element (m, n) of every form: the sum v, plus the bias and the residual
+// when given, added in the order the separate ops would add them, (v + bias) + residual, so that
+// a convolution fused with the addition that follows it (ops::conv2d_add) is bit for bit the two
+// ops in sequence.
+struct ForwardOutput {
+    float* y;
+    const float* bias;
+    const float* residual;
+    int has_bias, has_residual, c_out;
+    FastDivmod hw;
+    __device__ void operator()(int m, int n, float v) const {
+        const size_t i = nchw_index(m, n, c_out, hw);
+        float out = v + (has_bias ? bias[m] : 0.0f);
+        if (has_residual) out += residual[i];
+        y[i] = out;
+    }
+};
+
 extern "C" __global__ void conv2d_forward_f32(const float* __restrict__ x, const float* __restrict__ w,
                                               const float* __restrict__ bias, float* __restrict__ y,
-                                              int has_bias, int batch, int c_in, int h_in, int w_in,
-                                              int c_out, int h_out, int w_out, int kh, int kw, int stride,
-                                              int pad_h, int pad_w, int dil) {
+                                              const float* __restrict__ residual, int has_bias, int has_residual,
+                                              int batch, int c_in, int h_in, int w_in, int c_out, int h_out,
+                                              int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     float acc[4][4];
     conv_gemm_tile<true, false>(RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0, acc);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const FastDivmod hw(h_out * w_out);
+    const ForwardOutput out{y, bias, residual, has_bias, has_residual, c_out, FastDivmod(h_out * w_out)};
     for (int i = 0; i < 4; ++i) {
         const int m = m0 + ty + 16 * i;
         if (m >= M) continue;
-        const float b = has_bias ? bias[m] : 0.0f;
         for (int j = 0; j < 4; ++j) {
             const int n = n0 + tx + 16 * j;
-            if (n >= N) continue;
-            y[nchw_index(m, n, c_out, hw)] = acc[i][j] + b;
+            if (n < N) out(m, n, acc[i][j]);
         }
     }
 }
@@ -361,10 +377,14 @@ __device__ __forceinline__ void conv_mma_tile(ConvMmaShared<Tile>& s, const Load
 }
 
 // Writes the in-bounds part of the result tile in s.c through `store(m, n, value)`, consecutive
-// threads on consecutive n (the contiguous direction of every pass's output).
+// threads on consecutive n (the contiguous direction of every pass's output). Not unrolled: the
+// loop runs once per block, and unrolled its hoisted index arithmetic took the registers that the
+// tf32 channel-slice forward's K loop needs (8 bytes spilled on sm_90 once the forward's epilogue
+// added a residual).
 template <class Tile, class Store>
 __device__ __forceinline__ void conv_mma_store_tile(const ConvMmaShared<Tile>& s, int M, int N, int m0, int n0,
                                                     const Store& store) {
+#pragma unroll 1
     for (int e = threadIdx.x; e < CONV_TILE_M * Tile::TILE_N; e += CONV_THREADS) {
         const int mm = e / Tile::TILE_N, nn = e % Tile::TILE_N;
         const int m = m0 + mm, n = n0 + nn;
@@ -382,35 +402,36 @@ using ConvMmaTile64 = ConvMmaTile<Ops, CONV_TILE_N>;
 template <class Ops>
 __device__ __forceinline__ void conv2d_forward_mma(const float* __restrict__ x, const float* __restrict__ w,
                                                    const float* __restrict__ bias, float* __restrict__ y,
-                                                   int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
-                                                   int h_out, int w_out, int kh, int kw, int stride, int pad_h,
-                                                   int pad_w, int dil) {
+                                                   const float* __restrict__ residual, int has_bias, int has_residual,
+                                                   int batch, int c_in, int h_in, int w_in, int c_out, int h_out,
+                                                   int w_out, int kh, int kw, int stride, int pad_h, int pad_w,
+                                                   int dil) {
     __shared__ ConvMmaShared<ConvMmaTile64<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_TILE_N;
     conv_mma_tile(s, RowMajor{w, K}, ForwardInput{x, d}, M, N, 0, K, m0, n0);
-    const FastDivmod hw(h_out * w_out);
-    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
-        y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
-    });
+    conv_mma_store_tile(s, M, N, m0, n0,
+                        ForwardOutput{y, bias, residual, has_bias, has_residual, c_out, FastDivmod(h_out * w_out)});
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
 conv2d_forward_tf32_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                        float* __restrict__ y, int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
-                        int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    conv2d_forward_mma<Tf32Operands>(x, w, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
-                                     stride, pad_h, pad_w, dil);
+                        float* __restrict__ y, const float* __restrict__ residual, int has_bias, int has_residual,
+                        int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                        int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_mma<Tf32Operands>(x, w, bias, y, residual, has_bias, has_residual, batch, c_in, h_in, w_in, c_out,
+                                     h_out, w_out, kh, kw, stride, pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_forward_tf32_f32)
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
 conv2d_forward_bf16_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                        float* __restrict__ y, int has_bias, int batch, int c_in, int h_in, int w_in, int c_out,
-                        int h_out, int w_out, int kh, int kw, int stride, int pad_h, int pad_w, int dil) {
-    conv2d_forward_mma<Bf16Operands>(x, w, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw,
-                                     stride, pad_h, pad_w, dil);
+                        float* __restrict__ y, const float* __restrict__ residual, int has_bias, int has_residual,
+                        int batch, int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
+                        int stride, int pad_h, int pad_w, int dil) {
+    conv2d_forward_mma<Bf16Operands>(x, w, bias, y, residual, has_bias, has_residual, batch, c_in, h_in, w_in, c_out,
+                                     h_out, w_out, kh, kw, stride, pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_forward_bf16_f32)
 
@@ -539,9 +560,10 @@ template <class Ops>
 __device__ __forceinline__ void conv2d_forward_channel_slices(const float* __restrict__ x,
                                                               const float* __restrict__ wt,
                                                               const float* __restrict__ bias, float* __restrict__ y,
-                                                              int has_bias, int batch, int c_in, int h_in, int w_in,
-                                                              int c_out, int h_out, int w_out, int kh, int kw,
-                                                              int stride, int pad_h, int pad_w, int dil) {
+                                                              const float* __restrict__ residual, int has_bias,
+                                                              int has_residual, int batch, int c_in, int h_in,
+                                                              int w_in, int c_out, int h_out, int w_out, int kh,
+                                                              int kw, int stride, int pad_h, int pad_w, int dil) {
     __shared__ ConvMmaShared<ConvMmaChannelSliceTile<Ops>> s;
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_MMA_WIDE_TILE_N;
@@ -550,29 +572,29 @@ __device__ __forceinline__ void conv2d_forward_channel_slices(const float* __res
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
     // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
     conv_mma_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
-    const FastDivmod hw(h_out * w_out);
-    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) {
-        y[nchw_index(m, n, c_out, hw)] = v + (has_bias ? bias[m] : 0.0f);
-    });
+    conv_mma_store_tile(s, M, N, m0, n0,
+                        ForwardOutput{y, bias, residual, has_bias, has_residual, c_out, FastDivmod(h_out * w_out)});
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
 conv2d_forward_tf32_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
-                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
+                                       const float* __restrict__ bias, float* __restrict__ y,
+                                       const float* __restrict__ residual, int has_bias, int has_residual, int batch,
                                        int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
                                        int stride, int pad_h, int pad_w, int dil) {
-    conv2d_forward_channel_slices<Tf32Operands>(x, wt, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out,
-                                                w_out, kh, kw, stride, pad_h, pad_w, dil);
+    conv2d_forward_channel_slices<Tf32Operands>(x, wt, bias, y, residual, has_bias, has_residual, batch, c_in, h_in,
+                                                w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_forward_tf32_channel_slices_f32)
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
 conv2d_forward_bf16_channel_slices_f32(const float* __restrict__ x, const float* __restrict__ wt,
-                                       const float* __restrict__ bias, float* __restrict__ y, int has_bias, int batch,
+                                       const float* __restrict__ bias, float* __restrict__ y,
+                                       const float* __restrict__ residual, int has_bias, int has_residual, int batch,
                                        int c_in, int h_in, int w_in, int c_out, int h_out, int w_out, int kh, int kw,
                                        int stride, int pad_h, int pad_w, int dil) {
-    conv2d_forward_channel_slices<Bf16Operands>(x, wt, bias, y, has_bias, batch, c_in, h_in, w_in, c_out, h_out,
-                                                w_out, kh, kw, stride, pad_h, pad_w, dil);
+    conv2d_forward_channel_slices<Bf16Operands>(x, wt, bias, y, residual, has_bias, has_residual, batch, c_in, h_in,
+                                                w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil);
 }
 EMU_EXPORT(conv2d_forward_bf16_channel_slices_f32)
 

@@ -21,7 +21,8 @@ fn normalised<'p>(
 }
 
 /// A small residual block in the shape of ncsn's: norm, ELU, dilated conv, mean-pool, a 1x1
-/// shortcut, chained 5x5 pooling, bilinear upsampling back, a product and an affine map.
+/// shortcut, chained 5x5 pooling, bilinear upsampling back, a 1x1 convolution fused with a
+/// residual sum, a product and an affine map.
 fn block<'p>(
     t: &mut Tape<'p>,
     x: &Var<'p>,
@@ -42,6 +43,8 @@ fn block<'p>(
     let h = t.axpby(1.0, &h, 0.5, &p)?;
     let size = (x.shape()[2], x.shape()[3]);
     let up = t.upsample_bilinear(&h, size)?;
+    // A 1x1 convolution fused with the residual x that follows it (x's gradient gathers here too).
+    let up = t.conv2d_add(&up, w1, None, x, Conv2dCfg::same(1, 1))?;
     let m = t.mul(&up, &up)?;
     let y = t.sub(&m, x)?;
     t.affine(&y, 2.0, -1.0)

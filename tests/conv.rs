@@ -6,8 +6,9 @@ use common::gradcheck::check_gradients;
 use common::*;
 use dalemeetslangevin::device::EmuSchedule;
 use dalemeetslangevin::nn::{Conv2dCfg, ConvPrecision};
+use dalemeetslangevin::ops;
 use dalemeetslangevin::ops::conv::{
-    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
+    conv2d, conv2d_add, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,
 };
 use dalemeetslangevin::ops::conv_precision::{round_to_bf16, round_to_tf32};
 use dalemeetslangevin::{Device, Tensor};
@@ -857,6 +858,63 @@ fn conv_tensor_core_kernels_have_no_races() {
             assert_eq!(fwd, rev, "{precision} {s:?}");
         }
     }
+}
+
+#[test]
+fn conv_fused_with_its_residual_sum_is_bit_for_bit_the_two_ops() {
+    // Every form of the forward: the cpu's im2col, Winograd (64 -> 64) and regions (dilation 4
+    // at 14x14 is cut by its padding), the kernels' general and channel-slice forms in each
+    // precision, with and without a bias.
+    let mut rng = test_rng("conv_add");
+    let shapes = [
+        square((2, 3, 7, 7, 5, 3, 1, 1)),
+        square((1, 64, 6, 6, 64, 3, 1, 1)),
+        square((1, 32, 14, 14, 8, 3, 4, 4)),
+        square((2, 32, 5, 6, 9, 3, 1, 1)),
+    ];
+    let precisions = [
+        ConvPrecision::Fp32,
+        ConvPrecision::Tf32,
+        ConvPrecision::Bf16,
+    ];
+    for dev in std::iter::once(Device::Cpu).chain(kernel_devices("conv_add")) {
+        for s in shapes {
+            let c = case(&mut rng, s);
+            let residual = random_vec(&mut rng, c.dy.len(), -2.0, 2.0);
+            for precision in precisions {
+                for bias in [Some(&c.b[..]), None] {
+                    let cfg = c.cfg.with_precision(precision);
+                    let x = Tensor::from_slice(&c.x, &c.x_shape, &dev).unwrap();
+                    let w = Tensor::from_slice(&c.w, &c.w_shape, &dev).unwrap();
+                    let b = bias.map(|b| Tensor::from_slice(b, &[c.w_shape[0]], &dev).unwrap());
+                    let r = Tensor::from_slice(&residual, &c.y_shape, &dev).unwrap();
+                    let y = conv2d(&x, &w, b.as_ref(), cfg).unwrap();
+                    let want = ops::add(&y, &r).unwrap().to_vec().unwrap();
+                    let got = conv2d_add(&x, &w, b.as_ref(), &r, cfg).unwrap();
+                    let what = format!("{s:?} {precision} bias {} on {dev}", bias.is_some());
+                    assert_eq!(got.to_vec().unwrap(), want, "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conv_residual_of_another_shape_or_device_is_an_error() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros(&[1, 2, 5, 5], &dev).unwrap();
+    let w = Tensor::zeros(&[3, 2, 3, 3], &dev).unwrap();
+    let cfg = Conv2dCfg::same(3, 1);
+    let wrong = Tensor::zeros(&[1, 2, 5, 5], &dev).unwrap();
+    let e = conv2d_add(&x, &w, None, &wrong, cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("residual [1, 2, 5, 5]") && e.contains("[1, 3, 5, 5]"),
+        "{e}"
+    );
+    let elsewhere = Tensor::zeros(&[1, 3, 5, 5], &Device::emu()).unwrap();
+    assert!(conv2d_add(&x, &w, None, &elsewhere, cfg).is_err());
 }
 
 #[test]

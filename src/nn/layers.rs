@@ -44,6 +44,18 @@ impl Conv2d {
         let b = self.bias.as_deref().map(|n| tape.param(n)).transpose()?;
         tape.conv2d(x, &w, b.as_ref(), self.cfg)
     }
+
+    /// `forward(x) + residual` in one op ([`Tape::conv2d_add`]): the residual paths' sums.
+    pub fn forward_add<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        residual: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        let w = tape.param(&self.weight)?;
+        let b = self.bias.as_deref().map(|n| tape.param(n)).transpose()?;
+        tape.conv2d_add(x, &w, b.as_ref(), residual, self.cfg)
+    }
 }
 
 /// ncsn's `ConditionalInstanceNorm2dPlus(channels, n_classes, bias=True)`: one parameter

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 use super::conv_precision::ConvPrecision;
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
-use super::cpu_parallel::{batch_workers, for_each_item_chunk};
+use super::cpu_parallel::{batch_workers, for_each_element_chunk, for_each_item_chunk};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
@@ -304,37 +304,87 @@ fn weight_grad_splits(d: &ConvDims) -> (usize, usize) {
 /// [C_out]; the result is [B, C_out, H_out, W_out] with H_out = (H + 2ph - d(KH-1) - 1)/s + 1
 /// rounded down, as PyTorch, and W_out likewise. Runs in `cfg.precision`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
-    let d = ConvDims::new(x.shape(), w.shape(), cfg, "conv2d")?;
-    check_same_device(&[x, w], "conv2d")?;
+    forward(x, w, bias, None, cfg, "conv2d")
+}
+
+/// [`conv2d`] plus `residual` (the shape of its result), in one pass: the convolution and the
+/// addition that follows it in the network's residual paths, without a launch and a tensor of
+/// its own for the sum. Bit for bit `add(conv2d(x, w, bias, cfg), residual)`: every form adds
+/// `(sum + bias) + residual` as the two ops would.
+pub fn conv2d_add(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+    cfg: Conv2dCfg,
+) -> Result<Tensor> {
+    forward(x, w, bias, Some(residual), cfg, "conv2d_add")
+}
+
+/// What a forward convolution reads: input, weight, and the optional bias and residual.
+#[derive(Clone, Copy)]
+struct ForwardOperands<'a> {
+    x: &'a Tensor,
+    w: &'a Tensor,
+    bias: Option<&'a Tensor>,
+    residual: Option<&'a Tensor>,
+}
+
+/// The forward convolution with an optional residual added to its result (see [`conv2d_add`]).
+fn forward(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cfg: Conv2dCfg,
+    op: &'static str,
+) -> Result<Tensor> {
+    let d = ConvDims::new(x.shape(), w.shape(), cfg, op)?;
+    check_same_device(&[x, w], op)?;
     if let Some(b) = bias {
-        check_same_device(&[x, b], "conv2d")?;
+        check_same_device(&[x, b], op)?;
         if b.shape() != [d.c_out] {
             return Err(Error::shape(
-                "conv2d",
+                op,
                 format!("bias {:?} for {} output channels", b.shape(), d.c_out),
+            ));
+        }
+    }
+    if let Some(r) = residual {
+        check_same_device(&[x, r], op)?;
+        if r.shape() != d.out_shape() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "residual {:?} for an output of {:?}",
+                    r.shape(),
+                    d.out_shape()
+                ),
             ));
         }
     }
     let mut y = Tensor::uninit(&d.out_shape(), x.device())?;
     match x.device() {
         Device::Cpu => {
-            let bias = bias.map(|b| b.host()).transpose()?;
-            match cfg.precision {
-                ConvPrecision::Fp32 if winograd::applies(&d) => {
-                    winograd::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
-                }
-                ConvPrecision::Fp32 if regions::applies(&d) => {
-                    regions::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?)
-                }
-                ConvPrecision::Fp32 => cpu::forward(&d, x.host()?, w.host()?, bias, y.host_mut()?),
-                p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
-                    let (x, w) = (p.operand_copy(x.host()?), p.operand_copy(w.host()?));
-                    cpu::forward(&d, &x, &w, bias, y.host_mut()?)
-                }
+            forward_on_cpu(&d, x, w, bias, cfg.precision, &mut y)?;
+            if let Some(r) = residual {
+                // In place, element by element: the addition the separate op would make.
+                let r = r.host()?;
+                for_each_element_chunk(y.host_mut()?, |offset, part| {
+                    part.iter_mut()
+                        .zip(&r[offset..])
+                        .for_each(|(o, &v)| *o += v)
+                });
             }
         }
         dev if cfg.precision.on_tensor_cores() && d.c_in % MMA_TILE_K == 0 => {
-            forward_channel_slices(&d, x, w, bias, &mut y, cfg.precision, dev)?
+            let operands = ForwardOperands {
+                x,
+                w,
+                bias,
+                residual,
+            };
+            forward_channel_slices(&d, operands, &mut y, cfg.precision, dev)?
         }
         dev => {
             let mut args = vec![
@@ -342,7 +392,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
                 Arg::In(w),
                 Arg::In(bias.unwrap_or(w)),
                 Arg::Out(&mut y),
+                Arg::In(residual.unwrap_or(w)),
                 Arg::I32(bias.is_some() as i32),
+                Arg::I32(residual.is_some() as i32),
             ];
             args.extend(d.args());
             let g = conv_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1);
@@ -355,6 +407,33 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> 
         }
     }
     Ok(y)
+}
+
+/// The forward convolution on the cpu, by the form that applies (module doc).
+fn forward_on_cpu(
+    d: &ConvDims,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    precision: ConvPrecision,
+    y: &mut Tensor,
+) -> Result<()> {
+    let bias = bias.map(|b| b.host()).transpose()?;
+    let y = y.host_mut()?;
+    match precision {
+        ConvPrecision::Fp32 if winograd::applies(d) => {
+            winograd::forward(d, x.host()?, w.host()?, bias, y)
+        }
+        ConvPrecision::Fp32 if regions::applies(d) => {
+            regions::forward(d, x.host()?, w.host()?, bias, y)
+        }
+        ConvPrecision::Fp32 => cpu::forward(d, x.host()?, w.host()?, bias, y),
+        p @ (ConvPrecision::Tf32 | ConvPrecision::Bf16) => {
+            let (x, w) = (p.operand_copy(x.host()?), p.operand_copy(w.host()?));
+            cpu::forward(d, &x, &w, bias, y)
+        }
+    }
+    Ok(())
 }
 
 /// The weights reordered for a tap-major GEMM and rounded to `precision`'s operands
@@ -398,20 +477,26 @@ fn weight_tap_major(
 /// gathers cost an add per element instead of two divisions and four bounds tests.
 fn forward_channel_slices(
     d: &ConvDims,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
+    operands: ForwardOperands<'_>,
     y: &mut Tensor,
     precision: ConvPrecision,
     dev: &Device,
 ) -> Result<()> {
+    let ForwardOperands {
+        x,
+        w,
+        bias,
+        residual,
+    } = operands;
     let wt = weight_tap_major(d, w, false, precision, dev)?;
     let mut args = vec![
         Arg::In(x),
         Arg::In(&wt),
         Arg::In(bias.unwrap_or(w)),
         Arg::Out(y),
+        Arg::In(residual.unwrap_or(w)),
         Arg::I32(bias.is_some() as i32),
+        Arg::I32(residual.is_some() as i32),
     ];
     args.extend(d.args());
     let g = tiled_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1, MMA_WIDE_TILE_N);

@@ -68,11 +68,17 @@ impl ResidualConvUnits {
         let mut x = x.clone();
         for stages in &self.blocks {
             let residual = x.clone();
-            for (norm, conv) in stages {
+            let Some(((last_norm, last_conv), first)) = stages.split_last() else {
+                x = tape.add(&x, &residual)?;
+                continue;
+            };
+            for (norm, conv) in first {
                 let h = norm.forward_elu(tape, &x, k)?;
                 x = conv.forward(tape, &h)?;
             }
-            x = tape.add(&x, &residual)?;
+            // The last stage's convolution and the block's sum in one op.
+            let h = last_norm.forward_elu(tape, &x, k)?;
+            x = last_conv.forward_add(tape, &h, &residual)?;
         }
         Ok(x)
     }
@@ -125,15 +131,22 @@ impl MultiResolutionFusion {
         let mut total: Option<Var<'p>> = None;
         for ((x, conv), norm) in xs.iter().zip(&self.convs).zip(&self.norms) {
             let h = norm.forward(tape, x, k)?;
-            let h = conv.forward(tape, &h)?;
-            let h = if (h.shape()[2], h.shape()[3]) == size {
-                h
-            } else {
-                tape.upsample_bilinear(&h, size)?
-            };
-            total = Some(match total {
-                Some(t) => tape.add(&t, &h)?,
-                None => h,
+            let same_size = (x.shape()[2], x.shape()[3]) == size;
+            total = Some(match (total, same_size) {
+                // An input at the output's size: its convolution and the sum in one op.
+                (Some(t), true) => conv.forward_add(tape, &h, &t)?,
+                (total, _) => {
+                    let h = conv.forward(tape, &h)?;
+                    let h = if same_size {
+                        h
+                    } else {
+                        tape.upsample_bilinear(&h, size)?
+                    };
+                    match total {
+                        Some(t) => tape.add(&t, &h)?,
+                        None => h,
+                    }
+                }
             });
         }
         total.ok_or_else(|| Error::invalid("multi-resolution fusion of no inputs"))

@@ -31,6 +31,22 @@ impl MaybePooledConv {
             Ok(h)
         }
     }
+
+    /// `forward(x) + residual`, the convolution and the sum fused when no pool comes between
+    /// them ([`Conv2d::forward_add`]).
+    fn forward_add<'p>(
+        &self,
+        tape: &mut Tape<'p>,
+        x: &Var<'p>,
+        residual: &Var<'p>,
+    ) -> Result<Var<'p>> {
+        if self.mean_pool {
+            let h = self.forward(tape, x)?;
+            tape.add(residual, &h)
+        } else {
+            self.conv.forward_add(tape, x, residual)
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -128,11 +144,10 @@ impl ConditionalResidualBlock {
         let h = self.normalize1.forward_elu(tape, x, k)?;
         let h = self.conv1.forward(tape, &h)?;
         let h = self.normalize2.forward_elu(tape, &h, k)?;
-        let h = self.conv2.forward(tape, &h)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(tape, x)?,
             None => x.clone(),
         };
-        tape.add(&skip, &h)
+        self.conv2.forward_add(tape, &h, &skip)
     }
 }
