@@ -80,8 +80,9 @@ pub(super) fn fresh_network(step: &NetworkStep) -> Result<(ScoreNetConfig, Param
 /// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) with
 /// its convolutions in `precision` on `device`, which must run kernels (`emu` or `cuda`; the count
 /// does not depend on which, nor on the batch): what launch overhead scales with at the small
-/// batches people sample with. In tf32 or bf16, each convolution whose channel-slice form applies
-/// adds the launch that reorders its weights (kernels/conv.cu).
+/// batches people sample with. Counted on the second of two forwards, as a sampler's steps run:
+/// in tf32 or bf16 the first also reorders the weights of each convolution whose channel-slice
+/// form applies (kernels/conv.cu), once, as they are kept until the weights change.
 pub fn launches_per_forward(
     preset: Preset,
     precision: ConvPrecision,
@@ -104,6 +105,7 @@ pub fn launches_per_forward(
         device,
     )?);
     let levels = tape.constant(Tensor::zeros(&[1], device)?);
+    net.forward(&mut tape, &x, &levels)?;
     let before = launches_on_this_thread();
     net.forward(&mut tape, &x, &levels)?;
     Ok(launches_on_this_thread() - before)

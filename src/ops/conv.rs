@@ -12,6 +12,7 @@
 //! (fp32 unless the network chose tf32 or bf16; the cpu rounds their operands to match the
 //! tensor-core kernels, SPEC section 9.3).
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use super::conv_precision::ConvPrecision;
 use super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
@@ -19,7 +20,7 @@ use super::cpu_parallel::{batch_workers, for_each_element_chunk, for_each_item_c
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ops::launch::{check_same_device, launch, Arg, LaunchGeometry};
-use crate::tensor::Tensor;
+use crate::tensor::{DerivedKey, Tensor};
 
 mod regions;
 mod winograd;
@@ -445,31 +446,39 @@ fn weight_tap_major(
     by_input: bool,
     precision: ConvPrecision,
     dev: &Device,
-) -> Result<Tensor> {
-    let (rows, cols) = if by_input {
-        (d.c_in, d.c_out)
-    } else {
-        (d.c_out, d.c_in)
-    };
-    let mut wt = Tensor::uninit(&[rows, d.kh, d.kw, cols], dev)?;
+) -> Result<Arc<Tensor>> {
     let kernel = match precision {
         ConvPrecision::Bf16 => "conv2d_weight_tap_major_bf16_f32",
         _ => "conv2d_weight_tap_major_tf32_f32",
     };
-    launch(
-        dev,
-        kernel,
-        LaunchGeometry::elementwise(w.numel()),
-        &mut [
-            Arg::In(w),
-            Arg::Out(&mut wt),
-            Arg::I32(d.c_out as i32),
-            Arg::I32(d.c_in as i32),
-            Arg::I32(d.taps() as i32),
-            Arg::I32(by_input as i32),
-        ],
-    )?;
-    Ok(wt)
+    // Kept with the weights until they change (an optimiser step): a sampling run reorders
+    // each weight once, not at every call.
+    let key = DerivedKey {
+        kind: kernel,
+        sizes: vec![by_input as usize, d.c_out, d.c_in, d.kh, d.kw],
+    };
+    w.derived(key, |w| {
+        let (rows, cols) = if by_input {
+            (d.c_in, d.c_out)
+        } else {
+            (d.c_out, d.c_in)
+        };
+        let mut wt = Tensor::uninit(&[rows, d.kh, d.kw, cols], dev)?;
+        launch(
+            dev,
+            kernel,
+            LaunchGeometry::elementwise(w.numel()),
+            &mut [
+                Arg::In(w),
+                Arg::Out(&mut wt),
+                Arg::I32(d.c_out as i32),
+                Arg::I32(d.c_in as i32),
+                Arg::I32(d.taps() as i32),
+                Arg::I32(by_input as i32),
+            ],
+        )?;
+        Ok(wt)
+    })
 }
 
 /// The tensor-core forward for input channel counts that are a multiple of the 32-wide K slice:

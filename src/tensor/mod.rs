@@ -3,8 +3,15 @@
 //! `cpu` and `emu` keep data in host memory (the emulator's "device memory" is host memory, so
 //! AddressSanitizer sees kernel accesses); `cuda` keeps it in GPU memory. [`memory`] counts the
 //! bytes tensors hold.
+//!
+//! A tensor may keep tensors computed from its data ([`Tensor::derived`]: a convolution's weights
+//! reordered for its kernel), made once and reused while the data stays the same. Every write
+//! goes through `&mut self` ([`Tensor::host_mut`], [`Tensor::buffer_mut`]), and each of those
+//! drops them first, so a kept tensor is never stale.
 pub mod host_allocator;
 pub mod memory;
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cudarc::driver::CudaSlice;
 
@@ -21,6 +28,16 @@ pub struct Tensor {
     shape: Vec<usize>,
     device: Device,
     storage: Storage,
+    /// Tensors made from this one's data and shape, by what they are (see [`Tensor::derived`]).
+    derived: Mutex<Vec<(DerivedKey, Arc<Tensor>)>>,
+}
+
+/// What a tensor kept by [`Tensor::derived`] is: the kind of computation and the sizes it was
+/// made for (a reordered weight's layout and shape), so that a key names one result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DerivedKey {
+    pub kind: &'static str,
+    pub sizes: Vec<usize>,
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -82,7 +99,34 @@ impl Tensor {
             shape: shape.to_vec(),
             device: device.clone(),
             storage,
+            derived: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The tensor `make` computes from this one, made on the first call for `key` and kept
+    /// until this tensor's data or shape changes: a convolution's weights reordered for its
+    /// kernel, which change only at an optimiser step, are made once per sampling run instead
+    /// of once per call. The kept tensors count as held memory, as any tensor.
+    pub fn derived(
+        &self,
+        key: DerivedKey,
+        make: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Arc<Tensor>> {
+        let mut kept = self.derived.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, t)) = kept.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(t));
+        }
+        let t = Arc::new(make(self)?);
+        kept.push((key, Arc::clone(&t)));
+        Ok(t)
+    }
+
+    /// Drops every derived tensor: the data or the shape is about to change.
+    fn forget_derived(&mut self) {
+        self.derived
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Self> {
@@ -144,6 +188,7 @@ impl Tensor {
                 ),
             ));
         }
+        self.forget_derived();
         self.shape = shape.to_vec();
         Ok(self)
     }
@@ -157,6 +202,7 @@ impl Tensor {
     }
 
     pub fn host_mut(&mut self) -> Result<&mut [f32]> {
+        self.forget_derived();
         match &mut self.storage {
             Storage::Host(v) => Ok(v),
             Storage::Cuda(_) => Err(Error::invalid("host access to a tensor in GPU memory")),
@@ -173,6 +219,7 @@ impl Tensor {
 
     /// The memory a kernel writes this tensor into.
     pub fn buffer_mut(&mut self) -> BufferMut<'_> {
+        self.forget_derived();
         match &mut self.storage {
             Storage::Host(v) => BufferMut::Host(v),
             Storage::Cuda(s) => BufferMut::Cuda(s),
