@@ -305,7 +305,13 @@ fn weight_grad_splits(d: &ConvDims) -> (usize, usize) {
 /// [C_out]; the result is [B, C_out, H_out, W_out] with H_out = (H + 2ph - d(KH-1) - 1)/s + 1
 /// rounded down, as PyTorch, and W_out likewise. Runs in `cfg.precision`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv2dCfg) -> Result<Tensor> {
-    forward(x, w, bias, None, cfg, "conv2d")
+    let operands = ForwardOperands {
+        x,
+        w,
+        bias,
+        residual: None,
+    };
+    forward(operands, cfg, "conv2d")
 }
 
 /// [`conv2d`] plus `residual` (the shape of its result), in one pass: the convolution and the
@@ -319,7 +325,13 @@ pub fn conv2d_add(
     residual: &Tensor,
     cfg: Conv2dCfg,
 ) -> Result<Tensor> {
-    forward(x, w, bias, Some(residual), cfg, "conv2d_add")
+    let operands = ForwardOperands {
+        x,
+        w,
+        bias,
+        residual: Some(residual),
+    };
+    forward(operands, cfg, "conv2d_add")
 }
 
 /// What a forward convolution reads: input, weight, and the optional bias and residual.
@@ -332,14 +344,13 @@ struct ForwardOperands<'a> {
 }
 
 /// The forward convolution with an optional residual added to its result (see [`conv2d_add`]).
-fn forward(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-    cfg: Conv2dCfg,
-    op: &'static str,
-) -> Result<Tensor> {
+fn forward(operands: ForwardOperands<'_>, cfg: Conv2dCfg, op: &'static str) -> Result<Tensor> {
+    let ForwardOperands {
+        x,
+        w,
+        bias,
+        residual,
+    } = operands;
     let d = ConvDims::new(x.shape(), w.shape(), cfg, op)?;
     check_same_device(&[x, w], op)?;
     if let Some(b) = bias {
@@ -379,12 +390,6 @@ fn forward(
             }
         }
         dev if cfg.precision.on_tensor_cores() && d.c_in % MMA_TILE_K == 0 => {
-            let operands = ForwardOperands {
-                x,
-                w,
-                bias,
-                residual,
-            };
             forward_channel_slices(&d, operands, &mut y, cfg.precision, dev)?
         }
         dev => {
