@@ -35,8 +35,9 @@ pub struct BenchArgs {
     /// Grey 28x28 images per call of the FID Inception item (default: 16; 4 with --quick).
     #[arg(long)]
     pub inception_batch: Option<usize>,
-    /// Arithmetic of the forward convolutions in the conv, train and sampler items (PyTorch's
-    /// results are fp32).
+    /// Arithmetic of the convolutions (all three passes) in the conv, train and sampler items;
+    /// compare with PyTorch's run in the same arithmetic (reference/bench_torch.py: fp32 by
+    /// default, --tf32 on, --bf16 on).
     #[arg(long, value_enum, default_value_t = ConvPrecision::Fp32)]
     pub precision: ConvPrecision,
     /// Time spent on each item, in milliseconds (at least 3 repeats are always timed).
