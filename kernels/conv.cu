@@ -441,7 +441,7 @@ EMU_EXPORT(conv2d_forward_bf16_f32)
 // 32-wide K slice lies inside one filter tap: the slice's row and column offsets and their padding
 // test are then fixed for the whole slice, and each staged element of B costs an add and a
 // predicated load instead of the two divisions, the tap arithmetic and the four bounds tests of
-// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 528 for twice
+// ForwardInput (1305 SASS instructions per slice in conv2d_forward_tf32_f32's loop; 535 for twice
 // the mma here, in tf32). The weights are read from a copy reordered to match, and rounded to the
 // operand format, by conv2d_weight_tap_major_*. Tiles are 64 x 128 (ConvMmaTile<Ops, 128>): the
 // sampler's and training's batches make N = batch * pixels long.
