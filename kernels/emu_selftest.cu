@@ -124,10 +124,12 @@ struct alignas(32) SelftestWmmaBf16Tiles {
     float d[16 * 16];
 };
 
-// One warp: d (16x16, row-major) = a (16x16, row-major) b (16x16, column-major) + c (16x16,
-// row-major) on bf16 operands (m16n16k16), a and b rounded to bf16 by __float2bfloat16 (round to
-// nearest even) as they are staged, as the convolution kernels stage theirs.
-extern "C" __global__ void selftest_wmma_bf16_f32(const float* a, const float* b, const float* c, float* d) {
+// selftest_wmma_tf32_f32 in bf16 (m16n16k16): d (16x16, column-major) = a (16x16, row-major) b
+// (16x16, column-major) + c (16x16, row-major), a and b rounded to bf16 by __float2bfloat16 (round
+// to nearest even) as they are staged, as the convolution kernels stage theirs. Lanes at or past
+// `active` skip the matrix operations.
+extern "C" __global__ void selftest_wmma_bf16_f32(const float* a, const float* b, const float* c, float* d,
+                                                  int active) {
     using namespace nvcuda;
     __shared__ SelftestWmmaBf16Tiles s;
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
@@ -136,6 +138,7 @@ extern "C" __global__ void selftest_wmma_bf16_f32(const float* a, const float* b
         s.c[i] = c[i];
     }
     __syncwarp();
+    if ((int)threadIdx.x >= active) return;
     wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
@@ -143,7 +146,7 @@ extern "C" __global__ void selftest_wmma_bf16_f32(const float* a, const float* b
     wmma::load_matrix_sync(fb, s.b, 16);
     wmma::load_matrix_sync(fc, s.c, 16, wmma::mem_row_major);
     wmma::mma_sync(fc, fa, fb, fc);
-    wmma::store_matrix_sync(s.d, fc, 16, wmma::mem_row_major);
+    wmma::store_matrix_sync(s.d, fc, 16, wmma::mem_col_major);
     __syncwarp();
     for (int i = threadIdx.x; i < 256; i += 32) d[i] = s.d[i];
 }

@@ -757,24 +757,6 @@ fn bf16_rounding_matches_cvt_rn() {
 /// The tensor-core precisions the kernels are checked in.
 const MMA_PRECISIONS: [ConvPrecision; 2] = [ConvPrecision::Tf32, ConvPrecision::Bf16];
 
-/// How far a product of two operands rounded to `precision` may be from the exact one, relative
-/// to its size: each operand is within half a unit of its last kept bit (2^-11 in tf32's 10
-/// mantissa bits, 2^-8 in bf16's 7), so the product within twice that (and its square).
-fn product_rounding(precision: ConvPrecision) -> f32 {
-    match precision {
-        ConvPrecision::Tf32 => 2f32.powi(-10) * 1.001,
-        ConvPrecision::Bf16 => 2f32.powi(-7) * 1.01,
-        ConvPrecision::Fp32 => 0.0,
-    }
-}
-
-/// The tensor-core kernels and the cpu's reference in their precision sum the same exact
-/// products (of two 11-bit significands in tf32, two 8-bit ones in bf16) in other orders, and
-/// tensor cores round their accumulations their own way: a few ulp of sum |a b| apart, however
-/// much the sum cancels. A fixed tolerance failed by chance on 630-term sums that cancelled to
-/// 0.05 (CI, TEST_SEED=1796303205113123763); matmul's check counts the same 32 ulp.
-const MMA_REORDER_TOL: f32 = 32.0 * ULP;
-
 /// The forward of `c` on `dev` in a tensor-core `precision` against the cpu's reference in it
 /// and against fp32, element by element and in aggregate.
 fn check_mma_forward(what: &str, c: &Case, dev: &Device, precision: ConvPrecision) {

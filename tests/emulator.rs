@@ -236,22 +236,25 @@ fn bad_launches_are_errors() {
     assert!(matches!(err, Error::UnknownKernel(_)));
 }
 
-fn wmma_tf32(
+/// One warp of a wmma self-test kernel (kernels/emu_selftest.cu) of depth `k`: a (16 x k,
+/// row-major) times b (k x 16 column-major, so b[n][k]) plus c (16x16, row-major), d written
+/// column-major; lanes at or past `active` skip the matrix operations.
+fn wmma_selftest(
     dev: &Device,
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
+    kernel: &str,
+    k: usize,
+    (a, b, c): (&[f32], &[f32], &[f32]),
     active: i32,
 ) -> Result<Vec<f32>, Error> {
     let (at, bt, ct) = (
-        Tensor::from_slice(a, &[16, 8], dev)?,
-        Tensor::from_slice(b, &[16, 8], dev)?,
+        Tensor::from_slice(a, &[16, k], dev)?,
+        Tensor::from_slice(b, &[16, k], dev)?,
         Tensor::from_slice(c, &[16, 16], dev)?,
     );
     let mut d = Tensor::uninit(&[16, 16], dev)?;
     launch(
         dev,
-        "selftest_wmma_tf32_f32",
+        kernel,
         LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0),
         &mut [
             KernelArg::In(at.buffer()),
@@ -264,84 +267,49 @@ fn wmma_tf32(
     d.to_vec()
 }
 
-#[test]
-fn wmma_tf32_product() {
-    // a row-major 16x8, b column-major 8x16 (so b[n][k]), c row-major, d column-major.
-    let mut rng = test_rng("wmma_tf32");
+/// A self-test kernel of depth `k` against the product of the operands rounded by `round`, in
+/// f64, on every kernel device and in both schedules. The operands have bits below the kept
+/// mantissa, so a kernel that skipped or mis-rounded the conversion lands far from the want.
+fn check_wmma_selftest(test: &str, kernel: &str, k: usize, round: fn(f32) -> f32) {
+    let mut rng = test_rng(test);
     let (a, b, c) = (
-        random_vec(&mut rng, 128, -1.0, 1.0),
-        random_vec(&mut rng, 128, -1.0, 1.0),
+        random_vec(&mut rng, 16 * k, -1.0, 1.0),
+        random_vec(&mut rng, 16 * k, -1.0, 1.0),
         random_vec(&mut rng, 256, -1.0, 1.0),
     );
-    let tf32 = dalemeetslangevin::ops::conv_precision::round_to_tf32;
     let mut want = vec![0.0; 256];
     for m in 0..16 {
         for n in 0..16 {
-            let dot: f64 = (0..8)
-                .map(|k| tf32(a[m * 8 + k]) as f64 * tf32(b[n * 8 + k]) as f64)
+            let dot: f64 = (0..k)
+                .map(|kk| round(a[m * k + kk]) as f64 * round(b[n * k + kk]) as f64)
                 .sum();
             want[n * 16 + m] = (c[m * 16 + n] as f64 + dot) as f32;
         }
     }
-    let mut devices = kernel_devices("wmma_tf32");
+    let mut devices = kernel_devices(test);
     devices.push(EMU_REVERSE);
     for dev in devices {
-        let got = wmma_tf32(&dev, &a, &b, &c, 32).unwrap();
-        assert_close(&format!("wmma tf32 on {dev}"), &got, &want, 1e-5, 1e-5);
+        let got = wmma_selftest(&dev, kernel, k, (&a, &b, &c), 32).unwrap();
+        assert_close(&format!("{kernel} on {dev}"), &got, &want, 1e-5, 1e-5);
     }
 }
 
-/// The bf16 self-test: a (16x16 row-major) times b (16x16 column-major, so b[n][k]) plus c, all
-/// row-major but b; the kernel rounds a and b to bf16 as it stages them.
-fn wmma_bf16(dev: &Device, a: &[f32], b: &[f32], c: &[f32]) -> Result<Vec<f32>, Error> {
-    let tensor = |v: &[f32]| Tensor::from_slice(v, &[16, 16], dev);
-    let (at, bt, ct) = (tensor(a)?, tensor(b)?, tensor(c)?);
-    let mut d = Tensor::uninit(&[16, 16], dev)?;
-    launch(
-        dev,
-        "selftest_wmma_bf16_f32",
-        LaunchGeometry::new([1, 1, 1], [32, 1, 1], 0),
-        &mut [
-            KernelArg::In(at.buffer()),
-            KernelArg::In(bt.buffer()),
-            KernelArg::In(ct.buffer()),
-            KernelArg::Out(d.buffer_mut()),
-        ],
-    )?;
-    d.to_vec()
+#[test]
+fn wmma_tf32_product() {
+    let tf32 = dalemeetslangevin::ops::conv_precision::round_to_tf32;
+    check_wmma_selftest("wmma_tf32", "selftest_wmma_tf32_f32", 8, tf32);
 }
 
 #[test]
 fn wmma_bf16_product() {
-    // Operands with bits below bf16's 7 mantissa bits, so a kernel that skipped or mis-rounded
-    // the conversion (truncating, or rounding ties away) lands far from the want.
-    let mut rng = test_rng("wmma_bf16");
-    let (a, b, c) = (
-        random_vec(&mut rng, 256, -1.0, 1.0),
-        random_vec(&mut rng, 256, -1.0, 1.0),
-        random_vec(&mut rng, 256, -1.0, 1.0),
-    );
     let bf16 = dalemeetslangevin::ops::conv_precision::round_to_bf16;
-    let mut want = vec![0.0; 256];
-    for m in 0..16 {
-        for n in 0..16 {
-            let dot: f64 = (0..16)
-                .map(|k| bf16(a[m * 16 + k]) as f64 * bf16(b[n * 16 + k]) as f64)
-                .sum();
-            want[m * 16 + n] = (c[m * 16 + n] as f64 + dot) as f32;
-        }
-    }
-    let mut devices = kernel_devices("wmma_bf16");
-    devices.push(EMU_REVERSE);
-    for dev in devices {
-        let got = wmma_bf16(&dev, &a, &b, &c).unwrap();
-        assert_close(&format!("wmma bf16 on {dev}"), &got, &want, 1e-5, 1e-5);
-    }
+    check_wmma_selftest("wmma_bf16", "selftest_wmma_bf16_f32", 16, bf16);
 }
 
 #[test]
 fn divergent_wmma_is_reported() {
     let z = vec![0.0; 256];
-    let err = wmma_tf32(&EMU, &z[..128], &z[..128], &z, 16).unwrap_err();
+    let kernel = "selftest_wmma_tf32_f32";
+    let err = wmma_selftest(&EMU, kernel, 8, (&z[..128], &z[..128], &z), 16).unwrap_err();
     assert!(err.to_string().contains("had exited"), "{err}");
 }

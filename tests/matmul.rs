@@ -176,11 +176,6 @@ fn matmul_batch_sum_kernels_match_cpu_reference() {
     );
 }
 
-/// Tensor cores accumulate the products of an mma step with their own (not IEEE) rounding, so a
-/// tf32 or bf16 sum on the GPU may carry a few more ulp than the fp32 kernel's; the products
-/// themselves are exact in fp32 (two 11-bit or two 8-bit significands), as on the cpu.
-const MMA_TOL: f32 = 32.0 * ULP;
-
 /// The tensor-core kernel of `precision` against the cpu's reference in it (the same rounded
 /// operands), and against fp32 element by element: each product is off by at most 2^-10 of its
 /// size in tf32 (two operands each within 2^-11), 2^-7 in bf16 (each within 2^-8), and the
@@ -190,18 +185,15 @@ fn check_mma(what: &str, c: &Case, dev: &Device, precision: ConvPrecision, produ
     let want = run(c, &Device::Cpu, precision, product);
     let magnitude = magnitude(c, product);
     let what = format!("{precision} {what} on {dev}");
-    assert_within(&what, &got, &want, &magnitude, MMA_TOL);
+    assert_within(&what, &got, &want, &magnitude, MMA_REORDER_TOL);
     let fp32 = run(c, &Device::Cpu, ConvPrecision::Fp32, product);
-    let rounding = match precision {
-        ConvPrecision::Bf16 => 2f32.powi(-7) * 1.01,
-        _ => 2f32.powi(-10) * 1.001,
-    };
+    let rounding = product_rounding(precision);
     assert_within(
         &format!("{what} vs fp32"),
         &got,
         &fp32,
         &magnitude,
-        rounding + MMA_TOL,
+        rounding + MMA_REORDER_TOL,
     );
 }
 

@@ -40,8 +40,7 @@ impl Conv2d {
     }
 
     pub fn forward<'p>(&self, tape: &mut Tape<'p>, x: &Var<'p>) -> Result<Var<'p>> {
-        let w = tape.param(&self.weight)?;
-        let b = self.bias.as_deref().map(|n| tape.param(n)).transpose()?;
+        let (w, b) = self.params(tape)?;
         tape.conv2d(x, &w, b.as_ref(), self.cfg)
     }
 
@@ -52,9 +51,15 @@ impl Conv2d {
         x: &Var<'p>,
         residual: &Var<'p>,
     ) -> Result<Var<'p>> {
+        let (w, b) = self.params(tape)?;
+        tape.conv2d_add(x, &w, b.as_ref(), residual, self.cfg)
+    }
+
+    /// The weight and the bias (if any) on the tape.
+    fn params<'p>(&self, tape: &mut Tape<'p>) -> Result<(Var<'p>, Option<Var<'p>>)> {
         let w = tape.param(&self.weight)?;
         let b = self.bias.as_deref().map(|n| tape.param(n)).transpose()?;
-        tape.conv2d_add(x, &w, b.as_ref(), residual, self.cfg)
+        Ok((w, b))
     }
 }
 

@@ -364,16 +364,7 @@ fn forward(operands: ForwardOperands<'_>, cfg: Conv2dCfg, op: &'static str) -> R
     }
     if let Some(r) = residual {
         check_same_device(&[x, r], op)?;
-        if r.shape() != d.out_shape() {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "residual {:?} for an output of {:?}",
-                    r.shape(),
-                    d.out_shape()
-                ),
-            ));
-        }
+        check_output_shape(r, &d, "residual", op)?;
     }
     let mut y = Tensor::uninit(&d.out_shape(), x.device())?;
     match x.device() {
@@ -532,7 +523,7 @@ fn check_backward(
     op: &'static str,
 ) -> Result<ConvDims> {
     let d = ConvDims::new(x_shape, w_shape, cfg, op)?;
-    check_output_grad(dy, &d, op)?;
+    check_output_shape(dy, &d, "output gradient", op)?;
     check_same_device(&[dy, other], op)?;
     Ok(d)
 }
@@ -689,15 +680,12 @@ pub fn conv2d_backward_bias(dy: &Tensor) -> Result<Tensor> {
     Ok(db)
 }
 
-fn check_output_grad(dy: &Tensor, d: &ConvDims, op: &'static str) -> Result<()> {
-    if dy.shape() != d.out_shape() {
+/// Fails unless `t` (`what`: the output gradient, a residual) has the output's shape.
+fn check_output_shape(t: &Tensor, d: &ConvDims, what: &str, op: &'static str) -> Result<()> {
+    if t.shape() != d.out_shape() {
         return Err(Error::shape(
             op,
-            format!(
-                "output gradient {:?}, expected {:?}",
-                dy.shape(),
-                d.out_shape()
-            ),
+            format!("{what} {:?}, expected {:?}", t.shape(), d.out_shape()),
         ));
     }
     Ok(())

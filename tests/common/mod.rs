@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 use dalemeetslangevin::device::{cuda, CudaDevice, EmuSchedule};
+use dalemeetslangevin::ops::ConvPrecision;
 use dalemeetslangevin::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -103,6 +104,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
 
 /// One unit in the last place of 1 (2^-23): the fp32 rounding unit the tolerances count in.
 pub const ULP: f32 = 1.0 / (1 << 23) as f32;
+
+/// The tensor-core kernels (conv and matmul) and the cpu's reference in their precision sum the
+/// same exact products (of two 11-bit significands in tf32, two 8-bit ones in bf16) in other
+/// orders, and tensor cores round their accumulations their own way: a few ulp of sum |a b|
+/// apart, however much the sum cancels. A fixed tolerance failed by chance on 630-term sums that
+/// cancelled to 0.05 (CI, TEST_SEED=1796303205113123763).
+pub const MMA_REORDER_TOL: f32 = 32.0 * ULP;
+
+/// How far a product of two operands rounded to `precision` may be from the exact one, relative
+/// to its size: each operand is within half a unit of its last kept bit (2^-11 in tf32's 10
+/// mantissa bits, 2^-8 in bf16's 7), so the product within twice that and its square (tf32's
+/// square, 2^-22, is left to the fp32 rounding the checks allow beside it, as before bf16).
+pub fn product_rounding(precision: ConvPrecision) -> f32 {
+    match precision {
+        ConvPrecision::Tf32 => 2f32.powi(-10),
+        ConvPrecision::Bf16 => 2f32.powi(-7) * 1.01,
+        ConvPrecision::Fp32 => 0.0,
+    }
+}
 
 /// |got - want| <= rel magnitude element by element, where `magnitude` is each sum's sum |a||b|:
 /// the size its rounding errors scale with, whatever the order it was summed in (a fixed
