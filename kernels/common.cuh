@@ -5,8 +5,10 @@
 #ifdef __CUDACC__
 #include <cstdint>
 // Under nvcc the emulator's launcher export and dynamic shared memory take their CUDA forms.
+// Dynamic shared memory is 128-byte aligned, as the emulator's: wmma's loads need 32 bytes.
 #define EMU_EXPORT(name)
-#define EMU_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define EMU_DYNAMIC_SHARED(T, name) extern __shared__ __align__(128) T name[]
+#define EMU_REQUIRE_DYNAMIC_SHARED(bytes) ((void)0)
 #endif
 
 // Floating-point operations a thread issues, counted by the profiling emulator (`dml profile`,

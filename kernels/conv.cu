@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "async_copy.cuh"
 #include "mma_operands.cuh"
 
 // Integer min/max under both nvcc and the emulator (which has no global min/max for int).
@@ -290,6 +291,11 @@ struct ConvMmaTile {
     using Stored = typename Ops::Stored;
     static constexpr int TILE_N = TILE_N_;
     static constexpr bool B_K_FAST = B_K_FAST_, WHOLE_SLICES = WHOLE_SLICES_, A_ROUNDED = A_ROUNDED_;
+    // Staged by cp.async (conv_mma_tile_pipelined) where that costs fewer instructions than
+    // staging through registers: operands copied as they are (tf32) and only B's fragments to
+    // round after loading (A rounded in memory). Rounding A's fragments too, the backward weight's
+    // channel slices would take 443 SASS instructions a slice on sm_90 against 388 staged.
+    static constexpr bool PIPELINED = Ops::ASYNC_COPIES && A_ROUNDED;
     // Leading dimensions: multiples of 16 bytes (wmma's rule), padded off the bank stride.
     static constexpr int A_LD = CONV_MMA_TILE_K + Ops::PAD;
     // B in shared memory: [TILE_K][B_LD] row-major, or transposed [TILE_N][B_LD] when k-fast.
@@ -303,17 +309,29 @@ struct ConvMmaTile {
     using BLayout = typename std::conditional<B_K_FAST, nvcuda::wmma::col_major, nvcuda::wmma::row_major>::type;
     // Where B(k, n) of the slice lives in shared memory.
     __device__ static Stored& b_at(Stored (&b)[B_ROWS][B_LD], int k, int n) { return B_K_FAST ? b[n][k] : b[k][n]; }
+    __device__ static const Stored& b_at(const Stored (&b)[B_ROWS][B_LD], int k, int n) {
+        return B_K_FAST ? b[n][k] : b[k][n];
+    }
 };
+
+// One K slice of both operands in shared memory.
+template <class Tile>
+struct ConvMmaOperands {
+    typename Tile::Stored a[CONV_TILE_M][Tile::A_LD];  // A(m, k), row-major
+    typename Tile::Stored b[Tile::B_ROWS][Tile::B_LD];  // B(k, n) (Tile::b_at)
+};
+
+// The result tile, row-major, for the epilogue.
+template <class Tile>
+using ConvMmaResult = float[CONV_TILE_M][Tile::C_LD];
 
 // The operand tiles during the K loop, then the result tile for the epilogue. 32-byte aligned and
 // every fragment's first element 32 bytes from the last, as load/store_matrix_sync require.
-template <class Tile>
+template <class Tile_>
 union alignas(32) ConvMmaShared {
-    struct Operands {
-        typename Tile::Stored a[CONV_TILE_M][Tile::A_LD];  // A(m, k), row-major
-        typename Tile::Stored b[Tile::B_ROWS][Tile::B_LD];  // B(k, n) (Tile::b_at)
-    } in;
-    float c[CONV_TILE_M][Tile::C_LD];
+    using Tile = Tile_;
+    ConvMmaOperands<Tile> in;
+    ConvMmaResult<Tile> c;
 };
 
 // Stages a K slice fetched into registers by conv_fetch_slice, rounded to the tile's operand
@@ -381,14 +399,118 @@ __device__ __forceinline__ void conv_mma_tile(ConvMmaShared<Tile>& s, const Load
 // loop runs once per block, and unrolled its hoisted index arithmetic took the registers that the
 // tf32 channel-slice forward's K loop needs (8 bytes spilled on sm_90 once the forward's epilogue
 // added a residual).
-template <class Tile, class Store>
-__device__ __forceinline__ void conv_mma_store_tile(const ConvMmaShared<Tile>& s, int M, int N, int m0, int n0,
+template <class Shared, class Store>
+__device__ __forceinline__ void conv_mma_store_tile(const Shared& s, int M, int N, int m0, int n0,
                                                     const Store& store) {
+    constexpr int TILE_N = Shared::Tile::TILE_N;
 #pragma unroll 1
-    for (int e = threadIdx.x; e < CONV_TILE_M * Tile::TILE_N; e += CONV_THREADS) {
-        const int mm = e / Tile::TILE_N, nn = e % Tile::TILE_N;
+    for (int e = threadIdx.x; e < CONV_TILE_M * TILE_N; e += CONV_THREADS) {
+        const int mm = e / TILE_N, nn = e % TILE_N;
         const int m = m0 + mm, n = n0 + nn;
         if (m < M && n < N) store(m, n, s.c[mm][nn]);
+    }
+}
+
+// ---- asynchronous multi-stage staging (cp.async) ---------------------------------------------
+// The tiles that allow it (ConvMmaTile::PIPELINED: the tf32 forward and backward-data channel
+// slices) copy their operands from global to shared memory with cp.async (async_copy.cuh),
+// CONV_MMA_STAGES slices in flight:
+// while the warps multiply slice i, the copies of slices i + 1 and i + 2 are under way, and they
+// do not pass through registers (conv_mma_tile holds one slice ahead in 24 registers a thread,
+// and stalls on those loads when it stages them). Elements are copied as they are and rounded to
+// tf32 in the fragments (mma_operands.cuh). Each thread's copies of a slice are one batch
+// (__pipeline_commit); before multiplying slice i a thread waits for its batch i
+// (__pipeline_wait_prior) and the block meets at a barrier, after which every thread's copies of
+// slice i have landed and every warp is done with slice i - 1, whose stage the copies of slice
+// i + CONV_MMA_STAGES - 1 then overwrite: one barrier per slice.
+#define CONV_MMA_STAGES 3
+
+// The stages of the K loop, then the result tile for the epilogue, in dynamic shared memory (more
+// than the 48 KB a block may declare statically).
+template <class Tile_>
+union alignas(128) ConvMmaStages {
+    using Tile = Tile_;
+    ConvMmaOperands<Tile> in[CONV_MMA_STAGES];
+    ConvMmaResult<Tile> c;
+};
+
+// A fragment's tf32 operands, copied into shared memory as they were, rounded in place.
+template <class Fragment>
+__device__ __forceinline__ void conv_round_to_tf32(Fragment& f) {
+#pragma unroll
+    for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
+}
+
+// Issues this thread's copies of K slice i (from k_begin + i * CONV_MMA_TILE_K) into its stage as
+// one batch, through the slice loaders' conv_copy_a / conv_copy_b (found by argument-dependent
+// lookup, beside each loader below). A batch past the last slice is empty, so that every thread
+// commits one batch per slice and the waits count alike.
+template <class Stages, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_mma_copy_slice(Stages& s, const LoadA& load_a, const LoadB& load_b, int M, int N,
+                                                    int k_begin, int slices, int m0, int n0, int i) {
+    if (i < slices) {
+        const int k0 = k_begin + i * CONV_MMA_TILE_K;
+        auto& stage = s.in[i % CONV_MMA_STAGES];
+        conv_copy_a(stage, conv_slice_loader(load_a, k0), M, m0, k0);
+        conv_copy_b(stage, conv_slice_loader(load_b, k0), N, n0, k0);
+    }
+    __pipeline_commit();
+}
+
+// conv_mma_tile's product through the cp.async stages: the block's 64 x TILE_N tile of C = A B
+// over k in [k_begin, k_end), left in s.c.
+template <class Stages, class LoadA, class LoadB>
+__device__ __forceinline__ void conv_mma_tile_pipelined(Stages& s, const LoadA& load_a, const LoadB& load_b, int M,
+                                                        int N, int k_begin, int k_end, int m0, int n0) {
+    using namespace nvcuda;
+    using Tile = typename Stages::Tile;
+    static_assert(Tile::PIPELINED, "operands copied as they are, A already rounded");
+    using Operand = typename Tile::Ops::Fragment;
+    constexpr int MMA_K = Tile::Ops::MMA_K;
+    const int slices = (k_end - k_begin + CONV_MMA_TILE_K - 1) / CONV_MMA_TILE_K;
+    const int warp = threadIdx.x / 32;
+    const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
+    wmma::fragment<wmma::accumulator, 16, 16, MMA_K, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
+    for (int i = 0; i < Tile::FRAGS_M; ++i)
+        for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    for (int i = 0; i < CONV_MMA_STAGES - 1; ++i)
+        conv_mma_copy_slice(s, load_a, load_b, M, N, k_begin, slices, m0, n0, i);
+    for (int slice = 0; slice < slices; ++slice) {
+        __pipeline_wait_prior(CONV_MMA_STAGES - 2);  // this thread's copies of the slice have landed
+        __syncthreads();                             // everyone's have, and the last slice is done
+        conv_mma_copy_slice(s, load_a, load_b, M, N, k_begin, slices, m0, n0, slice + CONV_MMA_STAGES - 1);
+        const ConvMmaOperands<Tile>& in = s.in[slice % CONV_MMA_STAGES];
+#pragma unroll
+        for (int kk = 0; kk < CONV_MMA_TILE_K; kk += MMA_K) {
+            wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, Operand, wmma::row_major> a[Tile::FRAGS_M];
+            for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::load_matrix_sync(a[i], &in.a[row + 16 * i][kk], Tile::A_LD);
+            for (int j = 0; j < Tile::FRAGS_N; ++j) {
+                wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, Operand, typename Tile::BLayout> b;
+                wmma::load_matrix_sync(b, &Tile::b_at(in.b, kk, col + 16 * j), Tile::B_LD);
+                conv_round_to_tf32(b);
+                for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
+            }
+        }
+    }
+    __syncthreads();  // every warp is done with the stages (no copy is pending) before they become s.c
+    for (int i = 0; i < Tile::FRAGS_M; ++i)
+        for (int j = 0; j < Tile::FRAGS_N; ++j)
+            wmma::store_matrix_sync(&s.c[row + 16 * i][col + 16 * j], acc[i][j], Tile::C_LD, wmma::mem_row_major);
+    __syncthreads();
+}
+
+// A's copies from a row-major matrix of whole slices (the channel-slice kernels' tap-major
+// weights: K a multiple of 32 and the matrix 16-byte aligned, so every slice of a row is too):
+// 16 bytes (four k) a copy, eight consecutive threads a row; rows past M zero-filled.
+template <class Tile>
+__device__ __forceinline__ void conv_copy_a(ConvMmaOperands<Tile>& s, const RowMajor32& a, int M, int m0, int k0) {
+    static_assert(Tile::WHOLE_SLICES, "k is not bounded here");
+    constexpr int VEC = 4, CHUNKS_PER_ROW = CONV_MMA_TILE_K / VEC;
+#pragma unroll
+    for (int l = 0; l < CONV_TILE_M * CHUNKS_PER_ROW / CONV_THREADS; ++l) {
+        const int chunk = threadIdx.x + l * CONV_THREADS;
+        const int mm = chunk / CHUNKS_PER_ROW, kk = (chunk % CHUNKS_PER_ROW) * VEC, m = m0 + mm;
+        async_copy<4 * VEC>(&s.a[mm][kk], a.a + imin(m, M - 1) * a.cols + k0 + kk, m < M);
     }
 }
 
@@ -449,6 +571,12 @@ EMU_EXPORT(conv2d_forward_bf16_f32)
 // Whole slices, and A (the weights) rounded by conv2d_weight_tap_major_*.
 template <class Ops>
 using ConvMmaChannelSliceTile = ConvMmaTile<Ops, CONV_MMA_WIDE_TILE_N, false, true, true>;
+// The dynamic shared memory the pipelined channel-slice kernels are launched with
+// (MMA_PIPELINED_SHARED_BYTES in src/ops/conv.rs): three stages of a 64 x 32 slice of A and a
+// 32 x 128 one of B, padded (26 KB each).
+#define CONV_MMA_PIPELINED_SHARED_BYTES 79872
+static_assert(sizeof(ConvMmaStages<ConvMmaChannelSliceTile<Tf32Operands>>) == CONV_MMA_PIPELINED_SHARED_BYTES,
+              "src/ops/conv.rs launches with this size");
 
 // The weights w [c_out, c_in, taps] as the A operand of a tap-major GEMM, rounded to the operand
 // format once here rather than by every block that stages them: out [rows, taps, cols], the
@@ -546,6 +674,26 @@ __device__ __forceinline__ void conv_fetch_b(const TapMajorSlice& slice, int N, 
     }
 }
 
+// B's copies from one TapMajorSlice (conv_mma_tile_pipelined): conv_fetch_b's loads above, each
+// a 4-byte cp.async into the stage, zero-filled where conv_fetch_b zeroes (the source then not
+// read: x's first element stands in).
+template <class Tile>
+__device__ __forceinline__ void conv_copy_b(ConvMmaOperands<Tile>& s, const TapMajorSlice& slice, int N, int n0,
+                                            int) {
+    static_assert(!Tile::B_K_FAST && Tile::WHOLE_SLICES, "a TapMajorSlice is one column over whole slices");
+    int nn, kk;
+    conv_stage_slot<false, CONV_MMA_TILE_K, Tile::TILE_N>(threadIdx.x, 0, nn, kk);
+    const bool read = slice.inside && n0 + nn < N;
+    const float* q = slice.p + (read ? kk * slice.plane : 0);
+    constexpr int K_STEP = CONV_THREADS / Tile::TILE_N;  // kk's step per copy
+    const int stride = read ? K_STEP * slice.plane : 0;
+#pragma unroll
+    for (int l = 0; l < Tile::B_LOADS; ++l) {
+        async_copy<4>(&Tile::b_at(s.b, kk + l * K_STEP, nn), q, read);
+        q += stride;
+    }
+}
+
 // This thread's column of B (conv_stage_slot, n-fast) in a 64 x CONV_MMA_WIDE_TILE_N tile,
 // clamped as conv_fetch_slice clamps, divided into (b, row, col) of a `rows` x `cols` plane.
 __device__ __forceinline__ int conv_thread_column(int n0, int N, int rows, int cols, int& row, int& col) {
@@ -556,6 +704,24 @@ __device__ __forceinline__ int conv_thread_column(int n0, int N, int rows, int c
     return b;
 }
 
+// A channel-slice kernel's GEMM and epilogue, `store(m, n, value)`: through the cp.async stages in
+// dynamic shared memory where the tile allows (Tile::PIPELINED), else staged through registers.
+template <class Tile, class LoadA, class LoadB, class Store>
+__device__ __forceinline__ void conv_channel_slice_gemm(const LoadA& load_a, const LoadB& load_b, int M, int N,
+                                                        int k_begin, int k_end, int m0, int n0, const Store& store) {
+    if constexpr (Tile::PIPELINED) {
+        EMU_DYNAMIC_SHARED(unsigned char, shared);
+        EMU_REQUIRE_DYNAMIC_SHARED(sizeof(ConvMmaStages<Tile>));
+        auto& s = *reinterpret_cast<ConvMmaStages<Tile>*>(shared);
+        conv_mma_tile_pipelined(s, load_a, load_b, M, N, k_begin, k_end, m0, n0);
+        conv_mma_store_tile(s, M, N, m0, n0, store);
+    } else {
+        __shared__ ConvMmaShared<Tile> s;
+        conv_mma_tile(s, load_a, load_b, M, N, k_begin, k_end, m0, n0);
+        conv_mma_store_tile(s, M, N, m0, n0, store);
+    }
+}
+
 template <class Ops>
 __device__ __forceinline__ void conv2d_forward_channel_slices(const float* __restrict__ x,
                                                               const float* __restrict__ wt,
@@ -564,16 +730,15 @@ __device__ __forceinline__ void conv2d_forward_channel_slices(const float* __res
                                                               int has_residual, int batch, int c_in, int h_in,
                                                               int w_in, int c_out, int h_out, int w_out, int kh,
                                                               int kw, int stride, int pad_h, int pad_w, int dil) {
-    __shared__ ConvMmaShared<ConvMmaChannelSliceTile<Ops>> s;
     const int M = c_out, N = batch * h_out * w_out, K = c_in * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_MMA_WIDE_TILE_N;
     int oh, ow;
     const int b = conv_thread_column(n0, N, h_out, w_out, oh, ow);
     const TapMajorColumn in(x, c_in, h_in, w_in, kw, dil, b, oh * stride - pad_h, ow * stride - pad_w);
     // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
-    conv_mma_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
-    conv_mma_store_tile(s, M, N, m0, n0,
-                        ForwardOutput{y, bias, residual, has_bias, has_residual, c_out, FastDivmod(h_out * w_out)});
+    conv_channel_slice_gemm<ConvMmaChannelSliceTile<Ops>>(
+        RowMajor32{wt, K}, in, M, N, 0, K, m0, n0,
+        ForwardOutput{y, bias, residual, has_bias, has_residual, c_out, FastDivmod(h_out * w_out)});
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
@@ -707,16 +872,15 @@ __device__ __forceinline__ void conv2d_backward_data_channel_slices(const float*
                                                                     int h_in, int w_in, int c_out, int h_out,
                                                                     int w_out, int kh, int kw, int stride, int pad_h,
                                                                     int pad_w, int dil) {
-    __shared__ ConvMmaShared<ConvMmaChannelSliceTile<Ops>> s;
     const int M = c_in, N = batch * h_in * w_in, K = c_out * kh * kw;
     const int m0 = blockIdx.y * CONV_TILE_M, n0 = blockIdx.x * CONV_MMA_WIDE_TILE_N;
     int ih, iw;
     const int b = conv_thread_column(n0, N, h_in, w_in, ih, iw);
     const TapMajorColumn in(dy, c_out, h_out, w_out, kw, -dil, b, ih + pad_h, iw + pad_w);
-    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
-    conv_mma_tile(s, RowMajor32{wt, K}, in, M, N, 0, K, m0, n0);
     const FastDivmod hw(h_in * w_in);
-    conv_mma_store_tile(s, M, N, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
+    // K = channels * taps, the channels a multiple of the slice: whole slices; wt rounded.
+    conv_channel_slice_gemm<ConvMmaChannelSliceTile<Ops>>(
+        RowMajor32{wt, K}, in, M, N, 0, K, m0, n0, [&](int m, int n, float v) { dx[nchw_index(m, n, c_in, hw)] = v; });
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)
@@ -942,18 +1106,16 @@ __device__ __forceinline__ void conv2d_backward_weight_channel_slices(const floa
                                                                       int h_out, int w_out, int kh, int kw,
                                                                       int stride, int pad_h, int pad_w, int dil,
                                                                       int k_chunk) {
-    __shared__ ConvMmaShared<ConvMmaBackwardWeightSliceTile<Ops>> s;
     const ConvDims d{batch, c_in, h_in, w_in, c_out, h_out, w_out, kh, kw, stride, pad_h, pad_w, dil};
     const WeightGradBlock g(d, k_chunk, partial);
     // The block's 64 columns: channels ci0... of one tap (c_in a multiple of 64).
     const int taps = kh * kw, tap = g.n0 / c_in, ci0 = g.n0 - tap * c_in, th = tap / kw, tw = tap - th * kw;
     const OutputGradRows a{dy, c_out, h_out, w_out, g.k_end, g.m0};
     const InputTapChannels b{x, d, g.k_end, ci0, th * dil - pad_h, tw * dil - pad_w};
-    conv_mma_tile(s, a, b, g.M, g.N, g.k_begin, g.k_end, g.m0, g.n0);
     // Column n = tap * c_in + ci of the tile is dw's column ci * taps + tap.
-    conv_mma_store_tile(s, g.M, g.N, g.m0, g.n0, [&](int m, int n, float v) {
-        g.out[(size_t)m * g.N + (size_t)(ci0 + n - g.n0) * taps + tap] = v;
-    });
+    conv_channel_slice_gemm<ConvMmaBackwardWeightSliceTile<Ops>>(
+        a, b, g.M, g.N, g.k_begin, g.k_end, g.m0, g.n0,
+        [&](int m, int n, float v) { g.out[(size_t)m * g.N + (size_t)(ci0 + n - g.n0) * taps + tap] = v; });
 }
 
 extern "C" __global__ void __launch_bounds__(CONV_THREADS, CONV_MMA_MIN_BLOCKS)

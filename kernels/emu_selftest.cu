@@ -1,6 +1,7 @@
 // emu_selftest.cu: kernels that exercise the emulator itself (tests/emulator.rs). Compiled by
 // nvcc like every other family, so they run on a GPU too: the correct ones must agree there,
 // and the deliberately broken ones document what the emulator reports.
+#include "async_copy.cuh"
 #include "common.cuh"
 
 // Block reduction with barriers: out[b] = sum of the block's slice of x.
@@ -64,6 +65,26 @@ extern "C" __global__ void selftest_neighbour_f32(const float* x, float* out, in
     out[blockIdx.x * blockDim.x + t] = s[(t + 1) % blockDim.x];
 }
 EMU_EXPORT(selftest_neighbour_f32)
+
+// cp.async (async_copy.cuh) into dynamic shared memory (5 blockDim floats): thread t copies
+// x[4t, 4t + 4) as one 16-byte copy and x[4 blockDim + t] as one 4-byte copy, each zero-filled
+// instead where t % 3 == 2, commits them as one batch, waits for it, meets the block at a barrier
+// and writes its neighbour's: out[4t + i] = s[4(t + 1) + i], out[4 blockDim + t] = s[4 blockDim + t
+// + 1] (indices modulo the block). Deliberately wrong when `wait` is 0: the barrier comes before
+// the copies are known to have landed.
+extern "C" __global__ void selftest_async_copy_f32(const float* x, float* out, int wait) {
+    EMU_DYNAMIC_SHARED(float, s);
+    const int t = threadIdx.x, n = blockDim.x, next = (t + 1) % n;
+    const bool read = t % 3 != 2;
+    async_copy<16>(&s[4 * t], &x[4 * t], read);
+    async_copy<4>(&s[4 * n + t], &x[4 * n + t], read);
+    __pipeline_commit();
+    if (wait) __pipeline_wait_prior(0);
+    __syncthreads();
+    for (int i = 0; i < 4; ++i) out[4 * t + i] = s[4 * next + i];
+    out[4 * n + t] = s[4 * n + next];
+}
+EMU_EXPORT(selftest_async_copy_f32)
 
 // Deliberately wrong: odd lanes exit, even lanes shuffle with a full mask.
 extern "C" __global__ void selftest_divergent_shuffle_f32(float* out) {

@@ -7,6 +7,10 @@
 //   bf16: fp32's exponent and 7 mantissa bits, rounded to nearest, ties to even
 //         (cvt.rn.bf16.f32); staged as a 16-bit __nv_bfloat16 (half the shared memory and
 //         fragment loads of tf32), multiplied by wmma m16n16k16, twice tf32's depth per mma.
+// A tf32 operand is an fp32 value with its low 13 bits ignored, so it can be copied into shared
+// memory as it is (cp.async, ASYNC_COPIES) and rounded in the fragment once loaded: the same
+// rounding of the same values. A bf16 operand is converted on the way, which an asynchronous
+// global-to-shared copy cannot do.
 #pragma once
 
 #ifdef __CUDACC__
@@ -19,6 +23,7 @@ struct Tf32Operands {
     using Fragment = nvcuda::wmma::precision::tf32;    // wmma's name for the operand type
     static constexpr int MMA_K = 8;                    // the depth of one mma: m16n16k8
     static constexpr int PAD = 4;                      // leading-dimension padding: 16 bytes
+    static constexpr bool ASYNC_COPIES = true;         // staged by cp.async, rounded in fragments
     // An operand as staged: rounded, unless `rounded` says it already is.
     __device__ static __forceinline__ Stored stage(float v, bool rounded) {
         return rounded ? v : nvcuda::wmma::__float_to_tf32(v);
@@ -32,6 +37,7 @@ struct Bf16Operands {
     using Fragment = __nv_bfloat16;
     static constexpr int MMA_K = 16;
     static constexpr int PAD = 8;
+    static constexpr bool ASYNC_COPIES = false;
     // The conversion to 16 bits is the rounding, and exact for a value already rounded.
     __device__ static __forceinline__ Stored stage(float v, bool) { return __float2bfloat16(v); }
     __device__ static __forceinline__ float round(float v) { return __bfloat162float(__float2bfloat16(v)); }

@@ -216,6 +216,55 @@ fn race_is_caught_by_schedule_comparison() {
     );
 }
 
+/// The cp.async self-test (kernels/emu_selftest.cu) in one schedule, with or without its wait.
+fn async_copy_selftest(dev: &Device, wait: bool) -> Vec<f32> {
+    let n = 64;
+    let x: Vec<f32> = (0..5 * n).map(|i| i as f32 + 0.5).collect();
+    let xt = Tensor::from_slice(&x, &[5 * n], dev).unwrap();
+    let mut out = Tensor::uninit(&[5 * n], dev).unwrap();
+    let shared = (5 * n * std::mem::size_of::<f32>()) as u32;
+    let g = LaunchGeometry::new([1, 1, 1], [n as u32, 1, 1], shared);
+    launch(
+        dev,
+        "selftest_async_copy_f32",
+        g,
+        &mut [
+            KernelArg::In(xt.buffer()),
+            KernelArg::Out(out.buffer_mut()),
+            KernelArg::I32(wait as i32),
+        ],
+    )
+    .unwrap();
+    out.to_vec().unwrap()
+}
+
+#[test]
+fn async_copies_land_by_their_wait_and_zero_fill() {
+    let n = 64;
+    // Thread t's copies are zero-filled where t % 3 == 2; each thread reads its neighbour's.
+    let copied = |t: usize, v: f32| if t % 3 == 2 { 0.0 } else { v };
+    let mut want = vec![0.0; 5 * n];
+    for t in 0..n {
+        let next = (t + 1) % n;
+        for i in 0..4 {
+            want[4 * t + i] = copied(next, (4 * next + i) as f32 + 0.5);
+        }
+        want[4 * n + t] = copied(next, (4 * n + next) as f32 + 0.5);
+    }
+    for dev in kernel_devices("async_copies_land_by_their_wait_and_zero_fill") {
+        assert_eq!(async_copy_selftest(&dev, true), want, "{dev}");
+    }
+    // Without the wait, the forward schedule's copies land at issue and the result looks
+    // right; the reverse schedule's land only at a wait, so the reads find the poison of
+    // never-written shared memory.
+    assert_eq!(async_copy_selftest(&EMU, false), want);
+    let early = async_copy_selftest(&EMU_REVERSE, false);
+    assert!(
+        early.iter().all(|v| v.is_nan()),
+        "reads before the wait saw landed copies: {early:?}"
+    );
+}
+
 #[test]
 fn bad_launches_are_errors() {
     let mut out = Tensor::uninit(&[4], &EMU).unwrap();

@@ -6,6 +6,7 @@ use common::cli::ok;
 use dalemeetslangevin::device::cuda;
 use dalemeetslangevin::device::launch::KERNEL_SIGNATURES;
 use dalemeetslangevin::device::occupancy::{self, Limiter};
+use dalemeetslangevin::ops::conv::MMA_PIPELINED_SHARED_BYTES;
 use serde_json::Value;
 
 /// The architectures build.rs compiles SASS for.
@@ -125,6 +126,60 @@ fn wmma_kernels_issue_tensor_core_instructions() {
             );
         }
     }
+}
+
+/// The kernels that stage their operands by cp.async (kernels/conv.cu, ConvMmaTile::PIPELINED),
+/// which their SASS must show as LDGSTS, or the copies went through registers after all.
+const PIPELINED_KERNELS: [&str; 2] = [
+    "conv2d_forward_tf32_channel_slices_f32",
+    "conv2d_backward_data_tf32_channel_slices_f32",
+];
+
+#[test]
+fn pipelined_convolutions_copy_asynchronously_into_their_stages() {
+    let Some(kernels) =
+        reported_kernels("pipelined_convolutions_copy_asynchronously_into_their_stages")
+    else {
+        return;
+    };
+    for kernel in PIPELINED_KERNELS {
+        for arch in ARCHS {
+            let k = entry(&kernels, kernel, arch).expect("reported");
+            assert!(
+                k["async_copy_instructions"].as_u64().unwrap() > 0,
+                "{kernel} ({arch}) has no LDGSTS in its SASS: {k}"
+            );
+            assert_eq!(
+                k["dynamic_shared_bytes"].as_u64().unwrap(),
+                MMA_PIPELINED_SHARED_BYTES as u64,
+                "{kernel} ({arch})"
+            );
+        }
+    }
+    // The other kernels, but the emulator's cp.async self-test, copy through registers (and the
+    // report says so).
+    for k in &kernels {
+        let name = k["kernel"].as_str().unwrap();
+        if !PIPELINED_KERNELS.contains(&name) && name != "selftest_async_copy_f32" {
+            assert_eq!(k["async_copy_instructions"], 0, "{k}");
+            assert_eq!(k["dynamic_shared_bytes"], 0, "{k}");
+        }
+    }
+}
+
+#[test]
+fn pipelined_shared_memory_is_the_size_the_kernels_declare() {
+    // src/ops/conv.rs launches the pipelined kernels with the size kernels/conv.cu asserts its
+    // stages have (a static_assert there); a launch with less would overrun shared memory.
+    let source = include_str!("../kernels/conv.cu");
+    let declared: u32 = source
+        .lines()
+        .find_map(|l| l.strip_prefix("#define CONV_MMA_PIPELINED_SHARED_BYTES "))
+        .expect("conv.cu defines CONV_MMA_PIPELINED_SHARED_BYTES")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(declared, MMA_PIPELINED_SHARED_BYTES);
 }
 
 #[test]

@@ -18,6 +18,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <atomic>
@@ -78,6 +80,7 @@ struct BlockState {
     dim3 block_dim;
     dim3 grid_dim;
     unsigned char* dynamic_shared;
+    unsigned int dynamic_shared_bytes;
 };
 
 extern thread_local ThreadState* current_thread;
@@ -182,6 +185,17 @@ extern "C" const char* EMU_C(last_error)();
 
 // Dynamic shared memory: `extern __shared__ T name[]` under nvcc (see common.cuh).
 #define EMU_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::current_block.dynamic_shared)
+// A kernel that needs `bytes` of it stops the process here when launched with fewer (on a GPU the
+// accesses past the end fault, or read another block's memory).
+#define EMU_REQUIRE_DYNAMIC_SHARED(bytes) emu::require_dynamic_shared(bytes, __func__)
+namespace emu {
+EMU_UNINSTRUMENTED inline void require_dynamic_shared(size_t bytes, const char* function) {
+    if (current_block.dynamic_shared_bytes >= bytes) return;
+    std::fprintf(stderr, "emu: %s needs %zu bytes of dynamic shared memory, launched with %u\n", function, bytes,
+                 current_block.dynamic_shared_bytes);
+    std::abort();
+}
+}  // namespace emu
 
 // Exports a host launcher `emu_launch_<name>(cfg, params)` for an `extern "C" __global__` kernel.
 // (In the profiling build `name` is a macro for the kernel's renamed copy: build.rs renames every
@@ -341,6 +355,7 @@ using std::sin;
 using std::sqrt;
 
 // __nv_bfloat16 (<cuda_bf16.h>) and nvcuda::wmma (the tensor-core API of <mma.h>) for the shapes
-// the kernels use.
+// the kernels use, and cp.async through <cuda_pipeline.h>'s primitives.
 #include "bf16_emu.h"
 #include "wmma_emu.h"
+#include "pipeline_emu.h"

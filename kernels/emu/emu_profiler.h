@@ -294,8 +294,8 @@ void count_warp(size_t first, unsigned lanes) {
 void profile_begin_block(const Runner& r, size_t threads) {
     if (!profile::state.active) return;
     profile::state.logs.assign(threads, {});
-    profile::state.dynamic_begin = reinterpret_cast<uintptr_t>(r.dynamic_shared.data());
-    profile::state.dynamic_end = profile::state.dynamic_begin + r.dynamic_shared.size();
+    profile::state.dynamic_begin = reinterpret_cast<uintptr_t>(r.dynamic_shared);
+    profile::state.dynamic_end = profile::state.dynamic_begin + r.dynamic_bytes;
 }
 
 // Every thread has reached a barrier or finished: the logs so far are complete warp by warp.

@@ -96,13 +96,27 @@ void context_start(Context& c, unsigned char* stack, size_t bytes, void (*entry)
 
 enum class FiberState { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
+// A cp.async issued and not yet landed (pipeline_emu.h).
+struct PendingCopy {
+    unsigned char* dst;
+    const unsigned char* src;
+    unsigned bytes, zfill;
+};
+
 struct Fiber {
     Context ctx;
     ThreadState ts;
     FiberState state;
     unsigned int warp_mask;
     unsigned char* stack;
+    // The thread's copies not landed yet, oldest first, and where each committed batch ends in
+    // them (the reverse schedule's deferred copies; pipeline_emu.h).
+    std::vector<PendingCopy> copies;
+    std::vector<size_t> batch_ends;
 };
+
+// The alignment of a block's dynamic shared memory (a GPU's is at least this).
+constexpr size_t DYNAMIC_SHARED_ALIGN = 128;
 
 size_t stack_bytes() {
     static const size_t bytes = [] {
@@ -119,7 +133,13 @@ struct Runner {
     Context scheduler;
     Fiber* running = nullptr;
     std::vector<uint64_t> warp_slots;
-    std::vector<unsigned char> dynamic_shared;
+    // The block's dynamic shared memory: `dynamic_bytes` from `dynamic_shared`, aligned as a GPU
+    // aligns it (wmma loads and 16-byte copies need 32 and 16).
+    std::vector<unsigned char> dynamic_storage;
+    unsigned char* dynamic_shared = nullptr;
+    size_t dynamic_bytes = 0;
+    // Whether cp.async copies land when issued (forward schedule) or at their wait (reverse).
+    bool copies_land_at_issue = true;
     BlockBody body = nullptr;
     void* closure = nullptr;
     std::string error;
@@ -227,12 +247,17 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
     if (!ensure_fibers(n)) return false;
     warp_slots.assign(((n + 31) / 32) * 32, 0);
     // Poisoned with 0xff bytes (a NaN as float) so reads of never-written shared memory show.
-    dynamic_shared.assign(cfg->shared_bytes, 0xff);
+    dynamic_storage.assign(cfg->shared_bytes + DYNAMIC_SHARED_ALIGN, 0xff);
+    const uintptr_t storage = reinterpret_cast<uintptr_t>(dynamic_storage.data());
+    dynamic_shared = dynamic_storage.data() + (-storage & (DYNAMIC_SHARED_ALIGN - 1));
+    dynamic_bytes = cfg->shared_bytes;
+    copies_land_at_issue = !reverse;
 
     current_block.block_idx = block_idx;
     current_block.block_dim = dim3(cfg->block[0], cfg->block[1], cfg->block[2]);
     current_block.grid_dim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
-    current_block.dynamic_shared = dynamic_shared.empty() ? nullptr : dynamic_shared.data();
+    current_block.dynamic_shared = dynamic_bytes == 0 ? nullptr : dynamic_shared;
+    current_block.dynamic_shared_bytes = cfg->shared_bytes;
 
     for (size_t i = 0; i < n; ++i) {
         Fiber& f = fibers[i];
@@ -240,6 +265,8 @@ bool Runner::run_block(const LaunchCfg* cfg, uint3 block_idx, bool reverse) {
         f.ts.thread_idx = uint3{(unsigned int)(i % bx), (unsigned int)((i / bx) % by), (unsigned int)(i / (bx * by))};
         f.state = FiberState::Ready;
         f.warp_mask = 0;
+        f.copies.clear();
+        f.batch_ends.clear();
         context_start(f.ctx, f.stack, stack_bytes(), fiber_main, scheduler);
     }
     EMU_PROFILE_HOOK(profile_begin_block(*this, n));
@@ -321,6 +348,39 @@ void sync_warp(unsigned int mask) {
 }
 
 uint64_t* warp_slots() { return runner->warp_slots.data() + (current_thread->linear & ~31u); }
+
+namespace {
+void land(const PendingCopy& c) {
+    std::memcpy(c.dst, c.src, c.bytes - c.zfill);
+    std::memset(c.dst + (c.bytes - c.zfill), 0, c.zfill);
+}
+}  // namespace
+
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned zfill, uintptr_t site) {
+    const PendingCopy c{static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), bytes, zfill};
+    // The copy's global load and its shared store are two accesses; site + 1 names the store.
+    if (bytes > zfill) EMU_PROFILE_HOOK(profile::record(site, src, bytes - zfill, false));
+    EMU_PROFILE_HOOK(profile::record(site + 1, dst, bytes, true));
+    if (runner->copies_land_at_issue)
+        land(c);
+    else
+        runner->running->copies.push_back(c);
+}
+
+void async_commit() {
+    Fiber* f = runner->running;
+    f->batch_ends.push_back(f->copies.size());
+}
+
+void async_wait_prior(unsigned prior) {
+    Fiber* f = runner->running;
+    if (f->batch_ends.size() <= prior) return;
+    const size_t done = f->batch_ends[f->batch_ends.size() - 1 - prior];
+    for (size_t i = 0; i < done; ++i) land(f->copies[i]);
+    f->copies.erase(f->copies.begin(), f->copies.begin() + (long)done);
+    f->batch_ends.erase(f->batch_ends.begin(), f->batch_ends.end() - prior);
+    for (size_t& end : f->batch_ends) end -= done;
+}
 
 int run_grid(const LaunchCfg* cfg, BlockBody body, void* closure) {
     last_error = validate(cfg);

@@ -1,7 +1,9 @@
 //! `dml info`: what this build can do and what this machine has; `dml info --kernels`: what the
 //! compiler made of each kernel (src/device/kernel_report.rs).
 use super::DeviceChoice;
-use crate::device::kernel_report::{KernelResources, KERNEL_RESOURCES, SASS_READER};
+use crate::device::kernel_report::{
+    fixed_dynamic_shared_bytes, KernelResources, KERNEL_RESOURCES, SASS_READER,
+};
 use crate::device::launch::ELEMENTWISE_BLOCK;
 use crate::device::occupancy::{self, Occupancy};
 use crate::device::{cuda, emu};
@@ -11,8 +13,9 @@ use crate::ops::norm::NORM_THREADS;
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
     /// Instead of the build and devices, print for every compiled kernel and architecture its
-    /// registers per thread, stack, spills, static shared memory, theoretical sm_90 occupancy and
-    /// tensor-core instructions, as ptxas and cuobjdump reported them at build time.
+    /// registers per thread, stack, spills, shared memory (static, and the dynamic stages of the
+    /// pipelined convolutions), theoretical sm_90 occupancy, tensor-core instructions and
+    /// asynchronous copies, as ptxas and cuobjdump reported them at build time.
     #[arg(long)]
     pub kernels: bool,
     /// With --kernels: print the report as JSON.
@@ -117,7 +120,7 @@ fn print_kernel_table() {
         .max()
         .unwrap_or(0);
     println!(
-        "{:<12} {:<width$} {:<6} {:>4} {:>5} {:>11} {:>6} {:>14} {:>14}  tensor cores",
+        "{:<12} {:<width$} {:<6} {:>4} {:>5} {:>11} {:>6} {:>14} {:>14}  tensor cores; async copies",
         "module",
         "kernel",
         "arch",
@@ -138,7 +141,7 @@ fn print_kernel_table() {
             k.registers,
             k.stack_bytes,
             format!("{}/{}", k.spill_store_bytes, k.spill_load_bytes),
-            k.static_shared_bytes,
+            k.shared_bytes(),
             small,
             large,
             tensor_core_cell(k),
@@ -159,7 +162,7 @@ fn print_kernel_table() {
 /// Theoretical sm_90 occupancy at each launch block size; None for other architectures.
 fn sm90_occupancy(k: &KernelResources) -> [Option<Occupancy>; 2] {
     LAUNCH_BLOCK_SIZES.map(|threads| {
-        (k.arch == "sm_90").then(|| occupancy::sm90(k.registers, k.static_shared_bytes, threads))
+        (k.arch == "sm_90").then(|| occupancy::sm90(k.registers, k.shared_bytes(), threads))
     })
 }
 
@@ -168,10 +171,14 @@ fn occupancy_cell(o: Occupancy) -> String {
 }
 
 fn tensor_core_cell(k: &KernelResources) -> String {
-    match k.mma_instructions {
+    let mma = match k.mma_instructions {
         None => "unknown".into(),
         Some(0) => "no".into(),
         Some(n) => format!("yes: {n} {}", k.mma_opcodes),
+    };
+    match k.async_copy_instructions {
+        Some(n) if n > 0 => format!("{mma}; cp.async: {n} LDGSTS"),
+        _ => mma,
     }
 }
 
@@ -213,7 +220,9 @@ fn kernel_json(k: &KernelResources) -> serde_json::Value {
         "spill_store_bytes": k.spill_store_bytes,
         "spill_load_bytes": k.spill_load_bytes,
         "static_shared_bytes": k.static_shared_bytes,
+        "dynamic_shared_bytes": fixed_dynamic_shared_bytes(k.kernel),
         "mma_instructions": k.mma_instructions,
+        "async_copy_instructions": k.async_copy_instructions,
         "mma_opcodes": k.mma_opcodes,
         "sm90_occupancy": occupancy,
     })

@@ -140,6 +140,9 @@ const MMA_TILE_K: usize = 32;
 /// The channel-slice backward weight takes input channel counts that are a multiple of the
 /// column tile (TILE_N), so that a block's columns are channels of one filter tap.
 const MMA_BACKWARD_WEIGHT_CHANNELS: usize = TILE_N;
+/// The dynamic shared memory of the channel-slice kernels that stage through cp.async (the tf32
+/// forward and backward data: CONV_MMA_PIPELINED_SHARED_BYTES, three stages of both operands).
+pub const MMA_PIPELINED_SHARED_BYTES: u32 = 79_872;
 
 /// The shape of one convolution, validated.
 #[derive(Clone, Copy, Debug)]
@@ -284,6 +287,20 @@ fn tiled_geometry(m: usize, n: usize, splits: usize, tile_n: usize) -> LaunchGeo
         [THREADS, 1, 1],
         0,
     )
+}
+
+/// Geometry of the forward and backward-data channel-slice kernels: 64 x 128 tiles, and in tf32
+/// the dynamic shared memory of their cp.async stages (bf16 operands are converted as they are
+/// staged, through registers into static shared memory).
+fn channel_slice_geometry(m: usize, n: usize, precision: ConvPrecision) -> LaunchGeometry {
+    let g = tiled_geometry(m, n, 1, MMA_WIDE_TILE_N);
+    match precision {
+        ConvPrecision::Tf32 => LaunchGeometry {
+            shared_bytes: MMA_PIPELINED_SHARED_BYTES,
+            ..g
+        },
+        _ => g,
+    }
 }
 
 /// How many ways to split the long K (pixel) dimension of the weight gradient, and the chunk
@@ -504,7 +521,7 @@ fn forward_channel_slices(
         Arg::I32(residual.is_some() as i32),
     ];
     args.extend(d.args());
-    let g = tiled_geometry(d.c_out, d.batch * d.h_out * d.w_out, 1, MMA_WIDE_TILE_N);
+    let g = channel_slice_geometry(d.c_out, d.batch * d.h_out * d.w_out, precision);
     let kernel = match precision {
         ConvPrecision::Bf16 => "conv2d_forward_bf16_channel_slices_f32",
         _ => "conv2d_forward_tf32_channel_slices_f32",
@@ -558,7 +575,7 @@ pub fn conv2d_backward_data(
             let wt = weight_tap_major(&d, w, true, cfg.precision, dev)?;
             let mut args = vec![Arg::In(dy), Arg::In(&wt), Arg::Out(&mut dx)];
             args.extend(d.args());
-            let g = tiled_geometry(d.c_in, d.batch * d.h_in * d.w_in, 1, MMA_WIDE_TILE_N);
+            let g = channel_slice_geometry(d.c_in, d.batch * d.h_in * d.w_in, cfg.precision);
             let kernel = match cfg.precision {
                 ConvPrecision::Bf16 => "conv2d_backward_data_bf16_channel_slices_f32",
                 _ => "conv2d_backward_data_tf32_channel_slices_f32",
