@@ -353,19 +353,57 @@ __device__ __forceinline__ void conv_mma_stage(ConvMmaShared<Tile>& s, const flo
     }
 }
 
+// One warp's part of a block's tensor-core tile: its FRAGS_M x FRAGS_N accumulator fragments,
+// whose 16 x 16 blocks start at (row, col) of the tile.
+template <class Tile>
+struct ConvMmaWarpTile {
+    using Operand = typename Tile::Ops::Fragment;
+    static constexpr int MMA_K = Tile::Ops::MMA_K;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, MMA_K, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
+    int row, col;
+
+    __device__ ConvMmaWarpTile() {
+        const int warp = threadIdx.x / 32;
+        row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M;
+        col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
+        for (int i = 0; i < Tile::FRAGS_M; ++i)
+            for (int j = 0; j < Tile::FRAGS_N; ++j) nvcuda::wmma::fill_fragment(acc[i][j], 0.0f);
+    }
+
+    // Accumulates the product of one K slice staged in `in`. ROUND_B: B's elements were copied
+    // as they are (cp.async) and are rounded to tf32 in each fragment; A's always arrive rounded.
+    template <bool ROUND_B>
+    __device__ __forceinline__ void multiply(const ConvMmaOperands<Tile>& in) {
+        using namespace nvcuda;
+#pragma unroll
+        for (int kk = 0; kk < CONV_MMA_TILE_K; kk += MMA_K) {
+            wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, Operand, wmma::row_major> a[Tile::FRAGS_M];
+            for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::load_matrix_sync(a[i], &in.a[row + 16 * i][kk], Tile::A_LD);
+            for (int j = 0; j < Tile::FRAGS_N; ++j) {
+                wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, Operand, typename Tile::BLayout> b;
+                wmma::load_matrix_sync(b, &Tile::b_at(in.b, kk, col + 16 * j), Tile::B_LD);
+                if (ROUND_B)
+                    for (int t = 0; t < b.num_elements; ++t) b.x[t] = wmma::__float_to_tf32(b.x[t]);
+                for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
+            }
+        }
+    }
+
+    // Writes the accumulators into the result tile (row-major) for the epilogue.
+    __device__ __forceinline__ void store(ConvMmaResult<Tile>& c) const {
+        for (int i = 0; i < Tile::FRAGS_M; ++i)
+            for (int j = 0; j < Tile::FRAGS_N; ++j)
+                nvcuda::wmma::store_matrix_sync(&c[row + 16 * i][col + 16 * j], acc[i][j], Tile::C_LD,
+                                                nvcuda::wmma::mem_row_major);
+    }
+};
+
 // The block's 64 x TILE_N tile of C = A B over k in [k_begin, k_end) on tensor cores, left in s.c
 // for the kernel's epilogue (the fragment layout is opaque, so results leave through shared memory).
 template <class Tile, class LoadA, class LoadB>
 __device__ __forceinline__ void conv_mma_tile(ConvMmaShared<Tile>& s, const LoadA& load_a, const LoadB& load_b,
                                               int M, int N, int k_begin, int k_end, int m0, int n0) {
-    using namespace nvcuda;
-    using Operand = typename Tile::Ops::Fragment;
-    constexpr int MMA_K = Tile::Ops::MMA_K;
-    const int warp = threadIdx.x / 32;
-    const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
-    wmma::fragment<wmma::accumulator, 16, 16, MMA_K, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
-    for (int i = 0; i < Tile::FRAGS_M; ++i)
-        for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    ConvMmaWarpTile<Tile> warp;
     float ra[CONV_MMA_A_LOADS], rb[Tile::B_LOADS];
     const auto fetch = [&](int k0) {
         conv_fetch_slice<CONV_MMA_A_K_FAST, Tile::B_K_FAST, CONV_MMA_TILE_K, CONV_MMA_A_LOADS, Tile::B_LOADS,
@@ -376,21 +414,10 @@ __device__ __forceinline__ void conv_mma_tile(ConvMmaShared<Tile>& s, const Load
         conv_mma_stage<Tile>(s, ra, rb);
         __syncthreads();
         if (k0 + CONV_MMA_TILE_K < k_end) fetch(k0 + CONV_MMA_TILE_K);
-        for (int kk = 0; kk < CONV_MMA_TILE_K; kk += MMA_K) {
-            wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, Operand, wmma::row_major> a[Tile::FRAGS_M];
-            for (int i = 0; i < Tile::FRAGS_M; ++i)
-                wmma::load_matrix_sync(a[i], &s.in.a[row + 16 * i][kk], Tile::A_LD);
-            for (int j = 0; j < Tile::FRAGS_N; ++j) {
-                wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, Operand, typename Tile::BLayout> b;
-                wmma::load_matrix_sync(b, &Tile::b_at(s.in.b, kk, col + 16 * j), Tile::B_LD);
-                for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
-            }
-        }
+        warp.template multiply<false>(s.in);
         __syncthreads();  // the operand tiles are overwritten next (or become the result tile)
     }
-    for (int i = 0; i < Tile::FRAGS_M; ++i)
-        for (int j = 0; j < Tile::FRAGS_N; ++j)
-            wmma::store_matrix_sync(&s.c[row + 16 * i][col + 16 * j], acc[i][j], Tile::C_LD, wmma::mem_row_major);
+    warp.store(s.c);
     __syncthreads();
 }
 
@@ -434,13 +461,6 @@ union alignas(128) ConvMmaStages {
     ConvMmaResult<Tile> c;
 };
 
-// A fragment's tf32 operands, copied into shared memory as they were, rounded in place.
-template <class Fragment>
-__device__ __forceinline__ void conv_round_to_tf32(Fragment& f) {
-#pragma unroll
-    for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
-}
-
 // Issues this thread's copies of K slice i (from k_begin + i * CONV_MMA_TILE_K) into its stage as
 // one batch, through the slice loaders' conv_copy_a / conv_copy_b (found by argument-dependent
 // lookup, beside each loader below). A batch past the last slice is empty, so that every thread
@@ -462,40 +482,20 @@ __device__ __forceinline__ void conv_mma_copy_slice(Stages& s, const LoadA& load
 template <class Stages, class LoadA, class LoadB>
 __device__ __forceinline__ void conv_mma_tile_pipelined(Stages& s, const LoadA& load_a, const LoadB& load_b, int M,
                                                         int N, int k_begin, int k_end, int m0, int n0) {
-    using namespace nvcuda;
     using Tile = typename Stages::Tile;
     static_assert(Tile::PIPELINED, "operands copied as they are, A already rounded");
-    using Operand = typename Tile::Ops::Fragment;
-    constexpr int MMA_K = Tile::Ops::MMA_K;
     const int slices = (k_end - k_begin + CONV_MMA_TILE_K - 1) / CONV_MMA_TILE_K;
-    const int warp = threadIdx.x / 32;
-    const int row = (warp / Tile::WARPS_N) * 16 * Tile::FRAGS_M, col = (warp % Tile::WARPS_N) * 16 * Tile::FRAGS_N;
-    wmma::fragment<wmma::accumulator, 16, 16, MMA_K, float> acc[Tile::FRAGS_M][Tile::FRAGS_N];
-    for (int i = 0; i < Tile::FRAGS_M; ++i)
-        for (int j = 0; j < Tile::FRAGS_N; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+    ConvMmaWarpTile<Tile> warp;
     for (int i = 0; i < CONV_MMA_STAGES - 1; ++i)
         conv_mma_copy_slice(s, load_a, load_b, M, N, k_begin, slices, m0, n0, i);
     for (int slice = 0; slice < slices; ++slice) {
         __pipeline_wait_prior(CONV_MMA_STAGES - 2);  // this thread's copies of the slice have landed
         __syncthreads();                             // everyone's have, and the last slice is done
         conv_mma_copy_slice(s, load_a, load_b, M, N, k_begin, slices, m0, n0, slice + CONV_MMA_STAGES - 1);
-        const ConvMmaOperands<Tile>& in = s.in[slice % CONV_MMA_STAGES];
-#pragma unroll
-        for (int kk = 0; kk < CONV_MMA_TILE_K; kk += MMA_K) {
-            wmma::fragment<wmma::matrix_a, 16, 16, MMA_K, Operand, wmma::row_major> a[Tile::FRAGS_M];
-            for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::load_matrix_sync(a[i], &in.a[row + 16 * i][kk], Tile::A_LD);
-            for (int j = 0; j < Tile::FRAGS_N; ++j) {
-                wmma::fragment<wmma::matrix_b, 16, 16, MMA_K, Operand, typename Tile::BLayout> b;
-                wmma::load_matrix_sync(b, &Tile::b_at(in.b, kk, col + 16 * j), Tile::B_LD);
-                conv_round_to_tf32(b);
-                for (int i = 0; i < Tile::FRAGS_M; ++i) wmma::mma_sync(acc[i][j], a[i], b, acc[i][j]);
-            }
-        }
+        warp.template multiply<true>(s.in[slice % CONV_MMA_STAGES]);
     }
     __syncthreads();  // every warp is done with the stages (no copy is pending) before they become s.c
-    for (int i = 0; i < Tile::FRAGS_M; ++i)
-        for (int j = 0; j < Tile::FRAGS_N; ++j)
-            wmma::store_matrix_sync(&s.c[row + 16 * i][col + 16 * j], acc[i][j], Tile::C_LD, wmma::mem_row_major);
+    warp.store(s.c);
     __syncthreads();
 }
 
