@@ -441,10 +441,9 @@ __device__ __forceinline__ void conv_mma_store_tile(const Shared& s, int M, int 
 // ---- asynchronous multi-stage staging (cp.async) ---------------------------------------------
 // The tiles that allow it (ConvMmaTile::PIPELINED: the tf32 forward and backward-data channel
 // slices) copy their operands from global to shared memory with cp.async (async_copy.cuh),
-// CONV_MMA_STAGES slices in flight:
-// while the warps multiply slice i, the copies of slices i + 1 and i + 2 are under way, and they
-// do not pass through registers (conv_mma_tile holds one slice ahead in 24 registers a thread,
-// and stalls on those loads when it stages them). Elements are copied as they are and rounded to
+// CONV_MMA_STAGES slices in flight: while the warps multiply slice i, the copies of slices i + 1
+// and i + 2 are under way, and they do not pass through registers (conv_mma_tile holds one slice
+// ahead in 24 registers a thread, and stalls on those loads when it stages them). Elements are copied as they are and rounded to
 // tf32 in the fragments (mma_operands.cuh). Each thread's copies of a slice are one batch
 // (__pipeline_commit); before multiplying slice i a thread waits for its batch i
 // (__pipeline_wait_prior) and the block meets at a barrier, after which every thread's copies of
