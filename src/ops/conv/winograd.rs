@@ -24,6 +24,7 @@ use std::cell::RefCell;
 
 use super::super::cpu_gemm::{gemm, gemm_shared, MatRef, SharedLhs};
 use super::super::cpu_parallel::{cores, for_each_item_chunk};
+use super::super::cpu_simd::avx2_fma;
 use super::{sized, with_worker_scratch, ConvDims};
 
 /// Points of the 4x4 transform domain: one GEMM each.
@@ -154,12 +155,6 @@ impl Tiling {
             data: vec![0.0; self.rows.padded() * self.cols.padded()],
             width: self.cols.padded(),
         }
-    }
-
-    /// Tile `t` of a sample's (counted along rows of tiles): its first output's row and column.
-    fn origin(&self, t: usize) -> (usize, usize) {
-        let tiles = self.cols.tiles();
-        (self.rows.origins[t / tiles], self.cols.origins[t % tiles])
     }
 
     /// Calls `f(tile, row_origin, col_origin)` for every tile of one sample, `tile` counting
@@ -338,9 +333,76 @@ fn block_tiles(channels: usize, per_sample: usize) -> usize {
     (fit / 16 * 16).max(16).min(per_sample.max(1))
 }
 
+/// Tiles transformed together, one per lane: [`LANES`] consecutive tiles of a block.
+const LANES: usize = 16;
+type Lanes = [f32; LANES];
+
+/// The first output pixel (row, column) of each of the tiles `tiles`, in order.
+fn tile_origins(tiling: &Tiling, tiles: std::ops::Range<usize>) -> Vec<(usize, usize)> {
+    let per_row = tiling.cols.tiles();
+    tiles
+        .map(|t| {
+            (
+                tiling.rows.origins[t / per_row],
+                tiling.cols.origins[t % per_row],
+            )
+        })
+        .collect()
+}
+
+/// `B^T` of [`input_tile`] on four vectors of tiles, lane by lane: `[d0 - d2, d1 + d2, d2 - d1,
+/// d1 - d3]`.
+#[inline(always)]
+fn b_t_lanes(d0: &Lanes, d1: &Lanes, d2: &Lanes, d3: &Lanes, out: &mut [Lanes; 4]) {
+    for s in 0..LANES {
+        out[0][s] = d0[s] - d2[s];
+        out[1][s] = d1[s] + d2[s];
+        out[2][s] = d2[s] - d1[s];
+        out[3][s] = d1[s] - d3[s];
+    }
+}
+
+/// `A^T` of [`output_tile`] on four vectors of tiles, lane by lane: `[m0 + m1 + m2, m1 - m2 -
+/// m3]`.
+#[inline(always)]
+fn a_t_lanes(m0: &Lanes, m1: &Lanes, m2: &Lanes, m3: &Lanes, out: &mut [Lanes; 2]) {
+    for s in 0..LANES {
+        out[0][s] = m0[s] + m1[s] + m2[s];
+        out[1][s] = m1[s] - m2[s] - m3[s];
+    }
+}
+
+/// Lanes `[0, len)` of `lanes` into `dst`: all [`LANES`] when `len` is, a copy of known size
+/// (a copy of `len` floats was a memmove call per point).
+#[inline(always)]
+fn store_lanes(lanes: &Lanes, len: usize, dst: &mut [f32]) {
+    if len == LANES {
+        let whole: &mut Lanes = (&mut dst[..LANES]).try_into().expect("LANES floats");
+        *whole = *lanes;
+    } else {
+        for (s, o) in dst[..len].iter_mut().enumerate() {
+            *o = lanes[s];
+        }
+    }
+}
+
+/// `lanes[s] = src[s]` for `s < len`, all [`LANES`] when `len` is.
+#[inline(always)]
+fn load_lanes(src: &[f32], len: usize, lanes: &mut Lanes) {
+    if len == LANES {
+        *lanes = src[..LANES].try_into().expect("LANES floats");
+    } else {
+        for (s, lane) in lanes[..len].iter_mut().enumerate() {
+            *lane = src[s];
+        }
+    }
+}
+
 /// `v[c, xi, n] = (B^T d B)_xi` for the tiles `tiles` of one sample `x` ([channels, H, W]),
 /// `n` counting from the block's first tile; `d` is the tile's 4x4 inputs, from `dil` before its
-/// first output, zero outside the image.
+/// first output, zero outside the image. [`input_tile`]'s arithmetic on [`LANES`] tiles at once,
+/// so the same bits, with each point's results stored for the lanes together: one tile at a
+/// time, this and [`untransform_output_block`] were a third of a 64 -> 64 forward at 28x28.
 fn transform_input_block(
     tiling: &Tiling,
     x: &[f32],
@@ -348,31 +410,79 @@ fn transform_input_block(
     tiles: std::ops::Range<usize>,
     v: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide(
+        tiling: &Tiling,
+        x: &[f32],
+        channels: usize,
+        tiles: std::ops::Range<usize>,
+        v: &mut [f32],
+    ) {
+        input_block(tiling, x, channels, tiles, v)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the core runs AVX2 and FMA.
+        return unsafe { wide(tiling, x, channels, tiles, v) };
+    }
+    input_block(tiling, x, channels, tiles, v)
+}
+
+#[inline(always)]
+fn input_block(
+    tiling: &Tiling,
+    x: &[f32],
+    channels: usize,
+    tiles: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
     let n = tiles.len();
-    let (width, plane_len) = (tiling.cols.size, tiling.plane_len());
+    let (width, plane_len, dil) = (tiling.cols.size, tiling.plane_len(), tiling.rows.dil);
     // The block's rows of tiles read the padded rows [top, bottom): those go into a zeroed
     // strip once per channel, so each tile reads its 4x4 pixels without a bounds test.
     let per_row = tiling.cols.tiles();
     let tile_rows = &tiling.rows.origins[tiles.start / per_row..tiles.end.div_ceil(per_row)];
     let top = tile_rows.iter().copied().min().unwrap_or(0);
-    let bottom = tile_rows.iter().copied().max().unwrap_or(0) + 3 * tiling.rows.dil + 1;
-    let mut strip = PaddedPlane {
-        data: vec![0.0; (bottom - top) * tiling.cols.padded()],
-        width: tiling.cols.padded(),
-    };
+    let bottom = tile_rows.iter().copied().max().unwrap_or(0) + 3 * dil + 1;
+    let stride = tiling.cols.padded();
+    let mut strip = vec![0.0; (bottom - top) * stride];
+    // Each tile's first input in the strip.
+    let corners: Vec<usize> = tile_origins(tiling, tiles)
+        .into_iter()
+        .map(|(ro, co)| (ro - top) * stride + co)
+        .collect();
     // Padded row p holds image row p - dil.
-    let image_rows = top.max(tiling.rows.dil)..bottom.min(tiling.rows.size + tiling.rows.dil);
+    let image_rows = top.max(dil)..bottom.min(tiling.rows.size + dil);
+    let (mut d, mut rows, mut out) = (
+        [[[0.0; LANES]; 4]; 4],
+        [[[0.0; LANES]; 4]; 4],
+        [[0.0; LANES]; 4],
+    );
     for (c, plane) in x.chunks_exact(plane_len).take(channels).enumerate() {
         for p in image_rows.clone() {
-            let row = &plane[(p - tiling.rows.dil) * width..][..width];
-            strip.data[(p - top) * strip.width + tiling.cols.dil..][..width].copy_from_slice(row);
+            let row = &plane[(p - dil) * width..][..width];
+            strip[(p - top) * stride + tiling.cols.dil..][..width].copy_from_slice(row);
         }
         let v_c = &mut v[c * XI * n..][..XI * n];
-        for (j, t) in tiles.clone().enumerate() {
-            let (ro, co) = tiling.origin(t);
-            let d = strip.tile::<4>(ro - top, co, tiling.rows.dil);
-            for (xi, &value) in input_tile(d).iter().enumerate() {
-                v_c[xi * n + j] = value;
+        for (chunk, j) in corners.chunks(LANES).zip((0..n).step_by(LANES)) {
+            // d[k][l][s]: input (k, l) of the chunk's tile s.
+            for (k, d_k) in d.iter_mut().enumerate() {
+                for (l, d_kl) in d_k.iter_mut().enumerate() {
+                    let offset = k * dil * stride + l * dil;
+                    for (lane, &corner) in d_kl.iter_mut().zip(chunk) {
+                        *lane = strip[corner + offset];
+                    }
+                }
+            }
+            for (l, rows_l) in rows.iter_mut().enumerate() {
+                b_t_lanes(&d[0][l], &d[1][l], &d[2][l], &d[3][l], rows_l);
+            }
+            for i in 0..4 {
+                b_t_lanes(&rows[0][i], &rows[1][i], &rows[2][i], &rows[3][i], &mut out);
+                for (m, lanes) in out.iter().enumerate() {
+                    store_lanes(lanes, chunk.len(), &mut v_c[(4 * i + m) * n + j..]);
+                }
             }
         }
     }
@@ -380,6 +490,7 @@ fn transform_input_block(
 
 /// `y = A^T M A + bias` for the tiles `tiles` of one sample `y` ([channels, H, W]), `m` as [XI,
 /// channels, n] with points `m_stride` apart; a last tile's outputs past the image are dropped.
+/// [`output_tile`]'s arithmetic on [`LANES`] tiles at once, as [`transform_input_block`].
 fn untransform_output_block(
     tiling: &Tiling,
     m: &[f32],
@@ -388,20 +499,69 @@ fn untransform_output_block(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide(
+        tiling: &Tiling,
+        m: &[f32],
+        m_stride: usize,
+        tiles: std::ops::Range<usize>,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) {
+        output_block(tiling, m, m_stride, tiles, bias, y)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the core runs AVX2 and FMA.
+        return unsafe { wide(tiling, m, m_stride, tiles, bias, y) };
+    }
+    output_block(tiling, m, m_stride, tiles, bias, y)
+}
+
+#[inline(always)]
+fn output_block(
+    tiling: &Tiling,
+    m: &[f32],
+    m_stride: usize,
+    tiles: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let n = tiles.len();
-    let (width, dil) = (tiling.cols.size, tiling.rows.dil);
+    let (height, width, dil) = (tiling.rows.size, tiling.cols.size, tiling.rows.dil);
+    let origins = tile_origins(tiling, tiles);
+    let (mut points, mut cols, mut outputs) = (
+        [[0.0; LANES]; XI],
+        [[[0.0; LANES]; 2]; 4],
+        [[0.0; LANES]; 2],
+    );
     for (c, plane) in y.chunks_exact_mut(tiling.plane_len()).enumerate() {
         let b_c = bias.map_or(0.0, |bias| bias[c]);
         let m_c = &m[c * n..];
-        for (j, t) in tiles.clone().enumerate() {
-            let outputs = output_tile(std::array::from_fn(|xi| m_c[xi * m_stride + j]));
-            let (ro, co) = tiling.origin(t);
-            for (k, row) in outputs.iter().enumerate() {
-                let r = ro + k * dil;
-                for (l, &value) in row.iter().enumerate() {
-                    let col = co + l * dil;
-                    if r < tiling.rows.size && col < width {
-                        plane[r * width + col] = value + b_c;
+        for (chunk, j) in origins.chunks(LANES).zip((0..n).step_by(LANES)) {
+            for (xi, lanes) in points.iter_mut().enumerate() {
+                load_lanes(&m_c[xi * m_stride + j..], chunk.len(), lanes);
+            }
+            for (jj, cols_j) in cols.iter_mut().enumerate() {
+                a_t_lanes(
+                    &points[jj],
+                    &points[4 + jj],
+                    &points[8 + jj],
+                    &points[12 + jj],
+                    cols_j,
+                );
+            }
+            // Output row i of the chunk's tiles, from the four columns' i-th values.
+            let [c0, c1, c2, c3] = &cols;
+            for (i, (((m0, m1), m2), m3)) in c0.iter().zip(c1).zip(c2).zip(c3).enumerate() {
+                a_t_lanes(m0, m1, m2, m3, &mut outputs);
+                for (l, lanes) in outputs.iter().enumerate() {
+                    for (&value, &(ro, co)) in lanes.iter().zip(chunk) {
+                        let (r, col) = (ro + i * dil, co + l * dil);
+                        if r < height && col < width {
+                            plane[r * width + col] = value + b_c;
+                        }
                     }
                 }
             }
@@ -516,7 +676,9 @@ fn input_tile(d: [[f32; 4]; 4]) -> [f32; XI] {
     out
 }
 
-/// `A^T M A` with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`: a tile's 2x2 outputs.
+/// `A^T M A` with `A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]`: a tile's 2x2 outputs. The definition
+/// [`untransform_output_block`]'s lanes are tested against, bit for bit.
+#[cfg(test)]
 fn output_tile(m: [f32; XI]) -> [[f32; 2]; 2] {
     let a_t = |[m0, m1, m2, m3]: [f32; 4]| [m0 + m1 + m2, m1 - m2 - m3];
     let cols: [[f32; 2]; 4] = std::array::from_fn(|j| a_t([m[j], m[4 + j], m[8 + j], m[12 + j]]));
@@ -560,6 +722,69 @@ mod tests {
         backward_weight(d, &dy, &x, &mut dw[0]);
         cpu::backward_weight(d, &dy, &x, &mut dw[1]);
         [y, dx, dw].map(|[a, b]| (a, b))
+    }
+
+    /// The transforms on lanes are the per-tile ones, bit for bit (the same operations in the
+    /// same order: the cpu's results do not change with the vectorisation).
+    #[test]
+    fn lane_transforms_are_the_per_tile_ones_bit_for_bit() {
+        let values = random(XI * LANES, 7);
+        let tile = |t: usize| -> [f32; XI] { std::array::from_fn(|xi| values[xi * LANES + t]) };
+        let lanes: [Lanes; XI] =
+            std::array::from_fn(|xi| values[xi * LANES..][..LANES].try_into().unwrap());
+        // Input: d[k][l] of tile t is value (4 k + l).
+        let mut rows = [[[0.0; LANES]; 4]; 4];
+        for (l, rows_l) in rows.iter_mut().enumerate() {
+            b_t_lanes(
+                &lanes[l],
+                &lanes[4 + l],
+                &lanes[8 + l],
+                &lanes[12 + l],
+                rows_l,
+            );
+        }
+        let mut got = [[0.0; LANES]; 4];
+        for t in 0..LANES {
+            let d = tile(t);
+            let want = input_tile(std::array::from_fn(|k| {
+                std::array::from_fn(|l| d[4 * k + l])
+            }));
+            for i in 0..4 {
+                b_t_lanes(&rows[0][i], &rows[1][i], &rows[2][i], &rows[3][i], &mut got);
+                for m in 0..4 {
+                    assert_eq!(
+                        got[m][t].to_bits(),
+                        want[4 * i + m].to_bits(),
+                        "input, tile {t}"
+                    );
+                }
+            }
+        }
+        // Output: point xi of tile t is value xi.
+        let mut cols = [[[0.0; LANES]; 2]; 4];
+        for (j, cols_j) in cols.iter_mut().enumerate() {
+            a_t_lanes(
+                &lanes[j],
+                &lanes[4 + j],
+                &lanes[8 + j],
+                &lanes[12 + j],
+                cols_j,
+            );
+        }
+        let mut got = [[0.0; LANES]; 2];
+        for t in 0..LANES {
+            let want = output_tile(tile(t));
+            for i in 0..2 {
+                a_t_lanes(&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i], &mut got);
+                for l in 0..2 {
+                    assert_eq!(
+                        got[l][t].to_bits(),
+                        want[i][l].to_bits(),
+                        "output, tile {t}"
+                    );
+                }
+            }
+        }
     }
 
     /// Edge sizes: odd planes (a last tile of one output), dilations 2 and 4 (classes of
