@@ -156,16 +156,6 @@ impl Tiling {
             width: self.cols.padded(),
         }
     }
-
-    /// Calls `f(tile, row_origin, col_origin)` for every tile of one sample, `tile` counting
-    /// along rows of tiles.
-    fn for_each_tile(&self, mut f: impl FnMut(usize, usize, usize)) {
-        for (tr, &ro) in self.rows.origins.iter().enumerate() {
-            for (tc, &co) in self.cols.origins.iter().enumerate() {
-                f(tr * self.cols.tiles() + tc, ro, co);
-            }
-        }
-    }
 }
 
 /// One plane copied into a larger zeroed one at an offset, so that every tile reads and writes
@@ -181,14 +171,6 @@ impl PaddedPlane {
         for (r, row) in plane.chunks_exact(cols).enumerate() {
             self.data[(r + offset) * self.width + offset..][..cols].copy_from_slice(row);
         }
-    }
-
-    /// The `K x K` pixels `step` apart from (`row`, `col`).
-    fn tile<const K: usize>(&self, row: usize, col: usize, step: usize) -> [[f32; K]; K] {
-        std::array::from_fn(|k| {
-            let line = &self.data[(row + k * step) * self.width + col..];
-            std::array::from_fn(|l| line[l * step])
-        })
     }
 }
 
@@ -614,38 +596,51 @@ fn untransform_weight_grads(du: &[f32], c_out: usize, c_in: usize, dw: &mut [f32
 
 /// `v[c, xi, n] = (B^T d B)_xi` for every tile `n` of every sample of `x` ([samples, channels,
 /// H, W]), `d` the tile's 4x4 inputs, which start `dil` before its outputs: at its origin once
-/// the plane is padded by `dil`.
+/// the plane is padded by `dil`. [`input_tile`] on [`LANES`] tiles at once.
 fn transform_inputs(tiling: &Tiling, x: &[f32], channels: usize, v: &mut [f32]) {
-    let dil = tiling.rows.dil;
-    transform_tiles(tiling, x, channels, dil, v, |plane, ro, co| {
-        input_tile(plane.tile::<4>(ro, co, dil))
-    });
+    transform_tiles(
+        tiling,
+        x,
+        channels,
+        tiling.rows.dil,
+        v,
+        TileTransform::Input,
+    );
 }
 
 /// `m[c, xi, n] = (A g A^T)_xi` for every tile of every sample of `dy`, `g` the tile's 2x2
 /// output gradients (zero outside the image): the adjoint of [`untransform_output_block`].
+/// [`output_grad_tile`] on [`LANES`] tiles at once.
 fn transform_output_grads(tiling: &Tiling, dy: &[f32], channels: usize, m: &mut [f32]) {
-    let dil = tiling.rows.dil;
-    transform_tiles(tiling, dy, channels, 0, m, |plane, ro, co| {
-        output_grad_tile(plane.tile::<2>(ro, co, dil))
-    });
+    transform_tiles(tiling, dy, channels, 0, m, TileTransform::OutputGrad);
 }
 
-/// `out[c, xi, n] = tile(plane, row_origin, col_origin)_xi` for every tile `n` of every sample of
-/// `planes` ([samples, channels, H, W]), each plane copied into a zeroed larger one with its first
-/// pixel at (`offset`, `offset`) so that `tile` reads without bounds tests. Channels are spread
-/// over the cores.
+/// Which transform [`transform_tiles`] applies to each tile.
+#[derive(Clone, Copy)]
+enum TileTransform {
+    /// [`input_tile`] of the 4x4 pixels `dil` apart from the tile's origin.
+    Input,
+    /// [`output_grad_tile`] of the 2x2 pixels `dil` apart from it.
+    OutputGrad,
+}
+
+/// `out[c, xi, n] = transform(tile n)_xi` for every tile `n` of every sample of `planes`
+/// ([samples, channels, H, W]), each plane copied into a zeroed larger one with its first pixel at
+/// (`offset`, `offset`) so that tiles read without bounds tests. Channels are spread over the
+/// cores; [`LANES`] tiles of a sample at a time, the same arithmetic as one tile at a time (whose
+/// 16-way strided stores were most of the weight gradient's transforms).
 fn transform_tiles(
     tiling: &Tiling,
     planes: &[f32],
     channels: usize,
     offset: usize,
     out: &mut [f32],
-    tile: impl Fn(&PaddedPlane, usize, usize) -> [f32; XI] + Sync,
+    transform: TileTransform,
 ) {
     let plane_len = tiling.plane_len();
     let samples = planes.len() / (channels * plane_len).max(1);
     let n = samples * tiling.per_sample();
+    let origins = tile_origins(tiling, 0..tiling.per_sample());
     for_each_item_chunk(out, XI * n, cores(), |first, chunk| {
         let mut padded = tiling.padded_plane();
         for (i, out_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
@@ -653,18 +648,115 @@ fn transform_tiles(
                 let plane = &planes[(b * channels + first + i) * plane_len..][..plane_len];
                 padded.load(plane, tiling.cols.size, offset);
                 let tile0 = b * tiling.per_sample();
-                tiling.for_each_tile(|t, ro, co| {
-                    for (xi, &value) in tile(&padded, ro, co).iter().enumerate() {
-                        out_c[xi * n + tile0 + t] = value;
-                    }
-                });
+                transform_plane(tiling, &padded, &origins, transform, &mut out_c[tile0..], n);
             }
         }
     });
 }
 
+/// One padded plane's tiles through `transform`, point `xi` of tile `t` into `out[xi n + t]`.
+fn transform_plane(
+    tiling: &Tiling,
+    padded: &PaddedPlane,
+    origins: &[(usize, usize)],
+    transform: TileTransform,
+    out: &mut [f32],
+    n: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wide(
+        tiling: &Tiling,
+        padded: &PaddedPlane,
+        origins: &[(usize, usize)],
+        transform: TileTransform,
+        out: &mut [f32],
+        n: usize,
+    ) {
+        plane_tiles(tiling, padded, origins, transform, out, n)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the core runs AVX2 and FMA.
+        return unsafe { wide(tiling, padded, origins, transform, out, n) };
+    }
+    plane_tiles(tiling, padded, origins, transform, out, n)
+}
+
+#[inline(always)]
+fn plane_tiles(
+    tiling: &Tiling,
+    padded: &PaddedPlane,
+    origins: &[(usize, usize)],
+    transform: TileTransform,
+    out: &mut [f32],
+    n: usize,
+) {
+    let (dil, width) = (tiling.rows.dil, padded.width);
+    let mut d = [[[0.0; LANES]; 4]; 4];
+    let (mut rows, mut points) = ([[[0.0; LANES]; 4]; 4], [[0.0; LANES]; 4]);
+    for (chunk, t0) in origins.chunks(LANES).zip((0..).step_by(LANES)) {
+        let side = match transform {
+            TileTransform::Input => 4,
+            TileTransform::OutputGrad => 2,
+        };
+        // d[k][l][s]: pixel (k, l) of the chunk's tile s.
+        for (k, d_k) in d.iter_mut().take(side).enumerate() {
+            for (l, d_kl) in d_k.iter_mut().take(side).enumerate() {
+                let offset = k * dil * width + l * dil;
+                for (lane, &(ro, co)) in d_kl.iter_mut().zip(chunk) {
+                    *lane = padded.data[ro * width + co + offset];
+                }
+            }
+        }
+        for i in 0..4 {
+            match transform {
+                TileTransform::Input => {
+                    if i == 0 {
+                        for (l, rows_l) in rows.iter_mut().enumerate() {
+                            b_t_lanes(&d[0][l], &d[1][l], &d[2][l], &d[3][l], rows_l);
+                        }
+                    }
+                    b_t_lanes(
+                        &rows[0][i],
+                        &rows[1][i],
+                        &rows[2][i],
+                        &rows[3][i],
+                        &mut points,
+                    );
+                }
+                TileTransform::OutputGrad => {
+                    if i == 0 {
+                        for (l, rows_l) in rows.iter_mut().take(2).enumerate() {
+                            a_lanes(&d[0][l], &d[1][l], rows_l);
+                        }
+                    }
+                    a_lanes(&rows[0][i], &rows[1][i], &mut points);
+                }
+            }
+            for (m, lanes) in points.iter().enumerate() {
+                store_lanes(lanes, chunk.len(), &mut out[(4 * i + m) * n + t0..]);
+            }
+        }
+    }
+}
+
+/// `A` of [`output_grad_tile`] on two vectors of tiles, lane by lane: `[g0, g0 + g1, g0 - g1,
+/// -g1]`.
+#[inline(always)]
+fn a_lanes(g0: &Lanes, g1: &Lanes, out: &mut [Lanes; 4]) {
+    for s in 0..LANES {
+        out[0][s] = g0[s];
+        out[1][s] = g0[s] + g1[s];
+        out[2][s] = g0[s] - g1[s];
+        out[3][s] = -g1[s];
+    }
+}
+
 /// `B^T d B` with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`, as 16
-/// points row by row.
+/// points row by row: the per-tile definition the lanes of [`input_block`] and
+/// [`plane_tiles`] are tested against, bit for bit.
+#[cfg(test)]
 fn input_tile(d: [[f32; 4]; 4]) -> [f32; XI] {
     let b_t = |[d0, d1, d2, d3]: [f32; 4]| [d0 - d2, d1 + d2, d2 - d1, d1 - d3];
     let rows: [[f32; 4]; 4] = std::array::from_fn(|l| b_t([d[0][l], d[1][l], d[2][l], d[3][l]]));
@@ -686,6 +778,7 @@ fn output_tile(m: [f32; XI]) -> [[f32; 2]; 2] {
 }
 
 /// `A g A^T`, the adjoint of [`output_tile`]: 16 points row by row from 2x2 output gradients.
+#[cfg(test)]
 fn output_grad_tile(g: [[f32; 2]; 2]) -> [f32; XI] {
     let a = |[g0, g1]: [f32; 2]| [g0, g0 + g1, g0 - g1, -g1];
     let cols: [[f32; 4]; 2] = std::array::from_fn(|l| a([g[0][l], g[1][l]]));
@@ -756,6 +849,28 @@ mod tests {
                         got[m][t].to_bits(),
                         want[4 * i + m].to_bits(),
                         "input, tile {t}"
+                    );
+                }
+            }
+        }
+        // Output gradient: g[k][l] of tile t is value (2 k + l).
+        let mut rows = [[[0.0; LANES]; 4]; 2];
+        for (l, rows_l) in rows.iter_mut().enumerate() {
+            a_lanes(&lanes[l], &lanes[2 + l], rows_l);
+        }
+        let mut got = [[0.0; LANES]; 4];
+        for t in 0..LANES {
+            let g = tile(t);
+            let want = output_grad_tile(std::array::from_fn(|k| {
+                std::array::from_fn(|l| g[2 * k + l])
+            }));
+            for i in 0..4 {
+                a_lanes(&rows[0][i], &rows[1][i], &mut got);
+                for m in 0..4 {
+                    assert_eq!(
+                        got[m][t].to_bits(),
+                        want[4 * i + m].to_bits(),
+                        "output grad, tile {t}"
                     );
                 }
             }
