@@ -695,11 +695,11 @@ fn plane_tiles(
     let (dil, width) = (tiling.rows.dil, padded.width);
     let mut d = [[[0.0; LANES]; 4]; 4];
     let (mut rows, mut points) = ([[[0.0; LANES]; 4]; 4], [[0.0; LANES]; 4]);
+    let side = match transform {
+        TileTransform::Input => 4,
+        TileTransform::OutputGrad => 2,
+    };
     for (chunk, t0) in origins.chunks(LANES).zip((0..).step_by(LANES)) {
-        let side = match transform {
-            TileTransform::Input => 4,
-            TileTransform::OutputGrad => 2,
-        };
         // d[k][l][s]: pixel (k, l) of the chunk's tile s.
         for (k, d_k) in d.iter_mut().take(side).enumerate() {
             for (l, d_kl) in d_k.iter_mut().take(side).enumerate() {
@@ -709,30 +709,23 @@ fn plane_tiles(
                 }
             }
         }
+        // The transform down each column l, then (below) along each row i of the result.
+        for (l, rows_l) in rows.iter_mut().take(side).enumerate() {
+            match transform {
+                TileTransform::Input => b_t_lanes(&d[0][l], &d[1][l], &d[2][l], &d[3][l], rows_l),
+                TileTransform::OutputGrad => a_lanes(&d[0][l], &d[1][l], rows_l),
+            }
+        }
         for i in 0..4 {
             match transform {
-                TileTransform::Input => {
-                    if i == 0 {
-                        for (l, rows_l) in rows.iter_mut().enumerate() {
-                            b_t_lanes(&d[0][l], &d[1][l], &d[2][l], &d[3][l], rows_l);
-                        }
-                    }
-                    b_t_lanes(
-                        &rows[0][i],
-                        &rows[1][i],
-                        &rows[2][i],
-                        &rows[3][i],
-                        &mut points,
-                    );
-                }
-                TileTransform::OutputGrad => {
-                    if i == 0 {
-                        for (l, rows_l) in rows.iter_mut().take(2).enumerate() {
-                            a_lanes(&d[0][l], &d[1][l], rows_l);
-                        }
-                    }
-                    a_lanes(&rows[0][i], &rows[1][i], &mut points);
-                }
+                TileTransform::Input => b_t_lanes(
+                    &rows[0][i],
+                    &rows[1][i],
+                    &rows[2][i],
+                    &rows[3][i],
+                    &mut points,
+                ),
+                TileTransform::OutputGrad => a_lanes(&rows[0][i], &rows[1][i], &mut points),
             }
             for (m, lanes) in points.iter().enumerate() {
                 store_lanes(lanes, chunk.len(), &mut out[(4 * i + m) * n + t0..]);
