@@ -436,37 +436,13 @@ fn input_block(
         .collect();
     // Padded row p holds image row p - dil.
     let image_rows = top.max(dil)..bottom.min(tiling.rows.size + dil);
-    let (mut d, mut rows, mut out) = (
-        [[[0.0; LANES]; 4]; 4],
-        [[[0.0; LANES]; 4]; 4],
-        [[0.0; LANES]; 4],
-    );
     for (c, plane) in x.chunks_exact(plane_len).take(channels).enumerate() {
         for p in image_rows.clone() {
             let row = &plane[(p - dil) * width..][..width];
             strip[(p - top) * stride + tiling.cols.dil..][..width].copy_from_slice(row);
         }
         let v_c = &mut v[c * XI * n..][..XI * n];
-        for (chunk, j) in corners.chunks(LANES).zip((0..n).step_by(LANES)) {
-            // d[k][l][s]: input (k, l) of the chunk's tile s.
-            for (k, d_k) in d.iter_mut().enumerate() {
-                for (l, d_kl) in d_k.iter_mut().enumerate() {
-                    let offset = k * dil * stride + l * dil;
-                    for (lane, &corner) in d_kl.iter_mut().zip(chunk) {
-                        *lane = strip[corner + offset];
-                    }
-                }
-            }
-            for (l, rows_l) in rows.iter_mut().enumerate() {
-                b_t_lanes(&d[0][l], &d[1][l], &d[2][l], &d[3][l], rows_l);
-            }
-            for i in 0..4 {
-                b_t_lanes(&rows[0][i], &rows[1][i], &rows[2][i], &rows[3][i], &mut out);
-                for (m, lanes) in out.iter().enumerate() {
-                    store_lanes(lanes, chunk.len(), &mut v_c[(4 * i + m) * n + j..]);
-                }
-            }
-        }
+        transform_chunks(&strip, &corners, stride, dil, TileTransform::Input, v_c, n);
     }
 }
 
@@ -615,7 +591,7 @@ fn transform_output_grads(tiling: &Tiling, dy: &[f32], channels: usize, m: &mut 
     transform_tiles(tiling, dy, channels, 0, m, TileTransform::OutputGrad);
 }
 
-/// Which transform [`transform_tiles`] applies to each tile.
+/// Which transform [`transform_chunks`] applies to each tile.
 #[derive(Clone, Copy)]
 enum TileTransform {
     /// [`input_tile`] of the 4x4 pixels `dil` apart from the tile's origin.
@@ -640,7 +616,12 @@ fn transform_tiles(
     let plane_len = tiling.plane_len();
     let samples = planes.len() / (channels * plane_len).max(1);
     let n = samples * tiling.per_sample();
-    let origins = tile_origins(tiling, 0..tiling.per_sample());
+    // Each tile's first pixel in the padded plane.
+    let width = tiling.cols.padded();
+    let corners: Vec<usize> = tile_origins(tiling, 0..tiling.per_sample())
+        .into_iter()
+        .map(|(ro, co)| ro * width + co)
+        .collect();
     for_each_item_chunk(out, XI * n, cores(), |first, chunk| {
         let mut padded = tiling.padded_plane();
         for (i, out_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
@@ -648,17 +629,19 @@ fn transform_tiles(
                 let plane = &planes[(b * channels + first + i) * plane_len..][..plane_len];
                 padded.load(plane, tiling.cols.size, offset);
                 let tile0 = b * tiling.per_sample();
-                transform_plane(tiling, &padded, &origins, transform, &mut out_c[tile0..], n);
+                let out_b = &mut out_c[tile0..];
+                transform_plane(&padded, &corners, tiling.rows.dil, transform, out_b, n);
             }
         }
     });
 }
 
-/// One padded plane's tiles through `transform`, point `xi` of tile `t` into `out[xi n + t]`.
+/// One padded plane's tiles (first pixels at `corners`) through `transform`, point `xi` of
+/// tile `t` into `out[xi n + t]`.
 fn transform_plane(
-    tiling: &Tiling,
     padded: &PaddedPlane,
-    origins: &[(usize, usize)],
+    corners: &[usize],
+    dil: usize,
     transform: TileTransform,
     out: &mut [f32],
     n: usize,
@@ -666,46 +649,49 @@ fn transform_plane(
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn wide(
-        tiling: &Tiling,
         padded: &PaddedPlane,
-        origins: &[(usize, usize)],
+        corners: &[usize],
+        dil: usize,
         transform: TileTransform,
         out: &mut [f32],
         n: usize,
     ) {
-        plane_tiles(tiling, padded, origins, transform, out, n)
+        transform_chunks(&padded.data, corners, padded.width, dil, transform, out, n)
     }
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
         // SAFETY: the core runs AVX2 and FMA.
-        return unsafe { wide(tiling, padded, origins, transform, out, n) };
+        return unsafe { wide(padded, corners, dil, transform, out, n) };
     }
-    plane_tiles(tiling, padded, origins, transform, out, n)
+    transform_chunks(&padded.data, corners, padded.width, dil, transform, out, n)
 }
 
+/// The tiles whose first pixels are `src[corner]` for each of `corners` (rows `row_stride`
+/// apart in `src`) through `transform`, [`LANES`] at a time, lane by lane: point `xi` of tile `t`
+/// into `out[xi n + t]`. The forward's input transform and the weight gradient's two transforms.
 #[inline(always)]
-fn plane_tiles(
-    tiling: &Tiling,
-    padded: &PaddedPlane,
-    origins: &[(usize, usize)],
+fn transform_chunks(
+    src: &[f32],
+    corners: &[usize],
+    row_stride: usize,
+    dil: usize,
     transform: TileTransform,
     out: &mut [f32],
     n: usize,
 ) {
-    let (dil, width) = (tiling.rows.dil, padded.width);
     let mut d = [[[0.0; LANES]; 4]; 4];
     let (mut rows, mut points) = ([[[0.0; LANES]; 4]; 4], [[0.0; LANES]; 4]);
     let side = match transform {
         TileTransform::Input => 4,
         TileTransform::OutputGrad => 2,
     };
-    for (chunk, t0) in origins.chunks(LANES).zip((0..).step_by(LANES)) {
+    for (chunk, t0) in corners.chunks(LANES).zip((0..).step_by(LANES)) {
         // d[k][l][s]: pixel (k, l) of the chunk's tile s.
         for (k, d_k) in d.iter_mut().take(side).enumerate() {
             for (l, d_kl) in d_k.iter_mut().take(side).enumerate() {
-                let offset = k * dil * width + l * dil;
-                for (lane, &(ro, co)) in d_kl.iter_mut().zip(chunk) {
-                    *lane = padded.data[ro * width + co + offset];
+                let offset = k * dil * row_stride + l * dil;
+                for (lane, &corner) in d_kl.iter_mut().zip(chunk) {
+                    *lane = src[corner + offset];
                 }
             }
         }
@@ -747,8 +733,8 @@ fn a_lanes(g0: &Lanes, g1: &Lanes, out: &mut [Lanes; 4]) {
 }
 
 /// `B^T d B` with `B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`, as 16
-/// points row by row: the per-tile definition the lanes of [`input_block`] and
-/// [`plane_tiles`] are tested against, bit for bit.
+/// points row by row: the per-tile definition the lanes of [`transform_chunks`] are tested
+/// against, bit for bit.
 #[cfg(test)]
 fn input_tile(d: [[f32; 4]; 4]) -> [f32; XI] {
     let b_t = |[d0, d1, d2, d3]: [f32; 4]| [d0 - d2, d1 + d2, d2 - d1, d1 - d3];
