@@ -27,6 +27,9 @@ use super::super::cpu_parallel::{cores, for_each_item_chunk};
 use super::super::cpu_simd::avx2_fma;
 use super::{sized, with_worker_scratch, ConvDims};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Points of the 4x4 transform domain: one GEMM each.
 const XI: usize = 16;
 /// The least GEMM work per unit of transform work, `c_in c_out / (c_in + c_out)`, that pays: the
@@ -35,9 +38,13 @@ const XI: usize = 16;
 /// 10-30%; 64 -> 64 (32) gains since the forward pass runs a block of tiles in L2 (batch 8:
 /// forward 2.92 -> 2.55 ms at 28x28 and 0.91 -> 0.76 ms at 14x14, input gradient 2.7 -> 2.56 ms).
 const MIN_WORK_RATIO: usize = 32;
-/// The same for the weight gradient, whose transforms cover the whole batch: at 64 -> 64 it was
-/// even at 28x28 (3.13 ms) and slower at 14x14 (0.88 -> 0.97-1.5 ms), so 64 -> 64 keeps im2col.
+/// The same for the weight gradient, whose transforms cover the whole batch: with the portable
+/// transforms, 64 -> 64 was even at 28x28 (3.13 ms) and slower at 14x14 (0.88 -> 0.97-1.5 ms),
+/// so 64 -> 64 keeps im2col.
 const MIN_WORK_RATIO_WEIGHT_GRAD: usize = 40;
+/// With AVX-512's transforms 64 -> 64 is faster by F(2x2, 3x3) (Zen 5, alternate runs, batch 8):
+/// 1.69-1.81 -> 1.34-1.36 ms at 28x28, 0.50 -> 0.37-0.38 ms at 14x14.
+const MIN_WORK_RATIO_WEIGHT_GRAD_AVX512: usize = 32;
 /// The transformed tiles of one group of samples (V and M together) stay under this: a batch
 /// larger than it is taken a group at a time, so memory stays bounded whatever the batch.
 #[cfg(not(test))]
@@ -66,20 +73,39 @@ fn computes(d: &ConvDims) -> bool {
         && d.w_out == d.w_in
 }
 
+/// Whether the tile transforms run on AVX-512 ([`avx512`]): the measured rules below differ,
+/// as the transforms' share of the work does.
+fn fast_transforms() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Whether the cpu runs this convolution's forward pass and input gradient by F(2x2, 3x3): where
 /// it [`computes`] it and was measured faster than im2col (alternate runs, batch 8). Dilation 2
 /// runs by classes of 7 pixels at 14x14: forward 2.97 -> 2.31 ms, input gradient 3.1 -> 2.3-2.7
 /// ms at 128 -> 128. At dilation 4 the classes of 3-4 pixels leave a third more tiles than
-/// outputs / 4, and the regions of [`super::regions`] are as fast.
+/// outputs / 4: with the portable transforms the regions of [`super::regions`] are as fast; with
+/// AVX-512's the forward is even (1.13-1.15 ms, 128 -> 128 at 14x14) and the input gradient
+/// faster (1.23 -> 1.14 ms), so there dilation 4 runs by F(2x2, 3x3) too.
 pub(super) fn applies(d: &ConvDims) -> bool {
-    computes(d) && d.dil <= 2 && work_ratio_reaches(d, MIN_WORK_RATIO)
+    let max_dil = if fast_transforms() { 4 } else { 2 };
+    computes(d) && d.dil <= max_dil && work_ratio_reaches(d, MIN_WORK_RATIO)
 }
 
-/// Whether the cpu runs this convolution's weight gradient by F(2x2, 3x3): undilated ones only
-/// (at dilation 2 it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128), with more
-/// channels than the other passes need ([`MIN_WORK_RATIO_WEIGHT_GRAD`]).
+/// Whether the cpu runs this convolution's weight gradient by F(2x2, 3x3), with more channels
+/// than the other passes need. With the portable transforms undilated ones only (at dilation 2
+/// it was slower than im2col, 2.9 -> 3.2-3.5 ms at 128 -> 128); with AVX-512's dilated ones too
+/// (14x14, 128 -> 128, alternate runs: dilation 2 1.67-1.68 -> 1.29-1.31 ms, dilation 4
+/// 2.38-2.44 -> 1.36-1.41 ms).
 pub(super) fn applies_to_weight_grad(d: &ConvDims) -> bool {
-    computes(d) && d.dil == 1 && work_ratio_reaches(d, MIN_WORK_RATIO_WEIGHT_GRAD)
+    let (max_dil, ratio) = if fast_transforms() {
+        (4, MIN_WORK_RATIO_WEIGHT_GRAD_AVX512)
+    } else {
+        (1, MIN_WORK_RATIO_WEIGHT_GRAD)
+    };
+    computes(d) && d.dil <= max_dil && work_ratio_reaches(d, ratio)
 }
 
 /// Whether `c_in c_out / (c_in + c_out)`, the GEMM work per unit of transform work, is at least
@@ -430,10 +456,12 @@ fn input_block(
     let stride = tiling.cols.padded();
     let mut strip = vec![0.0; (bottom - top) * stride];
     // Each tile's first input in the strip.
-    let corners: Vec<usize> = tile_origins(tiling, tiles)
-        .into_iter()
-        .map(|(ro, co)| (ro - top) * stride + co)
-        .collect();
+    let corners = Corners::new(
+        tile_origins(tiling, tiles)
+            .into_iter()
+            .map(|(ro, co)| (ro - top) * stride + co),
+        dil,
+    );
     // Padded row p holds image row p - dil.
     let image_rows = top.max(dil)..bottom.min(tiling.rows.size + dil);
     for (c, plane) in x.chunks_exact(plane_len).take(channels).enumerate() {
@@ -448,7 +476,8 @@ fn input_block(
 
 /// `y = A^T M A + bias` for the tiles `tiles` of one sample `y` ([channels, H, W]), `m` as [XI,
 /// channels, n] with points `m_stride` apart; a last tile's outputs past the image are dropped.
-/// [`output_tile`]'s arithmetic on [`LANES`] tiles at once, as [`transform_input_block`].
+/// [`output_tile`]'s arithmetic on [`LANES`] tiles at once, as [`transform_input_block`]: by
+/// AVX-512's scatters where the core has them, else lane by lane; the same bits either way.
 fn untransform_output_block(
     tiling: &Tiling,
     m: &[f32],
@@ -457,6 +486,13 @@ fn untransform_output_block(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        let (rows, cols) = (&tiling.rows, &tiling.cols);
+        let origins = tile_origins(tiling, tiles);
+        let plane = (rows.size, cols.size, rows.dil);
+        return avx512::output_block(plane, &origins, m, m_stride, bias, y);
+    }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn wide(
@@ -600,6 +636,16 @@ enum TileTransform {
     OutputGrad,
 }
 
+impl TileTransform {
+    /// Pixels along each side of the tile it reads.
+    fn side(self) -> usize {
+        match self {
+            TileTransform::Input => 4,
+            TileTransform::OutputGrad => 2,
+        }
+    }
+}
+
 /// `out[c, xi, n] = transform(tile n)_xi` for every tile `n` of every sample of `planes`
 /// ([samples, channels, H, W]), each plane copied into a zeroed larger one with its first pixel at
 /// (`offset`, `offset`) so that tiles read without bounds tests. Channels are spread over the
@@ -618,10 +664,12 @@ fn transform_tiles(
     let n = samples * tiling.per_sample();
     // Each tile's first pixel in the padded plane.
     let width = tiling.cols.padded();
-    let corners: Vec<usize> = tile_origins(tiling, 0..tiling.per_sample())
-        .into_iter()
-        .map(|(ro, co)| ro * width + co)
-        .collect();
+    let corners = Corners::new(
+        tile_origins(tiling, 0..tiling.per_sample())
+            .into_iter()
+            .map(|(ro, co)| ro * width + co),
+        tiling.rows.dil,
+    );
     for_each_item_chunk(out, XI * n, cores(), |first, chunk| {
         let mut padded = tiling.padded_plane();
         for (i, out_c) in chunk.chunks_exact_mut(XI * n).enumerate() {
@@ -640,7 +688,7 @@ fn transform_tiles(
 /// tile `t` into `out[xi n + t]`.
 fn transform_plane(
     padded: &PaddedPlane,
-    corners: &[usize],
+    corners: &Corners,
     dil: usize,
     transform: TileTransform,
     out: &mut [f32],
@@ -650,7 +698,7 @@ fn transform_plane(
     #[target_feature(enable = "avx2,fma")]
     unsafe fn wide(
         padded: &PaddedPlane,
-        corners: &[usize],
+        corners: &Corners,
         dil: usize,
         transform: TileTransform,
         out: &mut [f32],
@@ -666,13 +714,66 @@ fn transform_plane(
     transform_chunks(&padded.data, corners, padded.width, dil, transform, out, n)
 }
 
+/// The tiles a transform reads: each tile's first pixel in its source (a padded plane or strip),
+/// and, at dilation 1, the runs of tiles side by side in a row of tiles (first pixels two apart),
+/// which the AVX-512 form transforms from whole rows of pixels instead of gathering them.
+struct Corners {
+    at: Vec<u32>,
+    /// Positions in `at`, in order, covering it; empty at dilations above 1.
+    runs: Vec<std::ops::Range<usize>>,
+    /// The largest of `at` (0 when there are none).
+    max: usize,
+}
+
+impl Corners {
+    /// Panics on an index of 2^32 or more: a plane that large is far past any memory budget.
+    fn new(at: impl Iterator<Item = usize>, dil: usize) -> Self {
+        let at: Vec<u32> = at
+            .map(|c| u32::try_from(c).expect("a plane of fewer than 2^32 floats"))
+            .collect();
+        let mut runs = Vec::new();
+        if dil == 1 {
+            let mut start = 0;
+            for t in 1..=at.len() {
+                if t == at.len() || at[t] != at[t - 1] + 2 {
+                    runs.push(start..t);
+                    start = t;
+                }
+            }
+        }
+        let max = at.iter().copied().max().unwrap_or(0) as usize;
+        Self { at, runs, max }
+    }
+}
+
 /// The tiles whose first pixels are `src[corner]` for each of `corners` (rows `row_stride`
-/// apart in `src`) through `transform`, [`LANES`] at a time, lane by lane: point `xi` of tile `t`
-/// into `out[xi n + t]`. The forward's input transform and the weight gradient's two transforms.
+/// apart in `src`) through `transform`, [`LANES`] at a time: point `xi` of tile `t` into
+/// `out[xi n + t]`. The forward's input transform and the weight gradient's two transforms. By
+/// AVX-512 where the core has it (rows of pixels at dilation 1, gathers above), else lane by
+/// lane; the same bits either way.
 #[inline(always)]
 fn transform_chunks(
     src: &[f32],
-    corners: &[usize],
+    corners: &Corners,
+    row_stride: usize,
+    dil: usize,
+    transform: TileTransform,
+    out: &mut [f32],
+    n: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return avx512::transform_chunks(src, corners, row_stride, dil, transform, out, n);
+    }
+    portable_chunks(src, corners, row_stride, dil, transform, out, n)
+}
+
+/// [`transform_chunks`] lane by lane: each pixel of the chunk's tiles loaded one lane at a time
+/// (the corners' runs are not used).
+#[inline(always)]
+fn portable_chunks(
+    src: &[f32],
+    corners: &Corners,
     row_stride: usize,
     dil: usize,
     transform: TileTransform,
@@ -681,17 +782,14 @@ fn transform_chunks(
 ) {
     let mut d = [[[0.0; LANES]; 4]; 4];
     let (mut rows, mut points) = ([[[0.0; LANES]; 4]; 4], [[0.0; LANES]; 4]);
-    let side = match transform {
-        TileTransform::Input => 4,
-        TileTransform::OutputGrad => 2,
-    };
-    for (chunk, t0) in corners.chunks(LANES).zip((0..).step_by(LANES)) {
+    let side = transform.side();
+    for (chunk, t0) in corners.at.chunks(LANES).zip((0..).step_by(LANES)) {
         // d[k][l][s]: pixel (k, l) of the chunk's tile s.
         for (k, d_k) in d.iter_mut().take(side).enumerate() {
             for (l, d_kl) in d_k.iter_mut().take(side).enumerate() {
                 let offset = k * dil * row_stride + l * dil;
                 for (lane, &corner) in d_kl.iter_mut().zip(chunk) {
-                    *lane = src[corner + offset];
+                    *lane = src[corner as usize + offset];
                 }
             }
         }
@@ -943,14 +1041,19 @@ mod tests {
         assert!(applies(&dims(1, 64, 28, 28, 64, 1)));
         assert!(!applies(&dims(1, 32, 28, 28, 64, 1)), "too few channels");
         assert!(applies(&dims(1, 128, 14, 14, 128, 2)));
-        assert!(!applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 2)));
         assert!(applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 1)));
-        assert!(!applies_to_weight_grad(&dims(1, 64, 14, 14, 64, 1)));
-        assert!(
-            !applies(&dims(1, 128, 14, 14, 128, 4)),
-            "regions serve dilation 4"
-        );
+        assert!(!applies_to_weight_grad(&dims(1, 32, 14, 14, 64, 1)));
+        // Dilation 4, 64 -> 64 weight gradients and dilated ones by the transforms that make
+        // them pay (AVX-512), by regions and im2col otherwise.
+        let fast = fast_transforms();
+        assert_eq!(applies(&dims(1, 128, 14, 14, 128, 4)), fast);
+        assert_eq!(applies_to_weight_grad(&dims(1, 128, 14, 14, 128, 2)), fast);
+        assert_eq!(applies_to_weight_grad(&dims(1, 64, 14, 14, 64, 1)), fast);
         assert!(computes(&dims(1, 128, 14, 14, 128, 4)));
+        assert!(
+            !applies(&dims(1, 128, 28, 28, 128, 8)),
+            "no F(2x2, 3x3) past dilation 4"
+        );
         let cfg = Conv2dCfg::same(3, 1).with_stride(2);
         let strided = ConvDims::new(&[1, 64, 28, 28], &[64, 64, 3, 3], cfg, "c").unwrap();
         assert!(!applies(&strided));
