@@ -12,8 +12,8 @@
 use std::arch::x86_64::{
     __m512, __mmask16, _mm512_castpd_ps, _mm512_castps_pd, _mm512_fmadd_ps, _mm512_load_ps,
     _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_unpackhi_pd,
-    _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+    _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_unpackhi_pd, _mm512_unpackhi_ps,
+    _mm512_unpacklo_pd, _mm512_unpacklo_ps,
 };
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -187,7 +187,28 @@ fn pack_a(a: MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [
         if height < MR {
             rows.fill(0.0);
         }
-        if a.col_stride == 1 {
+        if a.col_stride == 1 && height == MR {
+            // A row-major (a weight gradient's dy or transformed tiles): each row is contiguous
+            // along the depth, so 16-deep blocks of the panel's rows are transposed in
+            // registers (rows past MR repeat the first and are dropped); one float at a time,
+            // this was a third of a weight gradient by Winograd at 64 -> 128, 28x28.
+            let blocks = kc / LANES * LANES;
+            let row = |i: usize| (ic + panel * MR + if i < MR { i } else { 0 }) * a.row_stride + pc;
+            for p0 in (0..blocks).step_by(LANES) {
+                let block: [&[f32; LANES]; LANES] = std::array::from_fn(|i| {
+                    a.data[row(i) + p0..][..LANES]
+                        .try_into()
+                        .expect("16 floats")
+                });
+                // SAFETY: AVX-512F is present (checked by `gemm`).
+                unsafe { transpose_16x16(block, &mut rows[p0 * MR..], MR, MR) };
+            }
+            for i in 0..MR {
+                for p in blocks..kc {
+                    rows[p * MR + i] = at(panel * MR + i, p);
+                }
+            }
+        } else if a.col_stride == 1 {
             for i in 0..height {
                 for p in 0..kc {
                     rows[p * MR + i] = at(panel * MR + i, p);
@@ -239,7 +260,7 @@ fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [
                     });
                     let dst = &mut cols[p0 * NR + half * LANES..];
                     // SAFETY: AVX-512F is present (checked by `gemm`).
-                    unsafe { transpose_16x16(rows, dst, NR) };
+                    unsafe { transpose_16x16(rows, dst, NR, LANES) };
                 }
                 for j in 0..LANES {
                     for p in blocks..kc {
@@ -264,13 +285,20 @@ fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut [
 /// Floats in an AVX-512 vector.
 const LANES: usize = 16;
 
-/// `dst[q stride + j] = rows[j][q]` for a 16x16 block: interleaves of 32-bit, then 64-bit elements
-/// within 128-bit lanes, then two rounds of lane shuffles.
+/// `dst[q stride + j] = rows[j][q]` for a 16x16 block, `j < width` (the other rows are read and
+/// dropped): interleaves of 32-bit, then 64-bit elements within 128-bit lanes, then two rounds of
+/// lane shuffles.
 ///
 /// # Safety
 /// The core must run AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_16x16(rows: [&[f32; LANES]; LANES], dst: &mut [f32], stride: usize) {
+unsafe fn transpose_16x16(
+    rows: [&[f32; LANES]; LANES],
+    dst: &mut [f32],
+    stride: usize,
+    width: usize,
+) {
+    debug_assert!(width <= LANES);
     // SAFETY (loads): each row is 16 floats.
     let r: [__m512; LANES] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(rows[j].as_ptr()) });
     // t[2k], t[2k + 1]: rows 2k and 2k + 1 interleaved, first and second pair of each lane.
@@ -308,9 +336,9 @@ unsafe fn transpose_16x16(rows: [&[f32; LANES]; LANES], dst: &mut [f32], stride:
             (12 + c, _mm512_shuffle_f32x4::<0xdd>(odd_lo, odd_hi)),
         ];
         for (q, v) in columns {
-            let out: &mut [f32; LANES] = (&mut dst[q * stride..][..LANES]).try_into().expect("16");
-            // SAFETY: `out` is 16 floats.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+            let out = &mut dst[q * stride..][..width];
+            // SAFETY: `out` is `width` floats, the lanes the mask stores.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), lanes(width), v) };
         }
     }
 }
