@@ -176,8 +176,13 @@ unsafe fn runs(
                 // SAFETY: columns below `columns` of row k are pixels (k, l) of the tiles
                 // t0..t0 + tiles, inside `src` (the caller's assertions); masked-off lanes are
                 // not read.
+                // Columns past the piece's are zeros, never addressed: a pointer past `src`
+                // would be out of bounds even with every lane masked off.
                 let load = |x0: usize| unsafe {
-                    let mask = first_lanes(columns.saturating_sub(x0).min(LANES));
+                    if x0 >= columns {
+                        return _mm512_setzero_ps();
+                    }
+                    let mask = first_lanes((columns - x0).min(LANES));
                     _mm512_maskz_loadu_ps(mask, src.as_ptr().add(first + k * row_stride + x0))
                 };
                 let (lo, hi) = (load(0), load(LANES));
@@ -418,14 +423,18 @@ unsafe fn output_chunks(
                         }
                         let at = plane.as_mut_ptr().add(first + i * width);
                         // SAFETY: row ro + i < height; the masks keep columns co + x below
-                        // width, so every pixel written is inside `plane`.
+                        // width, so every pixel written is inside `plane`, and the second half
+                        // is addressed only when some of its columns are (else it may lie past
+                        // the plane).
                         unsafe {
                             _mm512_mask_storeu_ps(at, cols[0], _mm512_permutex2var_ps(y0, low, y1));
-                            _mm512_mask_storeu_ps(
-                                at.add(LANES),
-                                cols[1],
-                                _mm512_permutex2var_ps(y0, high, y1),
-                            );
+                            if cols[1] != 0 {
+                                _mm512_mask_storeu_ps(
+                                    at.add(LANES),
+                                    cols[1],
+                                    _mm512_permutex2var_ps(y0, high, y1),
+                                );
+                            }
                         }
                     }
                     OutputPiece::Scattered {
