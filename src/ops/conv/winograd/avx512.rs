@@ -1,14 +1,15 @@
-//! The Winograd tile transforms of [`super`] with AVX-512's gathers and scatters, for cores that
-//! have it. The portable forms fill each of a tile's pixels for 16 tiles one lane at a time (16
-//! scalar loads, then a vector read of what they stored) and write each output pixel of the
-//! untransform one lane at a time with its bounds test; on the development VM's Zen 5 cores that
-//! made the two transforms as long as the 16 GEMMs between them (43% of a 64 -> 64 forward at
-//! 28x28, against 47%). Here, at dilation 1, a run of tiles side by side is transformed from
-//! whole rows of pixels: down the columns first (contiguous loads of the rows), then along each
-//! resulting row, whose even and odd columns two permutes separate, so that lane s holds tile s.
-//! At dilations above 1 a pixel of 16 tiles is one masked gather. An output pixel of 16 tiles is
-//! one masked scatter whose mask is the bounds test. The adds and subtracts are the portable ones
-//! in the same order on whole vectors: the same bits (tested against them).
+//! The Winograd tile transforms of [`super`] on AVX-512, for cores that have it. The portable
+//! forms fill each of a tile's pixels for 16 tiles one lane at a time (16 scalar loads, then a
+//! vector read of what they stored) and write each output pixel of the untransform one lane at a
+//! time with its bounds test; on the development VM's Zen 5 cores that made the two transforms as
+//! long as the 16 GEMMs between them (43% of a 64 -> 64 forward at 28x28, against 47%). Here, at
+//! dilation 1, a run of tiles side by side is transformed from whole rows of pixels: each row of
+//! their pixels is a few contiguous vectors, whose even and odd columns a permute separates so
+//! that lane s holds tile s; the untransform interleaves the two output columns back and writes
+//! each output row with masked stores that clip the image. At dilations above 1 a pixel of 16
+//! tiles is one masked gather and an output pixel one masked scatter whose mask is the bounds
+//! test. The adds and subtracts are the portable ones in the same order on whole vectors: the
+//! same bits (tested against them).
 use std::arch::x86_64::{
     __m512, __m512i, __mmask16, _mm512_add_epi32, _mm512_add_ps, _mm512_alignr_epi32,
     _mm512_castps_si512, _mm512_castsi512_ps, _mm512_cmplt_epu32_mask, _mm512_mask_i32gather_ps,
@@ -34,7 +35,7 @@ fn first_lanes(len: usize) -> __mmask16 {
     }
 }
 
-/// `i32` of an index already known to be below `limit`, itself at most `i32::MAX`.
+/// `i32` of an index into a plane the caller has checked holds fewer than 2^31 floats.
 fn index(value: usize) -> i32 {
     i32::try_from(value).expect("a Winograd tile index fits in i32 (checked by the caller)")
 }
