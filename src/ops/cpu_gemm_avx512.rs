@@ -187,14 +187,15 @@ fn pack_a(a: MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [
         if height < MR {
             rows.fill(0.0);
         }
-        if a.col_stride == 1 && height == MR {
+        if a.col_stride == 1 {
             // A row-major (a weight gradient's dy or transformed tiles): each row is contiguous
-            // along the depth, so 16-deep blocks of the panel's rows are transposed in
-            // registers (rows past MR repeat the first and are dropped); one float at a time,
-            // this was a third of a weight gradient by Winograd at 64 -> 128, 28x28.
-            let blocks = kc / LANES * LANES;
+            // along the depth, so whole panels go 16 deep at a time through register transposes
+            // (rows past MR repeat the first and are dropped); the depth past the last whole
+            // block, and panels short of MR rows, one float at a time. All of it one float at a
+            // time was a third of a weight gradient by Winograd at 64 -> 128, 28x28.
+            let transposed = if height == MR { kc / LANES * LANES } else { 0 };
             let row = |i: usize| (ic + panel * MR + if i < MR { i } else { 0 }) * a.row_stride + pc;
-            for p0 in (0..blocks).step_by(LANES) {
+            for p0 in (0..transposed).step_by(LANES) {
                 let block: [&[f32; LANES]; LANES] = std::array::from_fn(|i| {
                     a.data[row(i) + p0..][..LANES]
                         .try_into()
@@ -203,14 +204,8 @@ fn pack_a(a: MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [
                 // SAFETY: AVX-512F is present (checked by `gemm`).
                 unsafe { transpose_16x16(block, &mut rows[p0 * MR..], MR, MR) };
             }
-            for i in 0..MR {
-                for p in blocks..kc {
-                    rows[p * MR + i] = at(panel * MR + i, p);
-                }
-            }
-        } else if a.col_stride == 1 {
             for i in 0..height {
-                for p in 0..kc {
+                for p in transposed..kc {
                     rows[p * MR + i] = at(panel * MR + i, p);
                 }
             }
@@ -375,7 +370,7 @@ impl Block<'_> {
 }
 
 /// The 16-lane mask of the first `n` lanes (`n` may exceed 16).
-fn lanes(n: usize) -> __mmask16 {
+pub(super) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 {
         0xffff
     } else {

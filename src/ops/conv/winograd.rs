@@ -477,7 +477,8 @@ fn input_block(
 /// `y = A^T M A + bias` for the tiles `tiles` of one sample `y` ([channels, H, W]), `m` as [XI,
 /// channels, n] with points `m_stride` apart; a last tile's outputs past the image are dropped.
 /// [`output_tile`]'s arithmetic on [`LANES`] tiles at once, as [`transform_input_block`]: by
-/// AVX-512's scatters where the core has them, else lane by lane; the same bits either way.
+/// AVX-512 where the core has it (masked row stores at dilation 1, scatters above), else lane by
+/// lane; the same bits either way.
 fn untransform_output_block(
     tiling: &Tiling,
     m: &[f32],

@@ -20,19 +20,11 @@ use std::arch::x86_64::{
 
 use super::{Corners, TileTransform, LANES, XI};
 
+use super::super::super::cpu_gemm_avx512::lanes as first_lanes;
+
 /// Whether this core runs AVX-512F: the same question the GEMM asks, once.
 pub(super) fn available() -> bool {
     super::super::super::cpu_gemm_avx512::available()
-}
-
-/// The mask of the first `len` lanes (`len` at most [`LANES`]).
-fn first_lanes(len: usize) -> __mmask16 {
-    debug_assert!(len <= LANES);
-    if len == LANES {
-        0xffff
-    } else {
-        (1u16 << len) - 1
-    }
 }
 
 /// `i32` of an index into a plane the caller has checked holds fewer than 2^31 floats.
@@ -183,7 +175,7 @@ unsafe fn runs(
                     if x0 >= columns {
                         return _mm512_setzero_ps();
                     }
-                    let mask = first_lanes((columns - x0).min(LANES));
+                    let mask = first_lanes(columns - x0);
                     _mm512_maskz_loadu_ps(mask, src.as_ptr().add(first + k * row_stride + x0))
                 };
                 let (lo, hi) = (load(0), load(LANES));
@@ -248,14 +240,19 @@ unsafe fn chunks(
     }
 }
 
-/// Where a piece of at most [`LANES`] consecutive tiles (from `t0`) writes its outputs.
-enum OutputPiece {
+/// A piece of at most [`LANES`] consecutive tiles, from `t0`, and where it writes its outputs.
+struct OutputPiece {
+    t0: usize,
+    tiles: usize,
+    place: OutputPlace,
+}
+
+/// Where an [`OutputPiece`]'s outputs go in the plane.
+enum OutputPlace {
     /// Tiles side by side in one row of tiles (dilation 1): output rows `i < 2` of the piece
     /// are `2 tiles` contiguous pixels from `first + i width`, one interleaving permute and one
     /// masked store per 16 of them, the masks clipping columns past the image.
     Row {
-        t0: usize,
-        tiles: usize,
         first: usize,
         rows: [bool; 2],
         cols: [__mmask16; 2],
@@ -263,22 +260,10 @@ enum OutputPiece {
     /// Any tiles: each tile's first output pixel as an index into the plane, and which of its
     /// rows and columns `i dil`, `l dil` (i, l < 2) lie in the image (masks of scatters).
     Scattered {
-        t0: usize,
-        tiles: usize,
         first: __m512i,
         rows: [__mmask16; 2],
         cols: [__mmask16; 2],
     },
-}
-
-impl OutputPiece {
-    fn tiles(&self) -> (usize, usize) {
-        match *self {
-            OutputPiece::Row { t0, tiles, .. } | OutputPiece::Scattered { t0, tiles, .. } => {
-                (t0, tiles)
-            }
-        }
-    }
 }
 
 /// The pieces of `origins` (each tile's first output pixel): at dilation 1 its runs of tiles
@@ -299,15 +284,17 @@ fn output_pieces(
                 continue;
             }
             let columns = (2 * (t - t0)).min(width - co);
-            pieces.push(OutputPiece::Row {
+            pieces.push(OutputPiece {
                 t0,
                 tiles: t - t0,
-                first: ro * width + co,
-                rows: [ro < height, ro + 1 < height],
-                cols: [
-                    first_lanes(columns.min(LANES)),
-                    first_lanes(columns.saturating_sub(LANES)),
-                ],
+                place: OutputPlace::Row {
+                    first: ro * width + co,
+                    rows: [ro < height, ro + 1 < height],
+                    cols: [
+                        first_lanes(columns),
+                        first_lanes(columns.saturating_sub(LANES)),
+                    ],
+                },
             });
             t0 = t;
         }
@@ -331,12 +318,14 @@ fn output_pieces(
                 lanes & _mm512_cmplt_epu32_mask(_mm512_add_epi32(v, limit(i * dil)), limit(size))
             })
         };
-        pieces.push(OutputPiece::Scattered {
+        pieces.push(OutputPiece {
             t0,
             tiles: chunk.len(),
-            first: _mm512_add_epi32(_mm512_mullo_epi32(ro, limit(width)), co),
-            rows: inside(ro, height),
-            cols: inside(co, width),
+            place: OutputPlace::Scattered {
+                first: _mm512_add_epi32(_mm512_mullo_epi32(ro, limit(width)), co),
+                rows: inside(ro, height),
+                cols: inside(co, width),
+            },
         });
     }
     pieces
@@ -404,8 +393,7 @@ unsafe fn output_chunks(
         let b_c = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[c]));
         let m_c = m.as_ptr().add(c * n);
         for piece in &pieces {
-            let (t0, tiles) = piece.tiles();
-            let lanes = first_lanes(tiles);
+            let (t0, lanes) = (piece.t0, first_lanes(piece.tiles));
             // SAFETY: lanes s < tiles of point xi, inside `m` (asserted).
             let point =
                 |xi: usize| unsafe { _mm512_maskz_loadu_ps(lanes, m_c.add(xi * m_stride + t0)) };
@@ -415,10 +403,8 @@ unsafe fn output_chunks(
             for i in 0..2 {
                 let [y0, y1] = a_t(cols[0][i], cols[1][i], cols[2][i], cols[3][i]);
                 let (y0, y1) = (_mm512_add_ps(y0, b_c), _mm512_add_ps(y1, b_c));
-                match *piece {
-                    OutputPiece::Row {
-                        first, rows, cols, ..
-                    } => {
+                match piece.place {
+                    OutputPlace::Row { first, rows, cols } => {
                         if !rows[i] {
                             continue;
                         }
@@ -438,9 +424,7 @@ unsafe fn output_chunks(
                             }
                         }
                     }
-                    OutputPiece::Scattered {
-                        first, rows, cols, ..
-                    } => {
+                    OutputPlace::Scattered { first, rows, cols } => {
                         for (l, value) in [y0, y1].into_iter().enumerate() {
                             let at = _mm512_add_epi32(first, limit(i * dil * width + l * dil));
                             // SAFETY: unmasked lanes are pixels (r, col) with r < height and
