@@ -111,6 +111,7 @@ pub fn generate(
         images.extend(x.to_vec()?);
         stats.steps += s.steps;
         stats.sign_changes += s.sign_changes;
+        stats.replayed_steps += s.replayed_steps;
         nonpositive += s.nonpositive_fraction * size as f64;
         classes.extend(batch_classes);
         report(evals_per_image_batch);
@@ -212,7 +213,7 @@ fn sample_batch(
                 }
             };
             let mut score = NetworkScore::new(
-                |x: &Tensor, k: usize| model.output(x, &vec![k; x.shape()[0]]),
+                |x: &Tensor, levels: &Tensor| model.output_at(x, levels),
                 *parameterisation,
             );
             let config = SamplerConfig {

@@ -15,7 +15,7 @@ use common::cli::s;
 const MAX_RESULT_FILES: usize = 8;
 
 /// The steps the run step performs on a GPU, each named in the summary.
-const GPU_STEPS: [&str; 12] = [
+const GPU_STEPS: [&str; 14] = [
     "machine",
     "tests",
     "bench torch (tf32 off)",
@@ -28,6 +28,8 @@ const GPU_STEPS: [&str; 12] = [
     "ncu conv passes",
     "kernel times",
     "sample adls 1000 levels",
+    "sample batch 16 (graphs)",
+    "sample batch 16 (no graphs)",
 ];
 
 fn script() -> PathBuf {

@@ -4,9 +4,10 @@ use super::rotation::{normal, positive, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::device::Device;
 use crate::diffusion::loss::{mdsm_loss, LossWeighting};
-use crate::diffusion::samplers::{dale_step, DaleVariant, PhiloxDraw, StepCoefficients};
+use crate::diffusion::samplers::{DaleVariant, PhiloxDraw, StepCoefficients};
 use crate::diffusion::Parameterisation;
 use crate::error::Result;
+use crate::ops;
 use crate::rng;
 use crate::tensor::Tensor;
 
@@ -72,11 +73,14 @@ fn dale(images: usize, device: &Device) -> Result<Run> {
         ))
     })?;
     let coefficients = dale_coefficients();
+    let mut scalars = coefficients.scalars(device, PhiloxDraw::sampler(0, 0))?;
     let mut step = 0u32;
     Ok(Box::new(move || {
         let (x, h) = inputs.next_set();
         step = step.wrapping_add(1);
-        dale_step(x, h, coefficients, PhiloxDraw::sampler(0, step))
+        // The scalars written in place, as the sampler does before each step.
+        coefficients.write(&mut scalars, step)?;
+        ops::gbm_dale_step(x, h, &scalars)
     }))
 }
 

@@ -200,6 +200,13 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     if let Some(note) = launches_note(&launches, cfg.precision, device) {
         notes.push(note);
     }
+    if !device.is_cpu() && items.iter().any(|i| i.key.starts_with("sampler_step/")) {
+        notes.push(
+            "sampler_step items replay each step from one captured graph: one launch a step \
+             (docs/DESIGN.md section 10)"
+                .into(),
+        );
+    }
     let table = bench::markdown_table(&rows, &ceilings, !device.is_host());
     println!("{table}");
     for note in &notes {

@@ -149,6 +149,7 @@ pub fn run(device: &Device, args: &DemoArgs) -> Result<u8> {
             steps_per_level: 1,
             eps: 2e-5,
             seed: args.seed,
+            no_graphs: false,
             model: ModelArgs::default(),
         },
         out: args.out.join("samples.png"),

@@ -88,6 +88,10 @@ pub struct SamplerArgs {
     pub eps: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Launch every kernel of every sampler step instead of capturing one step as a CUDA graph
+    /// and replaying it (same samples; for timing comparisons and debugging).
+    #[arg(long)]
+    pub no_graphs: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -103,6 +107,7 @@ impl SamplerArgs {
         );
         config.kappa_start = self.kappa;
         config.terminal_denoise_steps = self.terminal_steps;
+        config.graphs = !self.no_graphs;
         config.validate()?;
         Ok(config)
     }
@@ -170,6 +175,12 @@ pub fn run(device: &Device, args: &SampleArgs) -> Result<()> {
             "sign changes during sampling: {}; final entries not positive: {:.4}%",
             generated.stats.sign_changes,
             100.0 * generated.stats.nonpositive_fraction
+        );
+    }
+    if let Device::Cuda(_) = device {
+        println!(
+            "sampler steps replayed from a CUDA graph: {} of {}",
+            generated.stats.replayed_steps, generated.stats.steps
         );
     }
     Ok(())

@@ -156,6 +156,7 @@ impl SweepArgs {
             steps_per_level: setting.steps_per_level,
             eps: setting.eps,
             seed: self.seed,
+            no_graphs: false,
             model: self.model.clone(),
         }
     }

@@ -204,6 +204,7 @@ fn default_sampling(count: usize, seed: u64) -> SamplerArgs {
         steps_per_level: additive::DEFAULT_STEPS_PER_LEVEL,
         eps: additive::DEFAULT_EPS,
         seed,
+        no_graphs: false,
         model: ModelArgs::default(),
     }
 }

@@ -6,10 +6,12 @@ use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{
-    CUdevice_attribute_enum, CUfunction, CUfunction_attribute_enum, CUmemPool_attribute_enum,
-    CUmodule,
+    CUdevice_attribute_enum, CUfunction, CUfunction_attribute_enum, CUgraphInstantiate_flags,
+    CUmemPool_attribute_enum, CUmodule, CUstreamCaptureMode_enum,
 };
-use cudarc::driver::{result, CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{
+    result, CudaContext, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+};
 
 use super::launch::{Buffer, BufferMut, KernelArg, LaunchGeometry};
 use crate::error::{Error, Result};
@@ -111,13 +113,16 @@ impl CudaDevice {
         }
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| Error::Cuda(format!("creating context: {e:?}")))?;
-        // SAFETY: every buffer is allocated, used and freed on the one stream below, in order,
+        // SAFETY: every buffer is allocated, used and freed on the one stream made below, in order,
         // so the events cudarc would create for each allocation (two, to order other streams'
         // uses) order nothing.
         unsafe { ctx.disable_event_tracking() };
         keep_freed_memory(&ctx)?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| Error::Cuda(format!("creating a stream: {e:?}")))?;
         Ok(Arc::new(Self {
             ordinal,
             name,
@@ -179,6 +184,42 @@ impl CudaDevice {
                 data.len()
             ))
         })
+    }
+
+    /// Copies `data` over the start of `dst`, in place.
+    pub(crate) fn write(&self, dst: &mut CudaSlice<f32>, data: &[f32]) -> Result<()> {
+        self.stream.memcpy_htod(data, dst).map_err(|e| {
+            Error::Cuda(format!(
+                "copying {} floats to the device: {e:?}",
+                data.len()
+            ))
+        })
+    }
+
+    /// Starts capturing this thread's work on the stream into a graph; other threads' CUDA calls
+    /// are not restricted (thread-local mode).
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        self.stream
+            .begin_capture(CUstreamCaptureMode_enum::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| Error::Cuda(format!("beginning a graph capture: {e:?}")))
+    }
+
+    /// Ends the capture begun by [`Self::begin_capture`] and instantiates the graph. Memory the
+    /// graph allocates and does not free would stay allocated at its next launch, which CUDA
+    /// refuses unless freed on launch: the body frees what it allocates, so no flag is needed.
+    pub(crate) fn end_capture(&self) -> Result<CudaGraph> {
+        self.stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(|e| Error::Cuda(format!("ending a graph capture: {e:?}")))?
+            .ok_or_else(|| Error::Cuda("the capture recorded no work".into()))
+    }
+
+    /// Drops the errors cudarc recorded during a capture that failed. cudarc records the error
+    /// of a free instead of returning it, and every free in a failed capture fails; left there,
+    /// the next call on this context would report one of them. (An error another thread's free
+    /// recorded meanwhile would go too: they are reported nowhere else either.)
+    pub(crate) fn forget_failed_capture_errors(&self) {
+        let _ = self.ctx.check_err();
     }
 
     pub(crate) fn download(&self, data: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>> {

@@ -255,6 +255,9 @@ pub fn launch(
                 .iter_mut()
                 .map(|a| a.host_slot().ok_or_else(|| other_backend(kernel, device)))
                 .collect::<Result<Vec<u64>>>()?;
+            if super::graph::record_emu_launch(kernel, geometry, *schedule, &slots) {
+                return Ok(());
+            }
             let mut params = param_ptrs(&mut slots);
             if super::profile::recording() {
                 let buffers: Vec<(u64, u64)> =

@@ -7,6 +7,7 @@
 //! `emu` and `cuda` share the launch code in [`launch`]: the same kernel, grid, block and arguments.
 pub mod cuda;
 pub mod emu;
+pub mod graph;
 pub mod kernel_report;
 pub mod launch;
 pub mod occupancy;

@@ -6,7 +6,7 @@ use super::samplers::{
     dale_step, sample, PhiloxDraw, SamplerConfig, SamplerStats, StepCoefficients,
 };
 use super::schedule::Schedule;
-use super::score::ScoreSource;
+use super::score::{Level, ScoreSource};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::rng::{self, stream};
@@ -199,7 +199,8 @@ pub struct AnalyticScore<'a> {
 }
 
 impl ScoreSource for AnalyticScore<'_> {
-    fn h(&mut self, x: &Tensor, k: usize) -> Result<Tensor> {
+    fn h(&mut self, x: &Tensor, level: Level<'_>) -> Result<Tensor> {
+        let k = level.k;
         self.schedule.check_level(k, "analytic score")?;
         let (m, s) = (self.schedule.m(k) as f64, self.schedule.s(k) as f64);
         let h: Vec<f32> = x

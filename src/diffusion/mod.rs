@@ -17,5 +17,5 @@ pub mod score;
 
 pub use schedule::{Drift, Schedule, SigmaShape};
 pub use score::{
-    GaussianScoreSource, NetworkGaussianScore, NetworkScore, Parameterisation, ScoreSource,
+    GaussianScoreSource, Level, NetworkGaussianScore, NetworkScore, Parameterisation, ScoreSource,
 };

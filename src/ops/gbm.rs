@@ -121,23 +121,94 @@ fn noise_per_sample(
     Ok((out, z))
 }
 
-/// The Dale-Langevin step, or any log-space step (SPEC section 4):
+/// The scalars of one fused sampler step in the device's memory, `[coefs.., noise_coef, step]`
+/// with the Philox step's bits in the last float (kernels/gbm.cu). The kernels read them from
+/// there rather than from their arguments, so that a step captured in a graph
+/// ([`crate::device::graph`]) reads each step's own values when replayed: [`Self::set`] writes
+/// them in place before each step. The Philox seed and stream are fixed for a run.
+pub struct StepScalars {
+    values: Tensor,
+    /// What was last written, for the CPU path.
+    host: Vec<f32>,
+    seed: u64,
+    stream: u32,
+}
+
+impl StepScalars {
+    /// Scalars for steps with `coefs.len()` coefficients drawing from `draw`'s seed and stream,
+    /// set to `coefs`, `noise_coef` and `draw`'s step.
+    pub fn new(device: &Device, coefs: &[f32], noise_coef: f32, draw: PhiloxDraw) -> Result<Self> {
+        let host = Self::layout(coefs, noise_coef, draw.step);
+        Ok(Self {
+            values: Tensor::from_slice(&host, &[host.len()], device)?,
+            host,
+            seed: draw.seed,
+            stream: draw.stream,
+        })
+    }
+
+    /// Writes the next step's values in place.
+    pub fn set(&mut self, coefs: &[f32], noise_coef: f32, step: u32) -> Result<()> {
+        let host = Self::layout(coefs, noise_coef, step);
+        if host.len() != self.host.len() {
+            return Err(Error::invalid(format!(
+                "step scalars made for {} coefficients, set with {}",
+                self.host.len() - 2,
+                coefs.len()
+            )));
+        }
+        if host != self.host {
+            self.values.write(&host)?;
+            self.host = host;
+        }
+        Ok(())
+    }
+
+    fn layout(coefs: &[f32], noise_coef: f32, step: u32) -> Vec<f32> {
+        let mut v = coefs.to_vec();
+        v.extend([noise_coef, f32::from_bits(step)]);
+        v
+    }
+
+    fn coefs(&self) -> &[f32] {
+        &self.host[..self.host.len() - 2]
+    }
+
+    fn noise_coef(&self) -> f32 {
+        self.host[self.host.len() - 2]
+    }
+
+    fn draw(&self) -> PhiloxDraw {
+        PhiloxDraw::new(
+            self.seed,
+            self.stream,
+            self.host[self.host.len() - 1].to_bits(),
+        )
+    }
+
+    /// Fails unless these scalars hold `n` coefficients, for `op`.
+    fn check(&self, n: usize, op: &'static str) -> Result<()> {
+        if self.coefs().len() != n {
+            return Err(Error::invalid(format!(
+                "{op}: step scalars with {} coefficients, the step takes {n}",
+                self.coefs().len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The Dale-Langevin step, or any log-space step (SPEC section 4), with `scalars` =
+/// `[drift, score_coef]`, noise coefficient and step:
 /// `x <- x * exp(drift + score_coef * h + noise_coef * z)`, `x` updated in place; never changes
 /// a sign.
-pub fn gbm_dale_step(
-    x: &mut Tensor,
-    h: &Tensor,
-    drift: f32,
-    score_coef: f32,
-    noise_coef: f32,
-    draw: PhiloxDraw,
-) -> Result<()> {
+pub fn gbm_dale_step(x: &mut Tensor, h: &Tensor, scalars: &StepScalars) -> Result<()> {
+    scalars.check(2, "dale_step")?;
+    let [drift, score_coef] = [scalars.coefs()[0], scalars.coefs()[1]];
     let step = FusedStep {
         op: "dale_step",
         kernel: "gbm_dale_step_f32",
-        coefs: &[drift, score_coef],
-        noise_coef,
-        draw,
+        scalars,
     };
     step.apply(x, h, None, |x, h, z| {
         x * cpu_exp::exp(drift + score_coef * h + z)
@@ -159,11 +230,12 @@ impl FlipCounter {
         })
     }
 
-    /// The flips since the last drain.
+    /// The flips since the last drain. The count is reset in place, so a captured step that
+    /// adds to it keeps adding to the same memory.
     pub fn drain(&mut self) -> Result<u64> {
         let bits = self.count.item()?.to_bits();
         if bits != 0 {
-            self.count = Tensor::zeros(&[1], self.count.device())?;
+            self.count.write(&[0.0])?;
         }
         Ok(bits as u64)
     }
@@ -177,58 +249,49 @@ impl FlipCounter {
 }
 
 /// The sign-agnostic step (SPEC section 4):
-/// `x <- x * (1 + drift + score_coef * h + noise_coef * z)`, `x` updated in place; entries that
-/// were non-zero and changed sign or became zero are added to `flips`.
+/// `x <- x * (1 + drift + score_coef * h + noise_coef * z)` with `scalars` = `[drift,
+/// score_coef]`, noise coefficient and step, `x` updated in place; entries that were non-zero
+/// and changed sign or became zero are added to `flips`.
 pub fn gbm_sign_agnostic_step(
     x: &mut Tensor,
     h: &Tensor,
     flips: &mut FlipCounter,
-    drift: f32,
-    score_coef: f32,
-    noise_coef: f32,
-    draw: PhiloxDraw,
+    scalars: &StepScalars,
 ) -> Result<()> {
     check_same_device(&[x, &flips.count], "sign_agnostic_step")?;
+    scalars.check(2, "sign_agnostic_step")?;
+    let [drift, score_coef] = [scalars.coefs()[0], scalars.coefs()[1]];
     let step = FusedStep {
         op: "sign_agnostic_step",
         kernel: "gbm_sign_agnostic_step_f32",
-        coefs: &[drift, score_coef],
-        noise_coef,
-        draw,
+        scalars,
     };
     step.apply(x, h, Some(flips), |x, h, z| {
         x * (1.0 + drift + score_coef * h + z)
     })
 }
 
-/// The additive baseline's annealed Langevin step (SPEC section 8),
-/// `x <- x + half_alpha * score + noise_coef * z`, `x` updated in place.
-pub fn additive_langevin_step(
-    x: &mut Tensor,
-    score: &Tensor,
-    half_alpha: f32,
-    noise_coef: f32,
-    draw: PhiloxDraw,
-) -> Result<()> {
+/// The additive baseline's annealed Langevin step (SPEC section 8) with `scalars` =
+/// `[half_alpha]`, noise coefficient and step: `x <- x + half_alpha * score + noise_coef * z`,
+/// `x` updated in place.
+pub fn additive_langevin_step(x: &mut Tensor, score: &Tensor, scalars: &StepScalars) -> Result<()> {
+    scalars.check(1, "additive_langevin_step")?;
+    let half_alpha = scalars.coefs()[0];
     let step = FusedStep {
         op: "additive_langevin_step",
         kernel: "additive_langevin_step_f32",
-        coefs: &[half_alpha],
-        noise_coef,
-        draw,
+        scalars,
     };
     step.apply(x, score, None, |x, s, z| x + (half_alpha * s + z))
 }
 
 /// What the three fused sampler steps share: `x` updated in place from itself, the network's
-/// output `h` and a scaled Philox normal. The kernel takes `(x, h, [flips], coefs.., noise_coef,
-/// seed, stream, step, n)`; the CPU path computes the same per element.
+/// output `h` and a scaled Philox normal. The kernel takes `(x, h, [flips], scalars, seed,
+/// stream, n)`; the CPU path computes the same per element.
 struct FusedStep<'a> {
     op: &'static str,
     kernel: &'static str,
-    coefs: &'a [f32],
-    noise_coef: f32,
-    draw: PhiloxDraw,
+    scalars: &'a StepScalars,
 }
 
 impl FusedStep<'_> {
@@ -242,7 +305,9 @@ impl FusedStep<'_> {
         update: impl Fn(f32, f32, f32) -> f32 + Sync,
     ) -> Result<()> {
         x.check_same_shape(h, self.op)?;
+        check_same_device(&[x, &self.scalars.values], self.op)?;
         let n = x.numel();
+        let (noise_coef, draw) = (self.scalars.noise_coef(), self.scalars.draw());
         match x.device().clone() {
             Device::Cpu => {
                 let hs = h.host()?;
@@ -258,10 +323,10 @@ impl FusedStep<'_> {
                     for (k, block) in part.chunks_mut(z.len()).enumerate() {
                         let at = offset + k * z.len();
                         let (z, old) = (&mut z[..block.len()], &mut old[..block.len()]);
-                        if self.noise_coef != 0.0 {
-                            self.draw.fill_normals(at as u64, z);
+                        if noise_coef != 0.0 {
+                            draw.fill_normals(at as u64, z);
                         }
-                        z.iter_mut().for_each(|v| *v *= self.noise_coef);
+                        z.iter_mut().for_each(|v| *v *= noise_coef);
                         old.copy_from_slice(block);
                         map3(block, old, &hs[at..at + block.len()], z, &update);
                         if count {
@@ -288,10 +353,12 @@ impl FusedStep<'_> {
                 };
                 let mut args = vec![Arg::Out(x), Arg::In(h)];
                 args.extend(flips.map(|f| Arg::OutWords(&mut f.count)));
-                args.extend(self.coefs.iter().map(|&c| Arg::F32(c)));
-                args.push(Arg::F32(self.noise_coef));
-                args.extend(Arg::philox(self.draw));
-                args.push(Arg::U64(n as u64));
+                args.extend([
+                    Arg::In(&self.scalars.values),
+                    Arg::U64(draw.seed),
+                    Arg::U32(draw.stream),
+                    Arg::U64(n as u64),
+                ]);
                 launch(&dev, self.kernel, geometry, &mut args)?
             }
         }

@@ -38,7 +38,7 @@ pub use elementwise::{
 };
 pub use gbm::{
     additive_forward, additive_langevin_step, gbm_dale_step, gbm_forward, gbm_sign_agnostic_step,
-    FlipCounter,
+    FlipCounter, StepScalars,
 };
 pub use loss::{dsm_loss, mdsm_loss, LossAndGrad};
 pub use optim::{adamw_step, egd_step, ema_update, global_norm, scale_in_place, AdamWCoefficients};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cudarc::driver::CudaSlice;
 
+use crate::device::graph;
 use crate::device::launch::{Buffer, BufferMut};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -87,14 +88,22 @@ impl Tensor {
         }
         let storage = match device {
             Device::Cuda(dev) => Storage::Cuda(dev.upload(&data)?),
-            _ => Storage::Host(data),
+            Device::Emu(_) => {
+                graph::emu_host_access("a copy from the host");
+                Storage::Host(data)
+            }
+            Device::Cpu => Storage::Host(data),
         };
         Ok(Self::with_storage(shape, device, storage))
     }
 
-    /// Every tensor is made here, so that [`memory`] sees its storage.
+    /// Every tensor is made here, so that [`memory`] sees its storage (and a capture on `emu`,
+    /// which keeps what it allocates, see [`graph`]).
     fn with_storage(shape: &[usize], device: &Device, storage: Storage) -> Self {
         memory::allocated(4 * numel(shape));
+        if let (Device::Emu(_), Storage::Host(v)) = (device, &storage) {
+            graph::emu_allocated(v);
+        }
         Self {
             shape: shape.to_vec(),
             device: device.clone(),
@@ -151,6 +160,7 @@ impl Tensor {
 
     /// The data, copied to the host.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
+        self.note_host_access("a copy to the host");
         match &self.storage {
             Storage::Host(v) => Ok(v.clone()),
             Storage::Cuda(s) => match &self.device {
@@ -195,6 +205,7 @@ impl Tensor {
 
     /// Host data, for the Rust reference implementations (`cpu` and `emu` only).
     pub fn host(&self) -> Result<&[f32]> {
+        self.note_host_access("host code reading device memory");
         match &self.storage {
             Storage::Host(v) => Ok(v),
             Storage::Cuda(_) => Err(Error::invalid("host access to a tensor in GPU memory")),
@@ -202,10 +213,37 @@ impl Tensor {
     }
 
     pub fn host_mut(&mut self) -> Result<&mut [f32]> {
+        self.note_host_access("host code writing device memory");
         self.forget_derived();
         match &mut self.storage {
             Storage::Host(v) => Ok(v),
             Storage::Cuda(_) => Err(Error::invalid("host access to a tensor in GPU memory")),
+        }
+    }
+
+    /// Overwrites the data with `values`, one per element, in place: the storage stays where it
+    /// is, so that a captured graph reading it sees the new values at its next replay.
+    pub fn write(&mut self, values: &[f32]) -> Result<()> {
+        if values.len() != self.numel() {
+            return Err(Error::shape(
+                "write",
+                format!("{} values for shape {:?}", values.len(), self.shape),
+            ));
+        }
+        self.note_host_access("a copy from the host");
+        self.forget_derived();
+        match (&mut self.storage, &self.device) {
+            (Storage::Host(v), _) => v.copy_from_slice(values),
+            (Storage::Cuda(s), Device::Cuda(dev)) => dev.write(s, values)?,
+            (Storage::Cuda(_), _) => unreachable!("cuda storage always lives on a cuda device"),
+        }
+        Ok(())
+    }
+
+    /// Tells a capture on `emu` that host code touches this tensor's memory (see [`graph`]).
+    fn note_host_access(&self, what: &str) {
+        if let Device::Emu(_) = self.device {
+            graph::emu_host_access(what);
         }
     }
 
@@ -248,6 +286,9 @@ impl Tensor {
 impl Drop for Tensor {
     fn drop(&mut self) {
         memory::freed(4 * self.numel());
+        if let (Device::Emu(_), Storage::Host(v)) = (&self.device, &mut self.storage) {
+            graph::emu_dropping(v);
+        }
     }
 }
 

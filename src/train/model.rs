@@ -291,9 +291,15 @@ impl ScoreModel {
 
     /// The network's output at `x` [B, C, H, W] for per-sample level indices (no gradients).
     pub fn output(&self, x: &Tensor, levels: &[usize]) -> Result<Tensor> {
-        let mut tape = Tape::inference(&self.store);
         let lv: Vec<f32> = levels.iter().map(|&k| k as f32).collect();
-        let levels = tape.constant(Tensor::from_vec(lv, &[levels.len()], x.device())?);
+        self.output_at(x, &Tensor::from_vec(lv, &[levels.len()], x.device())?)
+    }
+
+    /// [`Self::output`] with the level indices as a tensor [B] on `x`'s device: device work
+    /// only, no copy from the host, so a sampler step may capture it (docs/DESIGN.md section 10).
+    pub fn output_at(&self, x: &Tensor, levels: &Tensor) -> Result<Tensor> {
+        let mut tape = Tape::inference(&self.store);
+        let levels = tape.constant(ops::copy(levels)?);
         let x = tape.constant(ops::copy(x)?);
         let out = self.net.forward(&mut tape, &x, &levels)?;
         ops::copy(out.value())

@@ -2,11 +2,13 @@
 //! (annealed Dale-Langevin) and ASAMS (annealed sign-agnostic), for any [`ScoreSource`].
 use std::time::{Duration, Instant};
 
-use super::step::{dale_step, sign_agnostic_step, DaleVariant, StepCoefficients};
+use super::step::{DaleVariant, StepCoefficients};
+use crate::device::graph::{Ran, Replayer};
+use crate::device::Device;
 use crate::diffusion::schedule::Schedule;
-use crate::diffusion::score::ScoreSource;
+use crate::diffusion::score::{Level, ScoreSource};
 use crate::error::{Error, Result};
-use crate::ops::{self, FlipCounter, PhiloxDraw};
+use crate::ops::{self, FlipCounter, PhiloxDraw, StepScalars};
 use crate::tensor::Tensor;
 
 /// Which step the sampler takes.
@@ -34,6 +36,10 @@ pub struct SamplerConfig {
     pub terminal_denoise_steps: usize,
     /// Seed of the SAMPLER Philox stream.
     pub seed: u64,
+    /// Capture a step (the network's forward and the fused update) once as a graph and replay
+    /// it for every later step, where the device and the score allow (docs/DESIGN.md section
+    /// 10); the samples are the same either way.
+    pub graphs: bool,
 }
 
 crate::named::value_names! {
@@ -106,6 +112,7 @@ impl SamplerConfig {
             kappa_start: 1.0,
             terminal_denoise_steps: 0,
             seed,
+            graphs: true,
         }
     }
 
@@ -207,6 +214,8 @@ pub struct SamplerStats {
     /// Fraction of the final entries that are not positive (SPEC 10: for a positive
     /// initialisation, the fraction that changed sign or reached zero).
     pub nonpositive_fraction: f64,
+    /// Steps run by replaying a captured graph (the others ran launch by launch).
+    pub replayed_steps: u64,
 }
 
 /// Runs the reverse chain from `x` (drawn from the initial law at level `N-1`) down to level 1,
@@ -231,13 +240,7 @@ pub fn sample(
         last: Instant::now(),
         total_steps: config.total_steps(schedule.n_levels()),
     };
-    let mut chain = Chain {
-        score,
-        schedule,
-        config,
-        flips: FlipCounter::new(x.device())?,
-        stats: SamplerStats::default(),
-    };
+    let mut chain = Chain::new(score, schedule, config, &x)?;
     let mut kappa = config.kappa_start;
     for k in (1..schedule.n_levels()).rev() {
         chain.take_steps(&mut x, k, kappa, config.inner_steps, &mut reporter)?;
@@ -297,17 +300,59 @@ impl Reporter<'_> {
     }
 }
 
-/// What the steps of one run share: the score, the schedule and knobs, the flip counter and the
-/// statistics so far.
+/// What the steps of one run share: the schedule and knobs, the work of one step, how steps run,
+/// and the statistics so far.
 struct Chain<'a> {
-    score: &'a mut dyn ScoreSource,
     schedule: &'a Schedule,
     config: &'a SamplerConfig,
-    flips: FlipCounter,
+    step: StepWork<'a>,
+    replayer: Replayer,
     stats: SamplerStats,
 }
 
-impl Chain<'_> {
+/// One step's work and the memory it reads and writes besides `x`, all of it kept in place for
+/// the whole run: a captured step reads the level and the step's scalars from here at replay.
+struct StepWork<'a> {
+    score: &'a mut dyn ScoreSource,
+    kind: StepKind,
+    /// The level index per sample, written when the level changes.
+    levels: Tensor,
+    level: Option<usize>,
+    scalars: StepScalars,
+    flips: FlipCounter,
+}
+
+impl<'a> Chain<'a> {
+    fn new(
+        score: &'a mut dyn ScoreSource,
+        schedule: &'a Schedule,
+        config: &'a SamplerConfig,
+        x: &Tensor,
+    ) -> Result<Self> {
+        let device = x.device();
+        let batch = x.shape().first().copied().unwrap_or(1);
+        let replayer = Replayer::new(config.graphs && score.replayable() && !device.is_cpu());
+        let zero = StepCoefficients {
+            drift: 0.0,
+            score: 0.0,
+            noise: 0.0,
+        };
+        Ok(Self {
+            schedule,
+            config,
+            step: StepWork {
+                score,
+                kind: config.step,
+                levels: Tensor::zeros(&[batch], device)?,
+                level: None,
+                scalars: zero.scalars(device, PhiloxDraw::sampler(config.seed, 0))?,
+                flips: FlipCounter::new(device)?,
+            },
+            replayer,
+            stats: SamplerStats::default(),
+        })
+    }
+
     /// `count` steps at level `k` with annealing factor `kappa`.
     fn take_steps(
         &mut self,
@@ -322,23 +367,70 @@ impl Chain<'_> {
             self.schedule.mu(k),
             self.config.delta_s,
         );
-        for _ in 0..count {
-            let h = self.score.h(x, k)?;
-            let noise = PhiloxDraw::sampler(self.config.seed, self.stats.steps as u32);
-            match self.config.step {
-                StepKind::DaleLangevin(variant) => {
-                    let c = StepCoefficients::dale(sigma, mu, delta_s, kappa, variant);
-                    dale_step(x, &h, c, noise)?
-                }
-                StepKind::SignAgnostic => {
-                    let c = StepCoefficients::sign_agnostic(sigma, mu, delta_s, kappa);
-                    sign_agnostic_step(x, &h, c, noise, &mut self.flips)?
-                }
+        let c = match self.config.step {
+            StepKind::DaleLangevin(variant) => {
+                StepCoefficients::dale(sigma, mu, delta_s, kappa, variant)
             }
+            StepKind::SignAgnostic => StepCoefficients::sign_agnostic(sigma, mu, delta_s, kappa),
+        };
+        if count > 0 {
+            self.step.set_level(k)?;
+        }
+        for _ in 0..count {
+            c.write(&mut self.step.scalars, self.stats.steps as u32)?;
+            self.run_step(x)?;
             self.stats.steps += 1;
             reporter.report_if_due(k, kappa, self.stats.steps);
         }
-        self.stats.sign_changes += self.flips.drain()?;
+        self.stats.sign_changes += self.step.flips.drain()?;
         Ok(())
+    }
+
+    /// One step: directly, or by replaying the graph captured from an earlier step.
+    fn run_step(&mut self, x: &mut Tensor) -> Result<()> {
+        let device = x.device().clone();
+        // SAFETY: the step reads and writes `x` and `self.step`'s tensors, which live for the
+        // whole run and are only written in place (the levels, the scalars and the flip count by
+        // `Tensor::write`, `x` by the steps), and the score's weights, borrowed for the run.
+        match unsafe { self.replayer.run(&device, &mut || self.step.run(x)) }? {
+            Ran::Replayed => self.stats.replayed_steps += 1,
+            Ran::Direct => {}
+            Ran::Refused(why) => {
+                if let Device::Cuda(_) = device {
+                    eprintln!(
+                        "warning: sampler steps run launch by launch (capturing a step as a \
+                         CUDA graph failed: {why})"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StepWork<'_> {
+    /// Writes level `k` for every sample, in place, when it changed.
+    fn set_level(&mut self, k: usize) -> Result<()> {
+        if self.level != Some(k) {
+            self.levels.write(&vec![k as f32; self.levels.numel()])?;
+            self.level = Some(k);
+        }
+        Ok(())
+    }
+
+    /// The step: `h` at the current level, then the fused update of `x` with the current
+    /// scalars. Everything it allocates is dropped before it returns, as a capture requires.
+    fn run(&mut self, x: &mut Tensor) -> Result<()> {
+        let level = Level {
+            k: self.level.expect("set_level runs before the first step"),
+            per_sample: &self.levels,
+        };
+        let h = self.score.h(x, level)?;
+        match self.kind {
+            StepKind::DaleLangevin(_) => ops::gbm_dale_step(x, &h, &self.scalars),
+            StepKind::SignAgnostic => {
+                ops::gbm_sign_agnostic_step(x, &h, &mut self.flips, &self.scalars)
+            }
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! so that the kernels stay generic (the mirrored Langevin iteration of SPEC 6 reuses the Dale
 //! kernel), and the steps themselves, each one fused kernel in [`crate::ops`] that reads `x` and
 //! the score, draws the normal in registers from Philox and updates `x` in place.
+use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{self, FlipCounter, PhiloxDraw};
+use crate::ops::{self, FlipCounter, PhiloxDraw, StepScalars};
 use crate::tensor::Tensor;
 
 crate::named::value_names! {
@@ -65,10 +66,28 @@ impl StepCoefficients {
     }
 }
 
+impl StepCoefficients {
+    /// The coefficients as the fused kernels read them, `[drift, score]` (the noise apart).
+    fn coefs(&self) -> [f32; 2] {
+        [self.drift, self.score]
+    }
+
+    /// Step scalars in `device`'s memory holding these coefficients and `noise`'s step, for
+    /// steps drawing from `noise`'s seed and stream.
+    pub fn scalars(&self, device: &Device, noise: PhiloxDraw) -> Result<StepScalars> {
+        StepScalars::new(device, &self.coefs(), self.noise, noise)
+    }
+
+    /// Writes these coefficients and the Philox step `step` into `scalars` in place.
+    pub fn write(&self, scalars: &mut StepScalars, step: u32) -> Result<()> {
+        scalars.set(&self.coefs(), self.noise, step)
+    }
+}
+
 /// The Dale-Langevin step (or any log-space step), `x` updated in place; never changes a sign
 /// ([`ops::gbm_dale_step`]).
 pub fn dale_step(x: &mut Tensor, h: &Tensor, c: StepCoefficients, noise: PhiloxDraw) -> Result<()> {
-    ops::gbm_dale_step(x, h, c.drift, c.score, c.noise, noise)
+    ops::gbm_dale_step(x, h, &c.scalars(x.device(), noise)?)
 }
 
 /// The sign-agnostic step, `x` updated in place; entries that were non-zero and changed sign or
@@ -80,7 +99,7 @@ pub fn sign_agnostic_step(
     noise: PhiloxDraw,
     flips: &mut FlipCounter,
 ) -> Result<()> {
-    ops::gbm_sign_agnostic_step(x, h, flips, c.drift, c.score, c.noise, noise)
+    ops::gbm_sign_agnostic_step(x, h, flips, &c.scalars(x.device(), noise)?)
 }
 
 /// The additive baseline's annealed Langevin step `x <- x + alpha/2 s + sqrt(alpha) z`
@@ -91,7 +110,6 @@ pub fn additive_langevin_step(
     alpha: f32,
     noise: PhiloxDraw,
 ) -> Result<()> {
-    let half_alpha = 0.5 * alpha;
-    let noise_coef = alpha.sqrt();
-    ops::additive_langevin_step(x, s, half_alpha, noise_coef, noise)
+    let scalars = StepScalars::new(x.device(), &[0.5 * alpha], alpha.sqrt(), noise)?;
+    ops::additive_langevin_step(x, s, &scalars)
 }
