@@ -23,7 +23,7 @@ mod table;
 mod torch;
 
 pub use ceilings::{measure_ceilings, Ceilings};
-pub use network_trace::{launches_per_forward, ConvShape, NetworkTrace, NormShape};
+pub use network_trace::{launch_counts, ConvShape, LaunchCounts, NetworkTrace, NormShape};
 pub use registry::{families, select, Family};
 pub use report::write_json;
 pub use table::{markdown_table, Row};

@@ -1,13 +1,16 @@
 //! The shapes of the score network's layers and the constants of BENCH.md's "Network constants"
 //! table, found by recording one forward pass (as reference/bench_torch.py hooks its modules),
 //! never written down by hand.
+use super::items_gbm::dale_coefficients;
 use super::{BenchConfig, Item, Run};
 use crate::autograd::{ParamStore, RecordedLayer, Tape};
+use crate::device::graph::Replayer;
 use crate::device::launch::launches_on_this_thread;
 use crate::device::Device;
+use crate::diffusion::samplers::PhiloxDraw;
 use crate::error::{Error, Result};
 use crate::nn::{Family, Preset, ScoreNet, ScoreNetConfig};
-use crate::ops::ConvPrecision;
+use crate::ops::{self, ConvPrecision};
 use crate::tensor::Tensor;
 
 /// BENCH.md's image: 1x28x28 (Fashion-MNIST's) for NCSN and the FID Inception.
@@ -77,17 +80,27 @@ pub(super) fn fresh_network(step: &NetworkStep) -> Result<(ScoreNetConfig, Param
     Ok((config, store, net))
 }
 
-/// Kernel launches of one inference forward pass of `preset` (its benchmark image, batch 1) with
-/// its convolutions in `precision` on `device`, which must run kernels (`emu` or `cuda`; the count
-/// does not depend on which, nor on the batch): what launch overhead scales with at the small
-/// batches people sample with. Counted on the second of two forwards, as a sampler's steps run:
-/// in tf32 or bf16 the first also reorders the weights of each convolution whose channel-slice
-/// form applies (kernels/conv.cu), once, as they are kept until the weights change.
-pub fn launches_per_forward(
+/// Kernel launches of `preset`'s network (its benchmark image, batch 1) with its convolutions in
+/// `precision`, counted on a kernel device (`emu` or `cuda`; the counts do not depend on which,
+/// nor on the batch): what launch overhead scales with at the small batches people sample with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchCounts {
+    /// One inference forward pass launch by launch, counted after a first step, as a sampler's
+    /// later steps run: in tf32 or bf16 the first also reorders the weights of each convolution
+    /// whose channel-slice form applies (kernels/conv.cu), once, as they are kept until the
+    /// weights change.
+    pub forward: u64,
+    /// One sampler step (the forward and the fused Dale step) as the sampler runs it from the
+    /// third step on: replayed from the graph captured at the second (docs/DESIGN.md section
+    /// 10), one launch; the step's launches if the capture was refused.
+    pub replayed_step: u64,
+}
+
+pub fn launch_counts(
     preset: Preset,
     precision: ConvPrecision,
     device: &Device,
-) -> Result<u64> {
+) -> Result<LaunchCounts> {
     if matches!(device, Device::Cpu) {
         return Err(Error::invalid(
             "launches are counted on a kernel device (emu or cuda); the cpu launches none",
@@ -97,18 +110,37 @@ pub fn launches_per_forward(
     let cfg = ScoreNetConfig::new(preset, c, h, 2)?.with_precision(precision);
     let mut store = ParamStore::new(device, 0);
     let net = ScoreNet::new(&mut store, &cfg)?;
-    let mut tape = Tape::inference(&store);
     let shape = cfg.input_shape(1);
-    let x = tape.constant(Tensor::from_vec(
-        vec![1.5; shape.iter().product()],
-        &shape,
-        device,
-    )?);
-    let levels = tape.constant(Tensor::zeros(&[1], device)?);
-    net.forward(&mut tape, &x, &levels)?;
+    let image = || Tensor::from_vec(vec![1.5; shape.iter().product()], &shape, device);
+    let levels = Tensor::zeros(&[1], device)?;
+    let mut x = image()?;
+    let scalars = dale_coefficients().scalars(device, PhiloxDraw::sampler(0, 0))?;
+    let mut step = || {
+        let mut tape = Tape::inference(&store);
+        let input = tape.constant(ops::copy(&x)?);
+        let k = tape.constant(ops::copy(&levels)?);
+        let h = net.forward(&mut tape, &input, &k)?;
+        ops::gbm_dale_step(&mut x, h.value(), &scalars)
+    };
+    let mut replayer = Replayer::new(true);
+    // SAFETY: x, the levels, the scalars and the weights outlive the replayer (declared after
+    // them), and only the step writes x, in place.
+    let mut run = |step: &mut dyn FnMut() -> Result<()>| unsafe { replayer.run(device, step) };
+    // The first step runs directly: a forward after it launches what every later one does.
+    run(&mut step)?;
+    let mut tape = Tape::inference(&store);
+    let (input, k) = (tape.constant(image()?), tape.constant(ops::copy(&levels)?));
     let before = launches_on_this_thread();
-    net.forward(&mut tape, &x, &levels)?;
-    Ok(launches_on_this_thread() - before)
+    net.forward(&mut tape, &input, &k)?;
+    let forward = launches_on_this_thread() - before;
+    drop(tape);
+    run(&mut step)?;
+    let before = launches_on_this_thread();
+    run(&mut step)?;
+    Ok(LaunchCounts {
+        forward,
+        replayed_step: launches_on_this_thread() - before,
+    })
 }
 
 /// One stride-1 "same" convolution as BENCH.md keys it: `{cin}x{h}x{w}->{cout}/k{k}d{d}`.

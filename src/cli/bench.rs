@@ -200,13 +200,6 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     if let Some(note) = launches_note(&launches, cfg.precision, device) {
         notes.push(note);
     }
-    if !device.is_cpu() && items.iter().any(|i| i.key.starts_with("sampler_step/")) {
-        notes.push(
-            "sampler_step items replay each step from one captured graph: one launch a step \
-             (docs/DESIGN.md section 10)"
-                .into(),
-        );
-    }
     let table = bench::markdown_table(&rows, &ceilings, !device.is_host());
     println!("{table}");
     for note in &notes {
@@ -220,11 +213,14 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
         settings["budget_ms"] = json!(budget.as_millis() as u64);
         settings["threads"] = json!(std::thread::available_parallelism().map_or(1, |n| n.get()));
         settings["torch_results"] = json!(torch.as_ref().map(|t| t.path.display().to_string()));
-        settings["launches_per_forward"] = launches
-            .iter()
-            .map(|(p, n)| (p.name().to_string(), json!(n)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        let per_preset = |count: fn(&bench::LaunchCounts) -> u64| {
+            launches
+                .iter()
+                .map(|(p, n)| (p.name().to_string(), json!(count(n))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        settings["launches_per_forward"] = per_preset(|n| n.forward).into();
+        settings["launches_per_replayed_sampler_step"] = per_preset(|n| n.replayed_step).into();
         bench::write_json(
             path,
             &device.to_string(),
@@ -237,14 +233,15 @@ pub fn run(device: &Device, args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Kernel launches per forward pass of each network the chosen items run (`train_step/tiny/..`,
-/// `sampler_step/paper/..`), counted on the GPU when benchmarking one, else on the emulator:
-/// the count is the same on both, and the cpu launches nothing.
+/// Kernel launches per forward pass and per replayed sampler step of each network the chosen
+/// items run (`train_step/tiny/..`, `sampler_step/paper/..`), counted on the GPU when
+/// benchmarking one, else on the emulator: the counts are the same on both, and the cpu
+/// launches nothing.
 fn network_launches(
     items: &[bench::Item],
     precision: ConvPrecision,
     device: &Device,
-) -> Result<Vec<(Preset, u64)>> {
+) -> Result<Vec<(Preset, bench::LaunchCounts)>> {
     let counter = match device {
         Device::Cuda(_) => device.clone(),
         _ => Device::Emu(EmuSchedule::Forward),
@@ -262,27 +259,35 @@ fn network_launches(
     presets.dedup();
     presets
         .into_iter()
-        .map(|p| Ok((p, bench::launches_per_forward(p, precision, &counter)?)))
+        .map(|p| Ok((p, bench::launch_counts(p, precision, &counter)?)))
         .collect()
 }
 
 fn launches_note(
-    launches: &[(Preset, u64)],
+    launches: &[(Preset, bench::LaunchCounts)],
     precision: ConvPrecision,
     device: &Device,
 ) -> Option<String> {
     if launches.is_empty() {
         return None;
     }
-    let counts: Vec<String> = launches.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let counts = |count: fn(&bench::LaunchCounts) -> u64| {
+        let each: Vec<String> = launches
+            .iter()
+            .map(|(p, n)| format!("{p} {}", count(n)))
+            .collect();
+        each.join(", ")
+    };
     let on = if matches!(device, Device::Cuda(_)) {
         "cuda"
     } else {
         "emu"
     };
     Some(format!(
-        "kernel launches per network forward (batch 1, {precision} convolutions, counted on {on}): {}",
-        counts.join(", ")
+        "kernel launches per network forward (batch 1, {precision} convolutions, counted on {on}): \
+         {}; per sampler step replayed from its graph (docs/DESIGN.md section 10): {}",
+        counts(|n| n.forward),
+        counts(|n| n.replayed_step)
     ))
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use cudarc::driver::CudaGraph;
 
-use super::launch::{param_ptrs, LaunchGeometry};
+use super::launch::{self, param_ptrs, LaunchGeometry};
 use super::{Device, EmuSchedule};
 use crate::error::{Error, Result};
 
@@ -89,6 +89,7 @@ impl Graph {
     /// must still be alive at the address it had at capture: written in place since, never
     /// reallocated or dropped.
     pub unsafe fn replay(&self) -> Result<()> {
+        launch::count_launch();
         match &self.replay {
             Replay::Cuda(graph) => graph
                 .launch()

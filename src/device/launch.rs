@@ -225,9 +225,15 @@ thread_local! {
 }
 
 /// Kernels this thread has launched so far, on `emu` and `cuda`: the difference over a network
-/// pass is its launch count (`dml bench` reports it per forward).
+/// pass is its launch count (`dml bench` reports it per forward). A replayed graph counts as one
+/// launch, as the driver sees it; the launches recorded in a capture count as made.
 pub fn launches_on_this_thread() -> u64 {
     LAUNCHES.with(|n| n.get())
+}
+
+/// Counts one launch on this thread.
+pub(crate) fn count_launch() {
+    LAUNCHES.with(|n| n.set(n.get() + 1));
 }
 
 /// Launches `kernel` (an `extern "C" __global__` exported from kernels/*.cu) on `device`, after
@@ -244,7 +250,7 @@ pub fn launch(
         return Err(other_backend(kernel, device));
     }
     if !matches!(device, Device::Cpu) {
-        LAUNCHES.with(|n| n.set(n.get() + 1));
+        count_launch();
     }
     match device {
         Device::Cpu => Err(Error::invalid(format!(
