@@ -226,18 +226,19 @@ fn sample_batch(
         }
         Objective::Additive { levels } => {
             let x = additive_init(model, opts.init, classes, levels.sigma(0), seed, device)?;
-            let mut score = NetworkGaussianScore(|x: &Tensor, i: usize| {
-                model.output(x, &vec![i; x.shape()[0]])
-            });
+            let mut score =
+                NetworkGaussianScore(|x: &Tensor, levels: &Tensor| model.output_at(x, levels));
             let config = AnnealedLangevinConfig {
                 seed,
                 ..opts.additive
             };
             let per_level = opts.additive.steps_per_level as u64;
             let mut on_level = |i: usize| report((i as u64 + 1) * per_level);
-            let x = annealed_langevin(&mut score, levels, &config, x, Some(&mut on_level))?;
+            let (x, replayed_steps) =
+                annealed_langevin(&mut score, levels, &config, x, Some(&mut on_level))?;
             let stats = SamplerStats {
                 steps: levels.len() as u64 * per_level,
+                replayed_steps,
                 ..SamplerStats::default()
             };
             Ok((x, stats))

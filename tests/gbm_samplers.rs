@@ -16,7 +16,7 @@ use dalemeetslangevin::diffusion::samplers::{
     additive_langevin_step, class_average_init, class_means, dale_step, sample, sign_agnostic_step,
     DaleVariant, FlipCounter, LogNormalInit, PhiloxDraw, SamplerConfig, StepCoefficients, StepKind,
 };
-use dalemeetslangevin::diffusion::{GaussianScoreSource, Schedule, SigmaShape};
+use dalemeetslangevin::diffusion::{GaussianScoreSource, Level, Schedule, SigmaShape};
 use dalemeetslangevin::{Device, Result, Tensor};
 use rand::Rng;
 
@@ -365,8 +365,8 @@ struct GaussianTarget<'a> {
 }
 
 impl GaussianScoreSource for GaussianTarget<'_> {
-    fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor> {
-        let var = self.b * self.b + self.levels.sigma(i).powi(2);
+    fn s(&mut self, x: &Tensor, level: Level<'_>) -> Result<Tensor> {
+        let var = self.b * self.b + self.levels.sigma(level.k).powi(2);
         let s = x.to_vec()?.iter().map(|&v| -(v - self.a) / var).collect();
         Tensor::from_vec(s, x.shape(), x.device())
     }
@@ -385,6 +385,7 @@ fn annealed_langevin_reaches_the_smoothed_target() {
         steps_per_level: 300,
         eps: 5e-3,
         seed: 6,
+        graphs: true,
     };
     let mut levels_done = 0;
     let mut progress = |_: usize| levels_done += 1;
@@ -400,6 +401,7 @@ fn annealed_langevin_reaches_the_smoothed_target() {
         Some(&mut progress),
     )
     .unwrap()
+    .0
     .to_vec()
     .unwrap();
     assert_eq!(levels_done, 6);

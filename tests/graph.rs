@@ -8,11 +8,15 @@ mod common;
 use common::kernel_devices;
 use dalemeetslangevin::autograd::{ParamStore, Tape};
 use dalemeetslangevin::device::graph::{capture, Captured, Graph};
+use dalemeetslangevin::device::EmuSchedule;
+use dalemeetslangevin::diffusion::additive::{
+    annealed_langevin, AnnealedLangevinConfig, NoiseLevels,
+};
 use dalemeetslangevin::diffusion::samplers::{
     sample, PhiloxDraw, SamplerConfig, SamplerStats, StepCoefficients, StepKind,
 };
 use dalemeetslangevin::diffusion::{
-    Level, NetworkScore, Parameterisation, Schedule, ScoreSource, SigmaShape,
+    Level, NetworkGaussianScore, NetworkScore, Parameterisation, Schedule, ScoreSource, SigmaShape,
 };
 use dalemeetslangevin::nn::ncsn::{Ncsn, NcsnConfig};
 use dalemeetslangevin::nn::Preset;
@@ -224,4 +228,43 @@ fn a_level_read_on_the_host_is_fixed_at_capture() {
     let (expected, _) = run_sampler(&mut HostLevel, &schedule, &direct, &dev);
     assert!(stats.replayed_steps > 0);
     assert_ne!(replayed, expected);
+}
+
+/// The additive baseline's annealed Langevin with the network's score: the same, bit for bit.
+#[test]
+fn annealed_langevin_replayed_from_a_graph_gives_the_direct_samples() {
+    let levels = NoiseLevels::new(SigmaShape::Geometric, 3, 1.0, 0.1).unwrap();
+    let devices =
+        kernel_devices("annealed_langevin_replayed_from_a_graph_gives_the_direct_samples");
+    // One emulator schedule is enough here (the sampler test above runs both).
+    let forward = |d: &Device| matches!(d, Device::Emu(EmuSchedule::Forward));
+    for dev in devices.into_iter().filter(|d| !forward(d)) {
+        let (store, net) = tiny_network(&dev, levels.len());
+        let mut score = NetworkGaussianScore(|x: &Tensor, levels: &Tensor| {
+            let mut tape = Tape::inference(&store);
+            let levels = tape.constant(ops::copy(levels)?);
+            let x = tape.constant(ops::copy(x)?);
+            ops::copy(net.forward(&mut tape, &x, &levels)?.value())
+        });
+        let config = AnnealedLangevinConfig {
+            steps_per_level: 2,
+            eps: 1e-3,
+            ..AnnealedLangevinConfig::paper_default(9)
+        };
+        let mut run = |graphs: bool| {
+            let x: Vec<f32> = (0..2 * 28 * 28).map(|i| (i % 19) as f32 / 19.0).collect();
+            let x = Tensor::from_vec(x, &[2, 1, 28, 28], &dev).unwrap();
+            let config = AnnealedLangevinConfig { graphs, ..config };
+            let (x, replayed) = annealed_langevin(&mut score, &levels, &config, x, None).unwrap();
+            (bits(&x), replayed)
+        };
+        let (replayed, n) = run(true);
+        let (expected, none) = run(false);
+        assert_eq!(
+            (n, none),
+            (5, 0),
+            "all 6 steps but the first replayed on {dev}"
+        );
+        assert_eq!(replayed, expected, "on {dev}");
+    }
 }

@@ -7,7 +7,7 @@ use super::network_trace::{fresh_network, network_items, NetworkStep, NetworkTra
 use super::rotation::{positive, Rotation};
 use super::{BenchConfig, Item, Run};
 use crate::autograd::Tape;
-use crate::device::graph::{Ran, Replayer};
+use crate::device::graph::Replayer;
 use crate::diffusion::samplers::PhiloxDraw;
 use crate::error::Result;
 use crate::ops;
@@ -64,9 +64,7 @@ fn prepare(spec: &NetworkStep) -> Result<Run> {
         };
         // SAFETY: x, the level, the scalars and the network's weights live as long as this
         // closure and are only written in place.
-        if let Ran::Refused(why) = unsafe { replayer.run(&device, &mut body) }? {
-            eprintln!("warning: the sampler step runs launch by launch: {why}");
-        }
+        unsafe { replayer.run(&device, &mut body) }?.replayed(&device, "sampler_step's steps");
         Ok(())
     }))
 }

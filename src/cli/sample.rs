@@ -126,6 +126,7 @@ impl SamplerArgs {
                 steps_per_level: self.steps_per_level,
                 eps: self.eps,
                 seed: self.seed,
+                graphs: !self.no_graphs,
             },
         })
     }

@@ -138,6 +138,26 @@ pub enum Ran {
     Refused(String),
 }
 
+impl Ran {
+    /// Whether the body was replayed. A refusal is reported on stderr on `cuda` (it comes once:
+    /// `what` then runs launch by launch); on the emulator and the cpu it is expected.
+    pub fn replayed(self, device: &Device, what: &str) -> bool {
+        match self {
+            Ran::Replayed => true,
+            Ran::Direct => false,
+            Ran::Refused(why) => {
+                if let Device::Cuda(_) = device {
+                    eprintln!(
+                        "warning: {what} run launch by launch (capturing one as a CUDA graph \
+                         failed: {why})"
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
 impl Replayer {
     /// A replayer that captures, or with `capture` false one that always runs the body directly.
     pub fn new(capture: bool) -> Self {

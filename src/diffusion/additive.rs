@@ -3,12 +3,13 @@
 //! the network, trainer and kernels with the GBM diffusion so both can be compared on equal terms;
 //! its loss is [`super::loss::dsm_loss`].
 use super::forward::{batch_size, forward_noise, per_sample};
-use super::samplers::{additive_langevin_step, MAX_SAMPLER_STEPS};
+use super::samplers::{additive_coefficients, MAX_SAMPLER_STEPS};
 use super::schedule::{check_level_count, validate_sigma_range, SigmaShape};
-use super::score::GaussianScoreSource;
+use super::score::{GaussianScoreSource, Level};
+use crate::device::graph::Replayer;
 use crate::error::{Error, Result};
 use crate::metadata::MetadataReader;
-use crate::ops::{self, PhiloxDraw};
+use crate::ops::{self, PhiloxDraw, StepScalars};
 use crate::rng::{self, stream};
 use crate::tensor::Tensor;
 
@@ -165,6 +166,8 @@ pub struct AnnealedLangevinConfig {
     pub steps_per_level: usize,
     pub eps: f32,
     pub seed: u64,
+    /// Replay the steps from one captured graph where possible (as [`SamplerConfig::graphs`]).
+    pub graphs: bool,
 }
 
 /// Paper 004's defaults: `T = 100`, `eps = 2e-5`.
@@ -201,6 +204,7 @@ impl AnnealedLangevinConfig {
             steps_per_level: DEFAULT_STEPS_PER_LEVEL,
             eps: DEFAULT_EPS,
             seed,
+            graphs: true,
         }
     }
 }
@@ -215,24 +219,46 @@ pub fn max_eps(levels: &NoiseLevels) -> f64 {
 }
 
 /// Runs annealed Langevin from `x` through every level, largest sigma first, and returns the
-/// samples. The global step counter is the Philox step (stream SAMPLER). `progress` gets the
-/// level index after each level.
+/// samples and how many steps were replayed from a captured graph. The global step counter is the
+/// Philox step (stream SAMPLER). `progress` gets the level index after each level. As the GBM
+/// sampler's, the first step runs directly and the later ones replay the second's graph where the
+/// device and the score allow (`config.graphs`; docs/DESIGN.md section 10): the step's scalars
+/// and the level are read from memory written in place before each step.
 pub fn annealed_langevin(
     score: &mut dyn GaussianScoreSource,
     levels: &NoiseLevels,
     config: &AnnealedLangevinConfig,
     mut x: Tensor,
     mut progress: Option<&mut dyn FnMut(usize)>,
-) -> Result<Tensor> {
+) -> Result<(Tensor, u64)> {
     config.validate_for(levels)?;
+    let device = x.device().clone();
     let sigma_last = levels.sigma(levels.len() - 1) as f64;
-    let mut step = 0u32;
+    let batch = x.shape().first().copied().unwrap_or(1);
+    let mut level_of_sample = Tensor::zeros(&[batch], &device)?;
+    let mut scalars = StepScalars::new(&device, &[0.0], 0.0, PhiloxDraw::sampler(config.seed, 0))?;
+    let mut replayer = Replayer::new(config.graphs && score.replayable() && !device.is_cpu());
+    let (mut step, mut replayed) = (0u32, 0u64);
     for i in 0..levels.len() {
         let sigma = levels.sigma(i) as f64;
         let alpha = (config.eps as f64 * sigma * sigma / (sigma_last * sigma_last)) as f32;
+        level_of_sample.write(&vec![i as f32; batch])?;
         for _ in 0..config.steps_per_level {
-            let s = score.s(&x, i)?;
-            additive_langevin_step(&mut x, &s, alpha, PhiloxDraw::sampler(config.seed, step))?;
+            let (coefs, noise_coef) = additive_coefficients(alpha);
+            scalars.set(&coefs, noise_coef, step)?;
+            let level = Level {
+                k: i,
+                per_sample: &level_of_sample,
+            };
+            let mut body = || {
+                let s = score.s(&x, level)?;
+                ops::additive_langevin_step(&mut x, &s, &scalars)
+            };
+            // SAFETY: the body reads and writes x, the levels and the scalars, which live for
+            // the whole run and are written in place only, and the score's weights, borrowed for
+            // the run.
+            let ran = unsafe { replayer.run(&device, &mut body) }?;
+            replayed += ran.replayed(&device, "annealed Langevin steps") as u64;
             step += 1;
         }
         if !ops::all_finite(&x)? {
@@ -246,5 +272,5 @@ pub fn annealed_langevin(
             report(i);
         }
     }
-    Ok(x)
+    Ok((x, replayed))
 }

@@ -30,9 +30,14 @@ pub trait ScoreSource {
 
 /// The Stein score of the additive baseline (SPEC section 8).
 pub trait GaussianScoreSource {
-    /// `s(x, i) = grad_x log p_{sigma_i}(x)` for a batch `x` at noise level index `i`
+    /// `s(x, i) = grad_x log p_{sigma_i}(x)` for a batch `x` at noise level index `i = level.k`
     /// (0 = the largest sigma).
-    fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor>;
+    fn s(&mut self, x: &Tensor, level: Level<'_>) -> Result<Tensor>;
+
+    /// As [`ScoreSource::replayable`].
+    fn replayable(&self) -> bool {
+        false
+    }
 }
 
 crate::named::value_names! {
@@ -86,13 +91,19 @@ impl<F: FnMut(&Tensor, &Tensor) -> Result<Tensor>> ScoreSource for NetworkScore<
     }
 }
 
-/// Adapts any `(x, i) -> Stein score` function to a [`GaussianScoreSource`].
+/// Adapts any `(x, levels [B]) -> Stein score` function to a [`GaussianScoreSource`]; as for
+/// [`NetworkScore`], the function reads the levels only from the tensor: the steps are
+/// replayable.
 pub struct NetworkGaussianScore<F>(pub F);
 
-impl<F: FnMut(&Tensor, usize) -> Result<Tensor>> GaussianScoreSource for NetworkGaussianScore<F> {
-    fn s(&mut self, x: &Tensor, i: usize) -> Result<Tensor> {
-        let out = (self.0)(x, i)?;
+impl<F: FnMut(&Tensor, &Tensor) -> Result<Tensor>> GaussianScoreSource for NetworkGaussianScore<F> {
+    fn s(&mut self, x: &Tensor, level: Level<'_>) -> Result<Tensor> {
+        let out = (self.0)(x, level.per_sample)?;
         x.check_same_shape(&out, "network Stein score output")?;
         Ok(out)
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::step::{DaleVariant, StepCoefficients};
-use crate::device::graph::{Ran, Replayer};
-use crate::device::Device;
+use crate::device::graph::Replayer;
 use crate::diffusion::schedule::Schedule;
 use crate::diffusion::score::{Level, ScoreSource};
 use crate::error::{Error, Result};
@@ -392,17 +391,9 @@ impl<'a> Chain<'a> {
         // SAFETY: the step reads and writes `x` and `self.step`'s tensors, which live for the
         // whole run and are only written in place (the levels, the scalars and the flip count by
         // `Tensor::write`, `x` by the steps), and the score's weights, borrowed for the run.
-        match unsafe { self.replayer.run(&device, &mut || self.step.run(x)) }? {
-            Ran::Replayed => self.stats.replayed_steps += 1,
-            Ran::Direct => {}
-            Ran::Refused(why) => {
-                if let Device::Cuda(_) = device {
-                    eprintln!(
-                        "warning: sampler steps run launch by launch (capturing a step as a \
-                         CUDA graph failed: {why})"
-                    );
-                }
-            }
+        let ran = unsafe { self.replayer.run(&device, &mut || self.step.run(x)) }?;
+        if ran.replayed(&device, "sampler steps") {
+            self.stats.replayed_steps += 1;
         }
         Ok(())
     }

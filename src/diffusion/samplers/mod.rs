@@ -12,7 +12,8 @@ pub use driver::{
 pub use init::{class_average_init, class_means, LogNormalInit};
 pub use preset::SamplerPreset;
 pub use step::{
-    additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant, StepCoefficients,
+    additive_coefficients, additive_langevin_step, dale_step, sign_agnostic_step, DaleVariant,
+    StepCoefficients,
 };
 
 pub use crate::ops::{FlipCounter, PhiloxDraw};

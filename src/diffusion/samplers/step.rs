@@ -110,6 +110,13 @@ pub fn additive_langevin_step(
     alpha: f32,
     noise: PhiloxDraw,
 ) -> Result<()> {
-    let scalars = StepScalars::new(x.device(), &[0.5 * alpha], alpha.sqrt(), noise)?;
+    let (coefs, noise_coef) = additive_coefficients(alpha);
+    let scalars = StepScalars::new(x.device(), &coefs, noise_coef, noise)?;
     ops::additive_langevin_step(x, s, &scalars)
+}
+
+/// The additive step's coefficients as its kernel reads them: `[alpha / 2]` and the noise's
+/// `sqrt(alpha)`.
+pub fn additive_coefficients(alpha: f32) -> ([f32; 1], f32) {
+    ([0.5 * alpha], alpha.sqrt())
 }
