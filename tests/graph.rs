@@ -72,23 +72,17 @@ fn a_replayed_step_reads_its_scalars_from_memory() {
             matches!(graph.kernels(), Some(1) | None),
             "one kernel, or a CUDA graph"
         );
-        for i in 0..4 {
-            coefs(i).write(&mut scalars, 7 * i as u32).unwrap();
+        // (coefficients, Philox step): step 2^31's bits read as -0.0, equal to step 0's +0.0 as
+        // floats, yet another step.
+        for (i, step) in [(0, 0), (0, 1 << 31), (1, 7), (2, 14), (3, 21)] {
+            coefs(i).write(&mut scalars, step).unwrap();
             // SAFETY: x, h and scalars outlive the graph and are written in place only.
             unsafe { graph.replay() }.unwrap();
-            ops::gbm_dale_step(
-                &mut direct,
-                &h,
-                &coefs(i).scalars(&dev, draw_at(7 * i)).unwrap(),
-            )
-            .unwrap();
-            assert_eq!(bits(&x), bits(&direct), "step {i} on {dev} (n = {n})");
+            let draw = PhiloxDraw::sampler(11, step);
+            ops::gbm_dale_step(&mut direct, &h, &coefs(i).scalars(&dev, draw).unwrap()).unwrap();
+            assert_eq!(bits(&x), bits(&direct), "step {step} on {dev} (n = {n})");
         }
     }
-}
-
-fn draw_at(step: usize) -> PhiloxDraw {
-    PhiloxDraw::sampler(11, step as u32)
 }
 
 #[test]

@@ -157,7 +157,10 @@ impl StepScalars {
                 coefs.len()
             )));
         }
-        if host != self.host {
+        // Compared as bits: the step's bits are not a number to compare (step 2^31 reads as
+        // -0.0, equal to step 0's +0.0).
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        if bits(&host) != bits(&self.host) {
             self.values.write(&host)?;
             self.host = host;
         }
