@@ -85,6 +85,28 @@ fn a_replayed_step_reads_its_scalars_from_memory() {
     }
 }
 
+/// Memory the body allocates is filled at every replay as at its allocation: zeros (a memset
+/// node on CUDA) are zeros again, so a kernel that adds into them adds to zero each time.
+#[test]
+fn a_replay_refills_the_zeros_the_body_allocated() {
+    for dev in kernel_devices("a_replay_refills_the_zeros_the_body_allocated") {
+        let n = 1 + rand::rng().random_range(0..2000);
+        let s = random(n, -1.0, 1.0, &dev);
+        let mut out = Tensor::zeros(&[n], &dev).unwrap();
+        let add_once = ops::StepScalars::new(&dev, &[1.0], 0.0, PhiloxDraw::sampler(1, 0)).unwrap();
+        let graph = graph_of(capture(&dev, &mut || {
+            let mut acc = Tensor::zeros(&[n], &dev)?;
+            ops::additive_langevin_step(&mut acc, &s, &add_once)?;
+            ops::copy_into(&acc, &mut out)
+        }));
+        for replay in 0..3 {
+            // SAFETY: s, out and the scalars outlive the graph.
+            unsafe { graph.replay() }.unwrap();
+            assert_eq!(bits(&out), bits(&s), "replay {replay} on {dev}");
+        }
+    }
+}
+
 #[test]
 fn capture_refuses_what_a_replay_cannot_repeat() {
     let dev = Device::emu();

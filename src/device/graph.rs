@@ -39,11 +39,24 @@ enum Replay {
     Emu(EmuGraph),
 }
 
-/// The emulator's graph: the launches in order, and the memory the body allocated, kept here so
-/// that the recorded pointers into it stay valid (a CUDA graph owns its allocations the same way).
+/// The emulator's graph: the launches in order, with the fills of the buffers the body allocated
+/// before them, and that memory, kept here so that the recorded pointers into it stay valid (a
+/// CUDA graph owns its allocations the same way).
 struct EmuGraph {
-    launches: Vec<RecordedLaunch>,
+    work: Vec<Recorded>,
     _owned: Vec<Vec<f32>>,
+}
+
+enum Recorded {
+    Launch(RecordedLaunch),
+    /// A buffer allocated in the body, filled as its allocation filled it: zeros where CUDA
+    /// runs a memset node at each replay, NaN where the emulator poisons memory a kernel is to
+    /// overwrite (so an element a kernel skips shows at every replay, not only the first).
+    Fill {
+        at: usize,
+        len: usize,
+        value: f32,
+    },
 }
 
 struct RecordedLaunch {
@@ -95,10 +108,18 @@ impl Graph {
                 .launch()
                 .map_err(|e| Error::Cuda(format!("replaying a CUDA graph: {e:?}"))),
             Replay::Emu(graph) => {
-                for l in &graph.launches {
-                    let mut slots = l.slots.clone();
-                    let mut params = param_ptrs(&mut slots);
-                    super::emu::launch(&l.kernel, l.geometry, l.schedule, &mut params)?;
+                for w in &graph.work {
+                    match w {
+                        Recorded::Launch(l) => {
+                            let mut slots = l.slots.clone();
+                            let mut params = param_ptrs(&mut slots);
+                            super::emu::launch(&l.kernel, l.geometry, l.schedule, &mut params)?;
+                        }
+                        // SAFETY: `at` is the start of a buffer of `len` floats the graph owns.
+                        &Recorded::Fill { at, len, value } => unsafe {
+                            std::slice::from_raw_parts_mut(at as *mut f32, len).fill(value)
+                        },
+                    }
                 }
                 Ok(())
             }
@@ -109,7 +130,13 @@ impl Graph {
     pub fn kernels(&self) -> Option<usize> {
         match &self.replay {
             Replay::Cuda(_) => None,
-            Replay::Emu(graph) => Some(graph.launches.len()),
+            Replay::Emu(graph) => Some(
+                graph
+                    .work
+                    .iter()
+                    .filter(|w| matches!(w, Recorded::Launch(_)))
+                    .count(),
+            ),
         }
     }
 }
@@ -216,7 +243,7 @@ impl Replayer {
 /// The emulator's capture in progress on this thread.
 #[derive(Default)]
 struct EmuCapture {
-    launches: Vec<RecordedLaunch>,
+    work: Vec<Recorded>,
     /// Addresses of the host buffers allocated during the capture and not yet dropped.
     live: HashSet<usize>,
     /// Buffers allocated and dropped during the capture: the graph's memory.
@@ -251,7 +278,7 @@ fn capture_emu(body: &mut dyn FnMut() -> Result<()>) -> Captured {
         Some(why) => Captured::Unavailable(why),
         None => Captured::Graph(Graph {
             replay: Replay::Emu(EmuGraph {
-                launches: c.launches,
+                work: c.work,
                 _owned: c.owned,
             }),
         }),
@@ -267,23 +294,30 @@ pub(crate) fn record_emu_launch(
 ) -> bool {
     EMU_CAPTURE.with_borrow_mut(|c| match c {
         Some(c) => {
-            c.launches.push(RecordedLaunch {
+            c.work.push(Recorded::Launch(RecordedLaunch {
                 kernel: kernel.to_string(),
                 geometry,
                 schedule,
                 slots: slots.to_vec(),
-            });
+            }));
             true
         }
         None => false,
     })
 }
 
-/// A host buffer of emulated device memory was allocated.
-pub(crate) fn emu_allocated(buffer: &[f32]) {
+/// A host buffer of emulated device memory was allocated, all its floats `fill` (zeros, or NaN
+/// for a kernel to overwrite), or holding a copy from the host (`None`).
+pub(crate) fn emu_allocated(buffer: &[f32], fill: Option<f32>) {
     EMU_CAPTURE.with_borrow_mut(|c| {
-        if let Some(c) = c {
-            c.live.insert(buffer.as_ptr() as usize);
+        let Some(c) = c else { return };
+        c.live.insert(buffer.as_ptr() as usize);
+        if let Some(value) = fill {
+            c.work.push(Recorded::Fill {
+                at: buffer.as_ptr() as usize,
+                len: buffer.len(),
+                value,
+            });
         }
     });
 }

@@ -53,7 +53,7 @@ impl Tensor {
             Device::Cuda(dev) => Storage::Cuda(dev.alloc_zeros(n)?),
             _ => Storage::Host(vec![0.0; n]),
         };
-        Ok(Self::with_storage(shape, device, storage))
+        Ok(Self::with_storage(shape, device, storage, Some(0.0)))
     }
 
     /// A tensor a kernel is about to overwrite. On `emu` it is poisoned with NaN so that any
@@ -65,11 +65,13 @@ impl Tensor {
                 shape,
                 device,
                 Storage::Host(vec![f32::NAN; numel(shape)]),
+                Some(f32::NAN),
             )),
             Device::Cuda(dev) => Ok(Self::with_storage(
                 shape,
                 device,
                 Storage::Cuda(dev.alloc_uninit(numel(shape))?),
+                None,
             )),
             Device::Cpu => Self::zeros(shape, device),
         }
@@ -94,15 +96,16 @@ impl Tensor {
             }
             Device::Cpu => Storage::Host(data),
         };
-        Ok(Self::with_storage(shape, device, storage))
+        Ok(Self::with_storage(shape, device, storage, None))
     }
 
     /// Every tensor is made here, so that [`memory`] sees its storage (and a capture on `emu`,
-    /// which keeps what it allocates, see [`graph`]).
-    fn with_storage(shape: &[usize], device: &Device, storage: Storage) -> Self {
+    /// which keeps what it allocates and refills it at each replay as `fill` says, see
+    /// [`graph`]).
+    fn with_storage(shape: &[usize], device: &Device, storage: Storage, fill: Option<f32>) -> Self {
         memory::allocated(4 * numel(shape));
         if let (Device::Emu(_), Storage::Host(v)) = (device, &storage) {
-            graph::emu_allocated(v);
+            graph::emu_allocated(v, fill);
         }
         Self {
             shape: shape.to_vec(),
