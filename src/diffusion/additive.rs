@@ -242,9 +242,9 @@ pub fn annealed_langevin(
     for i in 0..levels.len() {
         let sigma = levels.sigma(i) as f64;
         let alpha = (config.eps as f64 * sigma * sigma / (sigma_last * sigma_last)) as f32;
+        let (coefs, noise_coef) = additive_coefficients(alpha);
         level_of_sample.write(&vec![i as f32; batch])?;
         for _ in 0..config.steps_per_level {
-            let (coefs, noise_coef) = additive_coefficients(alpha);
             scalars.set(&coefs, noise_coef, step)?;
             let level = Level {
                 k: i,

@@ -159,8 +159,11 @@ impl StepScalars {
         }
         // Compared as bits: the step's bits are not a number to compare (step 2^31 reads as
         // -0.0, equal to step 0's +0.0).
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
-        if bits(&host) != bits(&self.host) {
+        if host
+            .iter()
+            .zip(&self.host)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
             self.values.write(&host)?;
             self.host = host;
         }

@@ -314,9 +314,8 @@ struct Chain<'a> {
 struct StepWork<'a> {
     score: &'a mut dyn ScoreSource,
     kind: StepKind,
-    /// The level index per sample, written when the level changes.
+    /// The level index per sample, written at each level.
     levels: Tensor,
-    level: Option<usize>,
     scalars: StepScalars,
     flips: FlipCounter,
 }
@@ -331,11 +330,7 @@ impl<'a> Chain<'a> {
         let device = x.device();
         let batch = x.shape().first().copied().unwrap_or(1);
         let replayer = Replayer::new(config.graphs && score.replayable() && !device.is_cpu());
-        let zero = StepCoefficients {
-            drift: 0.0,
-            score: 0.0,
-            noise: 0.0,
-        };
+        let draw = PhiloxDraw::sampler(config.seed, 0);
         Ok(Self {
             schedule,
             config,
@@ -343,8 +338,7 @@ impl<'a> Chain<'a> {
                 score,
                 kind: config.step,
                 levels: Tensor::zeros(&[batch], device)?,
-                level: None,
-                scalars: zero.scalars(device, PhiloxDraw::sampler(config.seed, 0))?,
+                scalars: StepScalars::new(device, &[0.0; 2], 0.0, draw)?,
                 flips: FlipCounter::new(device)?,
             },
             replayer,
@@ -373,11 +367,12 @@ impl<'a> Chain<'a> {
             StepKind::SignAgnostic => StepCoefficients::sign_agnostic(sigma, mu, delta_s, kappa),
         };
         if count > 0 {
-            self.step.set_level(k)?;
+            let levels = &mut self.step.levels;
+            levels.write(&vec![k as f32; levels.numel()])?;
         }
         for _ in 0..count {
             c.write(&mut self.step.scalars, self.stats.steps as u32)?;
-            self.run_step(x)?;
+            self.run_step(x, k)?;
             self.stats.steps += 1;
             reporter.report_if_due(k, kappa, self.stats.steps);
         }
@@ -385,13 +380,13 @@ impl<'a> Chain<'a> {
         Ok(())
     }
 
-    /// One step: directly, or by replaying the graph captured from an earlier step.
-    fn run_step(&mut self, x: &mut Tensor) -> Result<()> {
+    /// One step at level `k`: directly, or by replaying the graph captured from an earlier step.
+    fn run_step(&mut self, x: &mut Tensor, k: usize) -> Result<()> {
         let device = x.device().clone();
         // SAFETY: the step reads and writes `x` and `self.step`'s tensors, which live for the
         // whole run and are only written in place (the levels, the scalars and the flip count by
         // `Tensor::write`, `x` by the steps), and the score's weights, borrowed for the run.
-        let ran = unsafe { self.replayer.run(&device, &mut || self.step.run(x)) }?;
+        let ran = unsafe { self.replayer.run(&device, &mut || self.step.run(x, k)) }?;
         if ran.replayed(&device, "sampler steps") {
             self.stats.replayed_steps += 1;
         }
@@ -400,20 +395,12 @@ impl<'a> Chain<'a> {
 }
 
 impl StepWork<'_> {
-    /// Writes level `k` for every sample, in place, when it changed.
-    fn set_level(&mut self, k: usize) -> Result<()> {
-        if self.level != Some(k) {
-            self.levels.write(&vec![k as f32; self.levels.numel()])?;
-            self.level = Some(k);
-        }
-        Ok(())
-    }
-
-    /// The step: `h` at the current level, then the fused update of `x` with the current
-    /// scalars. Everything it allocates is dropped before it returns, as a capture requires.
-    fn run(&mut self, x: &mut Tensor) -> Result<()> {
+    /// The step: `h` at level `k` (written into `self.levels`), then the fused update of `x`
+    /// with the current scalars. Everything it allocates is dropped before it returns, as a
+    /// capture requires.
+    fn run(&mut self, x: &mut Tensor, k: usize) -> Result<()> {
         let level = Level {
-            k: self.level.expect("set_level runs before the first step"),
+            k,
             per_sample: &self.levels,
         };
         let h = self.score.h(x, level)?;
